@@ -1,0 +1,107 @@
+"""The Python API: ``prunedsl.parse(text) -> Metric``.
+
+>>> m = parse("sqrt(|W| * ‖X‖)")
+>>> m.type, sorted(m.requires)
+(Type(shape='Mat', sign='nonneg'), ['W', 'x_norm2'])
+>>> m.canonical(group="row") == parse("wanda").canonical(group="row")
+True
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+from .dsl import symbolic
+from .dsl.ast import Expr, Operand, walk
+from .dsl.checker import Env, check
+from .dsl.library import library
+from .dsl.parser import parse as _parse_any
+from .dsl.printer import to_text
+from .dsl.types import SCALAR, Type
+from .errors import DSLSyntaxError, DSLTypeError, PruneDSLError, Span
+
+GROUPS = ("row", "layer", "global")
+
+
+@dataclass(frozen=True, eq=False)
+class Metric:
+    """A checked pruning metric. Build it with :func:`parse`."""
+
+    source: str          # the text the user wrote
+    expr: Expr           # resolved, typed AST (library metrics inlined, parameters substituted)
+    name: str | None = None  # library name, if the text was one
+
+    @property
+    def type(self) -> Type:
+        return self.expr.type
+
+    @property
+    def requires(self) -> frozenset[str]:
+        """The statistics the runtime must collect (keys of ``dsl.operands.OPERANDS``)."""
+        return frozenset(n.key for n in walk(self.expr) if isinstance(n, Operand)) | {"W"}
+
+    def text(self) -> str:
+        """The resolved formula as DSL text, without simplification (what is compiled)."""
+        return to_text(self.expr)
+
+    def formula(self) -> str:
+        """Simplified formula as DSL text (parses back to an equivalent metric)."""
+        return symbolic.formula(self.expr)
+
+    def pretty(self) -> str:
+        """Simplified formula in Unicode math."""
+        return symbolic.pretty(self.expr)
+
+    def latex(self) -> str:
+        return symbolic.latex(self.expr)
+
+    def canonical(self, group: str = "row") -> str:
+        """Text equal for metrics that rank weights identically under ``group``."""
+        if group not in GROUPS:
+            raise PruneDSLError(f"unknown comparison group {group!r}; choose one of {', '.join(GROUPS)}")
+        return symbolic.canonical(self.expr, group)
+
+    def compile(self):
+        """A torch callable ``(stats: dict[str, Tensor]) -> scores`` (imports torch)."""
+        from .compiler import compile_expr  # dsl stays torch-free; torch only when compiling
+        return compile_expr(self.expr)
+
+    def __repr__(self) -> str:
+        return f"Metric({self.text()!r}, type={self.type})"
+
+
+def parse(text: str, *, library_texts: tuple[str, ...] = (), allow_scalar: bool = False) -> Metric:
+    """Parse and type-check a metric: a formula, a library name (``ria(a=0.3)``), or a
+    single ``metric name(params) = formula`` definition. Raises ``PruneDSLError``."""
+    return _parse_cached(text, tuple(library_texts), allow_scalar)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_cached(text: str, library_texts: tuple[str, ...], allow_scalar: bool) -> Metric:
+    if not isinstance(text, str):
+        raise DSLSyntaxError(f"expected formula text, got {type(text).__name__}")
+    try:
+        tree = _parse_any(text)
+        metrics = library("metric", library_texts)
+        name = None
+        if hasattr(tree, "definitions"):
+            defs = tree.definitions
+            if len(defs) != 1 or defs[0].kind != "metric":
+                raise DSLSyntaxError("expected one formula or one 'metric name = formula' definition",
+                                     source=text, span=Span(0, len(text)))
+            d = defs[0]
+            metrics = {**metrics, d.name: d}
+            expr = check(d.body, Env(params={p.name: p.default for p in d.params}, metrics=metrics,
+                                     stack=(d.name,)))
+            name = d.name
+        else:
+            expr = check(tree, Env(metrics=metrics))
+            if getattr(tree, "name", None) in metrics or getattr(tree, "func", None) in metrics:
+                name = getattr(tree, "name", None) or tree.func
+        if expr.type.shape == SCALAR and not allow_scalar:
+            raise DSLTypeError("a metric must score weights, but this formula is a Scalar "
+                               "(one value per layer)", span=Span(0, len(text)),
+                               hint="multiply by a per-weight term such as |W|")
+        return Metric(text, expr, name)
+    except PruneDSLError as err:
+        raise err.with_source(text) from None

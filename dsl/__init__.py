@@ -1,0 +1,1 @@
+"""The metric language: grammar, AST, types, checker, printers (no torch here)."""

@@ -1,0 +1,260 @@
+"""Name resolution and type checking.
+
+``check(expr, env)`` returns a new tree in which library metrics are inlined,
+parameters are replaced by numbers, and every node carries its ``Type``. Errors point
+at the offending span and say what was expected, in the user's spelling.
+"""
+from __future__ import annotations
+
+import difflib
+import math
+from dataclasses import dataclass, field, replace
+
+from ..errors import DSLNameError, DSLTypeError, Span
+from .ast import BinOp, Call, Definition, Expr, Name, Neg, Num, Operand, walk
+from .functions import (ALL_FUNCTIONS, ARITY, AXIS_FUNCTIONS, AXIS_RESULT, BINARY, ELEMENTWISE,
+                        NORMALIZERS, WHOLE, reduction_sign)
+from .operands import NAMED_OPERANDS, OPERANDS, X_NORMS, X_STATISTICS
+from .types import MAT, NONNEG, POS, SCALAR, SIGNED, Type, broadcast_shape, weakest
+
+MAX_INLINE_DEPTH = 16
+
+
+@dataclass(frozen=True)
+class Env:
+    """What names mean while checking: parameter values and the metric library."""
+
+    params: dict = field(default_factory=dict)          # name -> float
+    metrics: dict = field(default_factory=dict)         # name -> Definition
+    stack: tuple = ()                                   # definitions being inlined
+
+
+def check(expr: Expr, env: Env | None = None) -> Expr:
+    return _Checker(env or Env()).visit(expr)
+
+
+def number_type(value: float) -> Type:
+    return Type(SCALAR, POS if value > 0 else NONNEG if value == 0 else SIGNED)
+
+
+def _show(e: Expr) -> str:
+    from .printer import to_text  # local: printer imports nothing from here
+    return to_text(e)
+
+
+class _Checker:
+    def __init__(self, env: Env):
+        self.env = env
+
+    def visit(self, e: Expr) -> Expr:
+        method = getattr(self, "visit_" + type(e).__name__)
+        return method(e)
+
+    # --- leaves -----------------------------------------------------------------
+    def visit_Num(self, e: Num) -> Expr:
+        return replace(e, type=number_type(e.value))
+
+    def visit_Operand(self, e: Operand) -> Expr:
+        return replace(e, type=OPERANDS[e.key].type)
+
+    def visit_Name(self, e: Name) -> Expr:
+        if e.name in self.env.params:
+            return Num(self.env.params[e.name], span=e.span, type=number_type(self.env.params[e.name]))
+        if e.name in NAMED_OPERANDS:
+            key = NAMED_OPERANDS[e.name]
+            return Operand(key, span=e.span, type=OPERANDS[key].type)
+        if e.name in self.env.metrics:
+            return self.inline(self.env.metrics[e.name], (), (), e.span)
+        if e.name == "X":
+            raise DSLNameError("X on its own has no value", span=e.span,
+                               hint="use a statistic of the input: ‖X‖ (norm(X)), norm(X, 1), "
+                                    "norm(X, inf), mean(X), std(X), var(X)")
+        if e.name in ALL_FUNCTIONS:
+            raise DSLNameError(f"{e.name} is a function", span=e.span,
+                               hint=f"call it: {e.name}(...)")
+        raise DSLNameError(f"unknown name {e.name!r}", span=e.span, hint=self.suggest(e.name))
+
+    def suggest(self, name: str) -> str:
+        known = list(self.env.params) + list(NAMED_OPERANDS) + list(self.env.metrics) + ["X"]
+        close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+        if not close and name.lower() in {k.lower() for k in known}:
+            close = [k for k in known if k.lower() == name.lower()]
+        operands = ", ".join(list(NAMED_OPERANDS) + ["‖X‖"])
+        if close:
+            return f"did you mean {' or '.join(close)}? (operands: {operands})"
+        return f"operands are {operands}; library metrics: {', '.join(sorted(self.env.metrics)) or 'none'}"
+
+    # --- arithmetic -------------------------------------------------------------
+    def visit_Neg(self, e: Neg) -> Expr:
+        inner = self.visit(e.operand)
+        if isinstance(inner, Num):  # fold -(number) so parameters print as numbers
+            return Num(-inner.value, span=e.span, type=number_type(-inner.value))
+        return replace(e, operand=inner, type=Type(inner.type.shape, SIGNED))
+
+    def visit_BinOp(self, e: BinOp) -> Expr:
+        left, right = self.visit(e.left), self.visit(e.right)
+        if e.op == "^":
+            return self.power(e, left, right)
+        shape = broadcast_shape(left.type.shape, right.type.shape)
+        a, b = left.type.sign, right.type.sign
+        if e.op == "+":
+            sign = POS if (POS in (a, b) and SIGNED not in (a, b)) else (NONNEG if SIGNED not in (a, b) else SIGNED)
+        elif e.op == "-":
+            sign = SIGNED
+        else:  # * and /
+            sign = weakest(a, b)
+        return replace(e, left=left, right=right, type=Type(shape, sign))
+
+    def power(self, e: BinOp, base: Expr, exponent: Expr) -> Expr:
+        value = constant_value(exponent)
+        if value is None:
+            raise DSLTypeError("the exponent must be a constant", span=e.right.span,
+                               hint="use a number or a parameter, e.g. ‖X‖ ^ 0.5; for e^x use exp(x)")
+        if not math.isfinite(value):
+            raise DSLTypeError("the exponent is not a finite number", span=e.right.span)
+        sign = base.type.sign
+        if value == int(value):
+            even = int(value) % 2 == 0
+            if value == 0:
+                sign = POS
+            elif even and sign == SIGNED:
+                sign = NONNEG
+        elif sign == SIGNED:
+            raise DSLTypeError(f"{_show(base)} ^ {_fmt(value)} of a possibly negative value",
+                               span=e.span,
+                               hint=f"{_show(base)} is signed; did you mean |{_show(base)}| ^ {_fmt(value)}?")
+        exponent = Num(value, span=e.right.span, type=number_type(value))
+        return replace(e, left=base, right=exponent, type=Type(base.type.shape, sign))
+
+    # --- calls ------------------------------------------------------------------
+    def visit_Call(self, e: Call) -> Expr:
+        f = e.func
+        if f in self.env.metrics and f not in ALL_FUNCTIONS:
+            return self.inline(self.env.metrics[f], e.args, e.kwargs, e.span)
+        if f not in ALL_FUNCTIONS:
+            close = difflib.get_close_matches(f, ALL_FUNCTIONS + sorted(self.env.metrics), n=3, cutoff=0.6)
+            hint = f"did you mean {' or '.join(close)}?" if close else \
+                "functions: " + ", ".join(ALL_FUNCTIONS)
+            raise DSLNameError(f"unknown function {f!r}", span=e.name_span, hint=hint)
+        if e.kwargs:
+            raise DSLTypeError(f"{f}() takes no keyword arguments", span=e.span)
+        # Statistics of the calibration input X.
+        if f in X_STATISTICS and len(e.args) == 1 and _is_x(e.args[0]):
+            key = X_STATISTICS[f]
+            return Operand(key, span=e.span, type=OPERANDS[key].type)
+        if f == "norm":
+            return self.x_norm(e)
+        lo, hi = ARITY[f]
+        if not lo <= len(e.args) <= hi:
+            want = str(lo) if lo == hi else f"{lo} or {hi}"
+            raise DSLTypeError(f"{f}() takes {want} argument{'s' if hi > 1 else ''}, got {len(e.args)}",
+                               span=e.span)
+        args = tuple(self.visit(a) for a in e.args)
+        for a, raw in zip(args, e.args):
+            if _is_x(raw):
+                raise DSLTypeError(f"{f}(X) is not a statistic", span=raw.span,
+                                   hint="statistics of X: ‖X‖, norm(X, 1), norm(X, inf), mean(X), std(X), var(X)")
+        if len(args) == 2:  # min(a, b), max(a, b)
+            shape = broadcast_shape(args[0].type.shape, args[1].type.shape)
+            return replace(e, args=args, type=Type(shape, BINARY[f](args[0].type.sign, args[1].type.sign)))
+        (arg,) = args
+        t = arg.type
+        if f in ELEMENTWISE:
+            needs_nonneg, rule = ELEMENTWISE[f]
+            if needs_nonneg and not t.nonneg:
+                raise DSLTypeError(f"{f} of a possibly negative value", span=e.span,
+                                   hint=f"{_show(arg)} is signed; did you mean {f}(|{_show(arg)}|)?")
+            return replace(e, args=args, type=Type(t.shape, rule(t.sign)))
+        if f in AXIS_FUNCTIONS:
+            axis, reducer = AXIS_FUNCTIONS[f]
+            result = AXIS_RESULT[axis].get(t.shape)
+            if result is None:
+                ok = " or ".join(AXIS_RESULT[axis])
+                other = "col" if axis == "row" else "row"
+                whole = "fro" if reducer == "norm" else reducer
+                where = "input" if axis == "row" else "output"
+                raise DSLTypeError(f"{f} expects {ok}, got {t.shape}", span=e.span,
+                                   hint=f"{f} reduces along the {where} dimension; for a {t.shape} "
+                                        f"try {other}_{reducer}(...) or the whole-tensor {whole}(...)")
+            return replace(e, args=args, type=Type(result, reduction_sign(reducer, t.sign)))
+        if f in WHOLE:
+            return replace(e, args=args, type=Type(SCALAR, reduction_sign(WHOLE[f], t.sign)))
+        if f in NORMALIZERS:
+            return replace(e, args=args, type=Type(t.shape, NORMALIZERS[f]))
+        raise AssertionError(f)  # pragma: no cover - the tables above are exhaustive
+
+    def x_norm(self, e: Call) -> Expr:
+        if not e.args or not _is_x(e.args[0]):
+            raise DSLTypeError("norm() takes the input X: norm(X), norm(X, 1), norm(X, inf)", span=e.span,
+                               hint="for a weight norm use row_norm(e), col_norm(e) or fro(e)")
+        if len(e.args) > 2:
+            raise DSLTypeError(f"norm() takes 1 or 2 arguments, got {len(e.args)}", span=e.span)
+        p = "2"
+        if len(e.args) == 2:
+            raw = e.args[1]
+            p = "inf" if isinstance(raw, Name) and raw.name == "inf" else \
+                (_fmt(raw.value) if isinstance(raw, Num) else None)
+            if p not in X_NORMS:
+                raise DSLTypeError("the order of norm(X, p) must be 1, 2 or inf", span=raw.span)
+        key = X_NORMS[p]
+        return Operand(key, span=e.span, type=OPERANDS[key].type)
+
+    # --- library metrics ----------------------------------------------------------
+    def inline(self, d: Definition, args, kwargs, span: Span) -> Expr:
+        if d.name in self.env.stack or len(self.env.stack) >= MAX_INLINE_DEPTH:
+            raise DSLTypeError(f"metric {d.name!r} refers to itself", span=span)
+        names = [p.name for p in d.params]
+        if len(args) > len(names):
+            raise DSLTypeError(f"{d.name} takes {len(names)} parameter{'s' * (len(names) != 1)}"
+                               f"{' (' + ', '.join(names) + ')' if names else ''}, got {len(args)}",
+                               span=span)
+        values = {p.name: p.default for p in d.params}
+        given = list(zip(names, args)) + list(kwargs)
+        seen = set()
+        for pname, arg in given:
+            if pname not in values:
+                raise DSLTypeError(f"{d.name} has no parameter {pname!r}", span=arg.span,
+                                   hint=f"parameters: {', '.join(names) or 'none'}")
+            if pname in seen:
+                raise DSLTypeError(f"parameter {pname!r} given twice", span=arg.span)
+            seen.add(pname)
+            checked = self.visit(arg)
+            value = constant_value(checked)
+            if value is None:
+                raise DSLTypeError(f"parameter {pname!r} of {d.name} must be a number", span=arg.span)
+            values[pname] = value
+        inner = _Checker(Env(params=values, metrics=self.env.metrics, stack=self.env.stack + (d.name,)))
+        try:
+            return inner.visit(d.body)
+        except (DSLNameError, DSLTypeError) as err:
+            if err.source is None and d.source:  # error inside a library definition
+                err.with_source(d.source)
+            raise
+
+
+def _is_x(e: Expr) -> bool:
+    return isinstance(e, Name) and e.name == "X"
+
+
+def _fmt(v: float) -> str:
+    return str(int(v)) if v == int(v) and abs(v) < 1e15 else repr(v)
+
+
+def constant_value(e: Expr) -> float | None:
+    """The value of a checked expression made of numbers only, else None."""
+    if any(isinstance(n, (Operand, Name, Call)) for n in walk(e)):
+        return None
+    try:
+        return _fold(e)
+    except (ZeroDivisionError, OverflowError, ValueError, TypeError):
+        return math.nan
+
+
+def _fold(e: Expr) -> float:
+    if isinstance(e, Num):
+        return e.value
+    if isinstance(e, Neg):
+        return -_fold(e.operand)
+    a, b = _fold(e.left), _fold(e.right)
+    return {"+": lambda: a + b, "-": lambda: a - b, "*": lambda: a * b, "/": lambda: a / b,
+            "^": lambda: float(a ** b)}[e.op]()

@@ -1,0 +1,43 @@
+"""The built-in library (``library.pdsl``, written in the language) and user libraries."""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+from ..errors import DSLNameError, PruneDSLError
+from .ast import Definition
+from .parser import parse_program
+
+LIBRARY_PATH = Path(__file__).resolve().parent / "library.pdsl"
+
+
+@functools.lru_cache(maxsize=None)
+def builtin_definitions() -> tuple[Definition, ...]:
+    return parse_program(LIBRARY_PATH.read_text(encoding="utf-8")).definitions
+
+
+def load_definitions(text: str, base: dict[str, Definition] | None = None) -> dict[str, Definition]:
+    """Add the definitions in ``text`` to ``base`` (later ones shadow earlier ones)."""
+    out = dict(base or {})
+    seen = set()
+    for d in parse_program(text).definitions:
+        if d.name in seen:
+            raise DSLNameError(f"{d.name!r} is defined twice", source=text, span=d.span)
+        seen.add(d.name)
+        out[d.name] = d
+    return out
+
+
+def library(kind: str = "metric", extra: tuple[str, ...] = ()) -> dict[str, Definition]:
+    """Name → definition of the given kind: built-ins plus the texts in ``extra``."""
+    defs = {d.name: d for d in builtin_definitions()}
+    for text in extra:
+        defs = load_definitions(text, defs)
+    return {n: d for n, d in defs.items() if d.kind == kind}
+
+
+def read_library_file(path: str | Path) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError as err:
+        raise PruneDSLError(f"cannot read library file {path}: {err.strerror}") from None

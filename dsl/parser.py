@@ -1,0 +1,233 @@
+"""Text → AST. The grammar lives in ``grammar.lark`` at the package root.
+
+Only this module talks to lark; every lark exception is turned into a
+``DSLSyntaxError`` with a caret and the expected tokens in the user's spelling.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from pathlib import Path
+
+from lark import Lark, Token, Transformer, v_args
+from lark.exceptions import (LarkError, UnexpectedCharacters, UnexpectedEOF,
+                             UnexpectedInput, UnexpectedToken, VisitError)
+
+from ..errors import DSLSyntaxError, PruneDSLError, Span
+from .ast import BinOp, Call, Definition, Expr, Name, Neg, Num, Operand, Param, Program
+from .operands import X_NORMS
+
+GRAMMAR_PATH = Path(__file__).resolve().parent.parent / "grammar.lark"
+MAX_SOURCE_CHARS = 100_000  # a formula this long is a mistake (or an attack)
+
+_XNORM_KEYS = {"‖X‖": X_NORMS["2"], "‖X‖₂": X_NORMS["2"], "‖X‖₁": X_NORMS["1"],
+               "‖X‖∞": X_NORMS["inf"]}
+
+# How terminals are spelled in "expected ..." messages.
+_SPELLING = {
+    "NAME": "a name", "NUMBER": "a number", "XNORM": "‖X‖", "KIND": "'metric' or 'allocation'",
+    "MULOP": "'*'", "POWOP": "'^'", "$END": "end of input",
+}
+
+
+@functools.lru_cache(maxsize=None)
+def _lark() -> Lark:
+    return Lark(GRAMMAR_PATH.read_text(encoding="utf-8"), parser="lalr",
+                propagate_positions=True, maybe_placeholders=True, cache=False)
+
+
+@functools.lru_cache(maxsize=None)
+def _terminal_spelling() -> dict[str, str]:
+    out = dict(_SPELLING)
+    for term in _lark().terminals:
+        if term.name not in out and term.pattern.type == "str":
+            out[term.name] = repr(term.pattern.value)
+    return out
+
+
+def _span(meta_or_token) -> Span:
+    if isinstance(meta_or_token, Token):
+        return Span(meta_or_token.start_pos, meta_or_token.end_pos)
+    return Span(meta_or_token.start_pos, meta_or_token.end_pos)
+
+
+def _number(tok: Token) -> float:
+    value = float(tok)
+    if not math.isfinite(value):
+        raise DSLSyntaxError(f"number {str(tok)!r} is out of range", span=_span(tok))
+    return value
+
+
+@v_args(meta=True)
+class _ToAST(Transformer):
+    def start(self, meta, c):
+        return c[0]
+
+    def formula(self, meta, c):
+        return c[0]
+
+    def program(self, meta, c):
+        return Program(tuple(c))
+
+    def definition(self, meta, c):
+        kind, name, params, body = c
+        return Definition(str(kind), str(name), params or (), body, span=_span(meta))
+
+    def params(self, meta, c):
+        return tuple(p for p in c if p is not None)
+
+    def param(self, meta, c):
+        return Param(str(c[0]), c[1], span=_span(meta))
+
+    def pos_number(self, meta, c):
+        return _number(c[0])
+
+    def neg_number(self, meta, c):
+        return -_number(c[0])
+
+    def add(self, meta, c):
+        return BinOp("+", c[0], c[1], span=_span(meta))
+
+    def sub(self, meta, c):
+        return BinOp("-", c[0], c[1], span=_span(meta))
+
+    def mul(self, meta, c):
+        return BinOp("*", c[0], c[2], span=_span(meta))
+
+    def div(self, meta, c):
+        return BinOp("/", c[0], c[1], span=_span(meta))
+
+    def pow(self, meta, c):
+        return BinOp("^", c[0], c[2], span=_span(meta))
+
+    def neg(self, meta, c):
+        return Neg(c[0], span=_span(meta))
+
+    def unary(self, meta, c):  # unary plus
+        return c[0]
+
+    def number(self, meta, c):
+        return Num(_number(c[0]), span=_span(meta))
+
+    def name(self, meta, c):
+        return Name(str(c[0]), span=_span(meta))
+
+    def xnorm(self, meta, c):
+        return Operand(_XNORM_KEYS[str(c[0])], span=_span(meta))
+
+    def abs(self, meta, c):
+        return Call("abs", (c[0],), span=_span(meta), name_span=_span(meta))
+
+    def call(self, meta, c):
+        name, *args = c
+        args = [a for a in args if a is not None]
+        positional = tuple(a for a in args if not isinstance(a, tuple))
+        keywords = tuple(a for a in args if isinstance(a, tuple))
+        if keywords and args.index(keywords[0]) < len(positional):
+            raise DSLSyntaxError("positional argument after a keyword argument",
+                                 span=_span(meta))
+        return Call(str(name), positional, keywords, span=_span(meta), name_span=_span(name))
+
+    def arg(self, meta, c):
+        return c[0]
+
+    def kwarg(self, meta, c):
+        return (str(c[0]), c[1])
+
+
+def _syntax_error(err: UnexpectedInput, text: str) -> DSLSyntaxError:
+    pos = getattr(err, "pos_in_stream", None)
+    if pos is None or pos < 0:
+        pos = len(text)
+    spelled = _terminal_spelling()
+    expected = sorted({spelled.get(t, t) for t in (getattr(err, "expected", None) or
+                                                    getattr(err, "allowed", None) or ())})
+    if isinstance(err, UnexpectedEOF) or (isinstance(err, UnexpectedToken) and err.token.type == "$END"):
+        msg, span = "unexpected end of formula", Span(len(text), len(text) + 1)
+    elif isinstance(err, UnexpectedToken):
+        tok = err.token
+        msg, span = f"unexpected {str(tok)!r}", Span(tok.start_pos, max(tok.end_pos, tok.start_pos + 1))
+    elif isinstance(err, UnexpectedCharacters):
+        ch = text[pos] if pos < len(text) else ""
+        msg, span = f"unexpected character {ch!r}", Span(pos, pos + 1)
+    else:
+        msg, span = "invalid syntax", Span(pos, pos + 1)
+    hint = None
+    if expected:
+        shown = expected if len(expected) <= 8 else expected[:8] + ["…"]
+        hint = "expected " + ", ".join(shown)
+    if "X" in text and "‖" not in text and "X" in msg:
+        hint = (hint + "; " if hint else "") + "the input appears as a statistic: ‖X‖ or norm(X), mean(X), std(X), var(X)"
+    return DSLSyntaxError(msg, source=text, span=span, hint=hint)
+
+
+def _parse(text: str):
+    if not isinstance(text, str):
+        raise DSLSyntaxError(f"expected formula text, got {type(text).__name__}")
+    if len(text) > MAX_SOURCE_CHARS:
+        raise DSLSyntaxError(f"formula is {len(text)} characters long; the limit is {MAX_SOURCE_CHARS}")
+    if not text.strip():
+        raise DSLSyntaxError("empty formula", source=text, span=Span(0, 1),
+                             hint="write a formula such as |W| * ‖X‖, or a metric name such as wanda")
+    try:
+        return _ToAST().transform(_lark().parse(text))
+    except UnexpectedInput as err:
+        raise _syntax_error(err, text) from None
+    except VisitError as err:
+        inner = err.orig_exc
+        if isinstance(inner, PruneDSLError):
+            raise inner.with_source(text) from None
+        raise DSLSyntaxError(f"could not read formula: {inner}", source=text) from None
+    except RecursionError:
+        raise DSLSyntaxError("formula is nested too deeply", source=text) from None
+    except LarkError as err:
+        raise DSLSyntaxError(f"could not parse formula: {err}", source=text) from None
+
+
+def parse_expr(text: str) -> Expr:
+    """Parse one formula (an expression, possibly naming library metrics)."""
+    tree = _parse(text)
+    if isinstance(tree, Program):
+        if len(tree.definitions) == 1:
+            raise DSLSyntaxError("expected a formula, got a definition", source=text,
+                                 span=tree.definitions[0].span,
+                                 hint="use parse_program() for definitions")
+        raise DSLSyntaxError("expected a formula", source=text, span=Span(0, len(text)))
+    return tree
+
+
+def parse_program(text: str) -> Program:
+    """Parse a file of ``metric``/``allocation`` definitions; comments above a definition are its doc."""
+    tree = _parse(text)
+    if not isinstance(tree, Program):
+        raise DSLSyntaxError("expected definitions such as 'metric name = formula'", source=text,
+                             span=Span(0, len(text)))
+    docs = _leading_comments(text)
+    defs = tuple(Definition(d.kind, d.name, d.params, d.body, doc=docs.get(d.span.start, ""),
+                            span=d.span, source=text) for d in tree.definitions)
+    return Program(defs)
+
+
+def parse(text: str) -> Expr | Program:
+    """Parse either a formula or a program (whichever the text is)."""
+    tree = _parse(text)
+    if isinstance(tree, Program):
+        return parse_program(text)
+    return tree
+
+
+def _leading_comments(text: str) -> dict[int, str]:
+    """Map the offset of each line that follows a run of ``#`` comment lines to the comments."""
+    out, run, offset = {}, [], 0
+    for line in text.splitlines(keepends=True):
+        stripped = line.strip()
+        if stripped.startswith("#"):
+            run.append(stripped.lstrip("#").strip())
+        elif stripped:
+            if run:
+                out[offset + (len(line) - len(line.lstrip()))] = " ".join(run)
+            run = []
+        else:
+            run = []
+        offset += len(line)
+    return out

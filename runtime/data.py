@@ -1,0 +1,119 @@
+"""WikiText-2 text, tokenization and windows (DESIGN.md §5).
+
+Perplexity uses the test split, calibration and search use the validation split. The
+text is normalized once (line ends to ``\\n``, lines joined with blank lines), tokenized
+once, and cut into non-overlapping windows (evaluation) or seeded random windows
+(calibration, as in Wanda's loader).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import PruneRuntimeError
+
+SPLIT_FILES = {"test": "wiki.test.raw", "validation": "wiki.valid.tokens"}
+_PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # the repo root / prunedsl package
+
+
+def find_data_dir(data_dir: str | os.PathLike | None = None) -> Path | None:
+    """The first WikiText-2 directory that exists, or None (then try `datasets`)."""
+    candidates: list[Path] = []
+    if data_dir is not None:
+        path = Path(data_dir).expanduser()
+        if not path.is_dir():
+            raise PruneRuntimeError(f"data directory not found: {path}",
+                                    hint="pass a directory holding wiki.test.raw and wiki.valid.tokens")
+        return path
+    if os.environ.get("PRUNEDSL_DATA_DIR"):
+        candidates.append(Path(os.environ["PRUNEDSL_DATA_DIR"]).expanduser())
+    candidates.append(_PACKAGE_ROOT.parent / "shared" / "data" / "wikitext-2")
+    candidates.append(Path.cwd().parent / "shared" / "data" / "wikitext-2")
+    for path in candidates:
+        if path.is_dir():
+            return path
+    return None
+
+
+def normalize(text: str) -> str:
+    """§5: line ends to \\n, split on \\n, join with blank lines."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return "\n\n".join(text.split("\n"))
+
+
+def _from_datasets(split: str) -> str:
+    try:
+        import datasets  # optional, online fallback only
+    except ImportError:
+        raise PruneRuntimeError(
+            "WikiText-2 not found locally and the `datasets` package is not installed",
+            hint="set PRUNEDSL_DATA_DIR to a directory with wiki.test.raw and "
+                 "wiki.valid.tokens, pass --data-dir, or pip install datasets") from None
+    ds = datasets.load_dataset("wikitext", "wikitext-2-raw-v1", split=split)
+    # The HF rows keep their trailing "\n"; joining the rows gives the raw file's text.
+    return "".join(ds["text"])
+
+
+def load_text(split: str = "test", data_dir: str | os.PathLike | None = None,
+              path: str | os.PathLike | None = None) -> str:
+    """Normalized text of a WikiText-2 split, or of any text file given as ``path``."""
+    if path is not None:
+        file = Path(path).expanduser()
+        if not file.is_file():
+            raise PruneRuntimeError(f"text file not found: {file}")
+        return normalize(file.read_text(encoding="utf-8"))
+    if split not in SPLIT_FILES:
+        raise PruneRuntimeError(f"unknown split {split!r}; expected one of {sorted(SPLIT_FILES)}")
+    directory = find_data_dir(data_dir)
+    if directory is None:
+        return normalize(_from_datasets(split))
+    file = directory / SPLIT_FILES[split]
+    if not file.is_file():
+        raise PruneRuntimeError(f"{file} is missing",
+                                hint=f"the data directory must contain {SPLIT_FILES[split]}")
+    # newline="" keeps \r\n so that normalize() sees the file's own line ends
+    with open(file, encoding="utf-8", newline="") as f:
+        return normalize(f.read())
+
+
+# (tokenizer name, text sha256) -> ids; in memory only, a handful of entries.
+_TOKEN_CACHE: dict[tuple[str, str], torch.Tensor] = {}
+_TOKEN_CACHE_SIZE = 4
+
+
+def tokenize(tokenizer: Any, text: str) -> torch.Tensor:
+    """Token ids of ``text`` as a (1, N) LongTensor, tokenized once with the default call."""
+    key = (str(getattr(tokenizer, "name_or_path", id(tokenizer))),
+           hashlib.sha256(text.encode("utf-8")).hexdigest())
+    if key not in _TOKEN_CACHE:
+        ids = tokenizer(text, return_tensors="pt").input_ids  # (1, N)
+        if len(_TOKEN_CACHE) >= _TOKEN_CACHE_SIZE:
+            _TOKEN_CACHE.pop(next(iter(_TOKEN_CACHE)))
+        _TOKEN_CACHE[key] = ids
+    return _TOKEN_CACHE[key]
+
+
+def eval_windows(ids: torch.Tensor, seqlen: int, max_windows: int | None = None) -> torch.Tensor:
+    """Non-overlapping windows (n, seqlen), remainder dropped, first ``max_windows`` kept."""
+    flat = ids.reshape(-1)
+    n = flat.numel() // seqlen
+    if max_windows is not None:
+        n = min(n, max_windows)
+    if n == 0:
+        raise PruneRuntimeError(f"text has {flat.numel()} tokens, fewer than one window of {seqlen}")
+    return flat[: n * seqlen].view(n, seqlen)
+
+
+def calibration_windows(ids: torch.Tensor, nsamples: int, seqlen: int, seed: int = 0) -> torch.Tensor:
+    """``nsamples`` random windows (nsamples, seqlen) with seeded start positions."""
+    flat = ids.reshape(-1)
+    if flat.numel() <= seqlen:
+        raise PruneRuntimeError(f"calibration text has {flat.numel()} tokens, "
+                                f"needs more than seqlen={seqlen}")
+    gen = torch.Generator().manual_seed(seed)
+    starts = torch.randint(0, flat.numel() - seqlen, (nsamples,), generator=gen)
+    return torch.stack([flat[s: s + seqlen] for s in starts.tolist()])
