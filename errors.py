@@ -24,20 +24,25 @@ class Span:
         return Span(min(self.start, other.start), max(self.end, other.end))
 
 
-def render_caret(source: str, span: Span) -> str:
-    """The source line(s) around ``span`` with ``^`` under the span."""
+def render_caret(source: str, span: Span, width: int = 100) -> str:
+    """The source line around ``span`` with ``^`` under the span (long lines are windowed)."""
     start = max(0, min(span.start, len(source)))
-    end = max(start + 1, min(span.end, len(source) + 1))
     line_start = source.rfind("\n", 0, start) + 1
     line_end = source.find("\n", start)
     if line_end == -1:
         line_end = len(source)
+    end = max(start + 1, min(span.end, line_end + 1))
     line = source[line_start:line_end]
     col = start - line_start
-    width = max(1, min(end, line_end + 1) - start)
     lineno = source.count("\n", 0, start) + 1
     where = f"line {lineno}, column {col + 1}"
-    return f"{where}:\n    {line}\n    {' ' * col}{'^' * width}"
+    lo = 0
+    if len(line) > width:  # show a window around the caret
+        lo = max(0, min(col - width // 3, len(line) - width))
+        line = ("…" if lo else "") + line[lo:lo + width] + ("…" if lo + width < len(line) else "")
+        col = col - lo + (1 if lo else 0)
+    carets = max(1, min(end - start, width - col + 1))
+    return f"{where}:\n    {line}\n    {' ' * col}{'^' * carets}"
 
 
 class PruneDSLError(Exception):

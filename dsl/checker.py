@@ -131,6 +131,12 @@ class _Checker:
         f = e.func
         if f in self.env.metrics and f not in ALL_FUNCTIONS:
             return self.inline(self.env.metrics[f], e.args, e.kwargs, e.span)
+        if f in X_STATISTICS and len(e.args) == 1 and _is_x(e.args[0]) and not e.kwargs:
+            key = X_STATISTICS[f]  # mean(X), std(X), var(X): statistics of the input
+            return Operand(key, span=e.span, type=OPERANDS[key].type)
+        if f == "var":
+            raise DSLTypeError("var() takes the input X: var(X)", span=e.span,
+                               hint="for the spread of a weight expression use std(e) ^ 2")
         if f not in ALL_FUNCTIONS:
             close = difflib.get_close_matches(f, ALL_FUNCTIONS + sorted(self.env.metrics), n=3, cutoff=0.6)
             hint = f"did you mean {' or '.join(close)}?" if close else \
@@ -138,10 +144,6 @@ class _Checker:
             raise DSLNameError(f"unknown function {f!r}", span=e.name_span, hint=hint)
         if e.kwargs:
             raise DSLTypeError(f"{f}() takes no keyword arguments", span=e.span)
-        # Statistics of the calibration input X.
-        if f in X_STATISTICS and len(e.args) == 1 and _is_x(e.args[0]):
-            key = X_STATISTICS[f]
-            return Operand(key, span=e.span, type=OPERANDS[key].type)
         if f == "norm":
             return self.x_norm(e)
         lo, hi = ARITY[f]

@@ -19,6 +19,7 @@ from .operands import X_NORMS
 
 GRAMMAR_PATH = Path(__file__).resolve().parent.parent / "grammar.lark"
 MAX_SOURCE_CHARS = 100_000  # a formula this long is a mistake (or an attack)
+MAX_DEPTH = 200  # deeper trees would hit Python's recursion limit in later passes
 
 _XNORM_KEYS = {"‖X‖": X_NORMS["2"], "‖X‖₂": X_NORMS["2"], "‖X‖₁": X_NORMS["1"],
                "‖X‖∞": X_NORMS["inf"]}
@@ -170,7 +171,9 @@ def _parse(text: str):
         raise DSLSyntaxError("empty formula", source=text, span=Span(0, 1),
                              hint="write a formula such as |W| * ‖X‖, or a metric name such as wanda")
     try:
-        return _ToAST().transform(_lark().parse(text))
+        tree = _lark().parse(text)
+        _check_depth(tree, text)
+        return _ToAST().transform(tree)
     except UnexpectedInput as err:
         raise _syntax_error(err, text) from None
     except VisitError as err:
@@ -182,6 +185,18 @@ def _parse(text: str):
         raise DSLSyntaxError("formula is nested too deeply", source=text) from None
     except LarkError as err:
         raise DSLSyntaxError(f"could not parse formula: {err}", source=text) from None
+
+
+def _check_depth(tree, text: str) -> None:
+    """Reject absurdly nested input before any recursive pass sees it (iteratively)."""
+    stack = [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            meta = node.meta
+            raise DSLSyntaxError(f"formula is nested more than {MAX_DEPTH} levels deep", source=text,
+                                 span=Span(meta.start_pos, meta.end_pos) if not meta.empty else None)
+        stack.extend((c, depth + 1) for c in node.children if hasattr(c, "children"))
 
 
 def parse_expr(text: str) -> Expr:

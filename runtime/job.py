@@ -1,0 +1,154 @@
+"""The jobs behind ``prunedsl prune`` and ``prunedsl eval``: load, calibrate, prune, evaluate, save.
+
+Each returns a plain dict (the ``--json`` output), so the CLI, the benchmarks and the
+search share one code path.
+"""
+from __future__ import annotations
+
+import platform
+import re
+import time
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import PruneDSLError, PruneRuntimeError
+from . import data
+from .models import load_model
+from .perplexity import perplexity
+
+
+@dataclass
+class PruneJob:
+    model: str
+    metric: object                      # a prunedsl.Metric
+    sparsity: float = 0.5
+    pattern: tuple[int, int] | None = None
+    group: str = "row"
+    nsamples: int = 32
+    seqlen: int = 512
+    seed: int = 0
+    calib_data: str | None = None       # a text file instead of WikiText-2 validation
+    data_dir: str | None = None
+    eval_windows: int | None = None
+    output: str | None = None
+    evaluate: bool = True
+    allow_nonfinite: bool = False
+    progress: bool = True
+
+
+def parse_pattern(text: str | None) -> tuple[int, int] | None:
+    """``unstructured`` → None; ``2:4`` → (2, 4) (N of every M weights pruned)."""
+    if text is None or text == "unstructured":
+        return None
+    match = re.fullmatch(r"\s*(\d+)\s*:\s*(\d+)\s*", text)
+    if not match:
+        raise PruneDSLError(f"pattern {text!r} is neither 'unstructured' nor N:M", hint="e.g. 2:4 or 4:8")
+    n, m = int(match[1]), int(match[2])
+    if not 0 < n < m:
+        raise PruneDSLError(f"pattern {text}: need 0 < N < M (N of every M weights are pruned)")
+    return n, m
+
+
+def _validate(job: PruneJob) -> None:
+    if not 0.0 <= job.sparsity < 1.0:
+        raise PruneDSLError(f"--sparsity must be in [0, 1), got {job.sparsity}")
+    if job.group not in ("row", "layer", "global"):
+        raise PruneDSLError(f"unknown comparison group {job.group!r}; choose row, layer or global")
+    if job.nsamples < 1 or job.seqlen < 2:
+        raise PruneDSLError("--nsamples must be ≥ 1 and --seqlen ≥ 2")
+    if job.eval_windows is not None and job.eval_windows < 1:
+        raise PruneDSLError("--eval-windows must be ≥ 1")
+    shape = job.metric.type.shape
+    if job.pattern is not None and shape != "Mat":
+        raise PruneDSLError(f"N:M needs a per-weight (Mat) metric; this metric is {shape}-typed "
+                            "(it scores whole channels)")
+    if shape in ("Row", "Col") and job.group == "global":
+        raise PruneDSLError("structured (Row/Col-typed) metrics compare channels within a layer; "
+                            "use --group layer")
+
+
+def calibration_ids(tokenizer, job: PruneJob) -> tuple[torch.Tensor, str]:
+    text = data.load_text("validation", data_dir=job.data_dir, path=job.calib_data)
+    ids = data.tokenize(tokenizer, text)
+    source = job.calib_data or "wikitext-2 validation"
+    return data.calibration_windows(ids, job.nsamples, job.seqlen, job.seed), source
+
+
+def run_prune(job: PruneJob) -> dict:
+    from .prune import prune_model
+    from .save import save_pruned
+    _validate(job)
+    compiled = job.metric.compile()
+    on_nonfinite = "allow" if job.allow_nonfinite else "error"
+
+    def scorer(layer: str, stats: dict) -> torch.Tensor:
+        return compiled(stats, layer=layer, on_nonfinite=on_nonfinite)
+
+    t0 = time.perf_counter()
+    loaded = load_model(job.model)
+    load_seconds = time.perf_counter() - t0
+    calib, calib_source = calibration_ids(loaded.tokenizer, job)
+
+    t0 = time.perf_counter()
+    report = prune_model(loaded.model, calib, scorer, job.metric.requires, sparsity=job.sparsity,
+                         group=job.group, pattern=job.pattern, progress=job.progress)
+    prune_seconds = time.perf_counter() - t0
+
+    pattern = "unstructured" if job.pattern is None else f"{job.pattern[0]}:{job.pattern[1]}"
+    record = {
+        "model": job.model,
+        "model_source": loaded.source,
+        "input": job.metric.source,
+        "name": job.metric.name,
+        "formula": job.metric.formula(),
+        "pretty": job.metric.pretty(),
+        "latex": job.metric.latex(),
+        "text": job.metric.text(),
+        "canonical": job.metric.canonical("layer" if job.group == "global" else job.group),
+        "type": str(job.metric.type),
+        "requires": sorted(job.metric.requires),
+        "target_sparsity": job.sparsity,
+        "sparsity": report.sparsity,
+        "pattern": pattern,
+        "group": job.group,
+        "calibration": {"source": calib_source, "nsamples": job.nsamples, "seqlen": job.seqlen,
+                        "seed": job.seed},
+        "layers": [vars(layer) if not isinstance(layer, dict) else layer for layer in report.layers],
+        "load_seconds": load_seconds,
+        "prune_seconds": prune_seconds,
+        "ppl": None,
+        "eval_seconds": None,
+        "eval_windows": None,
+        "seqlen": job.seqlen,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+    if job.evaluate:
+        record.update(_evaluate(loaded, job.seqlen, job.eval_windows, job.data_dir, job.progress))
+    if job.output:
+        save_pruned(loaded, job.output, record)
+        record["output"] = str(job.output)
+    return record
+
+
+def _evaluate(loaded, seqlen: int, eval_windows: int | None, data_dir: str | None,
+              progress: bool = True) -> dict:
+    ids = data.tokenize(loaded.tokenizer, data.load_text("test", data_dir=data_dir))
+    if ids.shape[1] < seqlen:
+        raise PruneRuntimeError(f"the test split has {ids.shape[1]} tokens, fewer than --seqlen {seqlen}")
+    res = perplexity(loaded.model, ids, seqlen=seqlen, max_windows=eval_windows, progress=progress)
+    return {"ppl": res["ppl"], "nll": res["nll"], "eval_seconds": res["seconds"],
+            "eval_windows": res["windows"], "eval_tokens": res["tokens"]}
+
+
+def run_eval(model: str, *, seqlen: int = 512, eval_windows: int | None = None,
+             data_dir: str | None = None, progress: bool = True) -> dict:
+    if seqlen < 2:
+        raise PruneDSLError("--seqlen must be ≥ 2")
+    t0 = time.perf_counter()
+    loaded = load_model(model)
+    load_seconds = time.perf_counter() - t0
+    res = _evaluate(loaded, seqlen, eval_windows, data_dir, progress)
+    return {"model": model, "model_source": loaded.source, "seqlen": seqlen,
+            "windows": res["eval_windows"], "load_seconds": load_seconds, **res}
