@@ -51,6 +51,17 @@ class Operand:
 
 
 @dataclass(frozen=True)
+class Hole:
+    """A typed hole ``?Mat``/``?Row``/``?Col``/``?Scalar``/``?c`` in a search sketch.
+
+    Holes parse everywhere but only the search's sketch checker accepts them."""
+
+    kind: str
+    span: Span = _span()
+    type: Type | None = _type()
+
+
+@dataclass(frozen=True)
 class Neg:
     operand: "Expr"
     span: Span = _span()
@@ -78,7 +89,7 @@ class Call:
     name_span: Span = _span()  # span of the function name, for error carets
 
 
-Expr = Union[Num, Name, Operand, Neg, BinOp, Call]
+Expr = Union[Num, Name, Operand, Hole, Neg, BinOp, Call]
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,10 @@ class _Checker:
     def visit_Num(self, e: Num) -> Expr:
         return replace(e, type=number_type(e.value))
 
+    def visit_Hole(self, e) -> Expr:
+        raise DSLTypeError(f"?{e.kind} is a hole of a search sketch, not a complete formula",
+                           span=e.span, hint="replace it with an expression")
+
     def visit_Operand(self, e: Operand) -> Expr:
         return replace(e, type=OPERANDS[e.key].type)
 

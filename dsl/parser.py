@@ -14,7 +14,7 @@ from lark.exceptions import (LarkError, UnexpectedCharacters, UnexpectedEOF,
                              UnexpectedInput, UnexpectedToken, VisitError)
 
 from ..errors import DSLSyntaxError, PruneDSLError, Span
-from .ast import BinOp, Call, Definition, Expr, Name, Neg, Num, Operand, Param, Program
+from .ast import BinOp, Call, Definition, Expr, Hole, Name, Neg, Num, Operand, Param, Program
 from .operands import X_NORMS
 
 GRAMMAR_PATH = Path(__file__).resolve().parent.parent / "grammar.lark"
@@ -27,7 +27,7 @@ _XNORM_KEYS = {"‖X‖": X_NORMS["2"], "‖X‖₂": X_NORMS["2"], "‖X‖₁"
 # How terminals are spelled in "expected ..." messages.
 _SPELLING = {
     "NAME": "a name", "NUMBER": "a number", "XNORM": "‖X‖", "KIND": "'metric' or 'allocation'",
-    "MULOP": "'*'", "POWOP": "'^'", "$END": "end of input",
+    "MULOP": "'*'", "POWOP": "'^'", "$END": "end of input", "HOLE": "a hole (?Mat)",
 }
 
 
@@ -115,6 +115,9 @@ class _ToAST(Transformer):
 
     def xnorm(self, meta, c):
         return Operand(_XNORM_KEYS[str(c[0])], span=_span(meta))
+
+    def hole(self, meta, c):
+        return Hole(str(c[0])[1:], span=_span(meta))
 
     def abs(self, meta, c):
         return Call("abs", (c[0],), span=_span(meta), name_span=_span(meta))

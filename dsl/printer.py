@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 
-from .ast import BinOp, Call, Expr, Name, Neg, Num, Operand
+from .ast import BinOp, Call, Expr, Hole, Name, Neg, Num, Operand
 from .operands import OPERANDS
 
 # Binding strength; higher binds tighter.
@@ -35,6 +35,8 @@ def to_text(e: Expr, ascii: bool = False) -> str:
         return format_number(e.value)
     if isinstance(e, Name):
         return e.name
+    if isinstance(e, Hole):
+        return f"?{e.kind}"
     if isinstance(e, Operand):
         info = OPERANDS[e.key]
         return info.ascii if ascii else info.text
