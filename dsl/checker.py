@@ -228,6 +228,9 @@ class _Checker:
             value = constant_value(checked)
             if value is None:
                 raise DSLTypeError(f"parameter {pname!r} of {d.name} must be a number", span=arg.span)
+            if not math.isfinite(value):
+                raise DSLTypeError(f"parameter {pname!r} of {d.name} is not a finite number",
+                                   span=arg.span)
             values[pname] = value
         inner = _Checker(Env(params=values, metrics=self.env.metrics, stack=self.env.stack + (d.name,)))
         try:
@@ -253,7 +256,7 @@ def constant_value(e: Expr) -> float | None:
     try:
         return _fold(e)
     except (ZeroDivisionError, OverflowError, ValueError, TypeError):
-        return math.nan
+        return math.nan  # callers reject non-finite constants with a span
 
 
 def _fold(e: Expr) -> float:

@@ -9,8 +9,10 @@ ELEMENTWISE = {
     "abs":     (False, lambda s: POS if s == POS else NONNEG),
     "sqrt":    (True,  lambda s: s),
     "log":     (True,  lambda s: SIGNED),
-    "exp":     (False, lambda s: POS),
-    "sigmoid": (False, lambda s: POS),
+    # exp and sigmoid are positive in exact arithmetic but underflow to 0 in float32
+    # (exp(-104) == 0), so they only guarantee nonneg.
+    "exp":     (False, lambda s: NONNEG),
+    "sigmoid": (False, lambda s: NONNEG),
     "tanh":    (False, lambda s: s),
     "sq":      (False, lambda s: POS if s == POS else NONNEG),
 }

@@ -14,6 +14,8 @@ _NEG, _POW, _ATOM = 3, 4, 5
 def format_number(v: float) -> str:
     if not math.isfinite(v):
         raise ValueError(f"cannot print non-finite number {v}")
+    if v == 0:
+        return "-0" if math.copysign(1.0, v) < 0 else "0"  # -0 and 0 differ under division
     if v == int(v) and abs(v) < 1e15:
         return str(int(v))
     return repr(v)
@@ -24,7 +26,7 @@ def _prec(e: Expr) -> int:
         return _POW if e.op == "^" else _PREC[e.op]
     if isinstance(e, Neg):
         return _NEG
-    if isinstance(e, Num) and e.value < 0:
+    if isinstance(e, Num) and math.copysign(1.0, e.value) < 0:
         return _NEG
     return _ATOM
 

@@ -20,7 +20,7 @@ from prunedsl.errors import DSLNameError, DSLSyntaxError, DSLTypeError
     ("row_sum(|W|) * ‖X‖", "Mat", "nonneg"),
     ("mean(X)", "Col", "signed"),
     ("std(X) * var(X) * norm(X, 1) * norm(X, inf)", "Col", "nonneg"),
-    ("exp(W)", "Mat", "pos"),
+    ("exp(W)", "Mat", "nonneg"),
     ("sigmoid(W) * tanh(|W|)", "Mat", "nonneg"),
     ("log(|W|)", "Mat", "signed"),
     ("minmax(G)", "Mat", "nonneg"),
