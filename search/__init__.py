@@ -1,0 +1,1 @@
+"""Metric search: proposers (llm, evolve, enumerate), fitness, hall of fame, reports."""

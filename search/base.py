@@ -1,0 +1,51 @@
+"""The contract between the search engine and its proposers.
+
+The engine owns fitness, deduplication (by canonical form), the hall of fame and
+persistence. A proposer only turns what it has seen into new formula *texts*; every
+text goes through ``prunedsl.parse`` (lark + type checker) in the engine, never through
+``eval``/``exec``/``sympify``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class Proposal:
+    text: str                    # formula text in the language (untrusted when from an LLM)
+    origin: str                  # "seed", "llm", "evolve:mutate", "evolve:crossover", "enumerate", ...
+    parents: tuple[str, ...] = ()  # canonical forms of parent candidates, if any
+    node: int | None = None      # GCoT graph node this proposal refines (llm proposer)
+    note: str = ""               # free text for the log (e.g. the LLM's rationale)
+
+
+@dataclass
+class Outcome:
+    """What the engine tells a proposer about one proposal."""
+
+    proposal: Proposal
+    ok: bool                     # parsed, type-checked and scored
+    error: str | None = None     # the rendered PruneDSLError (with caret) when not ok
+    canonical: str | None = None
+    duplicate_of: str | None = None  # canonical form already evaluated
+    proxy: float | None = None   # layer-wise output error (lower is better)
+    val_ppl: float | None = None # validation perplexity, if fully evaluated
+    complexity: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Proposer(Protocol):
+    name: str
+
+    def propose(self, n: int) -> list[Proposal]:
+        """Up to ``n`` new proposals. May return fewer (or none when exhausted)."""
+
+    def observe(self, outcomes: list[Outcome]) -> None:
+        """Results of earlier proposals (errors feed LLM repair; scores feed selection)."""
+
+    def state(self) -> dict[str, Any]:
+        """JSON-serializable state, saved with the hall of fame so --resume can continue."""
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore from ``state()``."""
