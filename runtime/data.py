@@ -87,7 +87,9 @@ _TOKEN_CACHE_SIZE = 4
 
 def tokenize(tokenizer: Any, text: str) -> torch.Tensor:
     """Token ids of ``text`` as a (1, N) LongTensor, tokenized once with the default call."""
-    key = (str(getattr(tokenizer, "name_or_path", id(tokenizer))),
+    # the name alone can be "" (tokenizers built in memory): add the class and vocab size
+    key = (f"{type(tokenizer).__name__}:{getattr(tokenizer, 'name_or_path', '')}:"
+           f"{getattr(tokenizer, 'vocab_size', '')}",
            hashlib.sha256(text.encode("utf-8")).hexdigest())
     if key not in _TOKEN_CACHE:
         ids = tokenizer(text, return_tensors="pt").input_ids  # (1, N)

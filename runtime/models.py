@@ -65,7 +65,7 @@ ALIASES: dict[str, Callable[[], Path]] = {
 }
 
 
-def _drop_gguf_quantization(model: nn.Module) -> None:
+def drop_gguf_quantization(model: nn.Module) -> None:
     """Forget the GGUF quantizer once weights are dense, so save/reload is plain HF."""
     qc = getattr(model.config, "quantization_config", None)
     method = qc.get("quant_method") if isinstance(qc, dict) else getattr(qc, "quant_method", None)
@@ -85,9 +85,12 @@ def _from_pretrained(where: str, dtype: torch.dtype, gguf_file: str | None):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     kw: dict[str, Any] = {}
     if gguf_file is not None:
-        from transformers import GgufConfig
-        # Dense weights: masks are applied to nn.Linear weights in place.
-        kw = {"gguf_file": gguf_file, "quantization_config": GgufConfig(dequantize=True)}
+        kw = {"gguf_file": gguf_file}
+        try:  # newer 5.x can keep GGUF blocks packed; masks need dense nn.Linear weights
+            from transformers import GgufConfig
+            kw["quantization_config"] = GgufConfig(dequantize=True)
+        except ImportError:  # older 5.x always dequantizes
+            pass
     model = AutoModelForCausalLM.from_pretrained(where, dtype=dtype, **kw)
     tok_kw = {"gguf_file": gguf_file} if gguf_file is not None else {}
     tokenizer = AutoTokenizer.from_pretrained(where, **tok_kw)
@@ -114,15 +117,16 @@ def load_model(spec: str, *, dtype: torch.dtype = torch.float32) -> LoadedModel:
             model, tokenizer = _from_pretrained(str(gguf.parent), dtype, gguf.name)
         else:
             model, tokenizer = _from_pretrained(os.path.expanduser(spec), dtype, None)
-    except (OSError, ValueError) as e:
-        if source.startswith("hub id"):
+    except Exception as e:  # transformers raises OSError, ValueError, KeyError, ...
+        if source.startswith("hub id") and isinstance(e, (OSError, ValueError)):
             raise PruneRuntimeError(
                 f"model {spec!r} is not a local file or directory and could not be loaded "
                 f"from the Hugging Face hub ({type(e).__name__}: {str(e).splitlines()[0]})",
                 hint=f"use an alias ({', '.join(ALIASES)}), a .gguf file, a directory "
                      "written by save_pretrained, or a hub id with network access") from None
-        raise PruneRuntimeError(f"could not load model from {source}: {e}") from None
-    _drop_gguf_quantization(model)
+        raise PruneRuntimeError(
+            f"could not load model from {source}: {type(e).__name__}: {e}") from None
+    drop_gguf_quantization(model)
     model.eval()
     if hasattr(model.config, "use_cache"):
         model.config.use_cache = False  # a KV cache shared across samples corrupts statistics

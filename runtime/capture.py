@@ -1,0 +1,154 @@
+"""Capture the decoder blocks' inputs once, then run the blocks one at a time.
+
+``capture_inputs`` runs the model once over the calibration batch with ``use_cache=False``
+while every block's ``forward`` is temporarily replaced by a recorder: it stores the
+block's positional and keyword arguments (position embeddings, attention mask, ...
+which can differ per block, e.g. Gemma-3's sliding vs full attention layers) and returns
+the hidden states unchanged; the last block's recorder stops the forward, so the LM
+head never runs. Only block 0's hidden input is kept; later blocks get the outputs of
+the blocks before them from ``run_blocks``.
+
+``run_blocks`` replays each block once over the whole batch with a forward pre-hook on
+each of its nn.Linear layers, so a callback sees every layer's input just before the
+layer runs (and may change the layer's weight, which the layer then uses).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from ..errors import PruneRuntimeError
+from .models import find_blocks, linear_layers
+from .progress import progress_bar
+
+# Keyword arguments that carry a KV cache: never replayed (see DESIGN.md §2).
+_CACHE_KWARGS = frozenset({"past_key_values", "past_key_value", "layer_past"})
+_MISSING = object()
+
+# callback(block index, full layer name, layer, layer input (..., in) as passed)
+LinearCallback = Callable[[int, str, nn.Linear, torch.Tensor], None]
+
+
+class _StopForward(Exception):
+    """Raised by the last block's recorder: the rest of the model is not needed."""
+
+
+@dataclass
+class BlockCall:
+    """How the model called one block, minus its hidden-state input."""
+
+    args: tuple[Any, ...]          # positional arguments after the hidden states
+    kwargs: dict[str, Any]         # keyword arguments, cache objects removed
+    hidden_as_kwarg: bool = False  # hidden states came as hidden_states=...
+
+
+@dataclass
+class Captured:
+    blocks: nn.ModuleList
+    prefix: str                    # dotted path of the blocks, e.g. "model.layers"
+    hidden: torch.Tensor           # block 0's input (batch, seqlen, hidden)
+    calls: list[BlockCall] = field(default_factory=list)
+
+
+def _is_cache(value: Any) -> bool:
+    return any(cls.__name__.endswith("Cache") for cls in type(value).__mro__)
+
+
+def _clean_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in kwargs.items() if k not in _CACHE_KWARGS and not _is_cache(v)}
+    if "use_cache" in out:
+        out["use_cache"] = False
+    return out
+
+
+@torch.no_grad()
+def capture_inputs(model: nn.Module, ids: torch.Tensor) -> Captured:
+    """One model forward over ``ids`` (batch, seqlen) recording every block's call."""
+    blocks, prefix = find_blocks(model)
+    calls: list[BlockCall | None] = [None] * len(blocks)
+    first: list[torch.Tensor] = []
+
+    def recorder(i: int):
+        def forward(*args: Any, **kwargs: Any) -> Any:
+            as_kwarg = not args
+            hidden = kwargs.pop("hidden_states") if as_kwarg else args[0]
+            if i == 0:
+                first.append(hidden)
+            calls[i] = BlockCall(tuple(args[1:]), _clean_kwargs(kwargs), as_kwarg)
+            if i == len(blocks) - 1:
+                raise _StopForward
+            return hidden  # transformers 5.x decoder layers return the hidden states
+        return forward
+
+    saved = [block.__dict__.get("forward", _MISSING) for block in blocks]
+    try:
+        for i, block in enumerate(blocks):
+            block.forward = recorder(i)  # instance attribute shadows the class's forward
+        try:
+            device = next(model.parameters()).device
+            model(input_ids=ids.to(device), use_cache=False)
+        except _StopForward:
+            pass
+    finally:
+        for block, old in zip(blocks, saved):
+            if old is _MISSING:
+                block.__dict__.pop("forward", None)
+            else:
+                block.forward = old
+    missing = [i for i, c in enumerate(calls) if c is None]
+    if missing or not first:
+        raise PruneRuntimeError(
+            f"blocks {missing} of {prefix} were not called during the capture forward",
+            hint="the model's forward does not run every decoder block once")
+    return Captured(blocks, prefix, first[0], calls)  # type: ignore[arg-type]
+
+
+def replay(block: nn.Module, hidden: torch.Tensor, call: BlockCall) -> torch.Tensor:
+    """Run one block on ``hidden`` with its recorded arguments; return its hidden output."""
+    if call.hidden_as_kwarg:
+        out = block(*call.args, hidden_states=hidden, **call.kwargs)
+    else:
+        out = block(hidden, *call.args, **call.kwargs)
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+@torch.no_grad()
+def run_blocks(model: nn.Module, ids: torch.Tensor, on_linear: LinearCallback, *,
+               progress: bool = True, desc: str = "blocks") -> dict[str, Any]:
+    """Capture, then run each block once with ``on_linear`` called before each linear.
+
+    Returns timings and the names of linear layers that never ran (e.g. unused experts).
+    """
+    t0 = time.perf_counter()
+    cap = capture_inputs(model, ids)
+    t1 = time.perf_counter()
+    hidden = cap.hidden
+    not_run: list[str] = []
+    bar = progress_bar(cap.blocks, desc=desc, unit="block", progress=progress)
+    for i, block in enumerate(bar):
+        names = {f"{cap.prefix}.{i}.{local}": layer for local, layer in linear_layers(block).items()}
+        ran: set[str] = set()
+        handles = [layer.register_forward_pre_hook(_hook(on_linear, i, name, ran), with_kwargs=True)
+                   for name, layer in names.items()]
+        try:
+            hidden = replay(block, hidden, cap.calls[i])
+        finally:
+            for h in handles:
+                h.remove()
+        not_run += [name for name in names if name not in ran]
+    return {"capture_seconds": t1 - t0, "blocks_seconds": time.perf_counter() - t1,
+            "not_run": not_run, "output": hidden}
+
+
+def _hook(on_linear: LinearCallback, i: int, name: str, ran: set[str]) -> Callable[..., None]:
+    def pre_hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
+        if name in ran:  # a layer called twice in one block is handled once
+            return
+        ran.add(name)
+        # the input as the layer gets it (…, in): its identity tells shared inputs apart
+        on_linear(i, name, module, args[0] if args else kwargs["input"])
+    return pre_hook

@@ -1,0 +1,285 @@
+"""Sequential, block-streaming pruning with a user metric (DESIGN.md §2).
+
+One capture forward records every decoder block's call (see ``capture.py``); then each
+block runs once over the whole calibration batch. A forward pre-hook on each of the
+block's nn.Linear layers, in the order the block calls them:
+
+1. takes the layer's input X and computes the required statistics (once per distinct
+   input tensor: q/k/v, and gate/up, share theirs),
+2. calls ``scorer(layer_name, stats) -> scores`` and masks the lowest scores at the
+   layer's sparsity, zeroing those weights in place,
+3. lets the layer run with its pruned weight.
+
+So pruning is *true-sequential within a block*: o_proj sees the output of the pruned
+q/k/v, the MLP sees the pruned attention, and block i+1 sees the outputs of the pruned
+blocks <= i. The cost is one forward per block, i.e. about one forward of the model.
+
+``group="global"`` first scores every layer on the dense model (``dense_scores``), picks
+one global threshold (``masks.global_sparsities``) and then prunes sequentially with
+those per-layer fractions and ``group="layer"``, so the total count is exact.
+The LM head and embeddings are never pruned. If the scorer raises, the layers pruned so
+far stay pruned: keep ``linear_state(model)`` to restore the dense weights.
+
+``reconstruct=True`` adds SparseGPT's OBS weight update (``obs.py``): the layer's Gram
+matrix XᵀX is collected with the other statistics, and the mask is chosen *during* the
+column sweep, SparseGPT's way: at the start of each block of 128 columns (each group of M
+columns for N:M) the metric is re-evaluated on the current, already-updated weights, with
+``hinv`` the conditioned inverse-Hessian diagonal [H_{j:,j:}⁻¹]_00 of the sweep, and that
+block's lowest scores are pruned (exact per-row / per-layer counts). So ``sparsegpt`` +
+reconstruct is SparseGPT, and any other per-weight metric gets the same treatment.
+Structured (Row/Col) scores pick their channels once, up front; then the sweep updates
+the kept weights (a pruned output row has nothing left to update).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from ..errors import NonFiniteScoreError, PruneRuntimeError
+from .capture import run_blocks
+from .gradients import gradient_norms
+from .masks import global_sparsities, prune_mask
+from .models import find_blocks, linear_layers
+from .obs import inverse_cholesky, metric_select, reconstruct as obs_reconstruct
+from .stats import check_requires, gram, hinv_diag, input_statistics
+
+# scorer(layer name, {statistic: tensor}) -> scores (out, in), (out, 1) or (1, in)
+Scorer = Callable[[str, dict[str, Any]], torch.Tensor]
+GROUPS = ("row", "layer", "global")
+
+
+@dataclass
+class LayerResult:
+    name: str
+    shape: tuple[int, int]
+    pruned: int
+    total: int
+    sparsity: float
+
+
+@dataclass
+class PruneReport:
+    layers: list[LayerResult]
+    pruned: int                    # over all pruned linear layers
+    total: int
+    sparsity: float
+    group: str
+    pattern: tuple[int, int] | None
+    seconds: dict[str, float]      # capture, blocks (and dense_scores, gradients)
+    not_run: list[str] = field(default_factory=list)  # linears no calibration token reached
+    reconstruct: bool = False      # SparseGPT's OBS update was applied
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _StatsCache:
+    """X statistics per distinct input tensor within one block (identity, not value)."""
+
+    def __init__(self, requires: frozenset[str], with_gram: bool = False):
+        self.requires = requires
+        self.with_gram = with_gram
+        self.block = -1
+        self.entries: list[tuple[torch.Tensor, dict[str, torch.Tensor]]] = []
+
+    def get(self, block: int, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        if block != self.block:  # drop the previous block's inputs
+            self.block, self.entries = block, []
+        for seen, stats in self.entries:
+            if seen is x:
+                return stats
+        flat = x.reshape(-1, x.shape[-1])  # (tokens, in)
+        stats = input_statistics(flat, self.requires - {"hinv"})
+        if self.with_gram or "hinv" in self.requires:
+            g = gram(flat)  # (in, in)
+            if "hinv" in self.requires:
+                stats["hinv"] = hinv_diag(g)
+            if self.with_gram:
+                stats["gram"] = g
+        self.entries.append((x, stats))  # holding x keeps its id from being reused
+        return stats
+
+
+def _layer_stats(name: str, layer: nn.Linear, x_stats: dict[str, torch.Tensor],
+                 grads: dict[str, torch.Tensor]) -> dict[str, Any]:
+    w = layer.weight.detach()
+    out, inp = w.shape
+    stats: dict[str, Any] = {"W": w if w.dtype == torch.float32 else w.float(),
+                             "n_in": float(inp), "n_out": float(out), **x_stats}
+    if name in grads:
+        stats["G"] = grads[name]
+    return stats
+
+
+def _score(scorer: Scorer, name: str, stats: dict[str, Any]) -> torch.Tensor:
+    scores = scorer(name, stats)
+    if not isinstance(scores, torch.Tensor) or scores.dim() != 2:
+        shape = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__
+        raise PruneRuntimeError(
+            f"layer {name}: the metric gave {shape}, expected scores of shape "
+            f"{tuple(stats['W'].shape)} (or (out, 1) / (1, in) for structured pruning)")
+    return scores
+
+
+def _block_layers(model: nn.Module) -> dict[str, nn.Linear]:
+    blocks, prefix = find_blocks(model)
+    return {f"{prefix}.{i}.{n}": m for i, b in enumerate(blocks) for n, m in linear_layers(b).items()}
+
+
+def linear_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Copies of every block linear's weight, to undo a pruning pass."""
+    return {name: m.weight.detach().clone() for name, m in _block_layers(model).items()}
+
+
+@torch.no_grad()
+def restore_linear_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    for name, m in _block_layers(model).items():
+        m.weight.copy_(state[name])
+
+
+def collect_statistics(model: nn.Module, calib_ids: torch.Tensor, requires: frozenset[str], *,
+                       with_gram: bool = False, progress: bool = True) -> dict[str, dict[str, Any]]:
+    """Dense-model statistics of every block linear: {name: stats (+ "gram" (in, in))}.
+
+    Nothing is pruned. ``W`` is the live weight (not a copy). Layers sharing an input
+    share the same statistic tensors.
+    """
+    requires = frozenset(requires)
+    check_requires(requires)
+    grads = gradient_norms(model, calib_ids, progress=progress) if "G" in requires else {}
+    cache = _StatsCache(requires, with_gram)
+    out: dict[str, dict[str, Any]] = {}
+
+    def on_linear(i: int, name: str, layer: nn.Linear, x: torch.Tensor) -> None:
+        out[name] = _layer_stats(name, layer, cache.get(i, x), grads)
+
+    run_blocks(model, calib_ids, on_linear, progress=progress, desc="statistics")
+    return out
+
+
+def dense_scores(model: nn.Module, calib_ids: torch.Tensor, scorer: Scorer,
+                 requires: frozenset[str], *, progress: bool = True) -> dict[str, torch.Tensor]:
+    """Scores of every block linear on the dense model (nothing is pruned)."""
+    requires = frozenset(requires)
+    check_requires(requires)
+    grads = gradient_norms(model, calib_ids, progress=progress) if "G" in requires else {}
+    cache = _StatsCache(requires)
+    out: dict[str, torch.Tensor] = {}
+
+    def on_linear(i: int, name: str, layer: nn.Linear, x: torch.Tensor) -> None:
+        scores = _score(scorer, name, _layer_stats(name, layer, cache.get(i, x), grads))
+        if scores.data_ptr() == layer.weight.data_ptr():  # e.g. the metric `W` itself
+            scores = scores.clone()
+        out[name] = scores.detach()
+
+    run_blocks(model, calib_ids, on_linear, progress=progress, desc="dense scores")
+    return out
+
+
+@torch.no_grad()
+def prune_model(model: nn.Module, calib_ids: torch.Tensor, scorer: Scorer,
+                requires: frozenset[str], *, sparsity: float, group: str = "row",
+                pattern: tuple[int, int] | None = None,
+                layer_sparsity: dict[str, float] | None = None,
+                progress: bool = True, reconstruct: bool = False,
+                gradients: dict[str, torch.Tensor] | None = None) -> PruneReport:
+    """Prune every decoder-block linear of ``model`` in place; see the module docstring.
+
+    calib_ids: (nsamples, seqlen) token ids. requires: the statistics the scorer reads.
+    layer_sparsity: {full layer name: fraction} overriding ``sparsity`` per layer.
+    reconstruct: apply SparseGPT's OBS weight update (blockwise mask selection).
+    gradients: a ``gradient_norms`` result of this dense model to reuse for ``G``.
+    """
+    requires = frozenset(requires)
+    check_requires(requires)
+    if group not in GROUPS:
+        raise PruneRuntimeError(f"unknown comparison group {group!r}; expected one of {GROUPS}")
+    if not 0.0 <= sparsity <= 1.0:
+        raise PruneRuntimeError(f"sparsity must be in [0, 1], got {sparsity}")
+    seconds: dict[str, float] = {}
+    layers = _block_layers(model)
+    unknown = sorted(set(layer_sparsity or {}) - set(layers))
+    if unknown:
+        raise PruneRuntimeError(f"layer_sparsity names unknown layers: {unknown[:5]}",
+                                hint=f"layer names look like {next(iter(layers))}")
+    mask_group = group
+    if group == "global":
+        if layer_sparsity or pattern:
+            raise PruneRuntimeError("group='global' sets the per-layer sparsity itself; "
+                                    "it cannot be combined with layer_sparsity or an N:M pattern")
+        t = time.perf_counter()
+        fractions = global_sparsities(dense_scores(model, calib_ids, scorer, requires,
+                                                   progress=progress), sparsity)
+        seconds["dense_scores"] = time.perf_counter() - t
+        layer_sparsity, mask_group = fractions, "layer"
+
+    grads: dict[str, torch.Tensor] = {}
+    if "G" in requires:
+        t = time.perf_counter()
+        grads = gradients if gradients is not None else gradient_norms(model, calib_ids,
+                                                                        progress=progress)
+        seconds["gradients"] = time.perf_counter() - t
+    cache = _StatsCache(requires, with_gram=reconstruct)
+    results: list[LayerResult] = []
+    seconds["reconstruct"] = 0.0
+
+    def on_linear(i: int, name: str, layer: nn.Linear, x: torch.Tensor) -> None:
+        x_stats = cache.get(i, x)
+        stats = _layer_stats(name, layer, x_stats, grads)
+        scores = _score(scorer, name, stats)
+        target = layer_sparsity.get(name, sparsity) if layer_sparsity else sparsity
+        try:
+            if reconstruct:
+                t = time.perf_counter()
+                if "obs_chol" not in x_stats:  # layers sharing an input share the factor
+                    x_stats["obs_chol"] = inverse_cholesky(x_stats["gram"])
+                mask = _reconstruct_layer(scorer, name, layer, stats, scores, x_stats["obs_chol"],
+                                          target, mask_group, pattern)
+                seconds["reconstruct"] += time.perf_counter() - t
+            else:
+                mask = prune_mask(scores, target, group=mask_group, pattern=pattern,
+                                  shape=tuple(layer.weight.shape))
+                layer.weight.masked_fill_(mask, 0)
+        except NonFiniteScoreError as e:
+            raise NonFiniteScoreError(f"layer {name}: {e.message}", hint=e.hint) from None
+        except PruneRuntimeError as e:
+            raise PruneRuntimeError(f"layer {name}: {e.message}", hint=e.hint) from None
+        pruned, total = int(mask.sum()), mask.numel()
+        results.append(LayerResult(name, tuple(mask.shape), pruned, total, pruned / total))
+
+    run = run_blocks(model, calib_ids, on_linear, progress=progress, desc="pruning")
+    seconds["capture"] = run["capture_seconds"]
+    seconds["blocks"] = run["blocks_seconds"]
+    pruned = sum(r.pruned for r in results)
+    total = sum(r.total for r in results) + sum(layers[n].weight.numel() for n in run["not_run"])
+    if not reconstruct:
+        del seconds["reconstruct"]
+    return PruneReport(results, pruned, total, pruned / max(total, 1), group, pattern,
+                       seconds, run["not_run"], reconstruct)
+
+
+def _reconstruct_layer(scorer: Scorer, name: str, layer: nn.Linear, stats: dict[str, Any],
+                       scores: torch.Tensor, chol: tuple[torch.Tensor, torch.Tensor], sparsity: float,
+                       group: str, pattern: tuple[int, int] | None) -> torch.Tensor:
+    """Prune ``layer`` with OBS updates (see the module docstring); returns the mask."""
+    shape = tuple(layer.weight.shape)
+    if tuple(scores.shape) == shape:   # per-weight: SparseGPT's blockwise selection
+
+        def score(w: torch.Tensor, hinv: torch.Tensor) -> torch.Tensor:
+            return _score(scorer, name, {**stats, "W": w, "hinv": hinv})
+
+        select = metric_select(score, sparsity, group=group, pattern=pattern)
+    else:                              # structured: channels chosen once, up front
+        fixed = prune_mask(scores, sparsity, group=group, pattern=pattern, shape=shape)
+
+        def select(w: torch.Tensor, hinv: torch.Tensor, a: int, b: int) -> torch.Tensor:
+            return fixed[:, a:b]
+
+    w, mask = obs_reconstruct(layer.weight.detach(), None, select, chol=chol,
+                              group_cols=pattern[1] if pattern else None)
+    layer.weight.copy_(w)
+    return mask

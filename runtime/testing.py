@@ -1,0 +1,43 @@
+"""Tiny random models and a tiny tokenizer for tests (no download, milliseconds to build).
+
+    from prunedsl.runtime.testing import tiny_llama, tiny_gemma3, tiny_tokenizer
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+VOCAB = 256
+
+
+def tiny_llama(seed: int = 0, layers: int = 2, hidden: int = 64) -> nn.Module:
+    """A random LlamaForCausalLM (hidden 64, 2 blocks, vocab 256) in eval mode."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+                      num_attention_heads=4, num_key_value_heads=2, vocab_size=VOCAB,
+                      max_position_embeddings=256, use_cache=False)
+    return LlamaForCausalLM(cfg).eval()
+
+
+def tiny_gemma3(seed: int = 0) -> nn.Module:
+    """A random Gemma3ForCausalLM mixing sliding (window 8) and full attention layers."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+    torch.manual_seed(seed)
+    cfg = Gemma3TextConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=4,
+                           num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                           vocab_size=VOCAB, sliding_window=8, max_position_embeddings=256,
+                           layer_types=["sliding_attention", "full_attention",
+                                        "sliding_attention", "full_attention"],
+                           use_cache=False)
+    return Gemma3ForCausalLM(cfg).eval()
+
+
+def tiny_tokenizer():
+    """A word-level tokenizer over 'a'..'z' (unknown words -> [UNK])."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+    vocab = {"[UNK]": 0, **{chr(97 + i): i + 1 for i in range(26)}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]")
