@@ -105,3 +105,42 @@ def _parse_cached(text: str, library_texts: tuple[str, ...], allow_scalar: bool)
         return Metric(text, expr, name)
     except PruneDSLError as err:
         raise err.with_source(text) from None
+
+
+def parse_allocation(text: str, *, library_texts: tuple[str, ...] = ()):
+    """Parse and check an allocation rule (DESIGN.md §3): a library name (``owl``,
+    ``owl(M = 3)``), a rule (``spread(skew(score), 0.1)``, ``0``), or one
+    ``allocation name(params) = rule`` definition. Returns a ``dsl.allocation.Allocation``
+    with ``text()/formula()/pretty()/latex()`` and ``requires`` (block statistics)."""
+    return _parse_allocation_cached(text, tuple(library_texts))
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_allocation_cached(text: str, library_texts: tuple[str, ...]):
+    from .dsl.allocation import Allocation, check_allocation, definition_of
+    if not isinstance(text, str):
+        raise DSLSyntaxError(f"expected allocation text, got {type(text).__name__}")
+    try:
+        tree = _parse_any(text)
+        rules = library("allocation", library_texts)
+        if hasattr(tree, "definitions"):
+            d = definition_of(tree)
+            body = check_allocation(d.body, {**rules, d.name: d},
+                                    {p.name: p.default for p in d.params}, (d.name,))
+            return Allocation(text, body, d.name)
+        head = getattr(tree, "func", None) or getattr(tree, "name", None)
+        return Allocation(text, check_allocation(tree, rules), head if head in rules else None)
+    except PruneDSLError as err:
+        raise err.with_source(text) from None
+
+
+def is_allocation(text: str, *, library_texts: tuple[str, ...] = ()) -> bool:
+    """Whether ``text`` reads as an allocation rule rather than a metric (False if it
+    does not parse); ``prunedsl check`` uses it to pick the checker."""
+    from .dsl.allocation import is_allocation_tree
+    try:
+        tree = _parse_any(text)
+        return is_allocation_tree(tree, library("allocation", library_texts),
+                                  library("metric", library_texts))
+    except PruneDSLError:
+        return False

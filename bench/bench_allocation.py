@@ -1,0 +1,189 @@
+"""Benchmark: allocation rules × sparsities × metrics on a real model (WikiText-2 test ppl).
+
+    python bench/bench_allocation.py --model smollm2-135m --metrics wanda sparsegpt \\
+        --rules uniform owl alpha sdsa --sparsities 0.6 0.7 0.8 --nsamples 16 --eval-windows 20 \\
+        --out /tmp/alloc_smollm2.json --plot docs/allocation_smollm2-135m.png
+
+The same code path as ``prunedsl prune --allocation RULE`` (``plan_allocation``, then
+``prune_model`` with ``layer_sparsity=``), but the model is loaded once and its dense weights
+restored between runs, and each rule's block statistics are computed once per metric: they
+come from the dense model, so they do not depend on the sparsity. ``sparsegpt`` means the
+``sparsegpt`` metric with ``--reconstruct`` (SparseGPT). Every finished run is appended to
+``--out`` (JSON), and a rerun skips the runs already there. Prints Markdown tables: perplexity,
+then the cost of each rule's statistics pass next to the pruning pass.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+METRICS = {"wanda": ("wanda", False), "sparsegpt": ("sparsegpt", True)}  # name -> (metric, reconstruct)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--metrics", nargs="+", default=["wanda", "sparsegpt"])
+    ap.add_argument("--rules", nargs="+", default=["uniform", "owl", "alpha", "sdsa"])
+    ap.add_argument("--sparsities", nargs="+", type=float, default=[0.6, 0.7, 0.8])
+    ap.add_argument("--nsamples", type=int, default=16)
+    ap.add_argument("--seqlen", type=int, default=512)
+    ap.add_argument("--eval-windows", type=int, default=20)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default="/tmp/bench_allocation.json")
+    ap.add_argument("--plot", default=None, help="PNG of per-block sparsity per rule (at --plot-sparsity)")
+    ap.add_argument("--plot-sparsity", type=float, default=0.7)
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads (1 is faster on a busy machine: no spinning threads)")
+    ap.add_argument("--table-only", action="store_true", help="print the tables of --out and exit")
+    args = ap.parse_args()
+
+    import torch
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from prunedsl.api import parse, parse_allocation
+    from prunedsl.runtime import data
+    from prunedsl.runtime.allocation import plan_allocation
+    from prunedsl.runtime.models import load_model
+    from prunedsl.runtime.perplexity import perplexity
+    from prunedsl.runtime.prune import linear_state, prune_model, restore_linear_state
+
+    out = Path(args.out)
+    results = json.loads(out.read_text()) if out.is_file() else {"runs": [], "statistics": [], "dense": None}
+    done = {(r["metric"], r["rule"], r["sparsity"]) for r in results["runs"]}
+    if args.table_only:
+        print(tables(results, args))
+        if args.plot:
+            plot(results, args.plot, args.plot_sparsity)
+        return
+    loaded = load_model(args.model)
+    tok = loaded.tokenizer
+    calib = data.calibration_windows(data.tokenize(tok, data.load_text("validation")), args.nsamples,
+                                     args.seqlen, args.seed)
+    test_ids = data.tokenize(tok, data.load_text("test"))
+    settings = {"model": args.model, "nsamples": args.nsamples, "seqlen": args.seqlen,
+                "eval_windows": args.eval_windows, "seed": args.seed, "torch": torch.__version__,
+                "threads": torch.get_num_threads()}
+    results["settings"] = settings
+
+    def save() -> None:
+        out.write_text(json.dumps(results, indent=1))
+
+    def evaluate() -> dict:
+        return perplexity(loaded.model, test_ids, seqlen=args.seqlen, max_windows=args.eval_windows,
+                          progress=False)
+
+    if results.get("dense") is None:
+        results["dense"] = evaluate()["ppl"]
+        save()
+    log(f"dense ppl {results['dense']:.3f}")
+    dense = linear_state(loaded.model)
+    cached: dict[tuple, dict] = {}  # (metric or None, statistic key) -> per-block values
+    for mname in args.metrics:
+        text, reconstruct = METRICS.get(mname, (mname, False))
+        metric = parse(text)
+        compiled = metric.compile()
+
+        def scorer(layer: str, stats: dict, compiled=compiled):
+            return compiled(stats, layer=layer)
+
+        for rname in args.rules:
+            rule = parse_allocation(rname)
+            for s in args.sparsities:
+                if (mname, rname, s) in done:
+                    continue
+                owner = mname if rule.needs_scores else None
+                known = {k: cached[(owner, k)] for k in rule.requires if (owner, k) in cached}
+                plan = plan_allocation(rule, loaded.model, calib, scorer, metric.requires, sparsity=s,
+                                       metric_shape=metric.type.shape, progress=False, block_stats=known)
+                if set(known) != set(rule.requires):  # this run computed the statistics: record the cost
+                    cached.update({(owner, k): v for k, v in plan.block_stats.items()})
+                    results["statistics"].append({"metric": mname, "rule": rname, "pass": plan.statistics_pass,
+                                                  "seconds": plan.seconds})
+                t = time.perf_counter()
+                report = prune_model(loaded.model, calib, scorer, metric.requires, sparsity=s,
+                                     layer_sparsity=plan.layer_sparsity, progress=False,
+                                     reconstruct=reconstruct)
+                prune_seconds = time.perf_counter() - t
+                ev = evaluate()
+                restore_linear_state(loaded.model, dense)
+                results["runs"].append({"metric": mname, "rule": rname, "rule_text": plan.rule, "sparsity": s,
+                                        "realized": report.sparsity, "mean_sparsity": plan.mean_sparsity,
+                                        "ppl": ev["ppl"], "prune_seconds": prune_seconds,
+                                        "eval_seconds": ev["seconds"], "block_sparsity": plan.block_sparsity,
+                                        "block_stats": plan.block_stats})
+                save()
+                log(f"{mname:>9} {rname:>8} {s:.2f}: ppl {ev['ppl']:.3f} (realized {report.sparsity:.6f}, "
+                    f"prune {prune_seconds:.0f} s, eval {ev['seconds']:.0f} s)")
+    print(tables(results, args))
+    if args.plot:
+        plot(results, args.plot, args.plot_sparsity)
+
+
+def tables(results: dict, args) -> str:
+    st = results["settings"]
+    runs = {(r["metric"], r["rule"], r["sparsity"]): r for r in results["runs"]}
+    metrics = [m for m in args.metrics if any(k[0] == m for k in runs)]
+    cols = [(m, s) for m in metrics for s in args.sparsities]
+    head = ["rule"] + [f"{m} {s:.0%}" for m, s in cols]
+    rows = [[r] + [f"{runs[(m, r, s)]['ppl']:.2f}" if (m, r, s) in runs else "–" for m, s in cols]
+            for r in args.rules]
+    lines = [f"WikiText-2 test perplexity, {st['model']}: first {st['eval_windows']} windows of "
+             f"{st['seqlen']} tokens; calibration {st['nsamples']}×{st['seqlen']} tokens of WikiText-2 "
+             f"validation (seed {st['seed']}); dense ppl {results['dense']:.3f}. Lower is better; "
+             "best per column in bold.", ""]
+    for c in range(1, len(head)):
+        vals = [float(r[c]) for r in rows if r[c] != "–"]
+        for r in rows:
+            if vals and r[c] != "–" and float(r[c]) == min(vals):
+                r[c] = f"**{r[c]}**"
+    lines += [md(head, rows), ""]
+    cost = []
+    for rec in results["statistics"]:
+        prune = [r["prune_seconds"] for r in results["runs"] if r["metric"] == rec["metric"] and r["rule"] == rec["rule"]]
+        secs = {k: v for k, v in rec["seconds"].items() if k != "mapping"}
+        cost.append([rec["metric"], rec["rule"], rec["pass"], f"{sum(secs.values()):.1f}",
+                     f"{rec['seconds'].get('mapping', 0) * 1000:.1f} ms", f"{sum(prune) / max(1, len(prune)):.1f}"])
+    lines += ["Cost per rule (seconds): the statistics pass runs once per model and metric; the "
+              "pruning pass per sparsity (mean shown).", "",
+              md(["metric", "rule", "statistics pass", "pass s", "mapping", "pruning pass s"], cost)]
+    return "\n".join(lines)
+
+
+def md(head, rows) -> str:
+    out = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    return "\n".join(out + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows])
+
+
+def plot(results: dict, path: str, sparsity: float) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    metrics = list(dict.fromkeys(r["metric"] for r in results["runs"]))  # in run order
+    fig, axes = plt.subplots(1, len(metrics), figsize=(6 * len(metrics), 4), sharey=True, squeeze=False)
+    for ax, m in zip(axes[0], metrics):
+        for r in results["runs"]:
+            if r["metric"] == m and math.isclose(r["sparsity"], sparsity):
+                ax.plot(range(len(r["block_sparsity"])), r["block_sparsity"], marker="o", ms=3,
+                        label=f"{r['rule']} (ppl {r['ppl']:.1f})")
+        ax.set_title(f"{results['settings']['model']}, {m} scores, mean {sparsity:.0%}")
+        ax.set_xlabel("block")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0][0].set_ylabel("block sparsity")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    log(f"wrote {path}")
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,409 @@
+"""Allocation rules: per-block sparsity written in the language (DESIGN.md §3).
+
+    allocation owl(M = 5, lam = 0.08) = spread(outlier_ratio(score, M), lam)
+
+A rule's body is either a constant (``0``: uniform, every block gets the target S) or
+``spread(importance, lam)`` at the top, where ``importance`` is a per-block scalar built
+from block statistics, numbers, parameters and arithmetic; higher importance keeps more
+weights. The runtime (``runtime/allocation.py``) maps importances linearly into
+[S − lam, S + lam] and shifts them so the parameter-weighted mean sparsity is S.
+
+Block-level operands and statistics (all per block; the block's value types are
+``Scalar`` with a sign, as in the metric checker):
+
+==========================  ======  ==============================================
+``outlier_ratio(score, M)``  nonneg  share of the block's scores > M × their mean (OWL)
+``skew(score)``              signed  skewness of the block's scores
+``kurtosis(score)``          signed  excess kurtosis of the block's scores
+``alpha_hill(W)``            pos     mean over the block's linears of the Hill estimate of
+                                     the tail exponent of eig(WᵀW) (AlphaPruning)
+``depth``                    nonneg  block index / number of blocks
+``params``                   pos     weights in the block's linear layers
+==========================  ======  ==============================================
+
+``score`` is the active metric's scores over all linear layers of the block, so it may
+only appear inside a score statistic; ``W`` only inside ``alpha_hill``. Scalar functions
+``abs sqrt log exp sigmoid tanh sq min max`` work on block values.
+Requirements are keys such as ``"skew"``, ``"outlier_ratio:5"``, ``"alpha_hill"``.
+"""
+from __future__ import annotations
+
+import difflib
+import math
+from dataclasses import dataclass, replace
+from typing import Mapping, Sequence
+
+from ..errors import DSLNameError, DSLSyntaxError, DSLTypeError, Span
+from .ast import BinOp, Call, Definition, Expr, Hole, Name, Neg, Num, Operand, walk
+from .checker import constant_value, number_type
+from .functions import ALL_FUNCTIONS, BINARY, ELEMENTWISE
+from .operands import NAMED_OPERANDS
+from .printer import format_number, to_text
+from .types import NONNEG, POS, SCALAR, SIGNED, Type, weakest
+
+SCORE_STATISTICS = {"outlier_ratio": NONNEG, "skew": SIGNED, "kurtosis": SIGNED}
+WEIGHT_STATISTICS = {"alpha_hill": POS}
+BLOCK_NAMES = {"depth": NONNEG, "params": POS}
+SCALAR_FUNCTIONS = sorted(set(ELEMENTWISE) | set(BINARY))
+MAX_INLINE_DEPTH = 16
+_STAT_USAGE = "outlier_ratio(score, M), skew(score), kurtosis(score), alpha_hill(W), depth, params"
+_SPREAD_USAGE = "spread(importance, lam)"
+
+
+@dataclass(frozen=True, eq=False)
+class Allocation:
+    """A checked allocation rule. Build it with ``prunedsl.api.parse_allocation``."""
+
+    source: str                  # the text the user wrote
+    body: Expr                   # checked: spread(importance, lam) or a number (uniform)
+    name: str | None = None      # library name, if the text named one
+
+    @property
+    def importance(self) -> Expr | None:
+        """The per-block importance expression; None for a uniform rule."""
+        if isinstance(self.body, Call) and constant_value(self.body.args[0]) is None:
+            return self.body.args[0]
+        return None
+
+    @property
+    def lam(self) -> float:
+        return self.body.args[1].value if isinstance(self.body, Call) else 0.0
+
+    @property
+    def uniform(self) -> bool:
+        return self.importance is None or self.lam == 0
+
+    @property
+    def requires(self) -> frozenset[str]:
+        """Block statistics the runtime must compute (empty for uniform)."""
+        return frozenset() if self.uniform else requirements(self.importance)
+
+    @property
+    def needs_scores(self) -> bool:
+        """True if the rule reads the metric's scores: a dense calibration pass is needed."""
+        return any(k.split(":")[0] in SCORE_STATISTICS for k in self.requires)
+
+    def text(self) -> str:
+        return to_text(self.body)
+
+    def formula(self) -> str:
+        """DSL text of the resolved rule (parameters substituted); parses back to it."""
+        return self.text()
+
+    def pretty(self) -> str:
+        from .sym_pretty import pretty_text
+        return pretty_text(_display(self.body, _PRETTY_NAMES))
+
+    def latex(self) -> str:
+        from .sym_latex import latex_text
+        return latex_text(_display(self.body, _LATEX_NAMES))
+
+    def importances(self, values: Mapping[str, Sequence[float]], blocks: int) -> list[float]:
+        """Importance per block from block statistics ``{key: [value per block]}``.
+
+        NaN marks a block where the formula is undefined (log of 0, 0/0, ...)."""
+        if self.uniform:
+            return [0.0] * blocks
+        return [evaluate(self.importance, {k: v[b] for k, v in values.items()}) for b in range(blocks)]
+
+    def __repr__(self) -> str:
+        return f"Allocation({self.text()!r})"
+
+
+# --- requirements and evaluation -------------------------------------------------------
+def stat_key(e: Expr) -> str:
+    """Requirement key of a block statistic node (``Name`` or statistic ``Call``)."""
+    if isinstance(e, Name):
+        return e.name
+    if e.func == "outlier_ratio":
+        return f"outlier_ratio:{format_number(e.args[1].value)}"
+    return e.func
+
+
+def _is_stat(e: Expr) -> bool:
+    return (isinstance(e, Name) and e.name in BLOCK_NAMES) or \
+        (isinstance(e, Call) and (e.func in SCORE_STATISTICS or e.func in WEIGHT_STATISTICS))
+
+
+def requirements(e: Expr) -> frozenset[str]:
+    return frozenset(stat_key(n) for n in walk(e) if _is_stat(n))
+
+
+def evaluate(e: Expr, values: Mapping[str, float]) -> float:
+    """Value of a checked importance expression for one block (NaN where undefined)."""
+    try:
+        v = _eval(e, values)
+    except (ZeroDivisionError, OverflowError, ValueError):
+        return math.nan
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, complex) else math.nan
+
+
+def _eval(e: Expr, values: Mapping[str, float]) -> float:
+    if isinstance(e, Num):
+        return e.value
+    if _is_stat(e):
+        return float(values[stat_key(e)])
+    if isinstance(e, Neg):
+        return -_eval(e.operand, values)
+    if isinstance(e, BinOp):
+        a, b = _eval(e.left, values), _eval(e.right, values)
+        if e.op == "/" and b == 0:
+            return math.nan if a == 0 or math.isnan(a) else math.copysign(math.inf, a)
+        return {"+": lambda: a + b, "-": lambda: a - b, "*": lambda: a * b, "/": lambda: a / b,
+                "^": lambda: a ** b}[e.op]()
+    args = [_eval(a, values) for a in e.args]
+    f = e.func
+    if f in BINARY:
+        return min(args) if f == "min" else max(args)
+    x = args[0]
+    return {"abs": abs, "sqrt": math.sqrt, "log": lambda v: math.log(v) if v > 0 else -math.inf,
+            "exp": math.exp, "sigmoid": lambda v: 1 / (1 + math.exp(-v)) if v > -700 else 0.0,
+            "tanh": math.tanh, "sq": lambda v: v * v}[f](x)
+
+
+# --- checking ----------------------------------------------------------------------------
+def check_allocation(d: Definition | Expr, allocations: Mapping[str, Definition],
+                     params: Mapping[str, float] | None = None, stack: tuple[str, ...] = ()) -> Expr:
+    """The checked body of a rule: ``spread(importance, Num(lam))`` or ``Num(c)``."""
+    return _Checker(dict(params or {}), allocations, stack).top(d)
+
+
+def is_allocation_tree(tree, allocations: Mapping[str, Definition], metrics: Mapping) -> bool:
+    """Does a parsed text look like an allocation rule (for ``prunedsl check``)?"""
+    if hasattr(tree, "definitions"):
+        return any(d.kind == "allocation" for d in tree.definitions)
+    head = tree.func if isinstance(tree, Call) else tree.name if isinstance(tree, Name) else None
+    if head == "spread" or (head in allocations and head not in metrics):
+        return True
+    return any((isinstance(n, Name) and n.name in (*BLOCK_NAMES, "score")) or
+               (isinstance(n, Call) and (n.func in SCORE_STATISTICS or n.func in WEIGHT_STATISTICS))
+               for n in walk(tree))
+
+
+class _Checker:
+    def __init__(self, params: dict, allocations: Mapping[str, Definition], stack: tuple[str, ...]):
+        self.params, self.allocations, self.stack = params, allocations, stack
+
+    # --- the top of a rule ------------------------------------------------------------
+    def top(self, e: Expr) -> Expr:
+        head = e.func if isinstance(e, Call) else e.name if isinstance(e, Name) else None
+        if head in self.allocations and head not in self.params and head not in ALL_FUNCTIONS:
+            args, kwargs = (e.args, e.kwargs) if isinstance(e, Call) else ((), ())
+            return self.inline(self.allocations[head], args, kwargs, e.span)
+        if isinstance(e, Call) and e.func == "spread":
+            return self.spread(e)
+        checked = self.visit(e)
+        value = constant_value(checked)
+        if value is None:
+            raise DSLTypeError("an allocation rule must be spread(importance, lam) or a constant",
+                               span=e.span, hint=f"e.g. spread({to_text(e)}, 0.08): higher "
+                                                 "importance keeps more weights in a block")
+        if not math.isfinite(value):
+            raise DSLTypeError("the rule's constant is not a finite number", span=e.span)
+        return Num(value, span=e.span, type=number_type(value))  # a constant: uniform
+
+    def spread(self, e: Call) -> Expr:
+        if e.kwargs or len(e.args) != 2:
+            raise DSLTypeError(f"spread takes two positional arguments: {_SPREAD_USAGE}", span=e.span,
+                               hint="lam is the half-width of the sparsity range [S − lam, S + lam]")
+        importance = self.visit(e.args[0])
+        folded = constant_value(importance)
+        if folded is not None and math.isfinite(folded):  # a constant importance: uniform
+            importance = Num(folded, span=importance.span, type=number_type(folded))
+        lam = constant_value(self.visit(e.args[1]))
+        if lam is None:
+            raise DSLTypeError("lam in spread(importance, lam) must be a constant", span=e.args[1].span,
+                               hint="use a number or a parameter, e.g. spread(skew(score), 0.08)")
+        if not (math.isfinite(lam) and 0 <= lam <= 1):
+            raise DSLTypeError(f"lam must be a number in [0, 1], got {format_number(lam) if math.isfinite(lam) else lam}",
+                               span=e.args[1].span)
+        return replace(e, args=(importance, Num(lam, span=e.args[1].span, type=number_type(lam))),
+                       kwargs=(), type=Type(SCALAR, NONNEG))
+
+    def inline(self, d: Definition, args, kwargs, span: Span) -> Expr:
+        if d.name in self.stack or len(self.stack) >= MAX_INLINE_DEPTH:
+            raise DSLTypeError(f"allocation {d.name!r} refers to itself", span=span)
+        names = [p.name for p in d.params]
+        if len(args) > len(names):
+            raise DSLTypeError(f"{d.name} takes {len(names)} parameter{'s' * (len(names) != 1)}"
+                               f"{' (' + ', '.join(names) + ')' if names else ''}, got {len(args)}", span=span)
+        values = {p.name: p.default for p in d.params}
+        seen: set[str] = set()
+        for pname, arg in list(zip(names, args)) + list(kwargs):
+            if pname not in values:
+                raise DSLTypeError(f"{d.name} has no parameter {pname!r}", span=arg.span,
+                                   hint=f"parameters: {', '.join(names) or 'none'}")
+            if pname in seen:
+                raise DSLTypeError(f"parameter {pname!r} given twice", span=arg.span)
+            seen.add(pname)
+            value = constant_value(self.visit(arg))
+            if value is None or not math.isfinite(value):
+                raise DSLTypeError(f"parameter {pname!r} of {d.name} must be a finite number", span=arg.span)
+            values[pname] = value
+        try:
+            return _Checker(values, self.allocations, self.stack + (d.name,)).top(d.body)
+        except (DSLNameError, DSLTypeError) as err:
+            if err.source is None and d.source:  # the error is inside a library definition
+                err.with_source(d.source)
+            raise
+
+    # --- block-level expressions -------------------------------------------------------
+    def visit(self, e: Expr) -> Expr:
+        if isinstance(e, Num):
+            return replace(e, type=number_type(e.value))
+        if isinstance(e, Name):
+            return self.name(e)
+        if isinstance(e, Neg):
+            inner = self.visit(e.operand)
+            if isinstance(inner, Num):
+                return Num(-inner.value, span=e.span, type=number_type(-inner.value))
+            return replace(e, operand=inner, type=Type(SCALAR, SIGNED))
+        if isinstance(e, BinOp):
+            return self.binop(e)
+        if isinstance(e, Call):
+            return self.call(e)
+        if isinstance(e, Hole):
+            raise DSLTypeError(f"?{e.kind} is a hole of a search sketch, not a complete formula", span=e.span)
+        if isinstance(e, Operand):
+            raise DSLTypeError("allocation rules read block statistics, not a layer's operands",
+                               span=e.span, hint=f"block statistics: {_STAT_USAGE}")
+        raise AssertionError(e)  # pragma: no cover
+
+    def name(self, e: Name) -> Expr:
+        if e.name in self.params:
+            v = self.params[e.name]
+            return Num(v, span=e.span, type=number_type(v))
+        if e.name in BLOCK_NAMES:
+            return replace(e, type=Type(SCALAR, BLOCK_NAMES[e.name]))
+        if e.name == "score":
+            raise DSLTypeError("score is the metric's scores of a whole block (a tensor); "
+                               "it has no single value", span=e.span,
+                               hint="use it inside a block statistic: outlier_ratio(score, M), "
+                                    "skew(score), kurtosis(score)")
+        if e.name == "W":
+            raise DSLTypeError("W (a weight matrix) may only appear in alpha_hill(W)", span=e.span,
+                               hint=f"block statistics: {_STAT_USAGE}")
+        if e.name in NAMED_OPERANDS or e.name == "X":
+            raise DSLTypeError(f"{e.name} is an operand of metrics; allocation rules read block "
+                               "statistics", span=e.span, hint=f"block statistics: {_STAT_USAGE}")
+        if e.name in self.allocations:
+            raise DSLTypeError(f"{e.name} is an allocation rule; it can only be the whole rule",
+                               span=e.span)
+        if e.name in SCORE_STATISTICS or e.name in WEIGHT_STATISTICS or e.name in SCALAR_FUNCTIONS:
+            raise DSLNameError(f"{e.name} is a function", span=e.span, hint=f"call it: {e.name}(...)")
+        known = list(self.params) + list(BLOCK_NAMES) + ["score"]
+        close = difflib.get_close_matches(e.name, known, n=3, cutoff=0.5)
+        raise DSLNameError(f"unknown name {e.name!r}", span=e.span,
+                           hint=(f"did you mean {' or '.join(close)}? " if close else "")
+                           + f"(block statistics: {_STAT_USAGE})")
+
+    def binop(self, e: BinOp) -> Expr:
+        left, right = self.visit(e.left), self.visit(e.right)
+        a, b = left.type.sign, right.type.sign
+        if e.op == "^":
+            value = constant_value(right)
+            if value is None or not math.isfinite(value):
+                raise DSLTypeError("the exponent must be a constant", span=e.right.span)
+            if value != int(value) and a == SIGNED:
+                raise DSLTypeError(f"{to_text(left)} ^ {format_number(value)} of a possibly negative value",
+                                   span=e.span, hint=f"did you mean |{to_text(left)}| ^ {format_number(value)}?")
+            sign = POS if value == 0 else NONNEG if (value == int(value) and int(value) % 2 == 0 and a == SIGNED) else a
+            right = Num(value, span=e.right.span, type=number_type(value))
+        elif e.op == "+":
+            sign = SIGNED if SIGNED in (a, b) else POS if POS in (a, b) else NONNEG
+        elif e.op == "-":
+            sign = SIGNED
+        else:
+            sign = weakest(a, b)
+        return replace(e, left=left, right=right, type=Type(SCALAR, sign))
+
+    def call(self, e: Call) -> Expr:
+        f = e.func
+        if f == "spread":
+            raise DSLTypeError("spread(importance, lam) must be the whole rule, not part of it",
+                               span=e.span, hint="write spread(...) once, around the importance")
+        if f in self.allocations and f not in ALL_FUNCTIONS:
+            raise DSLTypeError(f"{f} is an allocation rule; it can only be the whole rule", span=e.span)
+        if e.kwargs:
+            raise DSLTypeError(f"{f}() takes no keyword arguments", span=e.span)
+        if f in SCORE_STATISTICS or f in WEIGHT_STATISTICS:
+            return self.statistic(e)
+        if f not in SCALAR_FUNCTIONS:
+            if f in ALL_FUNCTIONS:
+                raise DSLTypeError(f"{f} works on a layer's tensors; allocation rules compute one "
+                                   "value per block", span=e.name_span,
+                                   hint=f"block statistics: {_STAT_USAGE}; scalar functions: "
+                                        + ", ".join(SCALAR_FUNCTIONS))
+            known = SCALAR_FUNCTIONS + sorted(SCORE_STATISTICS) + sorted(WEIGHT_STATISTICS) + ["spread"]
+            close = difflib.get_close_matches(f, known, n=3, cutoff=0.6)
+            raise DSLNameError(f"unknown function {f!r}", span=e.name_span,
+                               hint=f"did you mean {' or '.join(close)}?" if close else
+                               f"block statistics: {_STAT_USAGE}")
+        want = 2 if f in BINARY else 1
+        if len(e.args) != want:
+            raise DSLTypeError(f"{f}() on block values takes {want} argument{'s' * (want > 1)}, "
+                               f"got {len(e.args)}", span=e.span)
+        args = tuple(self.visit(a) for a in e.args)
+        signs = [a.type.sign for a in args]
+        if f in BINARY:
+            return replace(e, args=args, type=Type(SCALAR, BINARY[f](*signs)))
+        needs_nonneg, rule = ELEMENTWISE[f]
+        if needs_nonneg and signs[0] == SIGNED:
+            raise DSLTypeError(f"{f} of a possibly negative value", span=e.span,
+                               hint=f"{to_text(args[0])} is signed; did you mean {f}(|{to_text(args[0])}|)?")
+        return replace(e, args=args, type=Type(SCALAR, rule(signs[0])))
+
+    def statistic(self, e: Call) -> Expr:
+        f = e.func
+        operand = "W" if f in WEIGHT_STATISTICS else "score"
+        usage = f"{f}(score, M)" if f == "outlier_ratio" else f"{f}({operand})"
+        want = 2 if f == "outlier_ratio" else 1
+        if len(e.args) != want:
+            raise DSLTypeError(f"{f} takes {want} argument{'s' * (want > 1)}: {usage}, got {len(e.args)}",
+                               span=e.span)
+        first = e.args[0]
+        if not (isinstance(first, Name) and first.name == operand):
+            raise DSLTypeError(f"{f} is a statistic of the block's {'weights' if operand == 'W' else 'scores'}: "
+                               f"{usage}", span=first.span,
+                               hint="score is the active metric's scores over the block's linear layers"
+                               if operand == "score" else "alpha_hill reads each linear layer's weight W")
+        args: tuple[Expr, ...] = (first,)
+        if f == "outlier_ratio":
+            m = constant_value(self.visit(e.args[1]))
+            if m is None or not math.isfinite(m) or m <= 0:
+                raise DSLTypeError("M in outlier_ratio(score, M) must be a positive number",
+                                   span=e.args[1].span, hint="OWL uses M = 5 (scores above 5 × the mean)")
+            args += (Num(m, span=e.args[1].span, type=number_type(m)),)
+        t = SCORE_STATISTICS.get(f) or WEIGHT_STATISTICS[f]
+        return replace(e, args=args, type=Type(SCALAR, t))
+
+
+# --- printing -----------------------------------------------------------------------------
+_PRETTY_NAMES = {"alpha_hill": "α_Hill"}
+_LATEX_NAMES = {"score": r"\mathrm{score}", "depth": r"\mathrm{depth}", "params": r"\mathrm{params}"}
+
+
+def _display(e: Expr, names: Mapping[str, str]) -> Expr:
+    """A copy of ``e`` with names and function names respelled for a printer."""
+    if isinstance(e, Name):
+        return replace(e, name=names.get(e.name, e.name))
+    if isinstance(e, Neg):
+        return replace(e, operand=_display(e.operand, names))
+    if isinstance(e, BinOp):
+        return replace(e, left=_display(e.left, names), right=_display(e.right, names))
+    if isinstance(e, Call):
+        return replace(e, func=names.get(e.func, e.func), args=tuple(_display(a, names) for a in e.args))
+    return e
+
+
+def definition_of(tree) -> Definition | None:
+    """The single allocation definition in a parsed program (errors for anything else)."""
+    defs = tree.definitions
+    if len(defs) != 1 or defs[0].kind != "allocation":
+        raise DSLSyntaxError("expected one rule or one 'allocation name = rule' definition",
+                             span=Span(0, max(1, defs[0].span.end if defs else 1)))
+    return defs[0]
+
+
+__all__ = ["Allocation", "check_allocation", "is_allocation_tree", "evaluate", "requirements",
+           "stat_key", "definition_of", "SCORE_STATISTICS", "WEIGHT_STATISTICS", "BLOCK_NAMES"]
