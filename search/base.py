@@ -4,6 +4,18 @@ The engine owns fitness, deduplication (by canonical form), the hall of fame and
 persistence. A proposer only turns what it has seen into new formula *texts*; every
 text goes through ``prunedsl.parse`` (lark + type checker) in the engine, never through
 ``eval``/``exec``/``sympify``.
+
+What the engine promises a proposer (``search/engine.py``):
+- ``observe`` gets one ``Outcome`` per proposal, in order, after the proposal was parsed,
+  deduplicated and screened by the proxy (and, for the few chosen, fully evaluated).
+- A duplicate (same canonical form as an earlier candidate) has ``ok=True``,
+  ``duplicate_of`` set, and the earlier candidate's ``proxy``/``val_ppl``.
+- A candidate fully evaluated *after* its batch was observed comes back once more as a
+  new ``Outcome`` for the same proposal with ``val_ppl`` set and ``extra["update"] = True``.
+- Seeds (the library metrics) are observed first, with ``origin="seed"``.
+- Optional proposer methods the engine uses when present: ``graph_text() -> str`` and
+  ``graph_json() -> dict`` (the report's "how it was found" section), and the
+  classmethod ``from_args(args, **kwargs)`` used by the CLI to build it.
 """
 from __future__ import annotations
 
@@ -32,7 +44,7 @@ class Outcome:
     proxy: float | None = None   # layer-wise output error (lower is better)
     val_ppl: float | None = None # validation perplexity, if fully evaluated
     complexity: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # "update", "pretty", "name", "seconds"
 
 
 class Proposer(Protocol):

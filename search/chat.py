@@ -1,0 +1,178 @@
+"""One OpenAI-compatible chat endpoint, called so that failures never escape.
+
+    chat = ChatEndpoint(base_url="http://127.0.0.1:8000/v1", model=None, timeout=60)
+    text = chat.complete(messages)   # the answer, or None (logged) after retries
+
+Timeouts, connection errors, 429, 5xx and malformed bodies are retried with exponential
+backoff and jitter (``Retry-After`` / ``retry-after-ms`` respected, capped); other 4xx
+are not (a wrong key or model does not get better). After ``breaker_threshold`` failed
+calls in a row a circuit breaker stops calling for a cooldown (doubling up to 10 min),
+so a dead endpoint costs the search nothing but a logged error. The ``openai`` client is
+created lazily with ``max_retries=0``: retries are done here, where they are visible.
+"""
+from __future__ import annotations
+
+import email.utils
+import logging
+import os
+import random
+import time
+from typing import Any, Callable
+
+log = logging.getLogger("prunedsl.search.llm")
+
+DUMMY_KEY = "sk-no-key-needed"   # local servers ignore the key; the client insists on one
+RETRY_STATUS = {408, 409, 425, 429}  # and every 5xx
+MAX_COOLDOWN = 600.0
+
+
+class _BadResponse(Exception):
+    """A 200 answer without a chat message in it."""
+
+
+class Breaker:
+    """Closed → open after ``threshold`` failed calls in a row; after the cooldown one call
+    is let through (half-open): success closes it, failure reopens it for twice as long."""
+
+    def __init__(self, threshold: int, cooldown: float, clock: Callable[[], float]):
+        self.threshold, self.base, self.cooldown, self.clock = threshold, cooldown, cooldown, clock
+        self.failures, self.open_until, self.open_for = 0, 0.0, 0.0
+
+    def allow(self) -> bool:
+        return self.clock() >= self.open_until
+
+    def success(self) -> None:
+        self.failures, self.cooldown = 0, self.base
+
+    def failure(self) -> bool:
+        """Count a failed call; True when this opens the breaker."""
+        self.failures += 1
+        if self.failures < self.threshold:
+            return False
+        self.open_for = self.cooldown
+        self.open_until = self.clock() + self.open_for
+        self.cooldown = min(self.cooldown * 2, MAX_COOLDOWN)
+        return True
+
+
+def retry_after(err: Exception) -> float | None:
+    """Seconds the server asked us to wait (``retry-after-ms``, ``Retry-After`` seconds or date)."""
+    headers = getattr(getattr(err, "response", None), "headers", None) or {}
+    try:
+        if headers.get("retry-after-ms") is not None:
+            return max(0.0, float(headers["retry-after-ms"]) / 1000)
+        value = headers.get("retry-after")
+        if value is None:
+            return None
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            when = email.utils.parsedate_to_datetime(value)
+            return max(0.0, when.timestamp() - time.time())
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+def _content(resp: Any) -> str:
+    choices = getattr(resp, "choices", None)
+    if not choices or not isinstance(choices, list):
+        raise _BadResponse(f"no choices in the response ({type(resp).__name__})")
+    content = getattr(getattr(choices[0], "message", None), "content", None)
+    if content is not None and not isinstance(content, str):
+        raise _BadResponse("the message content is not text")
+    return content or ""
+
+
+def preview(text: str, n: int = 80) -> str:
+    text = " ".join((text or "").split())
+    return text if len(text) <= n else text[:n] + "…"
+
+
+class ChatEndpoint:
+    def __init__(self, *, base_url: str | None = None, model: str | None = None,
+                 api_key: str | None = None, timeout: float = 300.0, max_retries: int = 4,
+                 temperature: float = 0.7, max_tokens: int = 512, backoff: float = 1.0,
+                 max_backoff: float = 30.0, max_retry_after: float = 60.0,
+                 breaker_threshold: int = 3, breaker_cooldown: float = 60.0,
+                 extra_body: dict | None = None, sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic, seed: int | None = None):
+        self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
+        self.model = model  # None: the first model the endpoint lists
+        self.api_key = api_key or os.environ.get("OPENAI_API_KEY") or DUMMY_KEY
+        self.timeout, self.max_retries, self.temperature = timeout, max_retries, temperature
+        self.max_tokens, self.backoff, self.max_backoff = max_tokens, backoff, max_backoff
+        self.max_retry_after = max_retry_after
+        self.extra_body = extra_body  # e.g. a grammar switch the offline server understands
+        self.sleep, self.rng = sleep, random.Random(seed)
+        self.breaker = Breaker(breaker_threshold, breaker_cooldown, clock)
+        self._client = None
+
+    @property
+    def where(self) -> str:
+        return self.base_url or "(OPENAI_BASE_URL / api.openai.com)"
+
+    def available(self) -> bool:
+        """False while the breaker is open (the endpoint failed repeatedly)."""
+        return self.breaker.allow()
+
+    def _client_or_raise(self):
+        if self._client is None:
+            from openai import OpenAI  # only search/ imports openai, and only when used
+            self._client = OpenAI(base_url=self.base_url, api_key=self.api_key,
+                                  timeout=self.timeout, max_retries=0)  # retries are ours
+        return self._client
+
+    def _delay(self, attempt: int, asked: float | None) -> float:
+        if asked is not None:
+            return min(asked, self.max_retry_after)
+        return min(self.max_backoff, self.backoff * 2 ** attempt) * self.rng.uniform(0.5, 1.0)
+
+    def _once(self, messages: list[dict]) -> str:
+        client = self._client_or_raise()
+        if self.model is None:  # local servers usually serve one model
+            ids = [m.id for m in client.models.list(timeout=self.timeout).data]
+            if not ids:
+                raise _BadResponse("the endpoint lists no models; pass --llm-model")
+            # prunedsl's own server offers `<model>+reply`: decoding constrained to the reply format
+            self.model = next((i for i in ids if i.endswith("+reply")), ids[0])
+            log.info("LLM model: %s (of the ones %s lists)", self.model, self.where)
+        extra = {"extra_body": self.extra_body} if self.extra_body else {}
+        resp = client.chat.completions.create(
+            model=self.model, messages=messages, temperature=self.temperature,
+            max_tokens=self.max_tokens, timeout=self.timeout, **extra)
+        return _content(resp)
+
+    def complete(self, messages: list[dict]) -> str | None:
+        """The model's answer, or None after retries (logged; counted by the breaker)."""
+        import openai
+        last = "unknown error"
+        for attempt in range(self.max_retries + 1):
+            asked = None
+            try:
+                text = self._once(messages)
+                self.breaker.success()
+                return text
+            except openai.APIStatusError as err:
+                status = err.status_code
+                last = f"HTTP {status}: {preview(getattr(err, 'message', '') or str(err), 200)}"
+                if status < 500 and status not in RETRY_STATUS:
+                    hint = {401: "check OPENAI_API_KEY", 403: "check OPENAI_API_KEY",
+                            404: "check --llm-base-url (usually ends in /v1) and --llm-model"}
+                    last += f" ({hint.get(status, 'the request was rejected')})"
+                    break
+                asked = retry_after(err)
+            except openai.APITimeoutError:
+                last = f"no answer within {self.timeout:g} s"
+            except openai.APIConnectionError as err:
+                last = f"cannot connect ({preview(str(err), 200)})"
+            except (openai.OpenAIError, _BadResponse, ValueError) as err:  # bad JSON is a ValueError
+                last = f"malformed response ({preview(str(err), 200)})"
+            if attempt < self.max_retries:
+                delay = self._delay(attempt, asked)
+                log.warning("LLM request to %s failed: %s; retry %d/%d in %.2f s", self.where, last,
+                            attempt + 1, self.max_retries, delay)
+                self.sleep(delay)
+        opened = self.breaker.failure()
+        log.error("LLM endpoint %s failed: %s. The search continues without LLM proposals%s.",
+                  self.where, last, f"; not calling it again for {self.breaker.open_for:g} s" if opened else "")
+        return None

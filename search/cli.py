@@ -1,0 +1,192 @@
+"""``prunedsl search``: discover pruning metrics (wired into the root ``cli.py``).
+
+    prunedsl search --model smollm2-135m --sparsity 0.6 --proposer evolve --budget 300 \\
+        --full-evals 20 --output runs/evolve60
+    prunedsl search --output runs/evolve60 --resume      # after a crash or Ctrl-C
+
+On ``--resume`` every setting comes from DIR/state.json; settings given again must
+agree with it, except ``--budget``/``--full-evals`` (which may grow) and the report ones.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import fields
+
+from ..errors import SearchError
+
+EPILOG = """examples:
+  prunedsl search --model smollm2-135m --sparsity 0.6 --proposer evolve --budget 300 --full-evals 20 --output runs/ev60
+  prunedsl search --model smollm2-135m --sparsity 0.5 --proposer enumerate --max-size 6 --budget 200 --output runs/enum
+  prunedsl search --model smollm2-135m --pattern 2:4 --proposer llm --llm-base-url http://127.0.0.1:8000/v1 --budget 50 --output runs/llm
+  prunedsl search --output runs/ev60 --resume
+
+Files in DIR, rewritten after every evaluation: state.json (everything, for --resume),
+hall.json / hall.md (the Pareto front); at the end report.md, progress.png, lineage.json
+(and graph.json for the llm proposer).
+"""
+
+# option -> (default, part of the fitness: must match on --resume)
+FITNESS_DEFAULTS = {"model": None, "sparsity": None, "pattern": "unstructured", "group": "row",
+                    "nsamples": 16, "seqlen": 256, "val_windows": 16, "seed": 0, "calib_data": None,
+                    "data_dir": None, "proxy_blocks": 8, "proxy_rows": 0.25, "proxy_rank": 64,
+                    "gradients": False}
+SEARCH_DEFAULTS = {"proposer": "evolve", "budget": 100, "full_evals": 10, "batch": 16,
+                   "max_proposals": None, "test_windows": 40, "test_seqlen": 512, "report_top": 3,
+                   "population": 32, "max_size": None, "library": []}
+GROWABLE = {"budget", "full_evals", "max_proposals", "test_windows", "test_seqlen", "report_top"}
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("search", help="search for new pruning metrics (evolve, enumerate, llm)",
+                              description="Search for pruning metrics: proposals are parsed and "
+                              "type-checked, deduplicated by canonical form, screened by a proxy "
+                              "(layer-wise output error from cached Gram matrices) and the best are "
+                              "pruned for real and scored by validation perplexity.",
+                              epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    S = argparse.SUPPRESS  # defaults are filled in later, so --resume can tell what was given
+    g = p.add_argument_group("task")
+    g.add_argument("--model", default=S, help="alias (smollm2-135m, gemma3-270m), .gguf, directory or hub id")
+    g.add_argument("--sparsity", type=float, default=S, help="fraction pruned per layer (N:M sets it)")
+    g.add_argument("--pattern", default=S, help="unstructured (default) or N:M, e.g. 2:4")
+    g.add_argument("--group", choices=("row", "layer", "global"), default=S, help="comparison group (default row)")
+    g.add_argument("--library", action="append", default=S, metavar="FILE", help="extra metric definitions")
+    g = p.add_argument_group("search")
+    g.add_argument("--proposer", choices=("evolve", "enumerate", "llm"), default=S, help="default evolve")
+    g.add_argument("--budget", type=int, default=S, metavar="N", help="new candidates screened by the proxy (default 100)")
+    g.add_argument("--full-evals", type=int, default=S, metavar="K", help="candidates pruned for real (default 10)")
+    g.add_argument("--batch", type=int, default=S, help="proposals per round (default 16)")
+    g.add_argument("--max-proposals", type=int, default=S, help="stop after this many proposals (default 5×budget+100)")
+    g.add_argument("--seed", type=int, default=S, help="calibration windows, proxy rows, evolve RNG (default 0)")
+    g.add_argument("--population", type=int, default=S, help="evolve: parents kept (default 32)")
+    g.add_argument("--max-size", type=int, default=S, help="largest formula in AST nodes (evolve 20, enumerate 7)")
+    g.add_argument("--gradients", action="store_true", default=S, help="offer G (backward passes; slower full evals)")
+    g.add_argument("--output", required=True, metavar="DIR", help="where state, hall of fame and report go")
+    g.add_argument("--resume", action="store_true", help="continue the search saved in DIR")
+    g = p.add_argument_group("fitness")
+    g.add_argument("--nsamples", type=int, default=S, help="calibration windows (default 16)")
+    g.add_argument("--seqlen", type=int, default=S, help="tokens per calibration/validation window (default 256)")
+    g.add_argument("--val-windows", type=int, default=S, help="held-out validation windows (default 16)")
+    g.add_argument("--proxy-blocks", type=int, default=S, help="decoder blocks screened, evenly spaced; 0 = all (default 8)")
+    g.add_argument("--proxy-rows", type=float, default=S, help="fraction of output rows measured (default 0.25)")
+    g.add_argument("--proxy-rank", type=int, default=S, help="Gram rank for the proxy; 0 = exact (default 64)")
+    g.add_argument("--calib-data", default=S, metavar="PATH", help="text file to calibrate on")
+    g.add_argument("--data-dir", default=S, help="WikiText-2 directory (wiki.valid.tokens, wiki.test.raw)")
+    g.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    g = p.add_argument_group("report")
+    g.add_argument("--test-windows", type=int, default=S, help="WikiText-2 test windows (default 40)")
+    g.add_argument("--test-seqlen", type=int, default=S, help="tokens per test window (default 512)")
+    g.add_argument("--report-top", type=int, default=S, help="discovered formulas evaluated on test (default 3)")
+    g.add_argument("--no-report", action="store_true", help="stop after the search (no test perplexity)")
+    g.add_argument("--json", action="store_true", help="print one JSON summary on stdout")
+    g.add_argument("--quiet", action="store_true", help="no per-candidate log lines")
+    try:
+        from .llm import add_llm_arguments
+    except ImportError:  # the llm proposer is optional
+        pass
+    else:
+        add_llm_arguments(p.add_argument_group("llm proposer"))
+    p.set_defaults(handler=cmd_search)
+    return p
+
+
+def _settings(args, saved: dict | None) -> dict:
+    """Merged settings: given > saved > defaults; conflicts with a saved search are errors."""
+    given = {k: getattr(args, k) for k in {**FITNESS_DEFAULTS, **SEARCH_DEFAULTS} if hasattr(args, k)}
+    if saved is None:
+        merged = {**FITNESS_DEFAULTS, **SEARCH_DEFAULTS, **given}
+        for k in ("model", "sparsity"):
+            if merged[k] is None and not (k == "sparsity" and merged["pattern"] != "unstructured"):
+                raise SearchError(f"--{k} is required for a new search")
+        return merged
+    merged = {**FITNESS_DEFAULTS, **SEARCH_DEFAULTS, **saved}
+    for k, v in given.items():
+        if k not in GROWABLE and v != saved.get(k):
+            raise SearchError(f"--{k.replace('_', '-')} {v} differs from the saved search ({saved.get(k)})",
+                              hint="leave it out with --resume, or start a new search in another --output")
+        merged[k] = v
+    return merged
+
+
+def cmd_search(args) -> int:
+    from ..cli import _library_texts
+    from ..runtime.job import parse_pattern
+    from .engine import Engine, SearchConfig
+    from .hall import hall_markdown, read_state
+
+    saved_state = read_state(args.output) if args.resume else None
+    if args.resume and saved_state is None:
+        raise SearchError(f"nothing to resume in {args.output} (no state.json)")
+    saved = saved_state["config"]["cli"] if saved_state else None
+    s = _settings(args, saved)
+    pattern = parse_pattern(s["pattern"])
+    sparsity = s["sparsity"]
+    if pattern is not None:
+        n, m = pattern
+        if sparsity is not None and abs(sparsity - n / m) > 1e-9:
+            raise SearchError(f"--pattern {s['pattern']} prunes {n / m:g} of the weights, but --sparsity is {sparsity:g}")
+        sparsity = n / m
+    if not 0 < sparsity < 1:
+        raise SearchError(f"--sparsity must be in (0, 1), got {sparsity}")
+    if s["budget"] < 0 or s["full_evals"] < 0 or s["batch"] < 1:
+        raise SearchError("--budget and --full-evals must be ≥ 0 and --batch ≥ 1")
+    library_texts = _library_texts(s["library"])
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
+
+    from .fitness import BASE_STATISTICS, Fitness, FitnessSettings
+    fs = FitnessSettings(**{f.name: s[f.name] for f in fields(FitnessSettings)
+                            if f.name not in ("sparsity", "pattern")}, sparsity=sparsity, pattern=pattern)
+    available = BASE_STATISTICS | ({"G"} if fs.gradients else frozenset())
+    proposer = make_proposer(s, args, available, library_texts)
+    config = SearchConfig(output=args.output, proposer=s["proposer"], budget=s["budget"],
+                          full_evals=s["full_evals"], batch=s["batch"], max_proposals=s["max_proposals"],
+                          library_texts=library_texts, test_windows=s["test_windows"],
+                          test_seqlen=s["test_seqlen"], report_top=s["report_top"],
+                          report=not args.no_report, fitness=fs.to_dict(), cli=s)
+
+    def stderr(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    bars = not args.quiet and sys.stderr.isatty()
+    engine = Engine(config, lambda: Fitness(fs, progress=bars, log=stderr), proposer,
+                    log=(lambda msg: None) if args.quiet else stderr)
+    summary = engine.run(resume=args.resume)
+    if args.json:
+        print(json.dumps(summary, ensure_ascii=False, default=str))
+        return 0
+    best = summary["best"]
+    c = summary["counters"]
+    print(f"prunedsl search: {s['model']} | {sparsity:.0%} {s['pattern']} | {s['proposer']} | "
+          f"{c['screened']} screened ({c['seeds']} seeds), {c['duplicates']} deduplicated, {c['failed']} failed, "
+          f"{c['full_evals']} full evals | best val ppl "
+          + (f"{best['val_ppl']:.3f} ({best['pretty']})" if best else "–"))
+    print()
+    print(hall_markdown(engine.state["candidates"]))
+    if summary["report"]:
+        print(f"\nreport: {summary['report']}")
+    return 0
+
+
+def make_proposer(s: dict, args, available, library_texts):
+    from .grammar import Vocabulary
+    vocab = Vocabulary.from_available(available)
+    name = s["proposer"]
+    if name == "evolve":
+        from .evolve import EvolveProposer
+        return EvolveProposer(seed=s["seed"], vocab=vocab, population=s["population"],
+                              max_size=s["max_size"] or 20, library_texts=library_texts)
+    if name == "enumerate":
+        from .enumerate import EnumerateProposer
+        return EnumerateProposer(vocab=vocab, group=s["group"], max_size=s["max_size"] or 7,
+                                 library_texts=library_texts)
+    try:
+        from .llm import LLMProposer
+    except ImportError as err:
+        raise SearchError(f"the llm proposer is not available ({err})",
+                          hint="pip install openai") from None
+    from .engine import seed_metrics
+    seeds = [text for _, text in seed_metrics(library_texts)]
+    return LLMProposer.from_args(args, seeds=seeds, library_texts=library_texts)

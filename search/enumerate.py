@@ -1,0 +1,159 @@
+"""The ``enumerate`` proposer: every well-typed formula up to a size bound, smallest first.
+
+Bottom-up enumeration (as in program synthesis): the formulas of size n are built from
+the tables of sizes < n with every production (arithmetic and min/max first, then
+``e ^ c``, unary functions, negation, normalizers, reductions), each typed by the
+language's checker. Two pruning steps keep the tables small:
+
+- *observational equivalence* for subexpressions: a subexpression whose values on a
+  fixed random set of statistics equal an earlier one's (``W * ‖X‖`` vs ``‖X‖ * W``) is
+  dropped, and so is one that is non-finite there;
+- *canonical form* for the emitted formulas: a Mat formula is proposed only if its
+  rank-equivalence canonical form (``Metric.canonical(group)``) is new.
+
+Size = number of AST nodes (``dsl.ast.size``), the search's complexity measure.
+Enumeration is deterministic, so the state is just the number of formulas handed out.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import torch
+
+from ..api import parse
+from ..compiler import interpret
+from ..dsl.ast import BinOp, Call, Expr, Neg, Num, Operand
+from ..dsl.printer import to_text
+from ..dsl.types import COL, MAT, ROW, SCALAR
+from ..errors import PruneDSLError
+from .base import Outcome, Proposal
+from .grammar import Vocabulary, reads_weights, typecheck
+
+UNARY = ("abs", "sqrt", "log", "exp", "sq", "sigmoid", "tanh")
+ARITH = ("+", "-", "*", "/")
+COMMUTATIVE = frozenset({"+", "*", "min", "max"})
+REDUCERS = ("sum", "mean", "max", "std")
+WHOLE = ("mean", "max", "std")
+EXPONENTS = (2.0, 0.5, -1.0)
+CONSTANTS = (1.0, 2.0, 0.5)
+
+
+def _fingerprint_stats(seed: int = 1234) -> dict[str, Any]:
+    g = torch.Generator().manual_seed(seed)
+    out, inp = 5, 7
+
+    def pos(*shape):
+        return torch.rand(*shape, generator=g) * 2 + 0.1
+
+    return {"W": torch.randn(out, inp, generator=g), "G": pos(out, inp), "x_norm2": pos(1, inp),
+            "x_norm1": pos(1, inp), "x_norminf": pos(1, inp), "x_mean": torch.randn(1, inp, generator=g),
+            "x_std": pos(1, inp), "x_var": pos(1, inp), "hinv": pos(1, inp), "n_in": 7.0, "n_out": 5.0}
+
+
+class EnumerateProposer:
+    name = "enumerate"
+
+    def __init__(self, *, vocab: Vocabulary | None = None, group: str = "row", max_size: int = 7,
+                 library_texts: tuple[str, ...] = ()):
+        self.vocab = vocab or Vocabulary()
+        self.group, self.max_size = group, max_size
+        self.library_texts = tuple(library_texts)
+        self.stats = _fingerprint_stats()
+        self.tables: dict[int, list[Expr]] = {}
+        self.values: set[tuple] = set()
+        self.canonicals: set[str] = set()
+        self.emitted = 0
+        self.size = 0          # size being enumerated (for notes and the report)
+        self._gen = self._formulas()
+
+    # --- Proposer protocol ------------------------------------------------------------
+    def propose(self, n: int) -> list[Proposal]:
+        out = []
+        for tree in self._gen:
+            self.emitted += 1
+            out.append(Proposal(to_text(tree), "enumerate", note=f"size {self.size}"))
+            if len(out) >= n:
+                break
+        return out
+
+    def observe(self, outcomes: list[Outcome]) -> None:
+        pass  # exhaustive: nothing to learn
+
+    def state(self) -> dict[str, Any]:
+        return {"emitted": self.emitted, "max_size": self.max_size}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.__init__(vocab=self.vocab, group=self.group, max_size=self.max_size,
+                      library_texts=self.library_texts)
+        for _ in range(int(state.get("emitted", 0))):  # deterministic: replay the order
+            if next(self._gen, None) is None:
+                break
+            self.emitted += 1
+
+    # --- enumeration ------------------------------------------------------------------
+    def _formulas(self) -> Iterator[Expr]:
+        for n in range(1, self.max_size + 1):
+            self.size = n
+            self.tables[n] = []
+            for tree in self._build(n):
+                checked = typecheck(tree)
+                if checked is None or not self._new_value(checked):
+                    continue
+                self.tables[n].append(checked)
+                if checked.type.shape == MAT and reads_weights(checked) and self._new_canonical(checked):
+                    yield checked
+
+    def _new_value(self, e: Expr) -> bool:
+        try:
+            v = interpret(e, self.stats)
+        except (PruneDSLError, RuntimeError, ValueError):
+            return False
+        if not bool(torch.isfinite(v).all()):
+            return False
+        key = (e.type.shape, tuple(v.reshape(-1).double().mul(1e6).round().tolist()))
+        if key in self.values:
+            return False
+        self.values.add(key)
+        return True
+
+    def _new_canonical(self, e: Expr) -> bool:
+        try:
+            c = parse(to_text(e), library_texts=self.library_texts).canonical(self.group)
+        except PruneDSLError:
+            return False
+        if c in self.canonicals:
+            return False
+        self.canonicals.add(c)
+        return True
+
+    def _build(self, n: int) -> Iterator[Expr]:
+        v = self.vocab
+        if n == 1:
+            yield from (Operand(k) for k in v.mat + v.col + v.scalar)
+            yield from (Num(c) for c in CONSTANTS)
+            return
+        for i in range(1, n - 1):
+            for ia, a in enumerate(self.tables.get(i, [])):
+                for ib, b in enumerate(self.tables.get(n - 1 - i, [])):
+                    if a.type.shape == SCALAR and b.type.shape == SCALAR:
+                        continue  # constants folded into other constants add nothing
+                    first = (i, ia) <= (n - 1 - i, ib)
+                    for op in ARITH:
+                        if first or op not in COMMUTATIVE:
+                            yield BinOp(op, a, b)
+                    if first:
+                        yield from (Call(f, (a, b)) for f in ("min", "max"))
+        for c in self.tables.get(n - 1, []):
+            yield from (Call(f, (c,)) for f in UNARY)
+            yield Neg(c)
+            if c.type.shape in (MAT, COL, ROW):
+                yield Call("minmax", (c,))
+            if c.type.shape in (MAT, COL):
+                yield from (Call(f"col_{r}" if c.type.shape == MAT else f"row_{r}", (c,)) for r in REDUCERS)
+            if c.type.shape == MAT:
+                yield from (Call(f"row_{r}", (c,)) for r in REDUCERS)
+            if c.type.shape in (MAT, COL):
+                yield from (Call(f, (c,)) for f in WHOLE)
+        for c in self.tables.get(n - 2, []):
+            if c.type.shape != SCALAR:
+                yield from (BinOp("^", c, Num(x)) for x in EXPONENTS)

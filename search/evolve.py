@@ -1,0 +1,236 @@
+"""The ``evolve`` proposer: genetic programming on typed metric ASTs (Pruner-Zero style).
+
+Individuals are checked trees. Parents are chosen by tournament on the proxy (ties
+within 1% go to the simpler formula). Children come from:
+
+- ``crossover``: a subtree of parent A replaced by a subtree of parent B of the same shape;
+- ``mutate``: a subtree replaced by a fresh random subtree of the same shape (``Grower``);
+- ``point``: one operand, function, operator or reducer swapped for one of the same kind;
+- ``constant``: a constant (exponents included) scaled by exp(N(0, 0.4)) and rounded;
+- ``hoist`` / ``wrap``: a subtree replaced by a same-shaped descendant / put under a
+  function or an operator with a fresh leaf;
+- ``random``: a fresh random formula (the first proposals, then 10% immigrants).
+
+Every child is type-checked by the language's checker and must be a Mat formula that
+reads W (or G), at most ``max_size`` nodes, and not proposed before (by text).
+Duplicates by canonical form are the engine's business; they come back in ``observe``.
+"""
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from ..api import parse
+from ..dsl.ast import BinOp, Call, Expr, Num, Operand, size
+from ..dsl.printer import to_text
+from ..dsl.types import MAT
+from ..errors import PruneDSLError
+from .base import Outcome, Proposal
+from .grammar import (ARITH, COL_OPERANDS, NORMALIZERS, PAIRWISE, REDUCERS, UNARY, WHOLE, Grower,
+                      Vocabulary, is_exponent, nodes, reads_weights, replace_at, typecheck)
+
+OPERATORS = ("crossover", "mutate", "point", "constant", "hoist", "wrap")
+WEIGHTS = (0.3, 0.25, 0.15, 0.15, 0.05, 0.1)
+
+
+@dataclass
+class Individual:
+    text: str
+    canonical: str
+    proxy: float
+    complexity: int
+    tree: Expr
+    val_ppl: float | None = None
+
+
+def _rng_state(rng: random.Random) -> list:
+    v, internal, gauss = rng.getstate()
+    return [v, list(internal), gauss]
+
+
+def _set_rng_state(rng: random.Random, state: list) -> None:
+    rng.setstate((state[0], tuple(state[1]), state[2]))
+
+
+class EvolveProposer:
+    name = "evolve"
+
+    def __init__(self, *, seed: int = 0, vocab: Vocabulary | None = None, population: int = 32,
+                 tournament: int = 3, max_size: int = 20, initial_random: int = 16,
+                 immigrants: float = 0.1, library_texts: tuple[str, ...] = ()):
+        self.rng = random.Random(seed)
+        self.vocab = vocab or Vocabulary()
+        self.grower = Grower(self.rng, self.vocab)
+        self.population, self.tournament, self.max_size = population, tournament, max_size
+        self.initial_random, self.immigrants = initial_random, immigrants
+        self.library_texts = tuple(library_texts)
+        self.archive: dict[str, Individual] = {}   # canonical -> best-known individual
+        self.seen: set[str] = set()                 # texts proposed or observed
+        self.randoms = 0
+
+    # --- Proposer protocol ------------------------------------------------------------
+    def propose(self, n: int) -> list[Proposal]:
+        out: list[Proposal] = []
+        for _ in range(n * 20):  # bounded: a tiny vocabulary may run out of new texts
+            if len(out) >= n:
+                break
+            p = self._child()
+            if p is not None and p.text not in self.seen:
+                self.seen.add(p.text)
+                out.append(p)
+        return out
+
+    def observe(self, outcomes: list[Outcome]) -> None:
+        for o in outcomes:
+            self.seen.add(o.proposal.text)
+            if not o.ok or o.canonical is None or o.proxy is None:
+                continue
+            old = self.archive.get(o.canonical)
+            if old is not None:
+                if o.val_ppl is not None:
+                    old.val_ppl = o.val_ppl
+                continue
+            if o.duplicate_of:
+                continue
+            twin = self.archive.get(o.extra.get("twin_of")) if o.extra else None
+            if twin is not None:  # prunes like a known individual: keep the simpler one
+                if o.complexity is None or o.complexity >= twin.complexity:
+                    continue
+                del self.archive[twin.canonical]
+            try:
+                tree = parse(o.proposal.text, library_texts=self.library_texts).expr
+            except PruneDSLError:
+                continue
+            self.archive[o.canonical] = Individual(to_text(tree), o.canonical, o.proxy,
+                                                   size(tree), tree, o.val_ppl)
+
+    def state(self) -> dict[str, Any]:
+        return {"rng": _rng_state(self.rng), "randoms": self.randoms, "seen": sorted(self.seen),
+                "archive": [[i.text, i.canonical, i.proxy, i.val_ppl] for i in self.archive.values()]}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        _set_rng_state(self.rng, state["rng"])
+        self.randoms = int(state.get("randoms", 0))
+        self.seen = set(state.get("seen", []))
+        self.archive = {}
+        for text, canonical, proxy, val_ppl in state.get("archive", []):
+            tree = parse(text, library_texts=self.library_texts).expr
+            self.archive[canonical] = Individual(text, canonical, proxy, size(tree), tree, val_ppl)
+
+    # --- selection --------------------------------------------------------------------
+    def _pool(self) -> list[Individual]:
+        ranked = sorted(self.archive.values(), key=lambda i: (i.proxy, i.complexity))
+        return ranked[: self.population]
+
+    def _select(self, pool: list[Individual]) -> Individual:
+        picks = [self.rng.choice(pool) for _ in range(self.tournament)]
+        best = picks[0]
+        for p in picks[1:]:
+            if p.proxy < best.proxy * 0.99 or (p.proxy <= best.proxy * 1.01 and p.complexity < best.complexity):
+                best = p
+        return best
+
+    # --- variation --------------------------------------------------------------------
+    def _child(self) -> Proposal | None:
+        pool = self._pool()
+        if self.randoms < self.initial_random or len(pool) < 2 or self.rng.random() < self.immigrants:
+            tree = self.grower.formula(self.rng.randint(1, 3))
+            if tree is None:
+                return None
+            self.randoms += 1
+            return Proposal(to_text(tree), "evolve:random")
+        op = self.rng.choices(OPERATORS, WEIGHTS)[0]
+        a = self._select(pool)
+        parents = (a.canonical,)
+        if op == "crossover":
+            b = self._select(pool)
+            child = self._crossover(a.tree, b.tree)
+            parents = (a.canonical, b.canonical) if b.canonical != a.canonical else parents
+        else:
+            child = getattr(self, f"_{op}")(a.tree)
+        child = self._accept(child)
+        if child is None:
+            return None
+        return Proposal(to_text(child), f"evolve:{op}", parents=parents)
+
+    def _accept(self, tree: Expr | None) -> Expr | None:
+        """The checked child if it is a valid metric for the search, else None."""
+        if tree is None:
+            return None
+        checked = typecheck(tree)
+        if checked is None or checked.type.shape != MAT or not reads_weights(checked):
+            return None
+        return checked if size(checked) <= self.max_size else None
+
+    def _site(self, tree: Expr) -> tuple[tuple[int, ...], Expr]:
+        sites = [(p, n) for p, n in nodes(tree) if not is_exponent(tree, p)]
+        return self.rng.choice(sites)
+
+    def _crossover(self, a: Expr, b: Expr) -> Expr | None:
+        path, node = self._site(a)
+        donors = [n for p, n in nodes(b) if not is_exponent(b, p) and n.type.shape == node.type.shape]
+        if not donors:
+            return None
+        return replace_at(a, path, self.rng.choice(donors))
+
+    def _mutate(self, tree: Expr) -> Expr:
+        path, node = self._site(tree)
+        new = self.grower.grow(node.type.shape, self.rng.randint(0, 2), nonneg=node.type.nonneg)
+        return replace_at(tree, path, new)
+
+    def _point(self, tree: Expr) -> Expr | None:
+        path, node = self._site(tree)
+        r = self.rng
+        if isinstance(node, Operand):
+            same = (self.vocab.mat if node.type.shape == MAT else
+                    self.vocab.col if node.key in COL_OPERANDS else self.vocab.scalar)
+            others = [k for k in same if k != node.key]
+            return replace_at(tree, path, Operand(r.choice(others))) if others else None
+        if isinstance(node, BinOp) and node.op != "^":
+            return replace_at(tree, path, BinOp(r.choice([o for o in ARITH if o != node.op]),
+                                                node.left, node.right))
+        if isinstance(node, Call):
+            f = node.func
+            for family in (UNARY, PAIRWISE, WHOLE, NORMALIZERS):
+                if f in family:
+                    return replace_at(tree, path, Call(r.choice([g for g in family if g != f]), node.args))
+            if f[:4] in ("row_", "col_"):
+                red = r.choice([x for x in REDUCERS if x != f[4:]])
+                return replace_at(tree, path, Call(f"{f[:4]}{red}", node.args))
+        return self._mutate(tree)
+
+    def _constant(self, tree: Expr) -> Expr:
+        consts = [(p, n) for p, n in nodes(tree) if isinstance(n, Num)]
+        if not consts:
+            return self._mutate(tree)
+        path, node = self.rng.choice(consts)
+        value = node.value * math.exp(self.rng.gauss(0, 0.4))
+        if node.value == 0:
+            value = self.rng.choice((0.1, 0.5, 1.0))
+        value = float(f"{value:.3g}")
+        return replace_at(tree, path, Num(value))  # checked trees hold signed constants
+
+    def _hoist(self, tree: Expr) -> Expr | None:
+        path, node = self._site(tree)
+        below = [n for p, n in nodes(node) if p and not is_exponent(node, p)
+                 and n.type.shape == node.type.shape]
+        return replace_at(tree, path, self.rng.choice(below)) if below else self._mutate(tree)
+
+    def _wrap(self, tree: Expr) -> Expr:
+        path, node = self._site(tree)
+        r = self.rng
+        if r.random() < 0.5:
+            f = r.choice(UNARY)
+            inner = Call("abs", (node,)) if f in ("sqrt", "log") and not node.type.nonneg else node
+            return replace_at(tree, path, Call(f, (inner,)))
+        leaf = self.grower.leaf(r.choice((node.type.shape, "Col", "Scalar")), nonneg=True)
+        op = r.choice(("+", "*", "/", "-"))
+        pair = BinOp(op, node, leaf) if r.random() < 0.7 else BinOp(op, leaf, node)
+        return replace_at(tree, path, pair)
+
+    # --- for the report ---------------------------------------------------------------
+    def best(self) -> Individual | None:
+        pool = self._pool()
+        return pool[0] if pool else None

@@ -1,0 +1,275 @@
+"""Fitness of candidate metrics: a fast proxy from cached Gram matrices, and full evaluations.
+
+Everything expensive is done once per search (``Fitness.__init__``): load the model,
+tokenize WikiText-2 validation, keep a copy of the dense weights, and run the dense
+model once over the calibration batch to collect, for the *screened* layers, every
+input statistic a metric can read plus the Gram matrix XᵀX (DESIGN.md §4).
+
+Data split (validation only; test is for the final report): the validation token
+stream is cut at ``val_windows · seqlen``. The evaluation windows are the
+non-overlapping windows of the part before the cut; the calibration windows are seeded
+random windows of the part after it (or of ``--calib-data``). They cannot share a token.
+
+Proxy (lower is better): for each screened layer, score W with the candidate, mask at
+the target sparsity/group/pattern, and measure the output error of the pruned weights
+ΔW = W ⊙ mask relative to the dense output energy:
+
+    e_l = tr(ΔW · XᵀX · ΔWᵀ) / tr(W · XᵀX · Wᵀ),      proxy = mean_l e_l
+
+It uses dense statistics (no sequential pruning) and no forward pass. To reach ≥ 50
+candidates/minute on a 2-core CPU, two documented approximations (both settable):
+- ``proxy_blocks``: only an evenly spaced subset of the decoder blocks is screened
+  (all 7 linears of each); 0 = all blocks.
+- ``proxy_rows``: the error is measured on a fixed seeded subset of each layer's output
+  rows (scores are still computed on the whole layer, so column and whole-tensor
+  reductions see every weight). Under ``group=row`` and N:M each row's mask depends on
+  that row only, so this is an unbiased estimate of the layer's error; 1 = all rows.
+- ``proxy_rank``: XᵀX ≈ V_r Λ_r V_rᵀ + diag(residual). The top-r eigenpairs are exact;
+  for the rest only the diagonal is kept, which is the expectation of the residual
+  term when the signs of the pruned weights are uncorrelated. Cost per layer
+  out·in·r instead of out·in²; 0 = the exact quadratic form.
+``bench/bench_search.py`` measures the throughput and the rank correlation of the
+approximations with the exact proxy.
+
+Full evaluation: restore the dense weights (no reload), ``prune_model`` with the
+candidate (sequential, the real thing), validation perplexity on the held-out windows.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from ..errors import PruneRuntimeError, SearchError
+from ..runtime import data
+from ..runtime.capture import run_blocks
+from ..runtime.models import find_blocks, load_model
+from ..runtime.perplexity import perplexity
+from ..runtime.prune import linear_state, prune_model, restore_linear_state
+from ..runtime.stats import X_STATISTICS, gram, hinv_diag, input_statistics
+from .select import select_mask
+
+BASE_STATISTICS = frozenset(X_STATISTICS | {"hinv", "W", "n_in", "n_out"})
+
+
+@dataclass
+class FitnessSettings:
+    model: str
+    sparsity: float = 0.5
+    pattern: tuple[int, int] | None = None
+    group: str = "row"                  # row | layer | global
+    nsamples: int = 16                  # calibration windows
+    seqlen: int = 256                   # tokens per calibration and validation window
+    val_windows: int = 16               # held-out validation windows for the fitness
+    seed: int = 0                       # calibration windows
+    calib_data: str | None = None
+    data_dir: str | None = None
+    proxy_blocks: int = 8               # screened blocks, evenly spaced; 0 = all
+    proxy_rows: float = 0.25            # fraction of output rows measured; 1 = all
+    proxy_rank: int = 64                # low-rank + diagonal Gram; 0 = exact
+    gradients: bool = False             # offer G (backward passes; recomputed per full eval)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class _Layer:
+    name: str
+    shape: tuple[int, int]              # (out, in) of the weight
+    rows: torch.Tensor                  # (m,) measured output rows, sorted
+    w: torch.Tensor                     # (m, in) dense weight of those rows, float32
+    stats: dict[str, Any]               # what a compiled metric reads (whole layer)
+    energy: float                       # tr(W XᵀX Wᵀ) over the measured rows
+    quad: dict[str, torch.Tensor]       # "gram" (in, in) | "factor" (in, r) + "resid" (in,)
+
+
+def screened_blocks(n_blocks: int, k: int) -> list[int]:
+    """``k`` evenly spaced block indices out of ``n_blocks``, first and last included."""
+    if k <= 0 or k >= n_blocks:
+        return list(range(n_blocks))
+    if k == 1:
+        return [n_blocks // 2]
+    return sorted({round(i * (n_blocks - 1) / (k - 1)) for i in range(k)})
+
+
+def split_validation(ids: torch.Tensor, val_windows: int, seqlen: int, nsamples: int, seed: int,
+                     calib_source: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(evaluation ids (1, val_windows·seqlen), calibration windows (nsamples, seqlen)).
+
+    The evaluation part is the validation stream before the cut; calibration windows are
+    drawn from the stream after it (or from ``calib_source``): disjoint by construction."""
+    cut = val_windows * seqlen
+    if ids.shape[1] < cut or (calib_source is None and ids.shape[1] - cut <= seqlen):
+        raise SearchError(f"the validation split has {ids.shape[1]} tokens: too few for {val_windows} "
+                          f"evaluation windows of {seqlen} plus calibration windows",
+                          hint="lower --val-windows or --seqlen")
+    source = ids[:, cut:] if calib_source is None else calib_source
+    return ids[:, :cut], data.calibration_windows(source, nsamples, seqlen, seed)
+
+
+class Fitness:
+    """Model, data and cached statistics shared by every candidate of one search."""
+
+    def __init__(self, settings: FitnessSettings, *, progress: bool = True, log=print, loaded=None):
+        """``loaded``: an already loaded ``LoadedModel`` of ``settings.model`` (dense) to reuse."""
+        self.settings = s = settings
+        self.progress = progress
+        self.timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        self.loaded = loaded or load_model(s.model)
+        self.model = self.loaded.model
+        self.timings["load"] = time.perf_counter() - t0
+        self.val_ids, self.calib = self._data()
+        self.dense = linear_state(self.model)  # copies: undo each full evaluation
+        self.available = BASE_STATISTICS | ({"G"} if s.gradients else frozenset())
+        t0 = time.perf_counter()
+        self.layers = self._collect()
+        self.timings["statistics"] = time.perf_counter() - t0
+        log(f"fitness: {s.model} loaded in {self.timings['load']:.1f} s; statistics of "
+            f"{len(self.layers)} screened layers in {self.timings['statistics']:.1f} s")
+
+    # --- data -------------------------------------------------------------------------
+    def _data(self) -> tuple[torch.Tensor, torch.Tensor]:
+        s = self.settings
+        tok = self.loaded.tokenizer
+        ids = data.tokenize(tok, data.load_text("validation", data_dir=s.data_dir))  # (1, N)
+        other = None if s.calib_data is None else data.tokenize(tok, data.load_text(path=s.calib_data))
+        return split_validation(ids, s.val_windows, s.seqlen, s.nsamples, s.seed, calib_source=other)
+
+    # --- cached statistics ------------------------------------------------------------
+    @torch.no_grad()
+    def _collect(self) -> list[_Layer]:
+        s = self.settings
+        blocks, prefix = find_blocks(self.model)
+        keep = set(screened_blocks(len(blocks), s.proxy_blocks))
+        grads = {}
+        if s.gradients:
+            from ..runtime.gradients import gradient_norms
+            grads = gradient_norms(self.model, self.calib, progress=self.progress)
+        seen: list[tuple[int, torch.Tensor, dict]] = []  # (block, input, stats+gram) by identity
+        gen = torch.Generator().manual_seed(s.seed)       # which rows the proxy measures
+        layers: list[_Layer] = []
+
+        def on_linear(i: int, name: str, layer: torch.nn.Linear, x: torch.Tensor) -> None:
+            if i not in keep:
+                return
+            seen[:] = [e for e in seen if e[0] == i]  # only this block's inputs
+            entry = next((e[2] for e in seen if e[1] is x), None)
+            if entry is None:
+                flat = x.reshape(-1, x.shape[-1])  # (tokens, in)
+                entry = input_statistics(flat, X_STATISTICS)
+                g = gram(flat)                     # (in, in) float32, as the runtime's
+                entry["hinv"] = hinv_diag(g)
+                entry["_quad"] = self._quad(g)
+                entry["_gram"] = g
+                seen.append((i, x, entry))
+            w = self.dense[name].float()            # (out, in)
+            out, inp = w.shape
+            stats = {k: v for k, v in entry.items() if not k.startswith("_")}
+            stats.update(W=w, n_in=float(inp), n_out=float(out))
+            if name in grads:
+                stats["G"] = grads[name]
+            m = max(1, min(out, round(s.proxy_rows * out)))
+            rows = torch.randperm(out, generator=gen)[:m].sort().values if m < out else torch.arange(out)
+            wr = w[rows].contiguous()               # (m, in)
+            energy = float(((wr @ entry["_gram"]) * wr).sum())
+            layers.append(_Layer(name, (out, inp), rows, wr, stats, energy, entry["_quad"]))
+
+        run_blocks(self.model, self.calib, on_linear, progress=self.progress, desc="statistics")
+        if not layers:
+            raise SearchError("no linear layer was reached by the calibration batch")
+        return layers
+
+    def _quad(self, g: torch.Tensor) -> dict[str, torch.Tensor]:
+        r = self.settings.proxy_rank
+        if r <= 0 or r >= g.shape[0]:
+            return {"gram": g.float()}
+        evals, evecs = torch.linalg.eigh(g.double())            # ascending
+        top, vecs = evals[-r:].clamp_min(0), evecs[:, -r:]       # (r,), (in, r)
+        factor = vecs * top.sqrt()                               # (in, r): G_r = F Fᵀ
+        resid = (torch.diagonal(g) - factor.square().sum(1)).clamp_min(0)  # (in,)
+        return {"factor": factor.float(), "resid": resid.float()}
+
+    # --- proxy ------------------------------------------------------------------------
+    def check_available(self, requires: frozenset[str]) -> None:
+        missing = set(requires) - self.available
+        if missing:
+            extra = " (G needs --gradients)" if "G" in missing else ""
+            raise SearchError(f"this search does not provide {', '.join(sorted(missing))}{extra}",
+                              hint=f"available statistics: {', '.join(sorted(self.available))}")
+
+    @torch.no_grad()
+    def proxy(self, metric) -> float:
+        """Mean relative layer-wise output error of the screened layers (lower is better)."""
+        s = self.settings
+        self.check_available(metric.requires)
+        compiled = metric.compile()
+        scores = {l.name: compiled(l.stats, layer=l.name) for l in self.layers}
+        fractions = None
+        if s.group == "global":
+            from ..runtime.masks import global_sparsities
+            fractions = global_sparsities(scores, s.sparsity)
+        total = 0.0
+        for l in self.layers:
+            frac = fractions[l.name] if fractions else s.sparsity
+            group = "layer" if fractions else s.group
+            sc = scores[l.name]
+            if group == "row" or s.pattern is not None:        # rows are independent
+                mask = select_mask(sc[l.rows] if sc.shape[0] == l.shape[0] else sc, frac, group=group,
+                                   pattern=s.pattern, shape=(len(l.rows), l.shape[1]))
+            else:                                              # one threshold for the layer
+                mask = select_mask(sc, frac, group=group, pattern=s.pattern, shape=l.shape)[l.rows]
+            dw = l.w * mask                                    # (m, in) pruned weights
+            if "gram" in l.quad:
+                err = float(((dw @ l.quad["gram"]) * dw).sum())
+            else:
+                err = float((dw @ l.quad["factor"]).square().sum()
+                            + (dw.square() @ l.quad["resid"]).sum())
+            total += err / l.energy if l.energy > 0 else 0.0
+        value = total / len(self.layers)
+        if not math.isfinite(value):
+            raise PruneRuntimeError("the proxy error is not finite")
+        return value
+
+    # --- full evaluation --------------------------------------------------------------
+    def _prune(self, metric) -> dict[str, Any]:
+        s = self.settings
+        self.check_available(metric.requires)
+        compiled = metric.compile()
+        restore_linear_state(self.model, self.dense)
+
+        def scorer(layer: str, stats: dict) -> torch.Tensor:
+            return compiled(stats, layer=layer)
+
+        t0 = time.perf_counter()
+        report = prune_model(self.model, self.calib, scorer, metric.requires, sparsity=s.sparsity,
+                             group=s.group, pattern=s.pattern, progress=self.progress)
+        return {"sparsity": report.sparsity, "prune_seconds": time.perf_counter() - t0}
+
+    def full(self, metric) -> dict[str, Any]:
+        """Prune for real and measure validation perplexity; the model is dense afterwards."""
+        try:
+            rec = self._prune(metric)
+            res = perplexity(self.model, self.val_ids, seqlen=self.settings.seqlen,
+                             progress=self.progress)
+        finally:
+            restore_linear_state(self.model, self.dense)
+        if not math.isfinite(res["ppl"]):
+            raise PruneRuntimeError("validation perplexity overflowed (the pruned model is broken)")
+        return {**rec, "val_ppl": res["ppl"], "eval_seconds": res["seconds"]}
+
+    def test_ppl(self, metric, *, seqlen: int, windows: int | None) -> dict[str, Any]:
+        """WikiText-2 *test* perplexity (DESIGN.md §5) after pruning with ``metric``
+        (None: the dense model). For the final report only."""
+        ids = data.tokenize(self.loaded.tokenizer, data.load_text("test", data_dir=self.settings.data_dir))
+        try:
+            rec = self._prune(metric) if metric is not None else {}
+            res = perplexity(self.model, ids, seqlen=seqlen, max_windows=windows, progress=self.progress)
+        finally:
+            restore_linear_state(self.model, self.dense)
+        return {**rec, "test_ppl": res["ppl"], "test_windows": res["windows"],
+                "eval_seconds": res["seconds"]}

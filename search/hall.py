@@ -1,0 +1,147 @@
+"""Hall of fame (Pareto front of complexity vs validation perplexity) and crash-safe files.
+
+Everything the search knows lives in one JSON document, ``DIR/state.json``, rewritten
+after every evaluation with an atomic replace (write a temporary file in DIR, fsync,
+``os.replace``), so a SIGKILL leaves either the previous or the new state, never half
+of one. ``hall.json`` and ``hall.md`` are derived views written the same way.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Iterable
+
+from .base import Outcome, Proposal
+
+STATE_FILE = "state.json"
+STATE_VERSION = 1
+
+
+def atomic_write(path: str | os.PathLike, text: str | bytes) -> None:
+    """Write ``path`` so that readers (and a crash) see the old or the new content only."""
+    path = Path(path)
+    data = text.encode("utf-8") if isinstance(text, str) else text
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    atomic_write(path, json.dumps(obj, ensure_ascii=False, indent=1, default=_json_default) + "\n")
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (set, frozenset, tuple)):
+        return list(o)
+    return str(o)
+
+
+def read_state(directory: str | os.PathLike) -> dict[str, Any] | None:
+    path = Path(directory) / STATE_FILE
+    if not path.is_file():
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+# --- outcomes <-> JSON ------------------------------------------------------------------
+def proposal_to_dict(p: Proposal) -> dict[str, Any]:
+    return asdict(p)
+
+
+def proposal_from_dict(d: dict[str, Any]) -> Proposal:
+    return Proposal(**{**d, "parents": tuple(d.get("parents", ()))})
+
+
+def outcome_to_dict(o: Outcome) -> dict[str, Any]:
+    return {**asdict(o), "proposal": proposal_to_dict(o.proposal)}
+
+
+def outcome_from_dict(d: dict[str, Any]) -> Outcome:
+    return Outcome(**{**d, "proposal": proposal_from_dict(d["proposal"])})
+
+
+# --- the hall of fame -------------------------------------------------------------------
+def pareto_front(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Fully evaluated records no other record beats in both complexity and val ppl,
+    simplest first (each row is strictly better on validation than every simpler one)."""
+    done = [r for r in records if r.get("val_ppl") is not None]
+    done.sort(key=lambda r: (r["complexity"], r["val_ppl"], r["id"]))
+    front, best = [], math.inf
+    for r in done:
+        if r["val_ppl"] < best:
+            front.append(r)
+            best = r["val_ppl"]
+    return front
+
+
+def best_record(records: Iterable[dict[str, Any]]) -> dict[str, Any] | None:
+    done = [r for r in records if r.get("val_ppl") is not None]
+    return min(done, key=lambda r: (r["val_ppl"], r["complexity"], r["id"])) if done else None
+
+
+def fmt(v: float | None, digits: int = 3) -> str:
+    if v is None:
+        return "–"
+    if v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e5):
+        return f"{v:.{digits}e}"
+    return f"{v:.{digits}f}"
+
+
+def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
+    cells = [[str(c).replace("|", "\\|") for c in row] for row in [header] + rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+
+    def line(r):
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"
+    return "\n".join([line(cells[0]), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+                     + [line(r) for r in cells[1:]])
+
+
+def label(r: dict[str, Any]) -> str:
+    return f"{r['name']}: {r['pretty']}" if r.get("name") else r["pretty"]
+
+
+def hall_rows(records: list[dict[str, Any]]) -> list[list[Any]]:
+    best = best_record(records)
+    return [[("★ " if r is best else "") + label(r), r["complexity"], fmt(r.get("proxy"), 4),
+             fmt(r.get("val_ppl")), r["origin"]] for r in pareto_front(records)]
+
+
+HALL_HEADER = ["formula", "complexity", "proxy", "val ppl", "origin"]
+
+
+def hall_markdown(records: list[dict[str, Any]]) -> str:
+    rows = hall_rows(records)
+    if not rows:
+        return "(no candidate fully evaluated yet)"
+    return markdown_table(HALL_HEADER, rows)
+
+
+def write_hall(directory: str | os.PathLike, state: dict[str, Any]) -> None:
+    """hall.json and hall.md in ``directory`` from the search state."""
+    records = state["candidates"]
+    front = pareto_front(records)
+    best = best_record(records)
+    c = state["counters"]
+    write_json(Path(directory) / "hall.json",
+               {"front": front, "best": best, "counters": c, "phase": state["phase"]})
+    summary = (f"{c['screened']} candidates screened ({c['seeds']} seeds), {c['full_evals']} fully "
+               f"evaluated, {c['duplicates']} duplicates, {c['failed']} failed")
+    atomic_write(Path(directory) / "hall.md",
+                 "# Hall of fame: complexity vs validation perplexity\n\n" + summary + "\n\n"
+                 + hall_markdown(records) + "\n")

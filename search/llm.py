@@ -1,0 +1,288 @@
+"""The ``llm`` proposer: GCoT prompting of any OpenAI-compatible chat endpoint.
+
+    p = LLMProposer(base_url="http://127.0.0.1:8000/v1", model="smollm2-135m")
+    props = p.propose(4)          # [] when the endpoint is down: never raises
+    p.observe(outcomes)           # scores go into the graph, errors into the next prompt
+    print(p.graph.graph_text())   # how the best formula was reached
+
+Each round shows the model the language summary, the GCoT graph with each node's best
+score and the problems of its last answers (``prompt.py``); it answers ``node <id>`` and
+1–8 refinements of that node. Model text only ever reaches the lark parser
+(``parse_expr``) and the type checker: never eval/exec/sympify. A line that does not
+parse, does not type-check or is not a refinement of the node goes back as feedback;
+complete formulas become ``Proposal``s with ``node=``; new sketches become nodes.
+
+Endpoint failures (retries, backoff, Retry-After, circuit breaker) are ``chat.py``'s: a
+dead endpoint makes ``propose`` return ``[]`` with a logged error, and the search goes on
+with the other proposers. Nothing raises out of ``propose``/``observe``.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+from collections import deque
+from dataclasses import asdict
+from typing import Any
+
+from ..api import parse as parse_metric
+from ..dsl.parser import parse_expr
+from ..dsl.printer import to_text
+from ..errors import PruneDSLError, SearchError
+from .base import Outcome, Proposal
+from .chat import ChatEndpoint, preview
+from .gcot import Graph
+from .prompt import MAX_LINE_CHARS, Feedback, build_messages, split_reply
+from .sketch import NotARefinement, check_sketch, has_holes, parse_sketch
+
+log = logging.getLogger(__name__)
+
+MAX_FEEDBACK_CHARS = 800  # one engine error must not crowd the prompt
+
+
+class LLMProposer:
+    name = "llm"
+
+    def __init__(self, *, calls_per_propose: int = 3, root: str = "?Mat", seeds=(),
+                 sketches=None, available: frozenset[str] | None = None, max_errors: int = 8,
+                 max_prompt_nodes: int = 40, library_texts: tuple[str, ...] = (),
+                 endpoint: ChatEndpoint | None = None, **endpoint_args):
+        """``seeds``/``sketches``: see ``Graph``. ``available``: the statistic keys this run
+        provides (the prompt leaves the others out); None: all. ``endpoint_args`` go to
+        ``ChatEndpoint`` (base_url, model, api_key, timeout, max_retries, temperature,
+        backoff, breaker_threshold, extra_body, sleep, ...)."""
+        self.endpoint = endpoint or ChatEndpoint(**endpoint_args)
+        self.calls_per_propose, self.max_prompt_nodes = calls_per_propose, max_prompt_nodes
+        self.library_texts = tuple(library_texts)
+        self.available = frozenset(available) if available is not None else None
+        self.graph = Graph(root=root, seeds=seeds, sketches=sketches)
+        self.errors: deque[Feedback] = deque(maxlen=max_errors)
+        self.round = 0
+        self.last_messages: list[dict] | None = None
+        self._queue: list[Proposal] = []     # valid formulas not handed out yet
+        self._proposed: set[int] = set()     # complete nodes handed out
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, **kwargs) -> "LLMProposer":
+        """From the options of ``add_llm_arguments``."""
+        return cls(base_url=args.llm_base_url, model=args.llm_model, timeout=args.llm_timeout,
+                   max_retries=args.llm_max_retries, temperature=args.llm_temperature, **kwargs)
+
+    # --- Proposer protocol ----------------------------------------------------------------
+    def propose(self, n: int) -> list[Proposal]:
+        if n <= 0:
+            return []
+        try:
+            return self._propose(n)
+        except Exception:  # a proposer bug must not end a long search: log it loudly
+            log.exception("the LLM proposer failed; the search continues without its proposals")
+            return self._take(n)
+
+    def observe(self, outcomes: list[Outcome]) -> None:
+        for o in outcomes:
+            try:
+                self._observe(o)
+            except Exception:
+                log.exception("the LLM proposer could not record an outcome")
+
+    def state(self) -> dict[str, Any]:
+        return {"version": 1, "round": self.round, "model": self.endpoint.model,
+                "graph": self.graph.graph_json(), "errors": [asdict(e) for e in self.errors],
+                "queue": [asdict(p) for p in self._queue], "proposed": sorted(self._proposed)}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        try:
+            self._load_state(state)
+        except (KeyError, TypeError, ValueError, IndexError, PruneDSLError) as err:
+            raise SearchError(f"cannot resume the LLM proposer from the saved state: {err!r}",
+                              hint="start a new search, or remove the llm state from the saved file") from None
+
+    def _load_state(self, state: dict[str, Any]) -> None:
+        self.graph = Graph.from_json(state["graph"])
+        self.round = int(state.get("round", 0))
+        self.endpoint.model = self.endpoint.model or state.get("model")
+        self.errors.clear()
+        self.errors.extend(Feedback(**e) for e in state.get("errors", []))
+        self._queue = [Proposal(**{**p, "parents": tuple(p.get("parents", ()))})
+                       for p in state.get("queue", [])]
+        self._proposed = set(state.get("proposed", []))
+        queued = {p.text for p in self._queue}
+        for i in sorted(self._proposed):  # handed out but never scored: hand out again
+            node = self.graph.nodes[i]
+            if node.status == "pending" and node.text not in queued:
+                parent = node.parents[0] if node.parents else None
+                self._queue.append(Proposal(node.text, "llm", node=parent, note=f"gcot node {i} (resumed)"))
+
+    def graph_text(self) -> str:
+        return self.graph.graph_text()
+
+    def graph_json(self) -> dict[str, Any]:
+        return self.graph.graph_json()
+
+    # --- one round ------------------------------------------------------------------------
+    def _take(self, n: int) -> list[Proposal]:
+        out, self._queue = self._queue[:n], self._queue[n:]
+        return out
+
+    def _propose(self, n: int) -> list[Proposal]:
+        out = self._take(n)
+        for _ in range(self.calls_per_propose):
+            if len(out) >= n:
+                break
+            if not self.endpoint.available():
+                log.info("LLM endpoint %s is paused after repeated failures; no LLM proposals",
+                         self.endpoint.where)
+                break
+            messages = build_messages(self.graph, list(self.errors), n - len(out), self.max_prompt_nodes,
+                                      self.available, self.library_texts)
+            self.last_messages = messages
+            text = self.endpoint.complete(messages)
+            if text is None:
+                break
+            self.errors.clear()  # they were shown; new ones come from this answer
+            self._queue.extend(self._digest(text))
+            out += self._take(n - len(out))
+        return out
+
+    def _feedback(self, line: str, message: str, node: int | None = None) -> None:
+        log.debug("LLM feedback for %r: %s", line, message)
+        if len(message) > MAX_FEEDBACK_CHARS:  # a long traceback-like error would crowd the prompt
+            message = message[:MAX_FEEDBACK_CHARS] + " …"
+        self.errors.append(Feedback(line, message, node, self.round))
+
+    def _digest(self, text: str) -> list[Proposal]:
+        """Reply text -> proposals; everything wrong with it becomes feedback."""
+        self.round += 1
+        node_id, lines, problems = split_reply(text)
+        if not lines:
+            self._feedback(preview(text) or "(empty reply)",
+                           "the reply had no formula lines; answer `node <id>` and then formulas, "
+                           "one per line, nothing else")
+            return []
+        target = None
+        if node_id is not None and node_id not in self.graph:
+            self._feedback(f"node {node_id}", f"there is no node {node_id} (nodes are 0..{len(self.graph) - 1});"
+                           " each line was read as a refinement of the closest node it refines")
+        elif node_id is not None and self.graph.nodes[node_id].complete:
+            self._feedback(f"node {node_id}", f"node {node_id} is a complete formula without holes; "
+                           "choose a sketch. Each line was read as a refinement of the closest node")
+        else:
+            target = node_id
+        out = [p for p in (self._line(line, target) for line in lines) if p is not None]
+        for p in problems:  # last, so a full feedback queue keeps them
+            self._feedback("(the reply)", p)
+        return out
+
+    def _line(self, line: str, target: int | None) -> Proposal | None:
+        if len(line) > MAX_LINE_CHARS:
+            self._feedback(preview(line), f"a line of {len(line)} characters is not a formula", target)
+            return None
+        try:
+            tree = parse_expr(line)  # lark: the only reader of model text
+            if has_holes(tree):
+                expr = check_sketch(tree, line, self.library_texts)
+            else:
+                expr = parse_metric(line, library_texts=self.library_texts).expr
+        except PruneDSLError as err:
+            self._feedback(line, err.render(), target)
+            return None
+        parent = target if target is not None else self.graph.most_specific(expr)
+        try:
+            if parent is None:
+                raise NotARefinement(f"`{line}` refines no node of the graph "
+                                     f"(the root is `{self.graph.nodes[0].text}`)")
+            node, created = self.graph.refine(parent, expr, "llm", self.round)
+        except NotARefinement as err:
+            self._feedback(line, err.render(), target)
+            return None
+        if not node.complete:
+            return None
+        if node.id in self._proposed or node.status != "pending":  # handed out, or a scored seed
+            if node.status != "pending":
+                self._feedback(line, f"already evaluated as node {node.id} "
+                               f"[{self.graph.score_text(node, ref='node ')}]; propose a new formula",
+                               target)
+            return None
+        self._proposed.add(node.id)
+        text = node.text
+        try:
+            parse_metric(text, library_texts=self.library_texts)
+        except PruneDSLError:  # the printed form should always re-parse; keep the model's if not
+            text = line
+        return Proposal(text, "llm", node=parent, note=f"gcot node {node.id} refines node {parent}")
+
+    def _observe(self, o: Outcome) -> None:
+        p = o.proposal
+        if p.origin == "seed":
+            self._observe_seed(o)
+            return
+        if p.origin != "llm":
+            return
+        node = self.graph.find(p.text)
+        if node is None:  # a text not in printed form: find it by its resolved form
+            try:
+                node = self.graph.find(to_text(parse_sketch(p.text, self.library_texts)))
+            except PruneDSLError:
+                return
+        if node is None:
+            return
+        self.graph.record(node.id, ok=o.ok, val_ppl=o.val_ppl, proxy=o.proxy, error=o.error,
+                          canonical=o.canonical, duplicate_of=o.duplicate_of)
+        if o.duplicate_of:
+            self._feedback(p.text, f"ranks weights exactly like `{o.duplicate_of}`, which was already "
+                           "evaluated; propose formulas that rank weights differently", p.node)
+        elif not o.ok:
+            self._feedback(p.text, o.error or "the evaluation failed", p.node)
+
+    def _observe_seed(self, o: Outcome) -> None:
+        """A library metric the engine scored: shown in the graph as a baseline to beat."""
+        if o.duplicate_of:
+            return
+        try:
+            expr = parse_sketch(o.proposal.text, self.library_texts)
+            node, _ = self.graph.attach(expr, origin="library", round=self.round)
+        except PruneDSLError:
+            return  # a seed that refines no node (another shape)
+        name = o.proposal.note or o.extra.get("name")
+        if name and name != node.text and not node.name:
+            node.name = name
+        node.origin = "library"
+        self.graph.record(node.id, ok=o.ok, val_ppl=o.val_ppl, proxy=o.proxy, error=o.error,
+                          canonical=o.canonical)
+        if not o.ok and not o.extra.get("update"):  # e.g. it reads a statistic this run lacks
+            self._feedback(node.name or node.text, f"(library metric) {o.error or 'failed'}")
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def _nonneg_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def _temperature(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 2:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 2, got {text}")
+    return value
+
+
+def add_llm_arguments(group) -> None:
+    """The ``--llm-*`` options of ``prunedsl search`` (an argparse group or parser)."""
+    group.add_argument("--llm-base-url", metavar="URL", default=None,
+                       help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1 "
+                            "(default: $OPENAI_BASE_URL; key from $OPENAI_API_KEY, any for local servers)")
+    group.add_argument("--llm-model", metavar="NAME", default=None,
+                       help="model name (default: the first model the endpoint lists)")
+    group.add_argument("--llm-timeout", metavar="S", type=_positive_float, default=300.0,
+                       help="seconds to wait for one answer (default: 300; a CPU-served model is slow)")
+    group.add_argument("--llm-max-retries", metavar="N", type=_nonneg_int, default=4,
+                       help="retries of a failed request, with exponential backoff (default: 4)")
+    group.add_argument("--llm-temperature", metavar="T", type=_temperature, default=0.7,
+                       help="sampling temperature, 0 to 2 (default: 0.7)")

@@ -1,0 +1,217 @@
+"""The final report of a search: ``DIR/report.md``, ``progress.png``, the graph / lineage.
+
+Test perplexity (WikiText-2 test, DESIGN.md §5) is measured here and only here: for the
+dense model, the baselines (magnitude, wanda, ria, sparsegpt: the seeds) and the best
+discovered formulas by validation perplexity, each pruned with the search's own
+calibration batch. Each result is saved in the state as soon as it is measured, so a
+killed report phase resumes where it stopped.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ..api import parse
+from .hall import atomic_write, best_record, fmt, hall_markdown, label, markdown_table, write_json
+
+BASELINES = ("magnitude", "wanda", "ria", "sparsegpt")
+
+
+def _spearman(xs: list[float], ys: list[float]) -> float | None:
+    if len(xs) < 3:
+        return None
+
+    def ranks(v):
+        order = sorted(range(len(v)), key=v.__getitem__)
+        r = [0.0] * len(v)
+        for i, j in enumerate(order):
+            r[j] = float(i)
+        return r
+    a, b = ranks(xs), ranks(ys)
+    n = len(a)
+    ma, mb = sum(a) / n, sum(b) / n
+    cov = sum((x - ma) * (y - mb) for x, y in zip(a, b))
+    va = sum((x - ma) ** 2 for x in a) ** 0.5
+    vb = sum((y - mb) ** 2 for y in b) ** 0.5
+    return cov / (va * vb) if va and vb else None
+
+
+def report_candidates(state: dict[str, Any], top: int) -> list[dict[str, Any]]:
+    """Baselines (in BASELINES order, then other seeds) and the best ``top`` discoveries."""
+    recs = state["candidates"]
+    seeds = [r for r in recs if r["seed"] and r.get("val_ppl") is not None]
+    seeds.sort(key=lambda r: (BASELINES.index(r["name"]) if r["name"] in BASELINES else 99, r["id"]))
+    found = [r for r in recs if not r["seed"] and r.get("val_ppl") is not None]
+    found.sort(key=lambda r: (r["val_ppl"], r["complexity"], r["id"]))
+    return seeds + found[:top]
+
+
+def measure_test(engine) -> None:
+    """Test ppl of the dense model and of every report candidate (saved one by one)."""
+    cfg, state = engine.config, engine.state
+    todo: list[tuple[str, Any]] = [("dense", None)]
+    todo += [(r["canonical"], r) for r in report_candidates(state, cfg.report_top)]
+    for key, rec in todo:
+        if key in state["test"]:
+            continue
+        what = "dense model" if rec is None else label(rec)
+        engine.log(f"test perplexity: {what}")
+        try:
+            res = engine.fitness.test_ppl(None if rec is None else parse(rec["text"]),
+                                          seqlen=cfg.test_seqlen, windows=cfg.test_windows)
+        except Exception as err:  # one failed baseline must not lose the report
+            res = {"error": f"{type(err).__name__}: {err}"}
+        state["test"][key] = res
+        engine.save()
+
+
+def lineage(state: dict[str, Any], rec: dict[str, Any], depth: int = 12) -> dict[str, Any]:
+    """How ``rec`` was bred: a tree over Proposal.parents (canonical forms)."""
+    by = {r["canonical"]: r for r in state["candidates"]}
+
+    def node(r, d, seen):
+        out = {"id": r["id"], "formula": r["pretty"], "canonical": r["canonical"], "origin": r["origin"],
+               "proxy": r["proxy"], "val_ppl": r.get("val_ppl"), "parents": []}
+        if d < depth and r["canonical"] not in seen:
+            for c in r.get("parents", []):
+                if c in by:
+                    out["parents"].append(node(by[c], d + 1, seen | {r["canonical"]}))
+        return out
+    return node(rec, 0, frozenset())
+
+
+def lineage_text(tree: dict[str, Any]) -> str:
+    lines: list[str] = []
+
+    def walk(n, prefix, tail, first):
+        scores = f"proxy {fmt(n['proxy'], 4)}" + (f", val ppl {n['val_ppl']:.3f}" if n["val_ppl"] else "")
+        head = "" if first else ("└─ " if tail else "├─ ")
+        lines.append(f"{prefix}{head}#{n['id']} {n['formula']}   [{n['origin']}; {scores}]")
+        kids = n["parents"]
+        for i, k in enumerate(kids):
+            walk(k, prefix + ("" if first else ("   " if tail else "│  ")), i == len(kids) - 1, False)
+    walk(tree, "", True, True)
+    return "\n".join(lines)
+
+
+def plot_progress(state: dict[str, Any], path: Path, baseline: dict[str, Any] | None) -> bool:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    hist = [h for h in state["history"] if h["best_val_ppl"] is not None]
+    if not hist:
+        return False
+    fig, ax = plt.subplots(figsize=(7, 4))
+    xs = [h["screened"] for h in hist]
+    ax.step(xs, [h["best_val_ppl"] for h in hist], where="post", label="best validation ppl")
+    pts = [h for h in hist if h["val_ppl"] is not None]
+    ax.scatter([h["screened"] for h in pts], [h["val_ppl"] for h in pts], s=12, alpha=0.6,
+               c=["tab:gray" if h["seed"] else "tab:orange" for h in pts],
+               label="full evaluations (gray: seeds)")
+    if baseline is not None and baseline.get("val_ppl"):
+        ax.axhline(baseline["val_ppl"], ls="--", c="tab:green", lw=1, label=f"{baseline['name']} (seed)")
+    ax.set_xlabel("candidates screened by the proxy")
+    ax.set_ylabel("validation perplexity")
+    best = min(h["best_val_ppl"] for h in hist)
+    ax.set_ylim(best * 0.97, max(best * 1.5, baseline["val_ppl"] * 1.1 if baseline else best * 1.5))
+    ax.legend(fontsize=8)
+    ax.set_title("prunedsl search: best validation perplexity vs evaluations")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def write_report(engine) -> None:
+    cfg, state = engine.config, engine.state
+    out = Path(cfg.output)
+    measure_test(engine)
+    recs = state["candidates"]
+    c = state["counters"]
+    f = cfg.fitness
+    best = best_record(recs)
+    wanda = next((r for r in recs if r["seed"] and r["name"] == "wanda"), None)
+    pattern = "unstructured" if not f.get("pattern") else f"{f['pattern'][0]}:{f['pattern'][1]}"
+    test = state["test"]
+
+    def tp(r):
+        t = test.get("dense" if r is None else r["canonical"], {})
+        return t.get("test_ppl")
+    rows = []
+    for r in report_candidates(state, cfg.report_top):
+        rows.append([r["name"] or ("★ " if r is best else "") + "discovered", r["pretty"], r["complexity"],
+                     fmt(r["proxy"], 4), fmt(r["val_ppl"]), fmt(tp(r))])
+    rows.append(["dense", "(no pruning)", "", "", "", fmt(tp(None))])
+    found = [r for r in report_candidates(state, cfg.report_top) if not r["seed"]]
+    verdict = "No formula beyond the seeds was fully evaluated."
+    if found and wanda is not None and tp(found[0]) is not None and tp(wanda) is not None:
+        a, b = tp(found[0]), tp(wanda)
+        verdict = (f"The best discovered formula (by validation ppl), `{found[0]['pretty']}`, has test ppl "
+                   f"{a:.3f} vs wanda's {b:.3f}: it **{'beats' if a < b else 'does not beat'}** wanda "
+                   f"on test perplexity ({100 * (a - b) / b:+.2f}%).")
+    evald = [r for r in recs if r.get("val_ppl") is not None]
+    rho = _spearman([r["proxy"] for r in evald], [r["val_ppl"] for r in evald])
+    proxy_s = [r["proxy_seconds"] for r in recs]
+    full_s = [r["full"]["prune_seconds"] + r["full"]["eval_seconds"] for r in recs
+              if r.get("full") and "val_ppl" in r["full"]]
+    md = [f"# prunedsl search report: {f['model']} at {f['sparsity']:.0%} {pattern} (group {f['group']})", ""]
+    md.append(f"Proposer `{cfg.proposer}`, budget {cfg.budget}, {cfg.full_evals} full evaluations, "
+              f"seed {f['seed']}; {state['seconds']['total'] / 60:.1f} min in total.")
+    md += ["", "## Best formulas vs baselines (WikiText-2 test perplexity)", "",
+           markdown_table(["metric", "formula", "complexity", "proxy", "val ppl", "test ppl"], rows), "",
+           verdict, "",
+           f"Test: {cfg.test_windows or 'all'} windows of {cfg.test_seqlen} tokens (DESIGN.md §5), every model "
+           f"pruned with the search's calibration batch ({f['nsamples']}×{f['seqlen']} validation tokens). "
+           f"Validation ppl: {f['val_windows']} held-out validation windows of {f['seqlen']} tokens, disjoint "
+           f"from the calibration windows. sparsegpt is the OBS saliency mask only (no weight update)."]
+    md += ["", "## Hall of fame (Pareto front: complexity vs validation ppl)", "", hall_markdown(recs)]
+    md += ["", "## How the best formula was found", ""]
+    if best is not None:
+        if hasattr(engine.proposer, "graph_text"):
+            graph = engine.proposer.graph_json()
+            write_json(out / "graph.json", graph)
+            md += ["GCoT graph (sketches with typed holes, refinement edges; JSON in `graph.json`):", "",
+                   "```", engine.proposer.graph_text(), "```"]
+        target = found[0] if found else best  # the best *discovered* formula, if any
+        tree = lineage(state, target)
+        write_json(out / "lineage.json", tree)
+        md += [f"Lineage of the best discovered formula, `{target['pretty']}` (each node lists the "
+               "candidates it was bred from, via `Proposal.parents`; JSON in `lineage.json`):", "",
+               "```", lineage_text(tree), "```"]
+    md += ["", "## Progress", ""]
+    if plot_progress(state, out / "progress.png", wanda):
+        md += ["![best validation ppl vs evaluations](progress.png)"]
+    else:
+        md += ["(matplotlib is not installed: no plot)"]
+    md += ["", "## Counts and timings", "", markdown_table(["", ""], [
+        ["proposals (seeds + proposer)", c["proposed"]],
+        ["failed (parse, type, non-finite, …)", c["failed"]],
+        ["deduplicated (canonical form seen before)", c["duplicates"]],
+        ["screened by the proxy (unique)", f"{c['screened']} ({c['seeds']} seeds)"],
+        ["proxy twins (same masks as a simpler candidate; not fully evaluated)", c.get("twins", 0)],
+        ["fully evaluated", c["full_evals"]],
+        ["proxy time per candidate (mean)", f"{sum(proxy_s) / max(1, len(proxy_s)):.2f} s"],
+        ["full evaluation time (mean)", f"{sum(full_s) / max(1, len(full_s)):.1f} s" if full_s else "–"],
+        ["Spearman(proxy, val ppl) over full evaluations", fmt(rho, 3)],
+        ["proxy settings", f"{f['proxy_blocks'] or 'all'} blocks, {f['proxy_rows']:g} of rows, "
+                           f"rank {f['proxy_rank'] or 'exact'}"],
+    ])]
+    top = sorted([r for r in recs if not r["seed"]], key=lambda r: r["proxy"])[:10]
+    md += ["", "## Best candidates by proxy", "", markdown_table(
+        ["#", "formula", "complexity", "proxy", "val ppl", "origin"],
+        [[r["id"], r["pretty"], r["complexity"], fmt(r["proxy"], 4), fmt(r["val_ppl"]), r["origin"]] for r in top])]
+    if state.get("skipped_seeds"):
+        md += ["", "Library metrics not used as seeds: " + "; ".join(
+            f"`{k}` ({v})" for k, v in state["skipped_seeds"].items()) + "."]
+    fails = state["failures"][:5]
+    if fails:
+        md += ["", "## Some failed proposals", ""]
+        for x in fails:
+            md += [f"- `{x['input'][:100]}` ({x['origin']}): {x['error'].splitlines()[0]}"]
+    atomic_write(out / "report.md", "\n".join(md) + "\n")
+    engine.log(f"report: {out / 'report.md'}")
+    engine.log(json.dumps({"best": best and best["pretty"], "verdict": verdict}, ensure_ascii=False))

@@ -1,0 +1,348 @@
+"""The LLM proposer against a real OpenAI-compatible HTTP server on loopback (scripted).
+
+Every test goes through the ``openai`` client and a socket: valid refinements, bad lines
+fed back for repair, injection attempts, empty and garbage bodies, slow replies, 5xx,
+429 with Retry-After, a dead endpoint, resume. Small timeouts and backoffs keep it fast.
+"""
+from __future__ import annotations
+
+import argparse
+import builtins
+import json
+import logging
+import time
+
+import lark
+import pytest
+import sympy
+import sympy.parsing.sympy_parser
+
+from fake_openai_server import MODEL, FakeOpenAI, Reply
+from prunedsl.search.base import Outcome, Proposal
+from prunedsl.search.llm import LLMProposer, add_llm_arguments
+
+# The graph every proposer starts with (DEFAULT_SEEDS): node 1 ?Mat * ?Col,
+# node 2 |W| * ?Col, node 3 |W| ^ ?c * ‖X‖ ^ ?c.
+
+
+@pytest.fixture
+def server():
+    with FakeOpenAI() as srv:
+        yield srv
+
+
+class Sleeps(list):
+    """Records the backoff delays instead of sleeping them."""
+
+    def __call__(self, seconds: float) -> None:
+        self.append(seconds)
+
+
+def make(srv: FakeOpenAI, **kw) -> LLMProposer:
+    args = dict(base_url=srv.url, model=MODEL, api_key="sk-test", timeout=2.0, max_retries=2,
+                backoff=0.01, max_backoff=0.02, calls_per_propose=1, seed=0, sleep=Sleeps())
+    return LLMProposer(**{**args, **kw})
+
+
+def user_prompt(request: dict) -> str:
+    return request["body"]["messages"][-1]["content"]
+
+
+# --- the happy path ---------------------------------------------------------------------
+def test_valid_refinements_become_proposals(server):
+    server.push(Reply.text("node 2\n|W| * ‖X‖\nabs(W) * hinv ^ 0.5\n|W| * (‖X‖ + ?Col)"))
+    p = make(server, extra_body={"grammar": "reply"}, temperature=0.3)
+    props = p.propose(4)
+    assert [q.text for q in props] == ["|W| * ‖X‖", "|W| * hinv ^ 0.5"]
+    assert all(q.origin == "llm" and q.node == 2 for q in props)
+    assert p.graph.find("|W| * (‖X‖ + ?Col)").parents == [2]   # a new sketch, no proposal
+    (req,) = server.chat_requests
+    body = req["body"]
+    assert body["model"] == MODEL and body["temperature"] == 0.3 and body["grammar"] == "reply"
+    assert req["headers"]["authorization"] == "Bearer sk-test"
+    system, user = body["messages"]
+    assert "node <id>" in system["content"] and "‖X‖ (or norm(X))" in system["content"]
+    assert "node 2: |W| * ?Col" in user["content"] and "then 4 refinements" in user["content"]
+    assert not p.errors
+
+
+def test_model_defaults_to_the_first_listed_and_env_vars_are_read(server, monkeypatch):
+    monkeypatch.setenv("OPENAI_BASE_URL", server.url)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-from-env")
+    server.push(Reply.text("node 1\nG * ‖X‖"))
+    p = LLMProposer(backoff=0.01, calls_per_propose=1, sleep=Sleeps())
+    assert [q.text for q in p.propose(2)] == ["G * ‖X‖"]
+    assert [r["path"] for r in server.requests] == ["/v1/models", "/v1/chat/completions"]
+    assert server.chat_requests[0]["body"]["model"] == MODEL
+    assert server.chat_requests[0]["headers"]["authorization"] == "Bearer sk-from-env"
+
+
+def test_the_constrained_reply_variant_is_preferred_when_listed():
+    with FakeOpenAI(models=("smollm2-135m", "smollm2-135m+formula", "smollm2-135m+reply")) as srv:
+        srv.push(Reply.text("node 1\nG * ‖X‖"))
+        p = make(srv, model=None)
+        assert len(p.propose(2)) == 1
+        assert srv.chat_requests[0]["body"]["model"] == "smollm2-135m+reply"
+        assert srv.chat_requests[0]["body"]["max_tokens"] <= 512  # the offline server's limit
+
+
+def test_without_a_node_line_lines_attach_to_the_closest_node(server):
+    server.push(Reply.text("|W| * ‖X‖ ^ 2\n|W| ^ 2 * ‖X‖ ^ 0.5\nsq(W) * ‖X‖"))
+    props = make(server).propose(4)
+    # the most specific sketches they refine: |W| * ?Col, |W| ^ ?c * ‖X‖ ^ ?c, ?Mat * ?Col
+    assert [(q.text, q.node) for q in props] == [("|W| * ‖X‖ ^ 2", 2), ("|W| ^ 2 * ‖X‖ ^ 0.5", 3),
+                                                 ("sq(W) * ‖X‖", 1)]
+
+
+def test_extra_formulas_wait_in_a_queue(server):
+    server.push(Reply.text("node 2\n|W| * ‖X‖\n|W| * ‖X‖₁\n|W| * std(X)"))
+    p = make(server)
+    assert len(p.propose(1)) == 1
+    assert [q.text for q in p.propose(2)] == ["|W| * ‖X‖₁", "|W| * std(X)"]
+    assert len(server.chat_requests) == 1  # the second call was served from the queue
+
+
+# --- repair feedback --------------------------------------------------------------------
+BAD_LINES = {
+    "|W| * (‖X‖": "syntax error",                          # does not parse
+    "|W| * sqrt(mean(X))": "sqrt of a possibly negative value",  # ill-typed
+    "W * ‖X‖": "only holes may change",                     # not a refinement of node 2
+    "|W| * row_sum(|W|)": "cannot hold",                    # wrong shape for ?Col
+    "|W| * ?Row": "cannot hold",
+    "wandaa": "unknown name",
+}
+
+
+def test_bad_lines_are_fed_back_and_never_raise(server):
+    server.push(Reply.text("node 2\n" + "\n".join(BAD_LINES) + "\n|W| * hinv"),
+                Reply.text("node 2\n|W| * ‖X‖"), Reply.text("node 2\n|W| * ‖X‖∞"))
+    p = make(server)
+    assert [q.text for q in p.propose(8)] == ["|W| * hinv"]
+    assert [q.text for q in p.propose(8)] == ["|W| * ‖X‖"]
+    repair = user_prompt(server.chat_requests[1])
+    assert "Problems with your recent answers" in repair
+    for line, says in BAD_LINES.items():
+        assert f"`{line}` (for node 2)" in repair and says in repair, line
+    assert "^" in repair  # carets under the offending spans
+    p.propose(8)
+    assert "Problems" not in user_prompt(server.chat_requests[2])  # each problem is shown once
+
+
+def test_node_line_problems(server):
+    server.push(Reply.text("node 42\n|W| * ‖X‖"), Reply.text("node 2\n|W| * hinv"),
+                Reply.text("node 4\nG"), Reply.text("node 1\n" + "\n".join(["W"] * 10)))
+    p = make(server)
+    assert [(q.text, q.node) for q in p.propose(2)] == [("|W| * ‖X‖", 2)]  # attached anyway
+    p.propose(2)
+    assert "there is no node 42" in user_prompt(server.chat_requests[1])
+    assert [(q.text, q.node) for q in p.propose(2)] == [("G", 0)]  # node 4 is |W| * ‖X‖
+    p.propose(2)
+    assert "node 4 is a complete formula without holes" in user_prompt(server.chat_requests[3])
+    assert any("only the first 8" in e.message for e in p.errors)
+
+
+def test_injection_only_ever_reaches_lark(server, tmp_path, monkeypatch):
+    target = tmp_path / "pwned"
+    attacks = [f"__import__('os').system('touch {target}')",
+               f"eval(\"__import__('os').system('touch {target}')\")",
+               f"exec('open(\"{target}\", \"w\")')",
+               "W + __import__('os').getcwd()",
+               "lambda: 0", "{{7*7}}", "W; import os", "sympify('W')"]
+    seen = {"lark": [], "eval": [], "sympy": []}
+    real_parse, real_eval, real_exec = lark.Lark.parse, builtins.eval, builtins.exec
+
+    def spy_parse(self, text, *a, **k):
+        seen["lark"].append(text)
+        return real_parse(self, text, *a, **k)
+
+    def spy(name, real):
+        def f(*a, **k):
+            seen[name].append(a[0] if a else None)
+            return real(*a, **k)
+        return f
+
+    monkeypatch.setattr(lark.Lark, "parse", spy_parse)
+    monkeypatch.setattr(builtins, "eval", spy("eval", real_eval))
+    monkeypatch.setattr(builtins, "exec", spy("eval", real_exec))
+    monkeypatch.setattr(sympy, "sympify", spy("sympy", sympy.sympify))
+    monkeypatch.setattr(sympy.parsing.sympy_parser, "parse_expr", spy("sympy", sympy.parsing.sympy_parser.parse_expr))
+    server.push(Reply.text("node 2\n" + "\n".join(attacks)), Reply.text("node 2\n|W| * ‖X‖"))
+    p = make(server)
+    assert p.propose(8) == []
+    assert not target.exists()
+    for line in attacks:
+        assert line in seen["lark"], line           # the text reached the parser...
+    leaked = [x for x in seen["eval"] + seen["sympy"] if isinstance(x, str) and
+              any(s in x for s in ("__import__", "pwned", "lambda", "sympify"))]
+    assert leaked == []                             # ...and nothing else
+    assert {e.line for e in p.errors} == set(attacks)
+    assert all(e.message.startswith(("syntax error", "name error", "type error")) for e in p.errors)
+    assert [q.text for q in p.propose(8)] == ["|W| * ‖X‖"]  # and the search goes on
+
+
+# --- endpoint failures ------------------------------------------------------------------
+@pytest.mark.parametrize("reply", [Reply.text(""), Reply.text(None), Reply.text("\n \n"),
+                                   Reply.text("I think a good metric is the magnitude.")])
+def test_empty_or_prose_replies_are_fed_back(server, reply):
+    server.push(reply)
+    p = make(server)
+    assert p.propose(4) == []
+    assert len(server.chat_requests) == 1 and p.errors  # answered, so no retry; feedback instead
+
+
+def test_garbage_bodies_are_retried(server, caplog):
+    server.push(Reply.raw(b"not json{"), Reply.raw(b"<html>bad gateway</html>", "text/html"),
+                Reply.json({"foo": 1}), Reply.json({"choices": []}), Reply.json([1, 2]),
+                Reply.raw(b""), Reply.text("node 2\n|W| * ‖X‖"))
+    p = make(server, max_retries=6)
+    with caplog.at_level(logging.WARNING, logger="prunedsl.search.llm"):
+        assert [q.text for q in p.propose(2)] == ["|W| * ‖X‖"]
+    assert len(server.chat_requests) == 7
+    assert sum("malformed response" in r.message for r in caplog.records) == 6
+
+
+def test_slow_replies_time_out_and_are_retried(server):
+    server.push(Reply.text("node 2\n|W| * hinv", delay=1.5), Reply.text("node 2\n|W| * ‖X‖"))
+    p = make(server, timeout=0.3)
+    t = time.monotonic()
+    assert [q.text for q in p.propose(2)] == ["|W| * ‖X‖"]  # the slow answer is dropped
+    assert time.monotonic() - t < 1.4
+
+
+def test_5xx_are_retried_with_exponential_backoff_and_jitter(server):
+    server.push(Reply.error(500), Reply.error(503), Reply.error(502), Reply.hangup(),
+                Reply.text("node 2\n|W| * ‖X‖"))
+    p = make(server, max_retries=4, backoff=0.01, max_backoff=1.0)
+    assert [q.text for q in p.propose(2)] == ["|W| * ‖X‖"]
+    assert len(p.endpoint.sleep) == 4
+    for i, d in enumerate(p.endpoint.sleep):
+        assert 0.01 * 2 ** i * 0.5 <= d <= 0.01 * 2 ** i
+
+
+def test_429_respects_retry_after(server):
+    server.push(Reply.error(429, retry_after="1"), Reply.text("node 2\n|W| * ‖X‖"))
+    p = make(server, sleep=time.sleep)
+    assert [q.text for q in p.propose(2)] == ["|W| * ‖X‖"]
+    first, second = server.chat_requests
+    assert second["time"] - first["time"] >= 0.95
+
+
+def test_429_retry_after_is_capped_and_dates_are_read(server):
+    server.push(Reply.error(429, retry_after="3600"),
+                Reply.error(429, retry_after="Wed, 21 Oct 2015 07:28:00 GMT"),  # in the past
+                Reply.text("node 2\n|W| * ‖X‖"))
+    p = make(server, max_retry_after=0.5)
+    assert len(p.propose(2)) == 1
+    assert p.endpoint.sleep == [0.5, 0.0]
+
+
+def test_client_errors_are_not_retried(server, caplog):
+    server.push(Reply.error(401))
+    p = make(server, max_retries=3)
+    with caplog.at_level(logging.ERROR, logger="prunedsl.search.llm"):
+        assert p.propose(2) == []
+    assert len(server.chat_requests) == 1 and p.endpoint.sleep == []
+    assert "HTTP 401" in caplog.text and "OPENAI_API_KEY" in caplog.text
+
+
+def test_dead_endpoint_degrades_to_no_proposals_and_recovers(server, caplog):
+    server.push(Reply.text("node 2\n|W| * ‖X‖"))
+    p = make(server, breaker_threshold=2, breaker_cooldown=0.5, max_retries=1)
+    (prop,) = p.propose(2)
+    p.observe([Outcome(prop, ok=True, val_ppl=30.0, proxy=0.1)])
+    port = server.port
+    server.stop()  # the endpoint dies mid-search
+    other = [Proposal("magnitude", "seed")]
+    found = []
+    with caplog.at_level(logging.INFO, logger="prunedsl.search.llm"):
+        for _ in range(4):  # a search loop: the LLM gives nothing, the others go on
+            found += p.propose(2) + other
+    assert found == other * 4
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 2 and "cannot connect" in errors[0].message
+    assert "not calling it again for 0.5 s" in errors[1].message
+    assert len(p.endpoint.sleep) == 2  # two failed calls with one retry each; then the breaker is open
+    assert p.graph.best().text == "|W| * ‖X‖"  # nothing learnt was lost
+    json.dumps(p.state())
+    with FakeOpenAI(port=port) as again:  # back up, same address
+        again.push(Reply.text("node 2\n|W| * hinv"))
+        time.sleep(0.6)  # the cooldown
+        assert [q.text for q in p.propose(2)] == ["|W| * hinv"]
+        assert "|W| * ‖X‖ [ppl 30" in user_prompt(again.chat_requests[0])
+
+
+def test_a_bug_inside_the_proposer_does_not_escape(server, monkeypatch, caplog):
+    server.push(Reply.text("node 2\n|W| * ‖X‖"))
+    p = make(server)
+    monkeypatch.setattr(p, "_digest", lambda text: 1 / 0)
+    with caplog.at_level(logging.ERROR, logger="prunedsl.search.llm"):
+        assert p.propose(2) == []
+    assert "ZeroDivisionError" in caplog.text
+    p.observe([Outcome(Proposal("|W|", "llm"), ok=True), "not an outcome"])  # no raise either
+
+
+# --- outcomes and resume ----------------------------------------------------------------
+def test_outcomes_update_the_graph_and_the_next_prompt(server):
+    server.push(Reply.text("node 2\n|W| * ‖X‖\n|W| * hinv\n|W| * ‖X‖ ^ 2"),
+                Reply.text("node 2\n|W| * ‖X‖\n|W| * ‖X‖₁"))
+    p = make(server)
+    a, b, c = p.propose(3)
+    p.observe([Outcome(a, ok=True, val_ppl=30.0, proxy=0.1, canonical="|W|*‖X‖"),
+               Outcome(b, ok=False, error="non-finite scores: inf in layer 0"),
+               Outcome(c, ok=True, duplicate_of="|W| * ‖X‖", val_ppl=30.0),
+               Outcome(Proposal("W", "evolve"), ok=True, val_ppl=1.0)])  # not ours: ignored
+    assert [q.text for q in p.propose(3)] == ["|W| * ‖X‖₁"]
+    prompt = user_prompt(server.chat_requests[1])
+    assert "node 2: |W| * ?Col   [best ppl 30 (node 4)" in prompt
+    assert "non-finite scores: inf in layer 0" in prompt and "ranks weights exactly like" in prompt
+    assert "Best formula so far: node 4: |W| * ‖X‖" in prompt
+    assert any("already evaluated as node 4" in e.message for e in p.errors)
+    assert p.graph.best().val_ppl == 30.0
+
+
+def test_state_round_trip_resumes_graph_queue_and_pending(server):
+    server.push(Reply.text("node 2\n|W| * ‖X‖\n|W| * hinv\n|W| * ‖X‖₁\n|W| * std(X)"))
+    p = make(server)
+    a, b = p.propose(2)
+    p.observe([Outcome(a, ok=True, val_ppl=30.0, proxy=0.1)])  # b is still being evaluated
+    state = json.loads(json.dumps(p.state()))
+    q = LLMProposer(base_url="http://127.0.0.1:9/v1", model=MODEL, max_retries=0, sleep=Sleeps())
+    q.load_state(state)
+    assert q.graph.graph_text() == p.graph.graph_text()
+    assert [x.text for x in q.propose(3)] == ["|W| * ‖X‖₁", "|W| * std(X)", "|W| * hinv"]
+    assert q.graph.best().text == "|W| * ‖X‖"
+
+
+# --- CLI options ------------------------------------------------------------------------
+def test_cli_arguments():
+    parser = argparse.ArgumentParser()
+    add_llm_arguments(parser.add_argument_group("LLM proposer"))
+    args = parser.parse_args(["--llm-base-url", "http://127.0.0.1:8000/v1", "--llm-model", "m",
+                              "--llm-timeout", "5", "--llm-max-retries", "0", "--llm-temperature", "0"])
+    p = LLMProposer.from_args(args, sleep=Sleeps())
+    e = p.endpoint
+    assert (e.base_url, e.model, e.timeout, e.max_retries, e.temperature) == \
+        ("http://127.0.0.1:8000/v1", "m", 5.0, 0, 0.0)
+    defaults = parser.parse_args([])
+    assert (defaults.llm_timeout, defaults.llm_max_retries, defaults.llm_temperature) == (300.0, 4, 0.7)
+    for bad in (["--llm-timeout", "0"], ["--llm-max-retries", "-1"], ["--llm-temperature", "3"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(bad)
+
+
+def test_seed_metrics_scored_by_the_engine_become_baselines_in_the_graph(server):
+    server.push(Reply.text("node 2\n|W| * ‖X‖\n|W| * ‖X‖ ^ 0.5"))
+    p = make(server)
+    p.observe([Outcome(Proposal("wanda", "seed", note="wanda"), ok=True, proxy=0.2, val_ppl=31.0),
+               Outcome(Proposal("magnitude", "seed", note="magnitude"), ok=True, proxy=0.4),
+               Outcome(Proposal("pruner_zero", "seed", note="pruner_zero"), ok=False,
+                       error="search error: G is not available in this run")])
+    wanda = p.graph.find("|W| * ‖X‖")
+    assert wanda.name == "wanda" and wanda.origin == "library" and wanda.parents == [2]
+    assert p.graph.nodes[0].best_ppl == 31.0 and p.graph.find("|W|").parents == [0]
+    assert [q.text for q in p.propose(2)] == ["|W| * ‖X‖ ^ 0.5"]  # wanda is scored already
+    prompt = user_prompt(server.chat_requests[0])
+    assert "node 4: |W| * ‖X‖ (wanda)   [ppl 31" in prompt
+    assert "`pruner_zero`:" in prompt and "G is not available" in prompt
+    assert p.graph.find("|W| ^ 2 * minmax(G)").status == "error"
+    assert any("already evaluated as node 4" in e.message for e in p.errors)
