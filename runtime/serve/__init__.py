@@ -1,0 +1,61 @@
+"""``prunedsl serve-llm``: an OpenAI-compatible chat server for a local model, with
+decoding constrained to the prunedsl grammar on request.
+
+    prunedsl serve-llm --model smollm2-135m --port 8000
+
+    client = openai.OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="x")
+    client.chat.completions.create(model="smollm2-135m+formula", messages=[...])
+    client.chat.completions.create(model="smollm2-135m", messages=[...],
+                                   extra_body={"prunedsl_grammar": "reply"})
+
+Modules: ``constrained`` (the grammar, derived from grammar.lark; no torch),
+``replies`` (the reply formats and checking them), ``generate`` (sampling loop with a
+KV cache, the grammar mask and the closer that finishes a formula in budget), ``protocol``
+(request validation, response bodies), ``prompts`` (the language summary a constrained
+request gets as its system prompt when it brings none), ``app`` (starlette + uvicorn:
+``serve``, ``start_server``). Importing this package is cheap: the CLI wiring below
+imports the rest only when the command runs.
+"""
+from __future__ import annotations
+
+import argparse
+
+EXAMPLES = """examples:
+  prunedsl serve-llm --model smollm2-135m
+  prunedsl serve-llm --model smollm2-135m --host 0.0.0.0 --port 8080 --max-tokens-limit 256
+
+  requests: model "smollm2-135m" (free text), "smollm2-135m+formula" (one formula),
+  "smollm2-135m+reply" (optional `node N` line, then 1..8 formulas or sketches), or the
+  body field "prunedsl_grammar": "formula" | "reply".
+"""
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Add the ``serve-llm`` subcommand to an ``argparse`` subparsers object."""
+    help = "serve a local model as an OpenAI-compatible chat API, with grammar-constrained formulas"
+    p = subparsers.add_parser("serve-llm", help=help, description=help, epilog=EXAMPLES,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="smollm2-135m",
+                   help="alias (smollm2-135m, gemma3-270m), a .gguf file, a local directory, or a hub id "
+                        "(default smollm2-135m); it is also the model name clients use")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--max-tokens-limit", type=int, default=512, metavar="N",
+                   help="the largest max_tokens a request may ask for (default 512)")
+    p.set_defaults(handler=cmd_serve_llm)
+    return p
+
+
+def cmd_serve_llm(args) -> int:
+    import logging
+
+    from .app import serve
+    if args.max_tokens_limit < 1:
+        from ...errors import PruneRuntimeError
+        raise PruneRuntimeError(f"--max-tokens-limit must be at least 1, got {args.max_tokens_limit}")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")  # stderr
+    serve(args.model, args.host, args.port, max_tokens_limit=args.max_tokens_limit)
+    return 0
+
+
+__all__ = ["add_parser", "cmd_serve_llm"]

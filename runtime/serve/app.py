@@ -1,0 +1,195 @@
+"""The HTTP server: starlette routes on uvicorn, one model, one generation at a time.
+
+    serve("smollm2-135m", "127.0.0.1", 8000)               # blocks; Ctrl-C stops it
+
+    with start_server(generator, port=0) as srv:            # tests: a background thread
+        openai.OpenAI(base_url=srv.url, api_key="x").chat.completions.create(...)
+
+Routes: ``GET /v1/models``, ``GET /v1/models/{id}``, ``POST /v1/chat/completions``,
+``GET /health``. Generation runs in a worker thread (the event loop stays responsive)
+and holds the generator's lock, so requests queue. Errors are OpenAI-style JSON
+(see ``protocol.py``).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import threading
+import time
+from dataclasses import dataclass
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from .generate import Generator
+from .prompts import language_summary
+from .protocol import ApiError, chat_response, model_ids, models_response, parse_chat_request
+
+log = logging.getLogger("prunedsl.serve")
+
+DEFAULT_MAX_TOKENS = 96      # when a request gives none
+MAX_TOKENS_LIMIT = 512       # the most a request may ask for (--max-tokens-limit)
+MAX_BODY_BYTES = 1 << 20
+
+
+def _error(err: ApiError) -> JSONResponse:
+    return JSONResponse(err.body(), status_code=err.status)
+
+
+async def _read_body(request: Request) -> bytes:
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise ApiError(413, f"the request body is over {MAX_BODY_BYTES} bytes", code="body_too_large")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def build_app(gen: Generator, *, model_id: str | None = None, max_tokens_limit: int = MAX_TOKENS_LIMIT,
+              default_max_tokens: int = DEFAULT_MAX_TOKENS) -> Starlette:
+    model_id = model_id or gen.spec
+    created = int(time.time())
+
+    async def models(request: Request):
+        return JSONResponse(models_response(model_id, created))
+
+    async def model(request: Request):
+        mid = request.path_params["model"]
+        if mid not in model_ids(model_id):
+            return _error(ApiError(404, f"The model '{mid}' does not exist", param="model",
+                                   code="model_not_found"))
+        return JSONResponse({"id": mid, "object": "model", "created": created, "owned_by": "prunedsl"})
+
+    async def health(request: Request):
+        return JSONResponse({"status": "ok", "model": model_id})
+
+    async def chat(request: Request):
+        try:
+            raw = await _read_body(request)
+        except ApiError as err:
+            return _error(err)
+        try:
+            body = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as err:
+            return _error(ApiError(400, f"the request body is not valid JSON: {err}", code="invalid_json"))
+        try:
+            req = parse_chat_request(body, model_id=model_id, max_tokens_limit=max_tokens_limit,
+                                     default_max_tokens=default_max_tokens)
+            messages = list(req.messages)
+            if req.params.grammar and not any(m["role"] == "system" for m in messages):
+                messages.insert(0, {"role": "system", "content": language_summary(req.params.grammar)})
+            try:
+                ids = await run_in_threadpool(gen.prompt_ids, messages)
+            except Exception as err:  # e.g. a chat template that rejects the role order
+                raise ApiError(400, f"the messages do not fit the model's chat template: {err}",
+                               param="messages", code="invalid_messages") from None
+            if len(ids) + req.params.max_tokens > gen.context:
+                raise ApiError(400, f"the prompt is {len(ids)} tokens; with max_tokens "
+                                    f"{req.params.max_tokens} it exceeds the model's context of "
+                                    f"{gen.context} tokens", param="messages", code="context_length_exceeded")
+        except ApiError as err:
+            log.info("rejected request: %s %s", err.status, err.message)
+            return _error(err)
+        try:
+            c = await run_in_threadpool(gen.generate, ids, req.params)
+        except Exception as err:
+            log.exception("generation failed")
+            return _error(ApiError(500, f"generation failed: {type(err).__name__}: {err}", type="server_error"))
+        log.info("chat %s grammar=%s prompt=%d completion=%d finish=%s%s %.1f tok/s",
+                 req.model, req.params.grammar, c.prompt_tokens, c.completion_tokens, c.finish_reason,
+                 " (closed)" if c.closed else "", c.completion_tokens / max(c.decode_s, 1e-9))
+        return JSONResponse(chat_response(req, c))
+
+    async def http_error(request: Request, exc: HTTPException):
+        if exc.status_code == 404:
+            err = ApiError(404, f"Invalid URL ({request.method} {request.url.path})", code="not_found")
+        elif exc.status_code == 405:
+            err = ApiError(405, f"Method {request.method} is not allowed on {request.url.path}",
+                           code="method_not_allowed")
+        else:
+            err = ApiError(exc.status_code, str(exc.detail))
+        return JSONResponse(err.body(), status_code=err.status, headers=getattr(exc, "headers", None))
+
+    async def server_error(request: Request, exc: Exception):
+        log.exception("unhandled error")
+        return _error(ApiError(500, f"internal error: {type(exc).__name__}", type="server_error"))
+
+    routes = [Route("/v1/models", models, methods=["GET"]),
+              Route("/v1/models/{model:path}", model, methods=["GET"]),
+              Route("/v1/chat/completions", chat, methods=["POST"]),
+              Route("/health", health, methods=["GET"])]
+    return Starlette(routes=routes, exception_handlers={HTTPException: http_error, Exception: server_error})
+
+
+@dataclass
+class ServerHandle:
+    """A server running in a background thread; ``stop()`` (or leaving ``with``) ends it."""
+
+    server: object
+    thread: threading.Thread
+    sock: socket.socket
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}/v1"
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout)
+        self.sock.close()
+        if self.thread.is_alive():
+            raise RuntimeError(f"the server thread did not stop within {timeout} s")
+
+    def __enter__(self) -> "ServerHandle":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def start_server(gen: Generator, host: str = "127.0.0.1", port: int = 0, *, log_level: str = "warning",
+                 timeout: float = 30.0, **app_kw) -> ServerHandle:
+    """Start the server in a daemon thread on ``host:port`` (0: a free port) and return
+    once it accepts connections."""
+    import uvicorn
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    config = uvicorn.Config(build_app(gen, **app_kw), log_level=log_level, lifespan="off")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="prunedsl-serve", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            server.should_exit = True
+            sock.close()
+            raise RuntimeError("the server did not start")
+        time.sleep(0.02)
+    return ServerHandle(server, thread, sock, host, sock.getsockname()[1])
+
+
+def serve(model_spec: str = "smollm2-135m", host: str = "127.0.0.1", port: int = 8000, *,
+          max_tokens_limit: int = MAX_TOKENS_LIMIT, log_level: str = "info") -> None:
+    """Load ``model_spec`` once and serve it until interrupted (blocks)."""
+    import uvicorn
+
+    from ..models import load_model
+    t0 = time.perf_counter()
+    log.info("loading %s", model_spec)
+    loaded = load_model(model_spec)
+    gen = Generator(loaded)
+    gen.warm_up()
+    log.info("loaded %s (%s) in %.1f s; serving %s on http://%s:%d/v1", model_spec, loaded.source,
+             time.perf_counter() - t0, ", ".join(model_ids(model_spec)), host, port)
+    app = build_app(gen, model_id=model_spec, max_tokens_limit=max_tokens_limit,
+                    default_max_tokens=min(DEFAULT_MAX_TOKENS, max_tokens_limit))
+    uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="off")).run()

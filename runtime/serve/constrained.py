@@ -1,0 +1,308 @@
+"""The prunedsl grammar in llguidance's Lark dialect, derived from ``grammar.lark``.
+
+    grammar_text("formula")   # one formula, no holes
+    grammar_text("reply")     # optional `node N` line, then 1..8 formulas (holes allowed)
+
+The derivation reads the *compiled* lark grammar (``Lark(...).rules`` / ``.terminals``),
+so it follows ``grammar.lark`` when that changes: the rules reachable from ``formula``
+are printed back as plain BNF and the terminals are rewritten. Aliases (``-> call``) say
+what an alternative is. No torch, no llguidance here; ``generate.py`` compiles the text.
+
+Lark vs llguidance's Lark dialect, and what the derivation does about each difference:
+
+- ``?rule`` and ``-> alias`` only shape lark's tree (llguidance builds none): not emitted.
+- ``[x]`` (``maybe_placeholders``) and ``x*`` are compiled by lark into alternatives and
+  ``__rule_star_N`` rules; printed as ordinary rules (renamed ``hrule_star_N``).
+- ``%import common.WS`` / ``%ignore``: llguidance imports only its own ``common``. The
+  ignored text here is a space: no newline inside a formula (it separates a reply's
+  lines) and no ``#`` comment (free text the model could fill until the budget ends).
+- no lookarounds in llguidance's (Rust) regexes: ``HOLE``'s ``(?![A-Za-z0-9_])`` is
+  dropped; safe, as a hole followed by a name or number is never grammatical.
+- no terminal priorities (``KIND.2``): only definitions use them, and those are dropped.
+- ``\\d`` is a Unicode digit in Python and in Rust: it becomes ``[0-9]``.
+- llguidance lexes greedily (a lexeme ends when the next byte cannot extend it); on this
+  grammar that agrees with lark (``**`` vs ``*``, ``2.5`` vs ``2`` ``.5``).
+
+Bounds, so that decoding terminates: at most 6 digits before and after the point and a
+2-digit exponent (every number is finite); only known names; nesting and length are
+bounded by the token budget, which ``generate.py`` keeps by completing the formula
+before it runs out.
+
+Narrowing (a subset of ``grammar.lark``'s language, towards what the checker accepts;
+the names come from the ``dsl`` tables and the library, so they follow them too):
+
+- names by role: an operand or metric (``-> name``), a function or parameterized metric
+  (``-> call``), a metric parameter (``-> kwarg``); the input statistics only as
+  ``norm(X)``, ``norm(X, 1)``, ``norm(X, inf)``, ``mean(X)``, ``std(X)``, ``var(X)``
+  (``‖X‖`` etc. from the grammar), so there is no bare ``X``;
+- a call has positional or keyword arguments, not both (lark parses ``f(a=1, 2)``, then
+  the parser rejects it);
+- an exponent is a number (``-2``, ``(1/3)``; ``?c`` in a sketch), as the checker wants;
+- the power is spelled ``^`` (``**`` is Markdown bold to a chat model: ``**wanda**``);
+- a formula mentions an operand that varies per weight (``W``, ``G``, ``hinv``, ``‖X‖``,
+  a metric; a hole in a sketch), as the checker rejects Scalar results: each rule R gets
+  copies R_t (with such an operand) and R_u (without), see ``_require_operand``.
+
+Type errors remain possible (``sqrt(W)``, ``sum(W)``, ``min(W, G, 1)``).
+"""
+from __future__ import annotations
+
+import functools
+import json
+import re
+from dataclasses import dataclass
+
+from lark import Lark
+
+from ...dsl.functions import ALL_FUNCTIONS
+from ...dsl.library import library
+from ...dsl.operands import NAMED_OPERANDS, OPERANDS
+from ...dsl.parser import GRAMMAR_PATH
+from ...dsl.types import SCALAR
+from ...errors import PruneDSLError
+
+MODES = ("formula", "reply")
+MAX_DIGITS = 6        # digits before and after the decimal point
+MAX_EXP_DIGITS = 2    # 999999.999999e99 is finite
+MAX_LINES = 8         # formulas in a reply
+MAX_NODE_DIGITS = 6   # `node <integer>`
+
+ENTRY_RULE = "formula"          # its body is what a formula is
+HOLE_ALIAS = "hole"
+XNORM_ALIAS = "xnorm"
+DROP_ALIASES = {"formula": {HOLE_ALIAS}, "reply": set()}
+NAME_TERMINAL = "NAME"
+NAME_ROLES = {"name": ("VAR_NAME", "SCALAR_NAME"), "call": ("FUNC_NAME", "PARAM_FUNC"), "kwarg": ("PARAM_NAME",)}
+ROLE_TERMINALS = {t for roles in NAME_ROLES.values() for t in roles}
+KWARG_ALIAS = "kwarg"
+NUMBER_ALIAS = "number"   # `NUMBER -> number`: its terminal is what exponents are made of
+POW_ALIAS = "pow"         # `atom POWOP unary -> pow`: the exponent becomes a number
+# One spelling where the language has several: `**` is also Markdown bold, which small
+# chat models put around names (`**wanda**`), and the grammar would read it as a power.
+SPELLINGS = {"POWOP": "^"}
+NODE_LINE = f"/node [0-9]{{1,{MAX_NODE_DIGITS}}}/"
+
+
+class GrammarDerivationError(PruneDSLError):
+    """grammar.lark changed in a way the derivation does not know how to translate."""
+
+    kind = "grammar derivation error"
+
+
+@dataclass(frozen=True)
+class KnownNames:
+    variables: tuple[str, ...]   # bare names that vary per weight: operands, library metrics
+    scalars: tuple[str, ...]     # bare names of one value per layer (n_in, n_out)
+    functions: tuple[str, ...]   # called names: the built-in functions
+    params: tuple[str, ...]      # keyword arguments of library metrics
+    param_functions: tuple[str, ...]  # library metrics with parameters
+    x_statistics: tuple[str, ...]  # norm(X), mean(X), ... (their ASCII spelling)
+
+
+@functools.lru_cache(maxsize=None)
+def known_names() -> KnownNames:
+    metrics = library("metric")
+    x_stats = tuple(o.ascii for o in OPERANDS.values() if "X" in o.ascii and "(" in o.ascii)
+    x_funcs = {s.split("(")[0] for s in x_stats}          # norm, mean, std, var
+    whole_tensor = {"mean", "std"}                        # also reduce any expression
+    functions = sorted(set(ALL_FUNCTIONS) - (x_funcs - whole_tensor))
+    params = sorted({p.name for d in metrics.values() for p in d.params})
+    scalars = {n for n, key in NAMED_OPERANDS.items() if OPERANDS[key].type.shape == SCALAR}
+    return KnownNames(tuple(sorted((set(NAMED_OPERANDS) - scalars) | set(metrics))), tuple(sorted(scalars)),
+                      tuple(functions), tuple(params), tuple(sorted(n for n, d in metrics.items() if d.params)),
+                      x_stats)
+
+
+@functools.lru_cache(maxsize=None)
+def _lark() -> Lark:
+    return Lark(GRAMMAR_PATH.read_text(encoding="utf-8"), parser="lalr", maybe_placeholders=True)
+
+
+def _rule_name(name: str) -> str:
+    """lark's helper rules are ``__atom_star_2``; keep names plain for llguidance."""
+    return "h" + name.strip("_") if name.startswith("_") else name
+
+
+def _bound_regex(name: str, regex: str) -> str:
+    """Rewrite a Python regex into a bounded one in llguidance's (Rust) syntax."""
+    out = re.sub(r"\(\?<?[!=][^()]*\)", "", regex)  # lookarounds: see the module docstring
+    out = out.replace(r"\d", "[0-9]")
+    # `\d+\.?\d*` is `\d+(\.\d*)?`; the second form bounds digits on each side separately.
+    out = out.replace(r"[0-9]+\.?[0-9]*", r"[0-9]+(\.[0-9]*)?")
+    exp = re.compile(r"(\[eE\]\[\+-\]\?)\[0-9\]\+")  # the exponent of a number
+    out = exp.sub(lambda m: m.group(1) + f"[0-9]{{1,{MAX_EXP_DIGITS}}}", out)
+    out = out.replace("[0-9]+", f"[0-9]{{1,{MAX_DIGITS}}}").replace("[0-9]*", f"[0-9]{{0,{MAX_DIGITS}}}")
+    bare = re.sub(r"\[(\\.|[^\]])*\]", "", re.sub(r"\\.", "", out))  # no escapes, no classes
+    if re.search(r"[*+]|\{\d*,\}", bare):
+        raise GrammarDerivationError(f"terminal {name} /{regex}/ is unbounded after rewriting: /{out}/",
+                                     hint="teach runtime/serve/constrained.py to bound it")
+    return "/" + out.replace("/", r"\/") + "/"
+
+
+def _literal(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)
+
+
+def _alternatives(names) -> str:
+    return " | ".join(_literal(n) for n in names)
+
+
+@dataclass
+class _Walk:
+    rules: dict[str, list[list[str]]]   # rule -> alternatives (symbol lists), in walk order
+    terminals: set[str]                 # grammar.lark terminals used
+    name_rule: str                      # the rule with `NAME -> name` (atoms)
+    kwargs: list[list[str]]             # the `NAME "=" expr -> kwarg` alternatives
+
+
+def _walk(mode: str, by_origin: dict, terminals: dict, role_terms: dict) -> _Walk:
+    """The rules reachable from the entry rule's body, with NAME split by role and the
+    dropped and moved alternatives taken out."""
+    rules: dict[str, list[list[str]]] = {}
+    used: set[str] = set()
+    name_rule, kwargs = None, []
+    todo = [s.name for r in by_origin[ENTRY_RULE] for s in r.expansion]
+    while todo:
+        origin = todo.pop()
+        if origin in rules:
+            continue
+        alts = rules[origin] = []
+        for r in by_origin[origin]:
+            alias, syms = r.alias, [s.name for s in r.expansion]
+            if alias in DROP_ALIASES[mode]:
+                continue
+            variants = [syms]
+            if NAME_TERMINAL in syms:
+                if alias not in NAME_ROLES:
+                    raise GrammarDerivationError(f"NAME in rule {origin} (alias {alias}) has no known role",
+                                                 hint=f"known roles: {', '.join(NAME_ROLES)}")
+                # one alternative per kind of name; none if no such names (e.g. no parameters)
+                variants = [[role if x == NAME_TERMINAL else x for x in syms]
+                            for role in NAME_ROLES[alias] if role_terms[role]]
+                name_rule = origin if alias == "name" else name_rule
+            for syms in variants:
+                if alias == POW_ALIAS:  # the checker wants a constant exponent: say so in the grammar
+                    if syms[-1] in terminals:
+                        raise GrammarDerivationError(f"the exponent of `{alias}` is not a rule: {syms}")
+                    syms = syms[:-1] + ["exponent"]
+                for sym in syms:
+                    if sym in terminals:
+                        used.add(sym)
+                    elif sym not in ROLE_TERMINALS and sym != "exponent":
+                        todo.append(sym)
+                syms = [x if x in terminals or x in ROLE_TERMINALS else _rule_name(x) for x in syms]
+                (kwargs if alias == KWARG_ALIAS else alts).append(syms)
+    if name_rule is None:
+        raise GrammarDerivationError("no `NAME -> name` alternative reachable from formula")
+    return _Walk({_rule_name(k): v for k, v in rules.items()}, used, _rule_name(name_rule), kwargs)
+
+
+def _terminal(name: str, pattern) -> str:
+    if name in SPELLINGS:
+        if not re.fullmatch(pattern.to_regexp(), SPELLINGS[name]):
+            raise GrammarDerivationError(f"{SPELLINGS[name]!r} is no longer a spelling of {name}")
+        return _literal(SPELLINGS[name])
+    return _literal(pattern.value) if pattern.type == "str" else _bound_regex(name, pattern.value)
+
+
+def _require_operand(rules: dict[str, list[list[str]]], taint: set[str]) -> dict[str, list[list[str]]]:
+    """Add ``R_t`` (the strings of ``R`` that contain a symbol of ``taint``) and ``R_u``
+    (those that contain none) for every rule ``R``. An alternative of ``R_t`` has its first
+    tainted symbol at position i: ``U(s1) .. U(s_i-1) T(s_i) s_i+1 ..``, so ``R_t`` is as
+    unambiguous as ``R``. Symbols that are not rules (terminals, literals, groups) are
+    untainted unless in ``taint``."""
+    can_t: set[str] = set()
+    can_u: set[str] = set()
+
+    def T(x):
+        return x if x in taint else (x + "_t" if x in can_t else None)
+
+    def U(x):
+        return None if x in taint else (x + "_u" if x in can_u else None) if x in rules else x
+
+    def t_alts(a):
+        return [[U(x) for x in a[:i]] + [T(y)] + a[i + 1:]
+                for i, y in enumerate(a) if T(y) and all(U(x) for x in a[:i])]
+
+    changed = True
+    while changed:  # least fixed point: which rules can derive tainted / untainted strings
+        changed = False
+        for r, alts in rules.items():
+            if r not in can_u and any(all(U(x) for x in a) for a in alts):
+                can_u.add(r)
+                changed = True
+            if r not in can_t and any(t_alts(a) for a in alts):
+                can_t.add(r)
+                changed = True
+    out = dict(rules)
+    out.update({r + "_t": [t for a in rules[r] for t in t_alts(a)] for r in can_t})
+    out.update({r + "_u": [[U(x) for x in a] for a in rules[r] if all(U(x) for x in a)] for r in can_u})
+    return out
+
+
+def _reachable(rules: dict[str, list[list[str]]], start: str) -> dict[str, list[list[str]]]:
+    seen, todo = set(), [start]
+    while todo:
+        r = todo.pop()
+        if r in seen or r not in rules:
+            continue
+        seen.add(r)
+        todo += [w for a in rules[r] for x in a for w in re.findall(r"[a-z_][a-z0-9_]*", x)]
+    return {r: alts for r, alts in rules.items() if r in seen and alts}
+
+
+@functools.lru_cache(maxsize=None)
+def grammar_text(mode: str) -> str:
+    """The llguidance Lark grammar for ``mode`` (``formula`` or ``reply``)."""
+    if mode not in MODES:
+        raise ValueError(f"unknown grammar mode {mode!r}; choose one of {', '.join(MODES)}")
+    lark = _lark()
+    by_origin: dict[str, list] = {}
+    for r in lark.rules:
+        by_origin.setdefault(r.origin.name, []).append(r)
+    if ENTRY_RULE not in by_origin or len(by_origin[ENTRY_RULE]) != 1:
+        raise GrammarDerivationError(f"grammar.lark has no single rule {ENTRY_RULE!r}")
+    terminals = {t.name: t for t in lark.terminals}
+    alias_terminal = {r.alias: r.expansion[0].name for rs in by_origin.values() for r in rs
+                      if len(r.expansion) == 1 and r.expansion[0].name in terminals}
+    names = known_names()
+    role_terms = {"VAR_NAME": names.variables, "SCALAR_NAME": names.scalars, "FUNC_NAME": names.functions,
+                  "PARAM_NAME": names.params, "PARAM_FUNC": names.param_functions}
+    w = _walk(mode, by_origin, terminals, role_terms)
+    number = alias_terminal.get(NUMBER_ALIAS)
+    if number not in w.terminals:
+        raise GrammarDerivationError(f"no `{NUMBER_ALIAS}` atom (a NUMBER terminal) reachable from formula")
+    w.rules[w.name_rule].append(["x_statistic"])
+    if w.kwargs:  # lark accepts f(a=1, 2) and then rejects it; keyword calls are kwargs only
+        w.rules[KWARG_ALIAS] = w.kwargs
+        w.rules[w.name_rule].append(["PARAM_FUNC", '"("', KWARG_ALIAS, f'("," {KWARG_ALIAS})*', '")"'])
+    # A formula must vary per weight (the checker rejects a Scalar result): it has to
+    # mention at least one operand that does; numbers and n_in alone are not formulas.
+    holes = [alias_terminal[HOLE_ALIAS]] if HOLE_ALIAS not in DROP_ALIASES[mode] else []
+    taint = {"VAR_NAME", "PARAM_FUNC", "x_statistic", alias_terminal.get(XNORM_ALIAS), *holes} - {None}
+    rules = _require_operand(w.rules, taint)
+    entry = _rule_name(by_origin[ENTRY_RULE][0].expansion[0].name) + "_t"
+    if entry not in rules:
+        raise GrammarDerivationError("no formula mentions an operand that varies per weight")
+    rules = _reachable(rules, entry)
+
+    lines = [f"// derived from {GRAMMAR_PATH.name} by runtime/serve/constrained.py ({mode} mode)"]
+    if mode == "formula":
+        lines.append(f"start: {entry}")
+    else:
+        lines.append(f'start: (NODE_LINE "\\n")? {entry} ("\\n" {entry}){{0,{MAX_LINES - 1}}}')
+        lines.append(f"NODE_LINE: {NODE_LINE}")
+    for origin, alts in rules.items():
+        lines.append(f"{origin}: " + "\n    | ".join(" ".join(a) for a in alts))
+    lines.append(f'exponent: "-"? {number} | "(" "-"? {number} ("/" {number})? ")"'
+                 + "".join(f" | {h}" for h in holes))  # ?c: a constant to be found
+    lines.append("x_statistic: " + "\n    | ".join(
+        " ".join(_literal(t) for t in re.findall(r"\w+|[^\w\s]", s)) for s in names.x_statistics))
+    body = " ".join(" ".join(a) for alts in rules.values() for a in alts).split()
+    for term, choices in role_terms.items():
+        if choices and term in body:
+            lines.append(f"{term}: {_alternatives(choices)}")
+    for name in sorted(w.terminals):
+        lines.append(f"{name}: {_terminal(name, terminals[name].pattern)}")
+    lines.append('%ignore " "')
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,319 @@
+"""Token-by-token generation with a KV cache, optionally constrained by the prunedsl grammar.
+
+    gen = Generator(load_model("smollm2-135m"))
+    ids = gen.prompt_ids([{"role": "user", "content": "A pruning metric?"}])
+    out = gen.generate(ids, SamplingParams(max_tokens=32, grammar="formula", seed=0))
+    out.text, out.finish_reason                     # e.g. ('|W| * ‖X‖', 'stop')
+
+Constrained decoding: an llguidance ``LLMatcher`` over the grammar of ``constrained.py``
+gives the allowed next tokens; only those are sampled. Tokens holding a run like
+``---`` or ``(((`` are never sampled (they nest past the parser's depth limit in a few
+steps). So that a constrained reply always parses, the token budget is watched: near
+its end a "closer" (no model calls) finds a short completion of the current prefix
+(close the brackets, finish a pending operand with ``1`` or ``W``), each sampled token
+is kept only if that completion still fits, and the completion is emitted when it no
+longer would. Such replies end with ``finish_reason="length"``. Stop strings apply in
+every mode (one can cut a formula short).
+
+The KV cache of the last prompt is kept: a request that shares its prefix (the same
+system prompt) only runs the new tokens through the model.
+"""
+from __future__ import annotations
+
+import copy
+import functools
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ...errors import PruneRuntimeError
+from .constrained import MODES, grammar_text, known_names
+
+CLOSE_WINDOW = 12   # check every token when this many (+ the closing length) are left
+CLOSE_EVERY = 4     # before that, measure the closing sequence every this many tokens
+CLOSER_MAX = 64     # a closer that needs more than this gives up
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    max_tokens: int = 64
+    temperature: float = 1.0      # OpenAI's default; 0 is greedy
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    grammar: str | None = None   # None, "formula" or "reply"
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    finish_reason: str       # "stop" (end of text, stop string) or "length" (budget)
+    prompt_tokens: int
+    completion_tokens: int
+    prefill_s: float         # time of the forward pass over the prompt
+    decode_s: float          # time of the rest (sampling, masks, one-token forward passes)
+    closed: bool = False     # the closer finished the formula at the budget
+    cached_tokens: int = 0   # prompt tokens whose KV cache was reused from the last request
+
+
+def _sample(logits: np.ndarray, allowed: np.ndarray | None, p: SamplingParams,
+            rng: np.random.Generator) -> int:
+    """Temperature / nucleus sampling among the allowed tokens (numpy: on a busy 2-core
+    machine torch's threaded small ops cost milliseconds each)."""
+    ids = np.flatnonzero(allowed) if allowed is not None else np.arange(logits.shape[0])
+    scores = logits[ids].astype(np.float64)
+    if p.temperature <= 0:
+        return int(ids[np.argmax(scores)])
+    scores /= p.temperature
+    if p.top_p < 1.0:
+        order = np.argsort(-scores, kind="stable")
+        probs = np.exp(scores[order] - scores[order[0]])
+        probs /= probs.sum()
+        keep = int(np.count_nonzero(np.cumsum(probs) - probs < p.top_p))  # at least 1
+        ids, scores = ids[order[:keep]], scores[order[:keep]]
+    # Gumbel-max: argmax(s + Gumbel noise) is a sample of softmax(s).
+    u = np.clip(rng.random(scores.shape[0]), 1e-300, None)
+    return int(ids[np.argmax(scores - np.log(-np.log(u)))])
+
+
+class Generator:
+    """A loaded chat model plus what constrained decoding needs. ``prompt_ids`` and
+    ``generate`` hold ``self.lock``: one at a time, from any thread."""
+
+    def __init__(self, loaded):
+        self.model = loaded.model
+        self.tokenizer = loaded.tokenizer
+        self.spec = loaded.spec
+        self.lock = threading.Lock()
+        self.vocab = int(self.model.get_output_embeddings().weight.shape[0])
+        self.context = int(getattr(self.model.config, "max_position_embeddings", 2048) or 2048)
+        cfg_eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        eos = {self.tokenizer.eos_token_id} | set(cfg_eos if isinstance(cfg_eos, list) else [cfg_eos])
+        self.eos = frozenset(int(e) for e in eos if e is not None)
+        self._prefix: tuple[list[int], object] | None = None  # last prompt and its KV cache
+
+    # --- prompts ------------------------------------------------------------------
+    def prompt_ids(self, messages: list[dict]) -> list[int]:
+        """Token ids of a chat ending with the assistant's turn (the chat template). Holds
+        the lock: a Rust tokenizer raises "Already borrowed" when encoding concurrently
+        with a decode in another thread."""
+        with self.lock:
+            return self._prompt_ids(messages)
+
+    def _prompt_ids(self, messages: list[dict]) -> list[int]:
+        if getattr(self.tokenizer, "chat_template", None):
+            ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+            if hasattr(ids, "keys"):  # a BatchEncoding in some transformers versions
+                ids = ids["input_ids"]
+            return list(ids)
+        text = "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant: "
+        return self.tokenizer.encode(text)
+
+    # --- grammar ------------------------------------------------------------------
+    @functools.cached_property
+    def ll_tokenizer(self):
+        import llguidance.hf
+        return llguidance.hf.from_tokenizer(self.tokenizer, n_vocab=self.vocab,
+                                            eos_token=self.tokenizer.eos_token_id)
+
+    @functools.cache
+    def _grammar(self, mode: str) -> str:
+        import llguidance
+        g = llguidance.LLMatcher.grammar_from_lark(grammar_text(mode))
+        is_error, messages = llguidance.LLMatcher.validate_grammar_with_warnings(g, self.ll_tokenizer)
+        if is_error:
+            raise PruneRuntimeError(f"the derived {mode} grammar does not compile: {messages[0]}")
+        return g
+
+    def matcher(self, mode: str):
+        import llguidance
+        if mode not in MODES:
+            raise ValueError(f"unknown grammar mode {mode!r}")
+        return llguidance.LLMatcher(self.ll_tokenizer, self._grammar(mode), log_level=0)
+
+    def allowed(self, matcher) -> np.ndarray:
+        """Boolean mask (vocab,) of the tokens ``matcher`` accepts next."""
+        bits = np.unpackbits(np.frombuffer(matcher.compute_bitmask(), dtype=np.uint8), bitorder="little")
+        mask = np.zeros(self.vocab, dtype=bool)
+        n = min(self.vocab, bits.shape[0])
+        mask[:n] = bits[:n]
+        return mask
+
+    @functools.cached_property
+    def _token_tables(self):
+        enc = lambda s: self.tokenizer.encode(s, add_special_tokens=False)  # noqa: E731
+        single = {s: enc(s)[0] for s in (")", "|", "1", "W") if len(enc(s)) == 1}
+        texts = [self.tokenizer.decode([i]) for i in range(self.vocab)]
+        lengths = np.array([len(t.strip()) or 10**6 for t in texts])
+        # Tokens with two or more brackets (`((`, `||`) can lengthen the closing sequence by
+        # a lot at once; they are not sampled while the budget is nearly spent.
+        calm = np.array([sum(t.count(c) for c in "(|‖") < 2 for t in texts])
+        # Runs like `------` or `((((` in one token are never needed (write them one or two
+        # at a time) and nest a formula deeper than the parser's limit within a few tokens.
+        tame = np.array([re.search(r"([-+(|])\1\1", t) is None for t in texts])
+        return single, lengths, calm, tame
+
+    @functools.cached_property
+    def _operand_re(self) -> re.Pattern:
+        """Text that mentions an operand varying per weight (a formula needs one)."""
+        names = known_names().variables + ("X",)
+        return re.compile(r"‖|\?|(?<![\w])(" + "|".join(map(re.escape, names)) + r")(?!\w)")
+
+    def close(self, matcher, text: str) -> list[int] | None:
+        """A short token sequence that completes the prefix ``text`` (accepted so far by
+        ``matcher``, which is not changed), or None. No model calls: brackets are closed,
+        a pending operand becomes ``1`` (or ``W`` while the formula has no operand that
+        varies per weight), a partial name takes its shortest continuation."""
+        needs_operand = not self._operand_re.search(text.rsplit("\n", 1)[-1])
+        seq = self._close(matcher, text, needs_operand)
+        return seq if seq is not None or needs_operand else self._close(matcher, text, True)
+
+    def _close(self, matcher, text: str, operand_first: bool) -> list[int] | None:
+        single, lengths, _, _ = self._token_tables
+        m, seq = matcher.deep_copy(), []
+        while len(seq) <= CLOSER_MAX:
+            if m.is_accepting():
+                return seq
+            ff = m.compute_ff_tokens()
+            if ff:
+                chosen = ff
+            else:
+                ok = self.allowed(m)
+                can = {s: t for s, t in single.items() if ok[t]}
+                tail = text.rstrip()
+                if ")" in can and not tail.endswith("("):
+                    chosen = [can[")"]]
+                elif "|" in can and ("1" not in can or tail[-1:].isdigit() or tail.endswith(".")):
+                    chosen = [can["|"]]  # after an operand, a bar closes |...|
+                elif operand_first and "W" in can:
+                    chosen, operand_first = [can["W"]], False
+                elif "1" in can:
+                    chosen = [can["1"]]
+                elif can:
+                    chosen = [next(iter(can.values()))]
+                else:
+                    ok[list(self.eos)] = False
+                    if not ok.any():
+                        return None
+                    chosen = [int(np.argmin(np.where(ok, lengths, lengths.max() + 1)))]
+            if not m.consume_tokens(chosen):
+                return None
+            seq += chosen
+            text += self.tokenizer.decode(chosen)
+        return None
+
+    def warm_up(self) -> None:
+        """Compile both grammars and the closer's token tables now, not on a first request."""
+        for mode in MODES:
+            self.matcher(mode)
+        self._token_tables  # noqa: B018
+
+    # --- generation ---------------------------------------------------------------
+    def generate(self, prompt_ids: list[int], p: SamplingParams) -> Completion:
+        with self.lock, torch.inference_mode():
+            return self._generate(prompt_ids, p)
+
+    def _generate(self, prompt_ids: list[int], p: SamplingParams) -> Completion:
+        seed = p.seed if p.seed is not None else int.from_bytes(os.urandom(8), "little") >> 1
+        rng = np.random.default_rng(seed)
+        matcher = self.matcher(p.grammar) if p.grammar else None
+        _, _, calm, tame = self._token_tables if matcher is not None else (None,) * 4
+        t0 = time.perf_counter()
+        out, cached = self._prefill(prompt_ids)
+        t1 = time.perf_counter()
+        past, logits = out.past_key_values, out.logits[0, -1].float().numpy()
+        tokens: list[int] = []
+        text, finish, closed = "", "length", False
+        closing: list[int] | None = None  # completes `text`; kept fresh near the budget
+        need = 0                          # its length when last computed
+        while len(tokens) < p.max_tokens:
+            left = p.max_tokens - len(tokens)
+            zone = False
+            if matcher is not None:
+                if matcher.is_stopped():
+                    finish = "stop"
+                    break
+                if closing is None and len(tokens) % CLOSE_EVERY == 0:
+                    closing = self.close(matcher, text)
+                    need = len(closing) if closing is not None else CLOSER_MAX
+                zone = left <= CLOSE_WINDOW + need
+                if zone and closing is None:
+                    closing = self.close(matcher, text)
+                if zone and (closing is None or len(closing) >= left):  # too late: give up cleanly
+                    tokens += self._finish(matcher, closing, left)
+                    closed = True
+                    break
+                ok = self.allowed(matcher)
+                if (ok & tame).any():
+                    ok &= tame
+                if zone and (ok & calm).any():
+                    ok &= calm
+            tok = _sample(logits, ok if matcher is not None else None, p, rng)
+            if tok in self.eos:
+                finish = "stop"
+                break
+            if matcher is not None:
+                if not matcher.consume_token(tok):
+                    raise PruneRuntimeError(f"grammar matcher rejected an allowed token: {matcher.get_error()}")
+                if zone:  # keep room to finish: take `tok` only if the formula can still close
+                    after = self.close(matcher, self.tokenizer.decode(tokens + [tok], skip_special_tokens=True))
+                    if after is None or len(after) > left - 1:
+                        matcher.rollback(1)
+                        tokens += self._finish(matcher, closing, left)
+                        closed = True
+                        break
+                    closing, need = after, len(after)
+                else:
+                    closing = None
+            tokens.append(tok)
+            if matcher is not None or p.stop:
+                text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+            if p.stop and any(s in text for s in p.stop):
+                text = text[:min(text.find(s) for s in p.stop if s in text)]
+                finish = "stop"
+                break
+            if len(tokens) == p.max_tokens:
+                break
+            out = self.model(input_ids=torch.tensor([[tok]]), past_key_values=past, use_cache=True)
+            past, logits = out.past_key_values, out.logits[0, -1].float().numpy()
+        if finish != "stop" or not p.stop:
+            text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+        return Completion(text=text, finish_reason=finish, prompt_tokens=len(prompt_ids),
+                          completion_tokens=len(tokens), prefill_s=t1 - t0,
+                          decode_s=time.perf_counter() - t1, closed=closed, cached_tokens=cached)
+
+    def _prefill(self, prompt_ids: list[int]):
+        """Forward pass over the prompt, reusing the KV cache of the previous prompt's
+        common prefix (clients repeat the same long system prompt)."""
+        start, cache = 0, None
+        if self._prefix is not None and self._prefix[1] is not None:
+            ids, kv = self._prefix
+            n = 0
+            for a, b in zip(ids, prompt_ids):
+                if a != b:
+                    break
+                n += 1
+            n = min(n, len(prompt_ids) - 1)  # feed at least one token to get logits
+            if n > 0:
+                try:
+                    cache = copy.deepcopy(kv)
+                    if n < len(ids):
+                        cache.crop(n - len(ids))  # a negative count: drop that many from the end
+                    start = n
+                except Exception:  # a cache kind that cannot be cut back: prefill everything
+                    cache, start = None, 0
+        out = self.model(input_ids=torch.tensor([prompt_ids[start:]]), past_key_values=cache, use_cache=True)
+        self._prefix = (list(prompt_ids), copy.deepcopy(out.past_key_values))
+        return out, start
+
+    @staticmethod
+    def _finish(matcher, closing: list[int] | None, left: int) -> list[int]:
+        """Emit the closing sequence (cut to the budget if it does not fit)."""
+        seq = (closing or [])[:left]
+        matcher.consume_tokens(seq)
+        return seq

@@ -1,0 +1,370 @@
+"""``prunedsl serve-llm``: grammar derivation, constrained decoding, protocol, HTTP server.
+
+Fast tests use the real SmolLM2 tokenizer (read from the GGUF file, ~10 s once) with a
+fake model that returns random logits: every constrained reply must still parse. The
+``slow`` tests load the real model once and talk to the server with the openai client.
+
+    pytest tests/test_serve_llm.py -m "not slow"     # ~1 min
+    pytest tests/test_serve_llm.py                   # + real model, a few minutes on 2 cores
+"""
+from __future__ import annotations
+
+import json
+import re
+import socket
+import types
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+
+pytest.importorskip("llguidance")
+pytest.importorskip("starlette")
+pytest.importorskip("uvicorn")
+torch = pytest.importorskip("torch")
+
+from lark import Lark  # noqa: E402
+
+from prunedsl.dsl.parser import GRAMMAR_PATH, parse_expr  # noqa: E402
+from prunedsl.runtime.serve import constrained  # noqa: E402
+from prunedsl.runtime.serve.constrained import MODES, GrammarDerivationError, grammar_text  # noqa: E402
+from prunedsl.runtime.serve.replies import check_reply, split_reply  # noqa: E402
+from prunedsl.runtime.serve.generate import Generator, SamplingParams, _sample  # noqa: E402
+from prunedsl.runtime.serve.protocol import ApiError, parse_chat_request  # noqa: E402
+
+MODEL = "smollm2-135m"
+PROMPT = [{"role": "user", "content": "Propose a pruning metric formula."}]
+
+
+# --- fixtures ------------------------------------------------------------------------------
+class FakeModel:
+    """Random logits, no cache: exercises the mask, the closer and the protocol."""
+
+    def __init__(self, vocab: int):
+        self.config = types.SimpleNamespace(max_position_embeddings=2048)
+        self.generation_config = None
+        self._vocab = vocab
+        self.gen = torch.Generator().manual_seed(0)
+
+    def get_output_embeddings(self):
+        return types.SimpleNamespace(weight=torch.empty(self._vocab, 1))
+
+    def __call__(self, input_ids, past_key_values=None, use_cache=True):
+        logits = torch.randn(1, input_ids.shape[1], self._vocab, generator=self.gen) * 3
+        return types.SimpleNamespace(logits=logits, past_key_values=None)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from transformers import AutoTokenizer
+
+    from prunedsl.runtime.models import _smollm2_file
+    try:
+        path = _smollm2_file()
+    except Exception as err:  # the GGUF package is not installed
+        pytest.skip(str(err))
+    return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+
+
+@pytest.fixture(scope="module")
+def fake_gen(tokenizer):
+    return Generator(types.SimpleNamespace(model=FakeModel(len(tokenizer)), tokenizer=tokenizer, spec=MODEL))
+
+
+@pytest.fixture(scope="module")
+def fake_server(fake_gen):
+    from prunedsl.runtime.serve.app import start_server
+    with start_server(fake_gen, max_tokens_limit=64) as srv:
+        yield srv
+
+
+# --- grammar derivation --------------------------------------------------------------------
+def test_derived_grammars_follow_the_dialect_rules():
+    f, r = grammar_text("formula"), grammar_text("reply")
+    for g in (f, r):
+        assert "(?!" not in g and r"\d" not in g and "%import" not in g and "?expr" not in g
+        assert re.search(r"^NUMBER: /.*\{1,6\}.*\{1,2\}.*/$", g, re.M)  # bounded digits and exponent
+        assert '%ignore " "' in g and "COMMENT" not in g
+    assert "HOLE" not in f and "HOLE: /\\?(Mat|Row|Col|Scalar|c)/" in r
+    assert "start: expr_t" in f and "atom_u:" in f and "SCALAR_NAME:" in f  # an operand is required
+    assert r.startswith("//") and "NODE_LINE" in r and "{0,7}" in r
+
+
+def test_derivation_follows_grammar_lark(monkeypatch):
+    """Change grammar.lark's division operator: the constrained grammar changes with it."""
+    text = GRAMMAR_PATH.read_text(encoding="utf-8").replace('product "/" unary', 'product "%" unary')
+    monkeypatch.setattr(constrained, "_lark", lambda: Lark(text, parser="lalr", maybe_placeholders=True))
+    grammar_text.cache_clear()
+    try:
+        g = grammar_text("formula")
+        assert re.search(r'^\w+: "%"$', g, re.M) and not re.search(r'^\w+: "/"$', g, re.M)
+    finally:
+        grammar_text.cache_clear()
+
+
+def test_unbounded_terminal_is_reported():
+    with pytest.raises(GrammarDerivationError, match="unbounded"):
+        constrained._bound_regex("WORD", "[a-z]+")
+    assert constrained._bound_regex("H", r"\?(Mat|c)(?![A-Za-z])") == r"/\?(Mat|c)/"
+
+
+def test_bounded_numbers_are_finite_and_parse():
+    body = re.search(r"^NUMBER: /(.*)/$", grammar_text("formula"), re.M).group(1)
+    number = re.compile(body)
+    for s in ["0", "123456", "123456.123456", ".5", "999999.999999e99", "1e-5", "2.", "3E+7"]:
+        assert number.fullmatch(s), s
+        assert np.isfinite(float(s)) and parse_expr(s)
+    for s in ["1234567", "1.1234567", "1e100", "1e+123"]:
+        assert not number.fullmatch(s), s
+
+
+def test_known_names_come_from_the_dsl_tables():
+    names = constrained.known_names()
+    assert {"W", "G", "hinv", "wanda", "ria"} <= set(names.variables) and "X" not in names.variables
+    assert {"sqrt", "row_sum", "mean"} <= set(names.functions) and not {"norm", "var", "ria"} & set(names.functions)
+    assert names.scalars == ("n_in", "n_out")
+    assert "a" in names.params and "ria" in names.param_functions
+    assert set(names.x_statistics) == {"norm(X)", "norm(X, 1)", "norm(X, inf)", "mean(X)", "std(X)", "var(X)"}
+
+
+def test_split_and_check_reply():
+    assert split_reply("node 3\n|W|\n?Mat * ‖X‖\n") == (3, ["|W|", "?Mat * ‖X‖"])
+    assert split_reply("W") == (None, ["W"])
+    assert check_reply("|W| * ‖X‖", "formula") == (True, True, None)
+    ok, typed, err = check_reply("sqrt(W)", "formula")
+    assert ok and not typed and "negative" in err
+    assert check_reply("node 1\n?Mat * |W|", "reply")[:2] == (True, True)
+    assert not check_reply("node 1", "reply")[0] and not check_reply("W +", "formula")[0]
+
+
+# --- the grammar in llguidance -------------------------------------------------------------
+def _accepts(gen, mode, text) -> bool:
+    m = gen.matcher(mode)
+    return m.consume_tokens(gen.tokenizer.encode(text, add_special_tokens=False)) and m.is_accepting()
+
+
+@pytest.mark.parametrize("text", ["|W| * ‖X‖", "ria(a = 0.3)", "ria(0.3)", "norm(X, inf) * W ^ 2",
+                                  "sqrt(|W|) / row_sum(|W|) + ‖X‖₁", "-W ^ -1", "|W| ^ (1/3)", "2 * n_in + W", "wanda", "max(G, 1e-3)",
+                                  "(|W| / col_sum(|W|) + |W| / row_sum(|W|)) * ‖X‖ ^ 0.5"])
+def test_matcher_accepts_formulas(fake_gen, text):
+    assert _accepts(fake_gen, "formula", text)
+    assert _accepts(fake_gen, "reply", "node 12\n" + text + "\n?Mat * " + text + "\n‖X‖ ^ ?c")
+
+
+@pytest.mark.parametrize("text", ["foo(W)", "W X", "X", "?Mat * W", "W +", "sqrt(W", "f(a=1, 2)",
+                                  "1234567", "W # comment", "ria(a = 1, 2)", "W\nW", "W ** 2", "W ^ W",
+                                  "**wanda**", "2 + 3", "n_in", "sqrt(4)"])
+def test_matcher_rejects(fake_gen, text):
+    assert not _accepts(fake_gen, "formula", text)
+
+
+@pytest.mark.parametrize("mode,max_tokens", [("formula", 8), ("formula", 24), ("reply", 40)])
+def test_random_logits_still_give_replies_that_parse(fake_gen, mode, max_tokens):
+    """With logits that are pure noise, the mask and the closer alone must produce text
+    that lark parses, within the token budget."""
+    for seed in range(40 if mode == "formula" else 25):
+        c = fake_gen.generate([1, 2, 3], SamplingParams(max_tokens=max_tokens, temperature=1.0,
+                                                        seed=seed, grammar=mode))
+        assert c.completion_tokens <= max_tokens
+        parses, _, err = check_reply(c.text, mode)
+        assert parses, (c.text, err)
+
+
+def test_sampler():
+    rng = np.random.default_rng(0)
+    logits = np.array([0.0, 5.0, 1.0, 4.0])
+    assert _sample(logits, None, SamplingParams(temperature=0), rng) == 1
+    assert _sample(logits, np.array([1, 0, 1, 0], bool), SamplingParams(temperature=0), rng) == 2
+    assert _sample(logits, None, SamplingParams(temperature=1.0, top_p=1e-6), rng) == 1
+    draws = [_sample(logits, np.array([1, 0, 0, 1], bool), SamplingParams(temperature=1.0), rng)
+             for _ in range(200)]
+    assert set(draws) == {0, 3} and draws.count(3) > 150
+
+
+# --- protocol ------------------------------------------------------------------------------
+def _parse(body, limit=64):
+    return parse_chat_request(body, model_id=MODEL, max_tokens_limit=limit, default_max_tokens=32)
+
+
+def test_request_grammar_from_field_or_suffix():
+    assert _parse({"model": MODEL, "messages": PROMPT}).params.grammar is None
+    assert _parse({"model": MODEL + "+formula", "messages": PROMPT}).params.grammar == "formula"
+    assert _parse({"model": MODEL, "messages": PROMPT, "prunedsl_grammar": "reply"}).params.grammar == "reply"
+    assert _parse({"model": MODEL + "+reply", "messages": PROMPT, "prunedsl_grammar": "reply"}).params.grammar == "reply"
+    req = _parse({"model": MODEL, "messages": [{"role": "developer", "content": [{"type": "text", "text": "a"}]}],
+                  "max_completion_tokens": 5, "temperature": 0, "top_p": 0.5, "seed": 3, "stop": "\n"})
+    assert req.messages == ({"role": "system", "content": "a"},)
+    assert (req.params.max_tokens, req.params.temperature, req.params.top_p, req.params.seed,
+            req.params.stop) == (5, 0.0, 0.5, 3, ("\n",))
+    assert _parse({"model": MODEL, "messages": PROMPT}).params.max_tokens == 32
+
+
+@pytest.mark.parametrize("body,status,param", [
+    ([], 400, None),
+    ({"model": MODEL}, 422, "messages"),
+    ({"messages": PROMPT}, 422, "model"),
+    ({"model": MODEL, "messages": []}, 422, "messages"),
+    ({"model": MODEL, "messages": "hi"}, 422, "messages"),
+    ({"model": MODEL, "messages": [{"role": "robot", "content": "x"}]}, 422, "messages[0].role"),
+    ({"model": MODEL, "messages": [{"role": "user", "content": 3}]}, 422, "messages[0].content"),
+    ({"model": MODEL, "messages": [{"role": "tool", "content": "x"}]}, 400, "messages[0].role"),
+    ({"model": "gpt-4", "messages": PROMPT}, 404, "model"),
+    ({"model": MODEL + "+json", "messages": PROMPT}, 404, "model"),
+    ({"model": MODEL, "messages": PROMPT, "n": 2}, 400, "n"),
+    ({"model": MODEL, "messages": PROMPT, "stream": True}, 400, "stream"),
+    ({"model": MODEL, "messages": PROMPT, "max_tokens": 0}, 422, "max_tokens"),
+    ({"model": MODEL, "messages": PROMPT, "max_tokens": 65}, 422, "max_tokens"),
+    ({"model": MODEL, "messages": PROMPT, "max_tokens": "8"}, 422, "max_tokens"),
+    ({"model": MODEL, "messages": PROMPT, "max_tokens": 8, "max_completion_tokens": 9}, 400, "max_completion_tokens"),
+    ({"model": MODEL, "messages": PROMPT, "temperature": "hot"}, 422, "temperature"),
+    ({"model": MODEL, "messages": PROMPT, "temperature": 3}, 422, "temperature"),
+    ({"model": MODEL, "messages": PROMPT, "top_p": 0}, 422, "top_p"),
+    ({"model": MODEL, "messages": PROMPT, "seed": 1.5}, 422, "seed"),
+    ({"model": MODEL, "messages": PROMPT, "stop": ["a"] * 5}, 422, "stop"),
+    ({"model": MODEL, "messages": PROMPT, "prunedsl_grammar": "json"}, 422, "prunedsl_grammar"),
+    ({"model": MODEL + "+formula", "messages": PROMPT, "prunedsl_grammar": "reply"}, 400, "prunedsl_grammar"),
+    ({"model": MODEL, "messages": PROMPT, "tools": []}, 400, "tools"),
+    ({"model": MODEL, "messages": PROMPT, "response_format": {"type": "json_object"}}, 400, "response_format"),
+])
+def test_request_errors(body, status, param):
+    with pytest.raises(ApiError) as info:
+        _parse(body)
+    err = info.value
+    assert (err.status, err.param) == (status, param), err.message
+    assert set(err.body()["error"]) == {"message", "type", "param", "code"}
+
+
+# --- HTTP (fake model) ---------------------------------------------------------------------
+def _http(srv, method, path, body=None, raw=None):
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    req = urllib.request.Request(f"http://{srv.host}:{srv.port}{path}", data=data, method=method,
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=120) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+@pytest.mark.parametrize("method,path,body,raw,status", [
+    ("POST", "/v1/chat/completions", None, b"{not json", 400),
+    ("POST", "/v1/chat/completions", {"model": MODEL}, None, 422),
+    ("POST", "/v1/chat/completions", {"model": "nope", "messages": PROMPT}, None, 404),
+    ("POST", "/v1/chat/completions", {"model": MODEL, "messages": PROMPT, "n": 3}, None, 400),
+    ("POST", "/v1/chat/completions", {"model": MODEL, "messages": PROMPT, "stream": True}, None, 400),
+    ("POST", "/v1/chat/completions", {"model": MODEL, "messages": PROMPT, "max_tokens": 10_000}, None, 422),
+    ("POST", "/v1/chat/completions", None, b" " * ((1 << 20) + 1), 413),
+    ("GET", "/v1/chat/completions", None, None, 405),
+    ("GET", "/v1/nothing", None, None, 404),
+    ("GET", "/v1/models/gpt-4", None, None, 404),
+])
+def test_http_errors_are_openai_json(fake_server, method, path, body, raw, status):
+    code, payload = _http(fake_server, method, path, body, raw)
+    assert code == status
+    assert set(payload["error"]) == {"message", "type", "param", "code"} and payload["error"]["message"]
+
+
+def test_openai_client_against_fake_model(fake_server):
+    openai = pytest.importorskip("openai")
+    client = openai.OpenAI(base_url=fake_server.url, api_key="x", max_retries=0)
+    assert [m.id for m in client.models.list()] == [MODEL, MODEL + "+formula", MODEL + "+reply"]
+    r = client.chat.completions.create(model=MODEL + "+formula", messages=PROMPT, max_tokens=12, seed=1)
+    assert r.choices[0].finish_reason in ("stop", "length") and r.usage.completion_tokens <= 12
+    assert check_reply(r.choices[0].message.content, "formula")[0]
+    r = client.chat.completions.create(model=MODEL, messages=PROMPT, max_tokens=16, seed=2,
+                                       extra_body={"prunedsl_grammar": "reply"})
+    assert check_reply(r.choices[0].message.content, "reply")[0]
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="gpt-4", messages=PROMPT)
+    with pytest.raises(openai.UnprocessableEntityError):
+        client.chat.completions.create(model=MODEL, messages=PROMPT, temperature=5)
+
+
+def test_server_shuts_down_cleanly(fake_gen):
+    from prunedsl.runtime.serve.app import start_server
+    srv = start_server(fake_gen)
+    assert _http(srv, "GET", "/health")[0] == 200
+    srv.stop(timeout=10)
+    assert not srv.thread.is_alive()
+    with pytest.raises(OSError):
+        socket.create_connection((srv.host, srv.port), timeout=2).close()
+
+
+def test_cli_parser_options():
+    import argparse
+
+    from prunedsl.runtime.serve import add_parser, cmd_serve_llm
+    parser = argparse.ArgumentParser()
+    add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["serve-llm"])
+    assert (args.model, args.host, args.port, args.max_tokens_limit) == (MODEL, "127.0.0.1", 8000, 512)
+    assert args.handler is cmd_serve_llm
+    args = parser.parse_args(["serve-llm", "--model", "x.gguf", "--port", "9", "--max-tokens-limit", "16"])
+    assert (args.model, args.port, args.max_tokens_limit) == ("x.gguf", 9, 16)
+
+
+# --- the real model ------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def real_gen():
+    from prunedsl.runtime.models import load_model
+    try:
+        loaded = load_model(MODEL)
+    except Exception as err:
+        pytest.skip(f"cannot load {MODEL}: {err}")
+    gen = Generator(loaded)
+    gen.warm_up()
+    return gen
+
+
+@pytest.fixture(scope="module")
+def real_server(real_gen):
+    from prunedsl.runtime.serve.app import start_server
+    with start_server(real_gen) as srv:
+        yield srv
+
+
+@pytest.mark.slow
+def test_reused_prompt_cache_gives_the_same_logits(real_gen):
+    a = real_gen.prompt_ids([{"role": "system", "content": "Be brief."}, *PROMPT])
+    b = real_gen.prompt_ids([{"role": "system", "content": "Be brief."},
+                             {"role": "user", "content": "Name a pruning metric."}])
+    with torch.inference_mode():
+        real_gen._prefix = None
+        fresh = real_gen._prefill(b)[0].logits[0, -1]
+        real_gen._prefill(a)
+        reused, cached = real_gen._prefill(b)
+    assert 0 < cached < len(b)
+    torch.testing.assert_close(reused.logits[0, -1], fresh, atol=1e-3, rtol=1e-3)
+
+
+@pytest.mark.slow
+def test_real_model_50_constrained_formulas_parse(real_server, record_property):
+    openai = pytest.importorskip("openai")
+    client = openai.OpenAI(base_url=real_server.url, api_key="x", max_retries=0, timeout=300)
+    assert MODEL + "+formula" in [m.id for m in client.models.list()]
+    free = client.chat.completions.create(model=MODEL, messages=PROMPT, max_tokens=8, seed=0)
+    assert free.choices[0].message.content and free.usage.completion_tokens <= 8
+    typed = 0
+    for seed in range(50):
+        r = client.chat.completions.create(model=MODEL + "+formula", messages=PROMPT, max_tokens=12,
+                                           temperature=0.7, seed=seed)
+        text = r.choices[0].message.content
+        parses, ok, err = check_reply(text, "formula")
+        assert parses, (seed, text, err)
+        typed += ok
+    record_property("type_checked_share", typed / 50)
+    print(f"\n50 constrained replies: all parse, {typed}/50 type-check")
+
+
+@pytest.mark.slow
+def test_real_model_reply_mode_and_same_seed_same_text(real_server):
+    openai = pytest.importorskip("openai")
+    client = openai.OpenAI(base_url=real_server.url, api_key="x", max_retries=0, timeout=300)
+    kw = dict(model=MODEL, messages=PROMPT, max_tokens=24, temperature=0.7, seed=7,
+              extra_body={"prunedsl_grammar": "reply"})
+    a, b = (client.chat.completions.create(**kw).choices[0].message.content for _ in range(2))
+    assert a == b  # the second reuses the cached prompt prefix: same result
+    node, lines = split_reply(a)
+    assert 1 <= len(lines) <= constrained.MAX_LINES and all(parse_expr(x) for x in lines)
+    assert set(MODES) == {"formula", "reply"}
