@@ -23,6 +23,8 @@ EXAMPLES = {
   prunedsl check "|W| * ‖X‖"
   prunedsl check "sqrt(abs(W) * norm(X))" --group row --json
   prunedsl check "ria(a = 0.3)"
+  prunedsl check owl                                   # an allocation rule (per-block sparsity)
+  prunedsl check --allocation "spread(skew(score) - depth, 0.1)"
 """,
     "metrics": """examples:
   prunedsl metrics
@@ -32,6 +34,8 @@ EXAMPLES = {
   prunedsl prune --model smollm2-135m --metric wanda --sparsity 0.5
   prunedsl prune --model smollm2-135m --metric "|W| * ‖X‖ ^ 0.5" --sparsity 0.6 --group layer
   prunedsl prune --model smollm2-135m --metric magnitude --pattern 2:4 --output out/mag24
+  prunedsl prune --model smollm2-135m --metric wanda --sparsity 0.7 --allocation owl
+  prunedsl prune --model smollm2-135m --metric wanda --pattern 4:8 --allocation "sdsa(lam = 0.1)"
   prunedsl prune --model ./my-model --metric "ria(a = 0.3)" --sparsity 0.5 --calib-data notes.txt --json
 """,
     "eval": """examples:
@@ -72,6 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("check", "parse, type-check, simplify and print a metric formula")
     p.add_argument("formula", help="a formula or a library metric name, e.g. \"|W| * ‖X‖\"")
+    p.add_argument("--allocation", action="store_true",
+                   help="check FORMULA as an allocation rule (per-block sparsity); automatic when it "
+                        "starts with 'allocation', names a library rule (uniform, owl, alpha, sdsa) or "
+                        "uses spread/score/depth/params or a block statistic")
     p.add_argument("--group", choices=("row", "layer", "global"), default="row",
                    help="comparison group for the canonical (rank-equivalence) form")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
@@ -92,8 +100,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--pattern", default="unstructured", help="unstructured (default) or N:M, e.g. 2:4")
     g.add_argument("--group", choices=("row", "layer", "global"), default="row",
                    help="comparison group: per output row (default), per layer, or over all layers")
+    g.add_argument("--allocation", default=None, metavar="NAME|FORMULA",
+                   help="per-block sparsity rule: uniform, owl, alpha, sdsa (with parameters, e.g. "
+                        "\"owl(M = 3)\") or spread(importance, lam); the mean stays --sparsity; "
+                        "with N:M each block gets its own N (mixed N:M); not with --group global")
     g.add_argument("--allow-nonfinite", action="store_true",
                    help="rank NaN scores lowest instead of stopping with an error")
+    g.add_argument("--reconstruct", action="store_true",
+                   help="SparseGPT's OBS weight update on the kept weights (masks chosen per "
+                        "128-column block on the updated weights; --metric sparsegpt --reconstruct is SparseGPT)")
     _add_library(g)
     g = p.add_argument_group("calibration")
     g.add_argument("--nsamples", type=int, default=32, help="calibration windows (default 32)")
@@ -109,6 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("eval", "WikiText-2 test perplexity of a model (DESIGN.md §5 protocol)")
     _add_model_data(p)
     p.set_defaults(handler=cmd_eval)
+    # Commands that live with their subsystems; their modules import heavy things lazily.
+    from .runtime.serve import add_parser as add_serve_llm_parser
+    from .search.cli import add_parser as add_search_parser
+    add_search_parser(sub)
+    add_serve_llm_parser(sub)
     return parser
 
 
@@ -136,7 +156,9 @@ def metric_record(metric, group: str) -> dict:
 
 
 def cmd_check(args) -> int:
-    from .api import parse
+    from .api import is_allocation, parse
+    if args.allocation or is_allocation(args.formula, library_texts=_library_texts(args.library)):
+        return _check_allocation(args)
     metric = parse(args.formula, library_texts=_library_texts(args.library))
     rec = metric_record(metric, args.group)
     if args.json:
@@ -147,6 +169,29 @@ def cmd_check(args) -> int:
             ("requires", ", ".join(rec["requires_pretty"]))]
     if rec["text"] != rec["formula"]:
         rows.insert(1, ("as written", rec["text"]))
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        print(f"{k:<{width}}  {v}")
+    return 0
+
+
+def allocation_record(alloc) -> dict:
+    return {"input": alloc.source, "name": alloc.name, "kind": "allocation", "formula": alloc.formula(),
+            "pretty": alloc.pretty(), "latex": alloc.latex(), "lam": alloc.lam, "uniform": alloc.uniform,
+            "requires": sorted(alloc.requires),
+            "pass": "dense forward over the calibration batch" if alloc.needs_scores else
+                    "none (weights only)" if alloc.requires - {"depth", "params"} else "none"}
+
+
+def _check_allocation(args) -> int:
+    from .api import parse_allocation
+    rec = allocation_record(parse_allocation(args.formula, library_texts=_library_texts(args.library)))
+    if args.json:
+        _print_json(rec)
+        return 0
+    rows = [("rule", rec["formula"]), ("pretty", rec["pretty"]), ("latex", rec["latex"]),
+            ("type", "allocation (per-block sparsity" + (", uniform)" if rec["uniform"] else ")")),
+            ("requires", ", ".join(rec["requires"]) or "nothing"), ("statistics pass", rec["pass"])]
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
         print(f"{k:<{width}}  {v}")
@@ -178,6 +223,10 @@ def cmd_prune(args) -> int:
     from .api import parse
     from .runtime.job import PruneJob, parse_pattern, run_prune
     metric = parse(args.metric, library_texts=_library_texts(args.library))
+    allocation = None
+    if args.allocation is not None:
+        from .api import parse_allocation
+        allocation = parse_allocation(args.allocation, library_texts=_library_texts(args.library))
     pattern = parse_pattern(args.pattern)
     sparsity = args.sparsity
     if pattern is not None:
@@ -191,7 +240,8 @@ def cmd_prune(args) -> int:
     job = PruneJob(model=args.model, metric=metric, sparsity=sparsity, pattern=pattern, group=args.group,
                    nsamples=args.nsamples, seqlen=args.seqlen, seed=args.seed, calib_data=args.calib_data,
                    data_dir=args.data_dir, eval_windows=args.eval_windows, output=args.output,
-                   evaluate=not args.no_eval, allow_nonfinite=args.allow_nonfinite)
+                   evaluate=not args.no_eval, allow_nonfinite=args.allow_nonfinite, allocation=allocation,
+                   reconstruct=args.reconstruct)
     result = run_prune(job)
     if args.json:
         _print_json(result)
@@ -206,6 +256,11 @@ def cmd_prune(args) -> int:
             ["group", result["group"]],
             ["calibration", f"{result['calibration']['nsamples']}×{result['calibration']['seqlen']} "
                             f"tokens from {result['calibration']['source']} (seed {result['calibration']['seed']})"]]
+    if result.get("allocation"):
+        a = result["allocation"]
+        rows.append(["allocation", f"{a['rule']}: blocks {min(a['block_sparsity']):.3f}–"
+                                   f"{max(a['block_sparsity']):.3f}, {a['statistics_pass']} pass "
+                                   f"{result['allocation_seconds']:.1f} s"])
     if result.get("ppl") is not None:
         rows.append(["wikitext-2 test ppl", f"{result['ppl']:.3f} ({result['eval_windows']} windows of {args.seqlen})"])
     if result.get("output"):

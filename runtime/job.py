@@ -34,7 +34,9 @@ class PruneJob:
     output: str | None = None
     evaluate: bool = True
     allow_nonfinite: bool = False
+    reconstruct: bool = False           # SparseGPT's OBS weight update after masking (runtime/obs.py)
     progress: bool = True
+    allocation: object | None = None    # a dsl.allocation.Allocation: per-block sparsity (DESIGN.md §3)
 
 
 def parse_pattern(text: str | None) -> tuple[int, int] | None:
@@ -66,6 +68,13 @@ def _validate(job: PruneJob) -> None:
     if shape in ("Row", "Col") and job.group == "global":
         raise PruneDSLError("structured (Row/Col-typed) metrics compare channels within a layer; "
                             "use --group layer")
+    if job.allocation is not None and job.group == "global":
+        raise PruneDSLError("--allocation sets per-block sparsity and --group global sets per-layer "
+                            "sparsity from one threshold; use one or the other",
+                            hint="use --group row (default) or --group layer with --allocation")
+    if job.allocation is not None and job.sparsity > 0.99:
+        raise PruneDSLError(f"--allocation clamps every block to [0, 0.99], so --sparsity {job.sparsity:g} "
+                            "cannot be met")
 
 
 def calibration_ids(tokenizer, job: PruneJob) -> tuple[torch.Tensor, str]:
@@ -90,9 +99,18 @@ def run_prune(job: PruneJob) -> dict:
     load_seconds = time.perf_counter() - t0
     calib, calib_source = calibration_ids(loaded.tokenizer, job)
 
+    plan, layer_sparsity, prune_pattern = None, None, job.pattern
+    if job.allocation is not None:  # block statistics from the dense model, before any pruning
+        from .allocation import plan_allocation
+        plan = plan_allocation(job.allocation, loaded.model, calib, scorer, job.metric.requires,
+                               sparsity=job.sparsity, group=job.group, pattern=job.pattern,
+                               metric_shape=job.metric.type.shape, progress=job.progress)
+        layer_sparsity, scorer, prune_pattern = plan.layer_sparsity, plan.wrap(scorer), None  # N:M: per block
+
     t0 = time.perf_counter()
     report = prune_model(loaded.model, calib, scorer, job.metric.requires, sparsity=job.sparsity,
-                         group=job.group, pattern=job.pattern, progress=job.progress)
+                         group=job.group, pattern=prune_pattern, layer_sparsity=layer_sparsity,
+                         progress=job.progress, reconstruct=job.reconstruct)
     prune_seconds = time.perf_counter() - t0
 
     pattern = "unstructured" if job.pattern is None else f"{job.pattern[0]}:{job.pattern[1]}"
@@ -105,18 +123,21 @@ def run_prune(job: PruneJob) -> dict:
         "pretty": job.metric.pretty(),
         "latex": job.metric.latex(),
         "text": job.metric.text(),
-        "canonical": job.metric.canonical("layer" if job.group == "global" else job.group),
+        "canonical": job.metric.canonical(job.group),
         "type": str(job.metric.type),
         "requires": sorted(job.metric.requires),
         "target_sparsity": job.sparsity,
         "sparsity": report.sparsity,
         "pattern": pattern,
         "group": job.group,
+        "reconstruct": job.reconstruct,
         "calibration": {"source": calib_source, "nsamples": job.nsamples, "seqlen": job.seqlen,
                         "seed": job.seed},
         "layers": [vars(layer) if not isinstance(layer, dict) else layer for layer in report.layers],
         "load_seconds": load_seconds,
         "prune_seconds": prune_seconds,
+        "allocation": plan.to_dict() if plan else None,
+        "allocation_seconds": sum(plan.seconds.values()) if plan else None,
         "ppl": None,
         "eval_seconds": None,
         "eval_windows": None,
