@@ -144,15 +144,28 @@ def tables(results: dict, args) -> str:
                 r[c] = f"**{r[c]}**"
     lines += [md(head, rows), ""]
     cost = []
-    for rec in results["statistics"]:
-        prune = [r["prune_seconds"] for r in results["runs"] if r["metric"] == rec["metric"] and r["rule"] == rec["rule"]]
-        secs = {k: v for k, v in rec["seconds"].items() if k != "mapping"}
-        cost.append([rec["metric"], rec["rule"], rec["pass"], f"{sum(secs.values()):.1f}",
-                     f"{rec['seconds'].get('mapping', 0) * 1000:.1f} ms", f"{sum(prune) / max(1, len(prune)):.1f}"])
+    for m in metrics:
+        for r in args.rules:
+            prune = [x["prune_seconds"] for x in results["runs"] if x["metric"] == m and x["rule"] == r]
+            recs = [x for x in results["statistics"] if x["rule"] == r and x["metric"] in (m, None)]
+            if not prune:
+                continue
+            if not recs:  # uniform, or weights-only statistics shared with an earlier metric
+                kind = "none" if r == "uniform" else "shared"
+                cost.append([m, r, kind, "0" if r == "uniform" else "–", "–", f"{mean(prune):.1f}"])
+                continue
+            passes = [sum(v for k, v in x["seconds"].items() if k != "mapping") for x in recs]
+            maps = [x["seconds"].get("mapping", 0.0) * 1000 for x in recs]
+            cost.append([m, r, recs[0]["pass"], f"{mean(passes):.1f}" + (f" (n={len(passes)})" if len(passes) > 1 else ""),
+                         f"{mean(maps):.1f} ms", f"{mean(prune):.1f}"])
     lines += ["Cost per rule (seconds): the statistics pass runs once per model and metric; the "
               "pruning pass per sparsity (mean shown).", "",
               md(["metric", "rule", "statistics pass", "pass s", "mapping", "pruning pass s"], cost)]
     return "\n".join(lines)
+
+
+def mean(xs) -> float:
+    return sum(xs) / max(1, len(xs))
 
 
 def md(head, rows) -> str:

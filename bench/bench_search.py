@@ -2,16 +2,19 @@
 
     python bench/bench_search.py                          # smollm2-135m, 60% unstructured
     python bench/bench_search.py --candidates 40 --exact  # + rank correlation with the exact proxy
+    python bench/bench_search.py --exact --full 0 --from-state docs/search_run/state.json
 
 Candidates: the library seeds plus random formulas from the evolve proposer's grower
-(fixed seed). Throughput = candidates screened per minute with the search's default
-proxy settings (8 of 30 blocks, 1/4 of the rows, rank-64 Gram). ``--exact`` also scores
+(fixed seed), or with ``--from-state`` the best-by-proxy candidates of a finished search.
+Throughput = candidates screened per minute with the search's default proxy settings
+(8 of 30 blocks, 1/4 of the rows, rank-64 Gram). ``--exact`` also scores
 them with the exact proxy over every layer and row (XᵀX in full) and reports Spearman's
 rank correlation. Prints a Markdown table on stdout; logs on stderr.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import random
@@ -57,6 +60,9 @@ def main() -> None:
     ap.add_argument("--full", type=int, default=2, help="full evaluations to time")
     ap.add_argument("--exact", action="store_true", help="rank correlation with the exact proxy")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--from-state", metavar="STATE_JSON", default=None,
+                    help="screen the best-by-proxy candidates of a finished search instead "
+                         "(e.g. docs/search_run/state.json): fidelity where it matters, near the optimum")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -65,13 +71,19 @@ def main() -> None:
     t0 = time.perf_counter()
     fit = Fitness(settings, progress=False, log=log)
     setup = time.perf_counter() - t0
-    metrics = candidates(args.candidates)
+    if args.from_state:
+        recs = json.loads(open(args.from_state, encoding="utf-8").read())["candidates"]
+        recs = sorted((r for r in recs if r.get("twin_of") is None), key=lambda r: r["proxy"])
+        metrics = [parse(r["text"]) for r in recs[: args.candidates]]
+    else:
+        metrics = candidates(args.candidates)
     fast, secs = screen(fit, metrics)
     rows = [["setup: load model + dense statistics/Grams", f"{fit.timings['load']:.1f} s + "
              f"{fit.timings['statistics']:.1f} s", f"{setup:.1f} s total"],
             ["proxy (8/30 blocks, 1/4 rows, rank 64)", f"{secs / len(metrics):.2f} s / candidate",
              f"**{60 * len(metrics) / secs:.0f} candidates/min** ({len(metrics)} candidates)"]]
-    for m in [parse("wanda")] + metrics[len(seed_metrics()):][: max(0, args.full - 1)]:
+    to_time = [parse("wanda")] + metrics[0 if args.from_state else len(seed_metrics()):]
+    for m in to_time[: args.full]:
         t = time.perf_counter()
         res = fit.full(m)
         rows.append([f"full evaluation: {m.pretty().replace('|', chr(92) + '|')}", f"{time.perf_counter() - t:.1f} s",

@@ -188,5 +188,7 @@ def make_proposer(s: dict, args, available, library_texts):
         raise SearchError(f"the llm proposer is not available ({err})",
                           hint="pip install openai") from None
     from .engine import seed_metrics
-    seeds = [text for _, text in seed_metrics(library_texts)]
+    from ..api import parse
+    seeds = [text for _, text in seed_metrics(library_texts)
+             if parse(text, library_texts=library_texts).requires <= available]
     return LLMProposer.from_args(args, seeds=seeds, library_texts=library_texts)

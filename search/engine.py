@@ -73,8 +73,8 @@ def seed_metrics(library_texts: tuple[str, ...] = ()) -> list[tuple[str, str]]:
     return seeds
 
 
-class Interrupted(Exception):
-    pass
+class Interrupted(BaseException):
+    """SIGTERM, raised like KeyboardInterrupt so that no ``except Exception`` swallows it."""
 
 
 class Engine:
@@ -133,6 +133,8 @@ class Engine:
                 tmp.unlink(missing_ok=True)
             self.load(saved)
             self.state["config"] = asdict(self.config)
+            if self.state["phase"] in ("report", "done") and self._more_to_do():
+                self.state["phase"] = "search"  # --resume with a larger --budget/--full-evals
             self.log(f"resuming {self.dir}: {self.state['counters']['screened']} candidates screened, "
                      f"phase {self.state['phase']}")
         else:
@@ -215,6 +217,11 @@ class Engine:
                 self.state["unobserved"].append(outcome_to_dict(outcome))
                 self.save()
             self.state["pending"] = []  # the budget is spent: drop the rest of the batch
+
+    def _more_to_do(self) -> bool:
+        done = sum(1 for r in self.state["candidates"] if not r["seed"] and r["full"] is not None)
+        return self._screened_new() < self.config.budget or done < min(
+            self.config.full_evals, sum(1 for r in self.state["candidates"] if not r["seed"]))
 
     def _screened_new(self) -> int:
         c = self.state["counters"]

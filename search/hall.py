@@ -27,6 +27,7 @@ def atomic_write(path: str | os.PathLike, text: str | bytes) -> None:
     data = text.encode("utf-8") if isinstance(text, str) else text
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o644)  # mkstemp makes 0600; these are ordinary result files
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -114,6 +114,19 @@ def test_mixed_nm_gives_each_block_its_own_n(ids):
             assert bool((zeros == ns[b]).all())
 
 
+def test_mixed_nm_with_reconstruction_keeps_each_blocks_pattern(ids):
+    model = tiny_llama(layers=2)
+    p = plan(model, ids, "spread(depth, 0.25)", pattern=(4, 8))
+    ns = [int(s.split(":")[0]) for s in p.block_pattern]
+    assert ns == [6, 2]  # S ± λ = 0.75, 0.25
+    prune_model(model, ids, p.wrap(scorer), WANDA.requires, sparsity=0.5,
+                layer_sparsity=p.layer_sparsity, progress=False, reconstruct=True)
+    for b, block in enumerate(find_blocks(model)[0]):
+        for layer in linear_layers(block).values():
+            zeros = (layer.weight == 0).reshape(layer.weight.shape[0], -1, 8).sum(-1)
+            assert bool((zeros >= ns[b]).all())  # OBS may zero a kept weight only by accident
+
+
 def test_global_group_is_rejected(ids):
     with pytest.raises(PruneRuntimeError, match="use one or the other"):
         plan(tiny_llama(), ids, "owl", group="global")
