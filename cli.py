@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_library(p)
     p.set_defaults(handler=cmd_check)
 
-    p = command("metrics", "list the metric library with each definition and its formula")
+    p = command("metrics", "list the metric library and the allocation rules, each with its formula")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     _add_library(p)
     p.set_defaults(handler=cmd_metrics)
@@ -199,7 +199,7 @@ def _check_allocation(args) -> int:
 
 
 def cmd_metrics(args) -> int:
-    from .api import parse
+    from .api import parse, parse_allocation
     from .dsl.library import library
     from .dsl.printer import format_number, to_text
     texts = _library_texts(args.library)
@@ -210,12 +210,23 @@ def cmd_metrics(args) -> int:
         rows.append({"name": name, "signature": f"{name}({params})" if params else name,
                      "definition": to_text(d.body), "formula": m.formula(), "pretty": m.pretty(),
                      "type": str(m.type), "requires": sorted(m.requires), "doc": d.doc})
+    rules = []
+    for name, d in library("allocation", texts).items():
+        params = ", ".join(f"{p.name} = {format_number(p.default)}" for p in d.params)
+        a = parse_allocation(name, library_texts=texts)
+        rules.append({"name": name, "signature": f"{name}({params})" if params else name,
+                      "definition": to_text(d.body), "formula": a.formula(), "pretty": a.pretty(),
+                      "requires": sorted(a.requires), "doc": d.doc})
     if args.json:
-        _print_json({"metrics": rows})
+        _print_json({"metrics": rows, "allocations": rules})
         return 0
     print(f"{len(rows)} metrics\n")
     print(markdown_table(["metric", "definition", "formula", "type", "source"],
                          [[r["signature"], r["definition"], r["pretty"], r["type"], r["doc"]] for r in rows]))
+    print(f"\n{len(rules)} allocation rules (prunedsl prune --allocation NAME)\n")
+    print(markdown_table(["rule", "definition", "formula", "block statistics", "source"],
+                         [[r["signature"], r["definition"], r["pretty"], ", ".join(r["requires"]) or "–",
+                           r["doc"]] for r in rules]))
     return 0
 
 

@@ -52,8 +52,12 @@ def test_metrics_lists_the_library(capsys):
     assert code == 0
     names = {m["name"] for m in json.loads(out)["metrics"]}
     assert {"magnitude", "wanda", "ria"} <= names
+    rules = {r["name"]: r for r in json.loads(out)["allocations"]}
+    assert set(rules) == {"uniform", "owl", "alpha", "sdsa"}
+    assert rules["owl"]["requires"] == ["outlier_ratio:5"] and rules["uniform"]["requires"] == []
     code, out, _ = run(capsys, "metrics")
     assert "ria(a = 0.5)" in out and "Sun et al." in out
+    assert "owl(M = 5, lam = 0.08)" in out and "Yin et al." in out
 
 
 def test_user_library_file(capsys, tmp_path):
