@@ -191,4 +191,4 @@ def make_proposer(s: dict, args, available, library_texts):
     from ..api import parse
     seeds = [text for _, text in seed_metrics(library_texts)
              if parse(text, library_texts=library_texts).requires <= available]
-    return LLMProposer.from_args(args, seeds=seeds, library_texts=library_texts)
+    return LLMProposer.from_args(args, seeds=seeds, available=frozenset(available), library_texts=library_texts)

@@ -45,7 +45,7 @@ from .hall import (STATE_FILE, STATE_VERSION, best_record, fmt, hall_markdown, l
                    outcome_from_dict, outcome_to_dict, proposal_from_dict, proposal_to_dict,
                    read_state, write_hall, write_json)
 
-SPARSEGPT_FALLBACK = "|W| / hinv"  # DESIGN.md §4: OBS saliency w²/[H⁻¹]ᵢᵢ², rank-equivalent
+EMPTY_ROUNDS = 5  # consecutive empty proposal rounds that end a search
 
 
 @dataclass
@@ -66,11 +66,8 @@ class SearchConfig:
 
 
 def seed_metrics(library_texts: tuple[str, ...] = ()) -> list[tuple[str, str]]:
-    """(name, text) of the seeds: the library's metrics, plus a SparseGPT fallback."""
-    seeds = [(name, name) for name in library("metric", library_texts)]
-    if "sparsegpt" not in dict(seeds):
-        seeds.append(("sparsegpt", SPARSEGPT_FALLBACK))
-    return seeds
+    """(name, text) of the seeds: the library's metrics (built-in ones included)."""
+    return [(name, name) for name in library("metric", library_texts)]
 
 
 class Interrupted(BaseException):
@@ -195,6 +192,7 @@ class Engine:
     def _search(self) -> None:
         c, cfg = self.state["counters"], self.config
         max_proposals = cfg.max_proposals or 5 * cfg.budget + 100
+        empty = 0
         while True:
             if not self.state["pending"]:
                 if self.state["unobserved"]:  # the last batch (also after a resume)
@@ -206,8 +204,16 @@ class Engine:
                     break
                 batch = self.proposer.propose(min(cfg.batch, left))
                 if not batch:
-                    self.log(f"the {self.proposer.name} proposer has nothing more to propose")
-                    break
+                    # An LLM round can yield nothing (all replies invalid or already seen) and
+                    # the next one something: end only after several empty rounds in a row.
+                    empty += 1
+                    if empty >= EMPTY_ROUNDS:
+                        self.log(f"the {self.proposer.name} proposer proposed nothing in {empty} rounds "
+                                 "in a row: ending the search (--resume with a larger --budget continues)")
+                        break
+                    self.log(f"the {self.proposer.name} proposer proposed nothing this round ({empty}/{EMPTY_ROUNDS})")
+                    continue
+                empty = 0
                 self.state["pending"] = [proposal_to_dict(p) for p in batch]
                 self.save()
             while self.state["pending"] and self._screened_new() < cfg.budget:

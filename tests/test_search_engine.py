@@ -233,3 +233,47 @@ def test_resume_with_a_larger_budget_extends_a_finished_search(tmp_path):
     c = more.state["counters"]
     assert c["screened"] - c["seeds"] == 8 and more.state["phase"] == "done"
     assert sum(1 for r in more.state["candidates"] if not r["seed"] and r["full"]) == 2
+
+
+class Stuttering(Scripted):
+    """Returns nothing in some rounds (an LLM whose replies were all invalid), then more."""
+
+    def __init__(self, texts, empty_rounds):
+        super().__init__(texts)
+        self.empty_rounds = set(empty_rounds)
+        self.rounds = 0
+
+    def propose(self, n):
+        self.rounds += 1
+        return [] if self.rounds in self.empty_rounds else super().propose(n)
+
+
+def test_a_few_empty_rounds_do_not_end_the_search(tmp_path):
+    from prunedsl.search.engine import EMPTY_ROUNDS
+    prop = Stuttering(["|W| * ‖X‖ ^ 2", "|W| * ‖X‖₁", "|W| * var(X)"], empty_rounds=range(1, EMPTY_ROUNDS))
+    eng = Engine(_config(tmp_path, budget=3, batch=3), FakeFitness, prop, log=lambda m: None)
+    eng.run()
+    assert eng.state["counters"]["screened"] - eng.state["counters"]["seeds"] == 3
+
+
+def test_a_proposer_that_stays_empty_ends_the_search(tmp_path):
+    from prunedsl.search.engine import EMPTY_ROUNDS
+    logs = []
+    prop = Stuttering(["|W| * ‖X‖ ^ 2"], empty_rounds=range(2, 100))
+    eng = Engine(_config(tmp_path, budget=5, batch=3), FakeFitness, prop, log=logs.append)
+    eng.run()
+    assert prop.rounds == 1 + EMPTY_ROUNDS and eng.state["phase"] == "done"
+    assert any("proposed nothing in" in m for m in logs)
+
+
+def test_llm_proposer_gets_the_runs_statistics():
+    from prunedsl.cli import build_parser
+    from prunedsl.search.cli import _settings, make_proposer
+    args = build_parser().parse_args(["search", "--proposer", "llm", "--output", "d", "--model", "m",
+                                      "--sparsity", "0.5", "--llm-base-url", "http://127.0.0.1:9/v1", "--llm-model", "m"])
+    available = frozenset({"W", "x_norm2"})
+    prop = make_proposer(_settings(args, None), args, available, ())
+    assert prop.available == available
+    seeds = {n.text for n in prop.graph.nodes if n.complete}
+    assert {"|W|", "|W| * ‖X‖"} <= seeds  # magnitude, wanda (resolved)
+    assert not any("hinv" in t or "G" in t for t in seeds)  # this run has neither
