@@ -29,7 +29,7 @@ import torch
 
 from ..errors import NonFiniteScoreError, PruneRuntimeError
 from .masks import lowest_k, prune_mask
-from .stats import HINV_DAMP
+from .stats import HINV_DAMP, damped_gram, not_positive_definite
 
 BLOCKSIZE = 128  # SparseGPT's default
 # select(current w (out, in), conditioned hinv (1, in), start, end) -> mask (out, end - start)
@@ -40,18 +40,12 @@ Score = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 def inverse_cholesky(h: torch.Tensor, damp: float = HINV_DAMP) -> tuple[torch.Tensor, torch.Tensor]:
     """(U, dead): upper Cholesky factor of the damped (H)⁻¹ (in, in) float64, dead-input mask (in,)."""
-    h = h.to(torch.float64, copy=True)
-    diag = torch.diagonal(h)  # a view: edits below change h
-    dead = diag == 0
-    diag[dead] = 1.0
-    diag += damp * diag.mean()
+    h, dead = damped_gram(h, damp)
     chol, info = torch.linalg.cholesky_ex(h)
     if int(info) == 0:
         chol, info = torch.linalg.cholesky_ex(torch.cholesky_inverse(chol), upper=True)
     if int(info) != 0:
-        raise PruneRuntimeError(
-            f"the damped Gram matrix ({h.shape[0]}×{h.shape[0]}) is not positive definite",
-            hint="the layer input has NaN/inf values or the damping is too small")
+        raise not_positive_definite(h)
     return chol, dead
 
 

@@ -43,17 +43,29 @@ def hinv_diag(h: torch.Tensor, damp: float = HINV_DAMP) -> torch.Tensor:
     Dead inputs (zero diagonal: the channel was always 0) get H[i, i] = 1, as in
     SparseGPT, so the matrix stays positive definite.
     """
+    h, _ = damped_gram(h, damp)
+    chol, info = torch.linalg.cholesky_ex(h)
+    if int(info) != 0:
+        raise not_positive_definite(h)
+    return torch.diagonal(torch.cholesky_inverse(chol)).to(torch.float32).unsqueeze(0)
+
+
+def damped_gram(h: torch.Tensor, damp: float = HINV_DAMP) -> tuple[torch.Tensor, torch.Tensor]:
+    """SparseGPT's conditioning of H = XᵀX (in, in): dead inputs (zero diagonal) get
+    H[i, i] = 1, then damp·mean(diag H) is added to the diagonal. Returns (a float64
+    copy, the dead-input mask (in,))."""
     h = h.to(torch.float64, copy=True)
     diag = torch.diagonal(h)  # a view: edits below change h
     dead = diag == 0
     diag[dead] = 1.0
     diag += damp * diag.mean()
-    chol, info = torch.linalg.cholesky_ex(h)
-    if int(info) != 0:
-        raise PruneRuntimeError(
-            f"the damped Gram matrix ({h.shape[0]}×{h.shape[0]}) is not positive definite",
-            hint="the layer input has NaN/inf values or the damping is too small")
-    return torch.diagonal(torch.cholesky_inverse(chol)).to(torch.float32).unsqueeze(0)
+    return h, dead
+
+
+def not_positive_definite(h: torch.Tensor) -> PruneRuntimeError:
+    return PruneRuntimeError(
+        f"the damped Gram matrix ({h.shape[0]}×{h.shape[0]}) is not positive definite",
+        hint="the layer input has NaN/inf values or the damping is too small")
 
 
 def input_statistics(x: torch.Tensor, requires: set[str] | frozenset[str]) -> dict[str, torch.Tensor]:
