@@ -203,20 +203,17 @@ def cmd_metrics(args) -> int:
     from .dsl.library import library
     from .dsl.printer import format_number, to_text
     texts = _library_texts(args.library)
-    rows = []
-    for name, d in library("metric", texts).items():
+
+    def entry(name: str, d, parsed) -> dict:
         params = ", ".join(f"{p.name} = {format_number(p.default)}" for p in d.params)
-        m = parse(name, library_texts=texts)
-        rows.append({"name": name, "signature": f"{name}({params})" if params else name,
-                     "definition": to_text(d.body), "formula": m.formula(), "pretty": m.pretty(),
-                     "type": str(m.type), "requires": sorted(m.requires), "doc": d.doc})
-    rules = []
-    for name, d in library("allocation", texts).items():
-        params = ", ".join(f"{p.name} = {format_number(p.default)}" for p in d.params)
-        a = parse_allocation(name, library_texts=texts)
-        rules.append({"name": name, "signature": f"{name}({params})" if params else name,
-                      "definition": to_text(d.body), "formula": a.formula(), "pretty": a.pretty(),
-                      "requires": sorted(a.requires), "doc": d.doc})
+        return {"name": name, "signature": f"{name}({params})" if params else name,
+                "definition": to_text(d.body), "formula": parsed.formula(), "pretty": parsed.pretty(),
+                "requires": sorted(parsed.requires), "doc": d.doc}
+
+    rows = [{**entry(n, d, m := parse(n, library_texts=texts)), "type": str(m.type)}
+            for n, d in library("metric", texts).items()]
+    rules = [entry(n, d, parse_allocation(n, library_texts=texts))
+             for n, d in library("allocation", texts).items()]
     if args.json:
         _print_json({"metrics": rows, "allocations": rules})
         return 0
