@@ -14,9 +14,10 @@ layer runs (and may change the layer's weight, which the layer then uses).
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
@@ -54,6 +55,23 @@ class Captured:
     calls: list[BlockCall] = field(default_factory=list)
 
 
+@contextlib.contextmanager
+def patched_forwards(blocks: nn.ModuleList, make: Callable[[int, Callable], Callable]) -> Iterator[None]:
+    """Replace each block's forward by ``make(i, its forward)`` (an instance attribute
+    shadows the class's forward) and restore what was there on exit."""
+    saved = [block.__dict__.get("forward", _MISSING) for block in blocks]
+    try:
+        for i, block in enumerate(blocks):
+            block.forward = make(i, block.forward)
+        yield
+    finally:
+        for block, old in zip(blocks, saved):
+            if old is _MISSING:
+                block.__dict__.pop("forward", None)
+            else:
+                block.forward = old
+
+
 def _is_cache(value: Any) -> bool:
     return any(cls.__name__.endswith("Cache") for cls in type(value).__mro__)
 
@@ -84,21 +102,12 @@ def capture_inputs(model: nn.Module, ids: torch.Tensor) -> Captured:
             return hidden  # transformers 5.x decoder layers return the hidden states
         return forward
 
-    saved = [block.__dict__.get("forward", _MISSING) for block in blocks]
-    try:
-        for i, block in enumerate(blocks):
-            block.forward = recorder(i)  # instance attribute shadows the class's forward
+    with patched_forwards(blocks, lambda i, _: recorder(i)):
         try:
             device = next(model.parameters()).device
             model(input_ids=ids.to(device), use_cache=False)
         except _StopForward:
             pass
-    finally:
-        for block, old in zip(blocks, saved):
-            if old is _MISSING:
-                block.__dict__.pop("forward", None)
-            else:
-                block.forward = old
     missing = [i for i, c in enumerate(calls) if c is None]
     if missing or not first:
         raise PruneRuntimeError(

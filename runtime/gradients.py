@@ -20,38 +20,24 @@ sums) and the LM head's logits for one window.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint as _checkpoint
 
+from .capture import patched_forwards
 from .models import find_blocks, linear_layers
 from .progress import progress_bar
 
-_MISSING = object()
 
-
-@contextlib.contextmanager
-def _checkpointed(blocks: nn.ModuleList) -> Iterator[None]:
+def _checkpointed(blocks: nn.ModuleList):
     """Run every block under activation checkpointing (instance ``forward`` wrappers)."""
-    saved = [block.__dict__.get("forward", _MISSING) for block in blocks]
-
-    def wrap(fn):
+    def wrap(_: int, fn):
         def forward(*args: Any, **kwargs: Any) -> Any:
             return _checkpoint(fn, *args, use_reentrant=False, **kwargs)
         return forward
-
-    try:
-        for block in blocks:
-            block.forward = wrap(block.forward)
-        yield
-    finally:
-        for block, old in zip(blocks, saved):
-            if old is _MISSING:
-                block.__dict__.pop("forward", None)
-            else:
-                block.forward = old
+    return patched_forwards(blocks, wrap)
 
 
 def gradient_norms(model: nn.Module, ids: torch.Tensor, *, progress: bool = True,
