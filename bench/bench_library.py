@@ -72,6 +72,8 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--out", default="docs", help="directory for the .json/.md/.png results")
+    p.add_argument("--report-only", action="store_true",
+                   help="write the .md/.png from the saved .json without running anything")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -83,6 +85,9 @@ def main() -> None:
     settings = _settings(args)
     state = _load_done(stem.with_suffix(".json"), settings)
     cells: dict = state["cells"]
+    if args.report_only:
+        write_report(state, stem)
+        return
 
     def save() -> None:
         stem.with_suffix(".json").write_text(json.dumps(state, indent=1))
@@ -130,32 +135,45 @@ def main() -> None:
             save()
             log(f"{key:24s} ppl {res['ppl']:10.3f}  prune {prune_s:6.1f} s  eval {res['seconds']:5.1f} s")
     restore_linear_state(model, dense)
-    state["run_seconds"] = state.get("run_seconds", 0.0) + time.perf_counter() - t_start
+    state["last_run_seconds"] = time.perf_counter() - t_start
+    state["invocations"] = state.get("invocations", 0) + 1
     state["rows"] = [f"{m}{'+R' if r else ''}" for m, r in rows]
     state["columns"] = args.columns
     state["formulas"] = {m: metrics[m].pretty() for m in args.metrics}
     state["env"] = {"torch": torch.__version__, "python": platform.python_version(),
                     "source": loaded.source}
     save()
+    write_report(state, stem)
+
+
+def write_report(state: dict, stem: Path) -> None:
     table = markdown(state)
     print(table)
     stem.with_suffix(".md").write_text(table + "\n")
     plot(state, stem.with_suffix(".png"))
-    log(f"wrote {stem}.md, .json, .png")
+    print(f"wrote {stem}.md, .png", file=sys.stderr)
 
 
 def markdown(state: dict) -> str:
     s, cells = state["settings"], state["cells"]
     cols = state["columns"]
-    minutes = state["run_seconds"] / 60
+    # Cells are saved as they finish and a rerun skips them, so a table may come from
+    # several invocations: report the measured compute per cell, summed, not one wall clock.
+    prune_s = sum(c.get("prune_seconds", 0.0) for c in cells.values())
+    eval_s = sum(c.get("eval_seconds", 0.0) for c in cells.values())
     head = (f"### {s['model']}: WikiText-2 test perplexity (seqlen {s['seqlen']}, first "
             f"{s['eval_windows']} windows)\n\n"
             f"Calibration: {s['nsamples']} × {s['seqlen']} tokens of {s['calibration']} (seed "
             f"{s['seed']}); comparison group per output row; +R = `--reconstruct` (SparseGPT's OBS "
-            f"update, masks chosen per 128-column block on the updated weights). Run time "
-            f"{minutes:.0f} min on {s['threads']} torch threads (model loaded once)")
+            f"update, masks chosen per 128-column block on the updated weights). Run time, "
+            f"summed over the {len(cells)} cells: {(prune_s + eval_s) / 60:.0f} min "
+            f"(pruning {prune_s / 60:.0f} min, evaluation {eval_s / 60:.0f} min) on "
+            f"{s['threads']} torch thread(s)")
     if "gradient_seconds" in state:
-        head += f"; G over {s['nsamples']} windows took {state['gradient_seconds']:.0f} s"
+        head += f", plus {state['gradient_seconds']:.0f} s for G over {s['nsamples']} windows"
+    if state.get("invocations", 1) > 1 or "run_seconds" in state:
+        head += ("; the cells were measured in several resumed invocations, some on a machine "
+                 "shared with other jobs, so per-cell seconds vary with load")
     head += ".\n"
     labels = [_column(c)[2] for c in cols]
     lines = [head, "| metric | " + " | ".join(labels) + " |",
