@@ -106,6 +106,7 @@ class ChatEndpoint:
         self.sleep, self.rng = sleep, random.Random(seed)
         self.breaker = Breaker(breaker_threshold, breaker_cooldown, clock)
         self._client = None
+        self._picked = False  # the model name was settled against the endpoint's list
 
     @property
     def where(self) -> str:
@@ -127,15 +128,34 @@ class ChatEndpoint:
             return min(asked, self.max_retry_after)
         return min(self.max_backoff, self.backoff * 2 ** attempt) * self.rng.uniform(0.5, 1.0)
 
-    def _once(self, messages: list[dict]) -> str:
-        client = self._client_or_raise()
-        if self.model is None:  # local servers usually serve one model
+    def _pick_model(self, client) -> None:
+        """On the first call. No model given: the first the endpoint lists (local servers
+        usually serve one). prunedsl's own server (``prunedsl serve-llm``) also lists
+        ``<model>+reply``, decoding constrained to the reply format the proposer reads, so
+        that variant is taken, for a given name too (``--llm-model smollm2-135m``)."""
+        import openai
+        given = self.model
+        try:
             ids = [m.id for m in client.models.list(timeout=self.timeout).data]
+        except openai.APIStatusError:
+            if given is None:
+                raise
+            ids = []  # an endpoint without /models: the given name as it is
+        if given is None:
             if not ids:
                 raise _BadResponse("the endpoint lists no models; pass --llm-model")
-            # prunedsl's own server offers `<model>+reply`: decoding constrained to the reply format
             self.model = next((i for i in ids if i.endswith("+reply")), ids[0])
-            log.info("LLM model: %s (of the ones %s lists)", self.model, self.where)
+        elif "+" not in given and f"{given}+reply" in ids:
+            self.model = f"{given}+reply"
+        self._picked = True
+        if self.model != given:
+            log.info("LLM model: %s (of the ones %s lists%s)", self.model, self.where,
+                     "; decoding constrained to the reply format" if self.model.endswith("+reply") else "")
+
+    def _once(self, messages: list[dict]) -> str:
+        client = self._client_or_raise()
+        if not self._picked:
+            self._pick_model(client)
         extra = {"extra_body": self.extra_body} if self.extra_body else {}
         resp = client.chat.completions.create(
             model=self.model, messages=messages, temperature=self.temperature,

@@ -2,10 +2,10 @@
 
 A *sketch* is a formula in which some subexpressions are holes: ``?Mat ?Row ?Col ?Scalar``
 stand for any expression of that shape, ``?c`` for a number. The grammar already parses
-holes (``dsl.ast.Hole``); ``prunedsl.parse`` rejects them. ``check_sketch`` types a sketch
-with the checker's own rules (a subclass of ``dsl.checker._Checker``) and a hole typed as
-its shape with sign ``pos``, the most permissive sign: a sketch type-checks when *some*
-filling of its holes could (``sqrt(?Mat)`` is fine, ``sqrt(W)`` is not).
+holes (``dsl.ast.Hole``); ``prunedsl.parse`` rejects them. ``check_sketch`` (in
+``dsl/sketch_check.py``, shared with the server) types a sketch with the checker's own rules
+and a hole typed as its shape with sign ``pos``, the most permissive sign: a sketch
+type-checks when *some* filling of its holes could (``sqrt(?Mat)`` is fine, ``sqrt(W)`` is not).
 
 Refinement (what the LLM's answers must satisfy, DESIGN.md §4):
 
@@ -22,16 +22,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields, replace
 
-from ..dsl.ast import BinOp, Call, Expr, Hole, Neg, Num, children, walk
-from ..dsl.checker import Env, _Checker
-from ..dsl.library import library
-from ..dsl.parser import parse_expr
+from ..dsl.ast import BinOp, Call, Expr, Hole, Neg, Num, children
 from ..dsl.printer import to_text
-from ..dsl.types import COL, MAT, NONNEG, POS, ROW, SCALAR, Type
-from ..errors import DSLTypeError, PruneDSLError, SearchError
+from ..dsl.sketch_check import HOLE_SHAPES, check_sketch, has_holes, holes, parse_sketch
+from ..errors import SearchError
 
-# Hole kind (as written after "?") -> shape of the expressions that may fill it.
-HOLE_SHAPES = {"Mat": MAT, "Row": ROW, "Col": COL, "Scalar": SCALAR, "c": SCALAR}
+__all__ = ["HOLE_SHAPES", "HOLE_DOCS", "NotARefinement", "Fill", "check_sketch", "has_holes", "holes",
+           "parse_sketch", "match", "refinement", "is_refinement", "replace_at", "substitute"]
+
 HOLE_DOCS = {
     "Mat": "any expression with one value per weight (out × in)",
     "Row": "any expression with one value per output channel (out × 1)",
@@ -45,52 +43,6 @@ class NotARefinement(SearchError):
     """An answer that is not a refinement of the node it claims to refine."""
 
     kind = "not a refinement"
-
-
-def has_holes(e: Expr) -> bool:
-    return any(isinstance(n, Hole) for n in walk(e))
-
-
-def holes(e: Expr) -> list[Hole]:
-    return [n for n in walk(e) if isinstance(n, Hole)]
-
-
-class _SketchChecker(_Checker):
-    """The checker's rules, plus typed holes."""
-
-    def visit_Hole(self, e: Hole) -> Expr:
-        return replace(e, type=Type(HOLE_SHAPES[e.kind], POS))
-
-    def power(self, e: BinOp, base: Expr, exponent: Expr) -> Expr:
-        if not has_holes(exponent):
-            return super().power(e, base, exponent)
-        if isinstance(exponent, Hole) and exponent.kind == "c":
-            # some number works for any base (an even integer for a signed one)
-            sign = base.type.sign if base.type.nonneg else NONNEG
-            return replace(e, left=base, right=exponent, type=Type(base.type.shape, sign))
-        raise DSLTypeError("the exponent must be a constant", span=e.right.span,
-                           hint="leave the exponent open as ?c (it may be negative), e.g. ‖X‖ ^ ?c")
-
-    def inline(self, d, args, kwargs, span):
-        for a in list(args) + [v for _, v in kwargs]:
-            if has_holes(a):
-                raise DSLTypeError(f"the parameters of {d.name} must be numbers, not holes",
-                                   span=a.span, hint=f"write the formula of {d.name} out to leave "
-                                                     "a hole in it")
-        return super().inline(d, args, kwargs, span)
-
-
-def check_sketch(expr: Expr, source: str | None = None, library_texts: tuple[str, ...] = ()) -> Expr:
-    """The resolved, typed tree of a sketch (holes keep their place and get a type)."""
-    try:
-        return _SketchChecker(Env(metrics=library("metric", library_texts))).visit(expr)
-    except PruneDSLError as err:
-        raise (err.with_source(source) if source is not None else err) from None
-
-
-def parse_sketch(text: str, library_texts: tuple[str, ...] = ()) -> Expr:
-    """Text (untrusted; only lark reads it) -> resolved typed sketch. Raises PruneDSLError."""
-    return check_sketch(parse_expr(text), text, library_texts)
 
 
 @dataclass(frozen=True)

@@ -86,6 +86,21 @@ def test_the_constrained_reply_variant_is_preferred_when_listed():
         assert srv.chat_requests[0]["body"]["max_tokens"] <= 512  # the offline server's limit
 
 
+def test_a_given_model_takes_its_constrained_reply_variant_when_listed(server):
+    """`--llm-model smollm2-135m` against `prunedsl serve-llm` asks for `smollm2-135m+reply`;
+    elsewhere (no such variant listed) the name is used as given."""
+    with FakeOpenAI(models=("smollm2-135m", "smollm2-135m+formula", "smollm2-135m+reply")) as srv:
+        srv.push(Reply.text("node 1\nG * ‖X‖"))
+        assert len(make(srv, model="smollm2-135m").propose(2)) == 1
+        assert srv.chat_requests[0]["body"]["model"] == "smollm2-135m+reply"
+    server.push(Reply.text("node 1\nG * ‖X‖"), Reply.text("node 1\nG * hinv"))
+    p = make(server, model=MODEL)
+    p.propose(1)
+    p.propose(1)
+    assert [r["body"]["model"] for r in server.chat_requests] == [MODEL, MODEL]
+    assert [r["path"] for r in server.requests].count("/v1/models") == 1  # listed once
+
+
 def test_without_a_node_line_lines_attach_to_the_closest_node(server):
     server.push(Reply.text("|W| * ‖X‖ ^ 2\n|W| ^ 2 * ‖X‖ ^ 0.5\nsq(W) * ‖X‖"))
     props = make(server).propose(4)

@@ -3,6 +3,7 @@
 Fast tests use the real SmolLM2 tokenizer (read from the GGUF file, ~10 s once) with a
 fake model that returns random logits: every constrained reply must still parse. The
 ``slow`` tests load the real model once and talk to the server with the openai client.
+Checking and resampling replies: ``test_serve_llm_resample.py``.
 
     pytest tests/test_serve_llm.py -m "not slow"     # ~1 min
     pytest tests/test_serve_llm.py                   # + real model, a few minutes on 2 cores
@@ -10,9 +11,9 @@ fake model that returns random logits: every constrained reply must still parse.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import socket
-import types
 import urllib.error
 import urllib.request
 
@@ -25,6 +26,7 @@ pytest.importorskip("uvicorn")
 torch = pytest.importorskip("torch")
 
 from lark import Lark  # noqa: E402
+from serve_fakes import MODEL, fake_generator, smollm2_tokenizer  # noqa: E402
 
 from prunedsl.dsl.parser import GRAMMAR_PATH, parse_expr  # noqa: E402
 from prunedsl.runtime.serve import constrained  # noqa: E402
@@ -33,43 +35,21 @@ from prunedsl.runtime.serve.replies import check_reply, split_reply  # noqa: E40
 from prunedsl.runtime.serve.generate import Generator, SamplingParams, _sample  # noqa: E402
 from prunedsl.runtime.serve.protocol import ApiError, parse_chat_request  # noqa: E402
 
-MODEL = "smollm2-135m"
 PROMPT = [{"role": "user", "content": "Propose a pruning metric formula."}]
 
 
 # --- fixtures ------------------------------------------------------------------------------
-class FakeModel:
-    """Random logits, no cache: exercises the mask, the closer and the protocol."""
-
-    def __init__(self, vocab: int):
-        self.config = types.SimpleNamespace(max_position_embeddings=2048)
-        self.generation_config = None
-        self._vocab = vocab
-        self.gen = torch.Generator().manual_seed(0)
-
-    def get_output_embeddings(self):
-        return types.SimpleNamespace(weight=torch.empty(self._vocab, 1))
-
-    def __call__(self, input_ids, past_key_values=None, use_cache=True):
-        logits = torch.randn(1, input_ids.shape[1], self._vocab, generator=self.gen) * 3
-        return types.SimpleNamespace(logits=logits, past_key_values=None)
-
-
 @pytest.fixture(scope="module")
 def tokenizer():
-    from transformers import AutoTokenizer
-
-    from prunedsl.runtime.models import _smollm2_file
     try:
-        path = _smollm2_file()
+        return smollm2_tokenizer()
     except Exception as err:  # the GGUF package is not installed
         pytest.skip(str(err))
-    return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
 
 
 @pytest.fixture(scope="module")
 def fake_gen(tokenizer):
-    return Generator(types.SimpleNamespace(model=FakeModel(len(tokenizer)), tokenizer=tokenizer, spec=MODEL))
+    return fake_generator()
 
 
 @pytest.fixture(scope="module")
@@ -109,6 +89,19 @@ def test_unbounded_terminal_is_reported():
     assert constrained._bound_regex("H", r"\?(Mat|c)(?![A-Za-z])") == r"/\?(Mat|c)/"
 
 
+def test_call_arities_come_from_the_dsl_tables(monkeypatch):
+    g = grammar_text("formula")
+    assert re.search(r'^PAIR_NAME: "max" \| "min"$', g, re.M)
+    assert re.search(r'^GLOBAL_FUNC: "fro" \| "max" \| "mean" \| "min" \| "std" \| "sum"$', g, re.M)
+    assert "ZERO_NAME" not in g and "hatom_star" not in g  # no f(), no third argument
+    monkeypatch.setattr(constrained, "ARITY", {**constrained.ARITY, "sq": (1, 2)})
+    grammar_text.cache_clear()
+    try:
+        assert re.search(r'^PAIR_NAME: "max" \| "min" \| "sq"$', grammar_text("formula"), re.M)
+    finally:
+        grammar_text.cache_clear()
+
+
 def test_bounded_numbers_are_finite_and_parse():
     body = re.search(r"^NUMBER: /(.*)/$", grammar_text("formula"), re.M).group(1)
     number = re.compile(body)
@@ -146,6 +139,7 @@ def _accepts(gen, mode, text) -> bool:
 
 @pytest.mark.parametrize("text", ["|W| * ‖X‖", "ria(a = 0.3)", "ria(0.3)", "norm(X, inf) * W ^ 2",
                                   "sqrt(|W|) / row_sum(|W|) + ‖X‖₁", "-W ^ -1", "|W| ^ (1/3)", "2 * n_in + W", "wanda", "max(G, 1e-3)",
+                                  "W / max(|W|)", "sum(G) * W", "gblm(alpha = 2)", "ria(a = -0.5) + min(W, 1)",
                                   "(|W| / col_sum(|W|) + |W| / row_sum(|W|)) * ‖X‖ ^ 0.5"])
 def test_matcher_accepts_formulas(fake_gen, text):
     assert _accepts(fake_gen, "formula", text)
@@ -154,7 +148,10 @@ def test_matcher_accepts_formulas(fake_gen, text):
 
 @pytest.mark.parametrize("text", ["foo(W)", "W X", "X", "?Mat * W", "W +", "sqrt(W", "f(a=1, 2)",
                                   "1234567", "W # comment", "ria(a = 1, 2)", "W\nW", "W ** 2", "W ^ W",
-                                  "**wanda**", "2 + 3", "n_in", "sqrt(4)"])
+                                  "**wanda**", "2 + 3", "n_in", "sqrt(4)",
+                                  # arities and Scalar results (see _narrow_calls)
+                                  "min(W, G, 1)", "sum(W)", "max(|W|) + 1", "abs()", "sqrt(W, G)", "ria(W)",
+                                  "ria(alpha = 1)", "gblm(a = 1)", "ria(a = W)", "ria(0.5, 1)"])
 def test_matcher_rejects(fake_gen, text):
     assert not _accepts(fake_gen, "formula", text)
 
@@ -165,7 +162,7 @@ def test_random_logits_still_give_replies_that_parse(fake_gen, mode, max_tokens)
     that lark parses, within the token budget."""
     for seed in range(40 if mode == "formula" else 25):
         c = fake_gen.generate([1, 2, 3], SamplingParams(max_tokens=max_tokens, temperature=1.0,
-                                                        seed=seed, grammar=mode))
+                                                        seed=seed, grammar=mode, max_attempts=1))
         assert c.completion_tokens <= max_tokens
         parses, _, err = check_reply(c.text, mode)
         assert parses, (c.text, err)
@@ -198,6 +195,9 @@ def test_request_grammar_from_field_or_suffix():
     assert (req.params.max_tokens, req.params.temperature, req.params.top_p, req.params.seed,
             req.params.stop) == (5, 0.0, 0.5, 3, ("\n",))
     assert _parse({"model": MODEL, "messages": PROMPT}).params.max_tokens == 32
+    assert _parse({"model": MODEL, "messages": PROMPT}).params.max_attempts == 8
+    assert parse_chat_request({"model": MODEL, "messages": PROMPT}, model_id=MODEL, max_tokens_limit=8,
+                              default_max_tokens=8, max_attempts=3).params.max_attempts == 3
 
 
 @pytest.mark.parametrize("body,status,param", [
@@ -271,7 +271,8 @@ def test_openai_client_against_fake_model(fake_server):
     assert [m.id for m in client.models.list()] == [MODEL, MODEL + "+formula", MODEL + "+reply"]
     r = client.chat.completions.create(model=MODEL + "+formula", messages=PROMPT, max_tokens=12, seed=1)
     assert r.choices[0].finish_reason in ("stop", "length") and r.usage.completion_tokens <= 12
-    assert check_reply(r.choices[0].message.content, "formula")[0]
+    parses, typed, _ = check_reply(r.choices[0].message.content, "formula")
+    assert parses and r.prunedsl["valid"] == typed and 1 <= r.prunedsl["attempts"] <= 8
     r = client.chat.completions.create(model=MODEL, messages=PROMPT, max_tokens=16, seed=2,
                                        extra_body={"prunedsl_grammar": "reply"})
     assert check_reply(r.choices[0].message.content, "reply")[0]
@@ -279,6 +280,22 @@ def test_openai_client_against_fake_model(fake_server):
         client.chat.completions.create(model="gpt-4", messages=PROMPT)
     with pytest.raises(openai.UnprocessableEntityError):
         client.chat.completions.create(model=MODEL, messages=PROMPT, temperature=5)
+
+
+def test_response_and_log_report_the_attempts(fake_server, caplog):
+    body = {"model": MODEL + "+formula", "messages": PROMPT, "max_tokens": 12, "seed": -7}  # numpy wants ≥ 0
+    with caplog.at_level(logging.INFO, logger="prunedsl.serve"):
+        code, payload = _http(fake_server, "POST", "/v1/chat/completions", body)
+    assert code == 200, payload
+    info, text = payload["prunedsl"], payload["choices"][0]["message"]["content"]
+    assert set(info) == {"grammar", "attempts", "valid", "error", "lines", "valid_lines", "generated_tokens",
+                         "rejected"}
+    assert info["grammar"] == "formula" and len(info["rejected"]) == info["attempts"] - 1
+    assert info["valid"] == check_reply(text, "formula")[1] and (info["error"] is None) == info["valid"]
+    assert info["generated_tokens"] >= payload["usage"]["completion_tokens"]
+    assert any(f"attempts={info['attempts']} valid={info['valid']}" in r.getMessage() for r in caplog.records)
+    code, payload = _http(fake_server, "POST", "/v1/chat/completions", {**body, "model": MODEL})
+    assert code == 200 and payload["prunedsl"]["attempts"] == 1 and payload["prunedsl"]["valid"] is None
 
 
 def test_generation_failure_is_a_500_server_error():
@@ -316,10 +333,12 @@ def test_cli_parser_options():
     parser = argparse.ArgumentParser()
     add_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["serve-llm"])
-    assert (args.model, args.host, args.port, args.max_tokens_limit) == (MODEL, "127.0.0.1", 8000, 512)
+    assert (args.model, args.host, args.port, args.max_tokens_limit, args.max_attempts) == \
+        (MODEL, "127.0.0.1", 8000, 512, 8)
     assert args.handler is cmd_serve_llm
-    args = parser.parse_args(["serve-llm", "--model", "x.gguf", "--port", "9", "--max-tokens-limit", "16"])
-    assert (args.model, args.port, args.max_tokens_limit) == ("x.gguf", 9, 16)
+    args = parser.parse_args(["serve-llm", "--model", "x.gguf", "--port", "9", "--max-tokens-limit", "16",
+                              "--max-attempts", "1"])
+    assert (args.model, args.port, args.max_tokens_limit, args.max_attempts) == ("x.gguf", 9, 16, 1)
 
 
 # --- the real model ------------------------------------------------------------------------
@@ -358,22 +377,27 @@ def test_reused_prompt_cache_gives_the_same_logits(real_gen):
 
 @pytest.mark.slow
 def test_real_model_50_constrained_formulas_parse(real_server, record_property):
+    """All 50 parse (the grammar) and type-check (resampling until the checker accepts, at
+    most 8 replies each; failing would need 8 ill-typed replies in a row)."""
     openai = pytest.importorskip("openai")
     client = openai.OpenAI(base_url=real_server.url, api_key="x", max_retries=0, timeout=300)
     assert MODEL + "+formula" in [m.id for m in client.models.list()]
     free = client.chat.completions.create(model=MODEL, messages=PROMPT, max_tokens=8, seed=0)
     assert free.choices[0].message.content and free.usage.completion_tokens <= 8
-    typed = 0
+    attempts = []
     for seed in range(50):
         r = client.chat.completions.create(model=MODEL + "+formula", messages=PROMPT, max_tokens=12,
                                            temperature=0.7, seed=seed)
-        text = r.choices[0].message.content
-        parses, ok, err = check_reply(text, "formula")
-        assert parses, (seed, text, err)
-        typed += ok
-    record_property("type_checked_share", typed / 50)
-    print(f"\n50 constrained replies: all parse, {typed}/50 type-check")
-    assert typed >= 30  # measured 44/50; type errors (sqrt(W), sum(W)) are not syntax
+        text, info = r.choices[0].message.content, r.prunedsl
+        parses, typed, err = check_reply(text, "formula")
+        assert parses and typed, (seed, text, err, info)
+        assert info["valid"] and info["attempts"] <= 8 and len(info["rejected"]) == info["attempts"] - 1
+        attempts.append(info["attempts"])
+    first = attempts.count(1)
+    record_property("mean_attempts", sum(attempts) / 50)
+    record_property("first_attempt_type_checked_share", first / 50)
+    print(f"\n50 constrained replies: all parse and type-check; mean attempts {sum(attempts) / 50:.2f}, "
+          f"{first}/50 on the first attempt")
 
 
 @pytest.mark.slow

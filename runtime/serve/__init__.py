@@ -5,8 +5,12 @@ decoding constrained to the prunedsl grammar on request.
 
     client = openai.OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="x")
     client.chat.completions.create(model="smollm2-135m+formula", messages=[...])
-    client.chat.completions.create(model="smollm2-135m", messages=[...],
-                                   extra_body={"prunedsl_grammar": "reply"})
+    r = client.chat.completions.create(model="smollm2-135m", messages=[...],
+                                       extra_body={"prunedsl_grammar": "reply"})
+    r.prunedsl    # {"attempts": 1, "valid": True, ...}: how the reply was checked
+
+Constrained replies always parse (the grammar) and are type-checked by prunedsl's own
+checker; a rejected one is sampled again (``--max-attempts``, default 8; see generate.py).
 
 Modules: ``constrained`` (the grammar, derived from grammar.lark; no torch),
 ``replies`` (the reply formats and checking them), ``generate`` (sampling loop with a
@@ -26,7 +30,9 @@ EXAMPLES = """examples:
 
   requests: model "smollm2-135m" (free text), "smollm2-135m+formula" (one formula),
   "smollm2-135m+reply" (optional `node N` line, then 1..8 formulas or sketches), or the
-  body field "prunedsl_grammar": "formula" | "reply".
+  body field "prunedsl_grammar": "formula" | "reply". A constrained reply that does not
+  type-check is sampled again (--max-attempts); the response's "prunedsl" object says
+  how many attempts it took and whether the reply checks.
 """
 
 
@@ -42,6 +48,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     p.add_argument("--max-tokens-limit", type=int, default=512, metavar="N",
                    help="the largest max_tokens a request may ask for (default 512)")
+    p.add_argument("--max-attempts", type=int, default=8, metavar="K",
+                   help="constrained replies sampled per request until one type-checks (default 8; "
+                        "1: no resampling); the response's `prunedsl.attempts` says how many")
     p.set_defaults(handler=cmd_serve_llm)
     return p
 
@@ -50,11 +59,12 @@ def cmd_serve_llm(args) -> int:
     import logging
 
     from .app import serve
-    if args.max_tokens_limit < 1:
-        from ...errors import PruneRuntimeError
-        raise PruneRuntimeError(f"--max-tokens-limit must be at least 1, got {args.max_tokens_limit}")
+    for opt in ("max_tokens_limit", "max_attempts"):
+        if getattr(args, opt) < 1:
+            from ...errors import PruneRuntimeError
+            raise PruneRuntimeError(f"--{opt.replace('_', '-')} must be at least 1, got {getattr(args, opt)}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")  # stderr
-    serve(args.model, args.host, args.port, max_tokens_limit=args.max_tokens_limit)
+    serve(args.model, args.host, args.port, max_tokens_limit=args.max_tokens_limit, max_attempts=args.max_attempts)
     return 0
 
 

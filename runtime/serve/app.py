@@ -26,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from .generate import Generator
+from .generate import MAX_ATTEMPTS, Generator
 from .prompts import language_summary
 from .protocol import ApiError, chat_response, model_ids, models_response, parse_chat_request
 
@@ -52,7 +52,7 @@ async def _read_body(request: Request) -> bytes:
 
 
 def build_app(gen: Generator, *, model_id: str | None = None, max_tokens_limit: int = MAX_TOKENS_LIMIT,
-              default_max_tokens: int = DEFAULT_MAX_TOKENS) -> Starlette:
+              default_max_tokens: int = DEFAULT_MAX_TOKENS, max_attempts: int = MAX_ATTEMPTS) -> Starlette:
     model_id = model_id or gen.spec
     created = int(time.time())
 
@@ -80,7 +80,7 @@ def build_app(gen: Generator, *, model_id: str | None = None, max_tokens_limit: 
             return _error(ApiError(400, f"the request body is not valid JSON: {err}", code="invalid_json"))
         try:
             req = parse_chat_request(body, model_id=model_id, max_tokens_limit=max_tokens_limit,
-                                     default_max_tokens=default_max_tokens)
+                                     default_max_tokens=default_max_tokens, max_attempts=max_attempts)
             messages = list(req.messages)
             if req.params.grammar and not any(m["role"] == "system" for m in messages):
                 messages.insert(0, {"role": "system", "content": language_summary(req.params.grammar)})
@@ -101,9 +101,14 @@ def build_app(gen: Generator, *, model_id: str | None = None, max_tokens_limit: 
         except Exception as err:
             log.exception("generation failed")
             return _error(ApiError(500, f"generation failed: {type(err).__name__}: {err}", type="server_error"))
-        log.info("chat %s grammar=%s prompt=%d completion=%d finish=%s%s %.1f tok/s",
-                 req.model, req.params.grammar, c.prompt_tokens, c.completion_tokens, c.finish_reason,
-                 " (closed)" if c.closed else "", c.completion_tokens / max(c.decode_s, 1e-9))
+        generated = c.generated_tokens or c.completion_tokens
+        checked = "" if c.check is None else \
+            f" attempts={c.attempts} valid={c.check.ok}" + (f" lines={c.check.valid_lines}/{c.check.lines}"
+                                                            if req.params.grammar == "reply" else "")
+        log.info("chat %s grammar=%s prompt=%d (cached %d) completion=%d finish=%s%s%s generated=%d "
+                 "%.1f tok/s", req.model, req.params.grammar, c.prompt_tokens, c.cached_tokens,
+                 c.completion_tokens, c.finish_reason, " (closed)" if c.closed else "", checked, generated,
+                 generated / max(c.decode_s, 1e-9))
         return JSONResponse(chat_response(req, c))
 
     async def http_error(request: Request, exc: HTTPException):
@@ -178,7 +183,8 @@ def start_server(gen: Generator, host: str = "127.0.0.1", port: int = 0, *, log_
 
 
 def serve(model_spec: str = "smollm2-135m", host: str = "127.0.0.1", port: int = 8000, *,
-          max_tokens_limit: int = MAX_TOKENS_LIMIT, log_level: str = "info") -> None:
+          max_tokens_limit: int = MAX_TOKENS_LIMIT, max_attempts: int = MAX_ATTEMPTS,
+          log_level: str = "info") -> None:
     """Load ``model_spec`` once and serve it until interrupted (blocks)."""
     import uvicorn
 
@@ -191,5 +197,5 @@ def serve(model_spec: str = "smollm2-135m", host: str = "127.0.0.1", port: int =
     log.info("loaded %s (%s) in %.1f s; serving %s on http://%s:%d/v1", model_spec, loaded.source,
              time.perf_counter() - t0, ", ".join(model_ids(model_spec)), host, port)
     app = build_app(gen, model_id=model_spec, max_tokens_limit=max_tokens_limit,
-                    default_max_tokens=min(DEFAULT_MAX_TOKENS, max_tokens_limit))
+                    default_max_tokens=min(DEFAULT_MAX_TOKENS, max_tokens_limit), max_attempts=max_attempts)
     uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="off")).run()

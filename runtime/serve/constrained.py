@@ -41,9 +41,15 @@ the names come from the ``dsl`` tables and the library, so they follow them too)
 - the power is spelled ``^`` (``**`` is Markdown bold to a chat model: ``**wanda**``);
 - a formula mentions an operand that varies per weight (``W``, ``G``, ``hinv``, ``‖X‖``,
   a metric; a hole in a sketch), as the checker rejects Scalar results: each rule R gets
-  copies R_t (with such an operand) and R_u (without), see ``_require_operand``.
+  copies R_t (with such an operand) and R_u (without), see ``_require_operand``; inside a
+  whole-tensor reduction (``sum(W)`` is a Scalar) an operand does not count;
+- calls have the arities of ``dsl.functions.ARITY`` (``min(W, G, 1)``, ``abs()`` are
+  gone); a library metric's arguments are numbers and its keywords its own parameters
+  (``ria(W)``, ``ria(alpha = 1)`` are gone), see ``_narrow_calls``.
 
-Type errors remain possible (``sqrt(W)``, ``sum(W)``, ``min(W, G, 1)``).
+Type errors remain possible (``sqrt(W)``: signs; ``row_sum(‖X‖)``: shapes): the grammar
+guarantees parsing only. ``generate.py`` type-checks each constrained reply and samples
+again when the checker rejects it.
 """
 from __future__ import annotations
 
@@ -54,12 +60,13 @@ from dataclasses import dataclass
 
 from lark import Lark
 
-from ...dsl.functions import ALL_FUNCTIONS
+from ...dsl.functions import ALL_FUNCTIONS, ARITY, WHOLE
 from ...dsl.library import library
 from ...dsl.operands import NAMED_OPERANDS, OPERANDS
 from ...dsl.parser import GRAMMAR_PATH
 from ...dsl.types import SCALAR
 from ...errors import PruneDSLError
+from .replies import split_reply  # noqa: F401  the reply format's reader, next to its grammar
 
 MODES = ("formula", "reply")
 MAX_DIGITS = 6        # digits before and after the decimal point
@@ -97,6 +104,7 @@ class KnownNames:
     params: tuple[str, ...]      # keyword arguments of library metrics
     param_functions: tuple[str, ...]  # library metrics with parameters
     x_statistics: tuple[str, ...]  # norm(X), mean(X), ... (their ASCII spelling)
+    signatures: tuple[tuple[str, tuple[str, ...]], ...] = ()  # param_functions with their parameters
 
 
 @functools.lru_cache(maxsize=None)
@@ -110,7 +118,8 @@ def known_names() -> KnownNames:
     scalars = {n for n, key in NAMED_OPERANDS.items() if OPERANDS[key].type.shape == SCALAR}
     return KnownNames(tuple(sorted((set(NAMED_OPERANDS) - scalars) | set(metrics))), tuple(sorted(scalars)),
                       tuple(functions), tuple(params), tuple(sorted(n for n, d in metrics.items() if d.params)),
-                      x_stats)
+                      x_stats, tuple((n, tuple(p.name for p in d.params)) for n, d in sorted(metrics.items())
+                                     if d.params))
 
 
 @functools.lru_cache(maxsize=None)
@@ -205,12 +214,68 @@ def _terminal(name: str, pattern) -> str:
     return _literal(pattern.value) if pattern.type == "str" else _bound_regex(name, pattern.value)
 
 
-def _require_operand(rules: dict[str, list[list[str]]], taint: set[str]) -> dict[str, list[list[str]]]:
+def _narrow_calls(w: _Walk, names: KnownNames, role_terms: dict) -> tuple[set[str], set[str]]:
+    """Calls with the arities of ``dsl.functions.ARITY`` and parameters that are numbers.
+
+    lark's call alternatives have 0, 1 or 2+ arguments (``f()``, ``f(x)``, ``f(x, y, ...)``);
+    each gets the names that take that many: ``abs()`` and ``min(W, G, 1)`` are gone, and
+    ``f(x, y, ...)`` is cut to two arguments when no function takes more. One-argument
+    whole-tensor reductions (``sum``, ``max``, ... of ``dsl.functions.WHOLE``) get a role of
+    their own: their value is a Scalar, so the operand inside does not count as one the
+    formula varies with (``sum(W)`` alone is no formula). A library metric's positional
+    and keyword arguments are numbers (``constant``), keywords only its own parameters.
+    Returns the symbols that make an alternative untainted (``_require_operand``'s
+    ``opaque``) and the literal metric names to add to ``taint``."""
+    def takes(f: str, n: int) -> bool:
+        lo, hi = ARITY[f]
+        return lo <= n <= hi if n < 2 else hi >= 2
+
+    fs = names.functions
+    roles = {"FUNC_NAME": tuple(f for f in fs if takes(f, 1) and f not in WHOLE),
+             "GLOBAL_FUNC": tuple(f for f in fs if takes(f, 1) and f in WHOLE),
+             "PAIR_NAME": tuple(f for f in fs if takes(f, 2)), "ZERO_NAME": tuple(f for f in fs if takes(f, 0)),
+             "MULTI_PARAM_FUNC": tuple(f for f, ps in names.signatures if len(ps) >= 2)}
+    role_terms.update(roles)
+    most = max([ARITY[f][1] for f in roles["PAIR_NAME"]] + [len(ps) for _, ps in names.signatures], default=1)
+    if most > 2:
+        raise GrammarDerivationError(f"a function or metric takes {most} arguments",
+                                     hint="teach _narrow_calls in runtime/serve/constrained.py to bound them")
+    out: list[list[str]] = []
+    for a in w.rules[w.name_rule]:
+        head, inner = a[0], a[2:-1]
+        if head not in ("FUNC_NAME", "PARAM_FUNC") or len(inner) > 2:
+            out.append(a)
+            continue
+        if len(inner) == 2:  # an argument and lark's `("," arg)*` rule: one more argument
+            (base,) = [b for b in w.rules[inner[1]] if inner[1] not in b]
+            inner = inner[:1] + base
+        if head == "PARAM_FUNC":
+            inner = ["constant" if x == inner[0] else x for x in inner]
+            head = "MULTI_PARAM_FUNC" if len(inner) > 1 else head
+            out.append([head, a[1], *inner, a[-1]])
+            continue
+        for role in {0: ["ZERO_NAME"], 1: ["FUNC_NAME", "GLOBAL_FUNC"]}.get(len(inner), ["PAIR_NAME"]):
+            out.append([role, a[1], *inner, a[-1]])
+    w.rules[w.name_rule] = [a for a in out if role_terms.get(a[0], True)]
+    literals = set()
+    for i, (f, ps) in enumerate(names.signatures if w.kwargs else ()):  # keywords only: lark accepts
+        name = "(" + _alternatives(ps) + ")"                            # f(a=1, 2), the parser does not
+        w.rules[f"kwarg_{i}"] = [[name if x == "PARAM_NAME" else x for x in kw[:-1]] + ["constant"]
+                                 for kw in w.kwargs]
+        more = f'("," kwarg_{i}){{0,{len(ps) - 1}}}' if len(ps) > 1 else None
+        w.rules[w.name_rule].append([_literal(f), '"("', f"kwarg_{i}", *([more] if more else []), '")"'])
+        literals.add(_literal(f))
+    return {"GLOBAL_FUNC"}, literals | {"MULTI_PARAM_FUNC"}
+
+
+def _require_operand(rules: dict[str, list[list[str]]], taint: set[str],
+                     opaque: set[str] = frozenset()) -> dict[str, list[list[str]]]:
     """Add ``R_t`` (the strings of ``R`` that contain a symbol of ``taint``) and ``R_u``
     (those that contain none) for every rule ``R``. An alternative of ``R_t`` has its first
     tainted symbol at position i: ``U(s1) .. U(s_i-1) T(s_i) s_i+1 ..``, so ``R_t`` is as
     unambiguous as ``R``. Symbols that are not rules (terminals, literals, groups) are
-    untainted unless in ``taint``."""
+    untainted unless in ``taint``. An alternative with a symbol of ``opaque`` counts as
+    untainted whatever it contains (``sum(W)``), and is kept as it is in ``R_u``."""
     can_t: set[str] = set()
     can_u: set[str] = set()
 
@@ -221,14 +286,19 @@ def _require_operand(rules: dict[str, list[list[str]]], taint: set[str]) -> dict
         return None if x in taint else (x + "_u" if x in can_u else None) if x in rules else x
 
     def t_alts(a):
+        if opaque & set(a):
+            return []
         return [[U(x) for x in a[:i]] + [T(y)] + a[i + 1:]
                 for i, y in enumerate(a) if T(y) and all(U(x) for x in a[:i])]
+
+    def u_alt(a):
+        return list(a) if opaque & set(a) else [U(x) for x in a] if all(U(x) for x in a) else None
 
     changed = True
     while changed:  # least fixed point: which rules can derive tainted / untainted strings
         changed = False
         for r, alts in rules.items():
-            if r not in can_u and any(all(U(x) for x in a) for a in alts):
+            if r not in can_u and any(u_alt(a) for a in alts):
                 can_u.add(r)
                 changed = True
             if r not in can_t and any(t_alts(a) for a in alts):
@@ -236,7 +306,7 @@ def _require_operand(rules: dict[str, list[list[str]]], taint: set[str]) -> dict
                 changed = True
     out = dict(rules)
     out.update({r + "_t": [t for a in rules[r] for t in t_alts(a)] for r in can_t})
-    out.update({r + "_u": [[U(x) for x in a] for a in rules[r] if all(U(x) for x in a)] for r in can_u})
+    out.update({r + "_u": [u for a in rules[r] if (u := u_alt(a))] for r in can_u})
     return out
 
 
@@ -273,14 +343,13 @@ def grammar_text(mode: str) -> str:
     if number not in w.terminals:
         raise GrammarDerivationError(f"no `{NUMBER_ALIAS}` atom (a NUMBER terminal) reachable from formula")
     w.rules[w.name_rule].append(["x_statistic"])
-    if w.kwargs:  # lark accepts f(a=1, 2) and then rejects it; keyword calls are kwargs only
-        w.rules[KWARG_ALIAS] = w.kwargs
-        w.rules[w.name_rule].append(["PARAM_FUNC", '"("', KWARG_ALIAS, f'("," {KWARG_ALIAS})*', '")"'])
+    opaque, metric_calls = _narrow_calls(w, names, role_terms)
     # A formula must vary per weight (the checker rejects a Scalar result): it has to
     # mention at least one operand that does; numbers and n_in alone are not formulas.
     holes = [alias_terminal[HOLE_ALIAS]] if HOLE_ALIAS not in DROP_ALIASES[mode] else []
-    taint = {"VAR_NAME", "PARAM_FUNC", "x_statistic", alias_terminal.get(XNORM_ALIAS), *holes} - {None}
-    rules = _require_operand(w.rules, taint)
+    taint = {"VAR_NAME", "PARAM_FUNC", "x_statistic", alias_terminal.get(XNORM_ALIAS), *holes,
+             *metric_calls} - {None}
+    rules = _require_operand(w.rules, taint, opaque)
     entry = _rule_name(by_origin[ENTRY_RULE][0].expansion[0].name) + "_t"
     if entry not in rules:
         raise GrammarDerivationError("no formula mentions an operand that varies per weight")
@@ -294,8 +363,8 @@ def grammar_text(mode: str) -> str:
         lines.append(f"NODE_LINE: {NODE_LINE}")
     for origin, alts in rules.items():
         lines.append(f"{origin}: " + "\n    | ".join(" ".join(a) for a in alts))
-    lines.append(f'exponent: "-"? {number} | "(" "-"? {number} ("/" {number})? ")"'
-                 + "".join(f" | {h}" for h in holes))  # ?c: a constant to be found
+    lines.append(f'constant: "-"? {number} | "(" "-"? {number} ("/" {number})? ")"')
+    lines.append("exponent: constant" + "".join(f" | {h}" for h in holes))  # ?c: a constant to be found
     lines.append("x_statistic: " + "\n    | ".join(
         " ".join(_literal(t) for t in re.findall(r"\w+|[^\w\s]", s)) for s in names.x_statistics))
     body = " ".join(" ".join(a) for alts in rules.values() for a in alts).split()

@@ -12,31 +12,52 @@ steps). So that a constrained reply always parses, the token budget is watched: 
 its end a "closer" (no model calls) finds a short completion of the current prefix
 (close the brackets, finish a pending operand with ``1`` or ``W``), each sampled token
 is kept only if that completion still fits, and the completion is emitted when it no
-longer would. Such replies end with ``finish_reason="length"``. Stop strings apply in
-every mode (one can cut a formula short).
+longer would. Such replies end with ``finish_reason="length"``. A formula (a line of a reply) gets at
+most ``MAX_FORMULA_TOKENS`` tokens whatever ``max_tokens`` is: the closer then always
+has room, and the formula stays under the parser's nesting limit. Whenever the closer's
+completion fits, the prefix is remembered as a safe point; if closing ever fails (or
+the matcher reports an error) the reply falls back to the last safe point and its
+completion, so it still parses. Stop strings apply in every mode (one can cut a
+formula short).
+
+The grammar guarantees parsing, not types (``sqrt(W)``). Each constrained reply is
+checked with prunedsl's own checker (``replies.check_completion``: ``prunedsl.parse`` for
+a formula; for a ``reply``, at least one line that checks, sketches as sketches); when
+it is rejected the reply is sampled again, up to ``max_attempts`` times. Attempt 0
+uses the request's seed, attempt k the seed sequence ``[seed, k]``, so a seeded
+request is reproducible. The first reply that checks is returned; if none does, the
+last one, with ``Completion.check.ok`` False. ``Completion`` reports the attempts, the
+rejected texts and every generated token (``generated_tokens``, ``decode_s`` cover all
+attempts, so tokens per second include the rejected ones).
 
 The KV cache of the last prompt is kept: a request that shares its prefix (the same
-system prompt) only runs the new tokens through the model.
+system prompt, or a resampled attempt) only runs the new tokens through the model.
 """
 from __future__ import annotations
 
 import copy
 import functools
+import logging
 import os
 import re
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
 from ...errors import PruneRuntimeError
 from .constrained import MODES, grammar_text, known_names
+from .replies import Check, check_completion
+
+log = logging.getLogger("prunedsl.serve")
 
 CLOSE_WINDOW = 12   # check every token when this many (+ the closing length) are left
 CLOSE_EVERY = 4     # before that, measure the closing sequence every this many tokens
 CLOSER_MAX = 64     # a closer that needs more than this gives up
+MAX_FORMULA_TOKENS = 80   # one formula / reply line: ≤ ~2 tree levels a token, under the parser's 200
+MAX_ATTEMPTS = 8    # constrained replies sampled until one type-checks
 
 
 @dataclass(frozen=True)
@@ -47,6 +68,7 @@ class SamplingParams:
     seed: int | None = None
     stop: tuple[str, ...] = ()
     grammar: str | None = None   # None, "formula" or "reply"
+    max_attempts: int = MAX_ATTEMPTS  # constrained: replies sampled until one type-checks
 
 
 @dataclass(frozen=True)
@@ -54,11 +76,21 @@ class Completion:
     text: str
     finish_reason: str       # "stop" (end of text, stop string) or "length" (budget)
     prompt_tokens: int
-    completion_tokens: int
-    prefill_s: float         # time of the forward pass over the prompt
-    decode_s: float          # time of the rest (sampling, masks, one-token forward passes)
+    completion_tokens: int   # tokens of `text`
+    prefill_s: float         # forward passes over the prompt (all attempts)
+    decode_s: float          # the rest: sampling, masks, one-token forward passes (all attempts)
     closed: bool = False     # the closer finished the formula at the budget
     cached_tokens: int = 0   # prompt tokens whose KV cache was reused from the last request
+    attempts: int = 1        # replies sampled (constrained: until one checked)
+    generated_tokens: int = 0  # tokens sampled over all attempts (≥ completion_tokens)
+    check: Check | None = None  # constrained: the checker's verdict on `text`
+    rejected: tuple[str, ...] = ()  # the texts of the attempts the checker rejected
+
+
+def attempt_rng(seed: int, attempt: int) -> np.random.Generator:
+    """The sampler's RNG for one attempt: the request's seed, then ``[seed, attempt]``."""
+    seed %= 1 << 64  # numpy wants a nonnegative seed; OpenAI's may be negative
+    return np.random.default_rng(seed if attempt == 0 else [seed, attempt])
 
 
 def _sample(logits: np.ndarray, allowed: np.ndarray | None, p: SamplingParams,
@@ -154,9 +186,11 @@ class Generator:
         # a lot at once; they are not sampled while the budget is nearly spent.
         calm = np.array([sum(t.count(c) for c in "(|‖") < 2 for t in texts])
         # Runs like `------` or `((((` in one token are never needed (write them one or two
-        # at a time) and nest a formula deeper than the parser's limit within a few tokens.
-        tame = np.array([re.search(r"([-+(|])\1\1", t) is None for t in texts])
-        return single, lengths, calm, tame
+        # at a time) and nest a formula deeper than the parser's limit within a few tokens;
+        # runs of spaces only make a formula longer.
+        tame = np.array([re.search(r"([-+(| ])\1\1", t) is None for t in texts])
+        newline = np.array(["\n" in t for t in texts])
+        return single, lengths, calm, tame, newline
 
     @functools.cached_property
     def _operand_re(self) -> re.Pattern:
@@ -174,7 +208,7 @@ class Generator:
         return seq if seq is not None or needs_operand else self._close(matcher, text, True)
 
     def _close(self, matcher, text: str, operand_first: bool) -> list[int] | None:
-        single, lengths, _, _ = self._token_tables
+        single, lengths = self._token_tables[:2]
         m, seq = matcher.deep_copy(), []
         while len(seq) <= CLOSER_MAX:
             if m.is_accepting():
@@ -215,14 +249,30 @@ class Generator:
 
     # --- generation ---------------------------------------------------------------
     def generate(self, prompt_ids: list[int], p: SamplingParams) -> Completion:
-        with self.lock, torch.inference_mode():
-            return self._generate(prompt_ids, p)
-
-    def _generate(self, prompt_ids: list[int], p: SamplingParams) -> Completion:
+        """Sample a reply; a constrained one is sampled again while the checker rejects it
+        (at most ``p.max_attempts`` replies; see the module docstring)."""
         seed = p.seed if p.seed is not None else int.from_bytes(os.urandom(8), "little") >> 1
-        rng = np.random.default_rng(seed)
+        with self.lock, torch.inference_mode():
+            if not p.grammar:
+                c = self._generate(prompt_ids, p, attempt_rng(seed, 0))
+                return replace(c, generated_tokens=c.completion_tokens)
+            tried: list[Completion] = []
+            for attempt in range(max(1, p.max_attempts)):
+                tried.append(self._generate(prompt_ids, p, attempt_rng(seed, attempt)))
+                check = check_completion(tried[-1].text, p.grammar)
+                if check.ok:
+                    break
+        if not check.ok:
+            log.warning("none of %d %s replies type-checks; returning the last: %s", len(tried), p.grammar,
+                        (check.error or "?").splitlines()[0])
+        return replace(tried[-1], attempts=len(tried), check=check, rejected=tuple(c.text for c in tried[:-1]),
+                       generated_tokens=sum(c.completion_tokens for c in tried),
+                       prefill_s=sum(c.prefill_s for c in tried), decode_s=sum(c.decode_s for c in tried),
+                       cached_tokens=tried[0].cached_tokens)
+
+    def _generate(self, prompt_ids: list[int], p: SamplingParams, rng: np.random.Generator) -> Completion:
         matcher = self.matcher(p.grammar) if p.grammar else None
-        _, _, calm, tame = self._token_tables if matcher is not None else (None,) * 4
+        _, _, calm, tame, newline = self._token_tables if matcher is not None else (None,) * 5
         t0 = time.perf_counter()
         out, cached = self._prefill(prompt_ids)
         t1 = time.perf_counter()
@@ -231,22 +281,30 @@ class Generator:
         text, finish, closed = "", "length", False
         closing: list[int] | None = None  # completes `text`; kept fresh near the budget
         need = 0                          # its length when last computed
+        safe: tuple[int, list[int]] = (0, [])  # a prefix length and a closing that fit the budgets
+        line = 0                          # where the current formula (reply line) starts in `tokens`
         while len(tokens) < p.max_tokens:
             left = p.max_tokens - len(tokens)
             zone = False
             if matcher is not None:
+                left = min(left, MAX_FORMULA_TOKENS - (len(tokens) - line))
+                if matcher.is_error():
+                    log.warning("grammar matcher error, back to the last safe point: %s", matcher.get_error())
+                    tokens, closed = self._fall_back(tokens, safe), True
+                    break
                 if matcher.is_stopped():
                     finish = "stop"
                     break
-                if closing is None and len(tokens) % CLOSE_EVERY == 0:
+                if closing is None and (len(tokens) % CLOSE_EVERY == 0 or need >= CLOSER_MAX // 2):
                     closing = self.close(matcher, text)
                     need = len(closing) if closing is not None else CLOSER_MAX
                 zone = left <= CLOSE_WINDOW + need
                 if zone and closing is None:
                     closing = self.close(matcher, text)
+                if closing is not None and len(closing) <= left:
+                    safe = (len(tokens), closing)
                 if zone and (closing is None or len(closing) >= left):  # too late: give up cleanly
-                    tokens += self._finish(matcher, closing, left)
-                    closed = True
+                    tokens, closed = self._fall_back(tokens, safe), True
                     break
                 ok = self.allowed(matcher)
                 if (ok & tame).any():
@@ -259,17 +317,19 @@ class Generator:
                 break
             if matcher is not None:
                 if not matcher.consume_token(tok):
-                    raise PruneRuntimeError(f"grammar matcher rejected an allowed token: {matcher.get_error()}")
+                    log.warning("grammar matcher rejected an allowed token %d: %s", tok, matcher.get_error())
+                    tokens, closed = self._fall_back(tokens, safe), True
+                    break
                 if zone:  # keep room to finish: take `tok` only if the formula can still close
                     after = self.close(matcher, self.tokenizer.decode(tokens + [tok], skip_special_tokens=True))
                     if after is None or len(after) > left - 1:
-                        matcher.rollback(1)
-                        tokens += self._finish(matcher, closing, left)
-                        closed = True
+                        tokens, closed = tokens + closing, True
                         break
                     closing, need = after, len(after)
                 else:
                     closing = None
+                if newline[tok]:
+                    line = len(tokens) + 1
             tokens.append(tok)
             if matcher is not None or p.stop:
                 text = self.tokenizer.decode(tokens, skip_special_tokens=True)
@@ -312,8 +372,8 @@ class Generator:
         return out, start
 
     @staticmethod
-    def _finish(matcher, closing: list[int] | None, left: int) -> list[int]:
-        """Emit the closing sequence (cut to the budget if it does not fit)."""
-        seq = (closing or [])[:left]
-        matcher.consume_tokens(seq)
-        return seq
+    def _fall_back(tokens: list[int], safe: tuple[int, list[int]]) -> list[int]:
+        """The tokens of the last safe point and its closing (checked on a copy of the
+        matcher when it was found: the result is a complete formula within the budgets)."""
+        n, closing = safe
+        return tokens[:n] + closing

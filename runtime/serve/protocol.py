@@ -15,6 +15,17 @@ Pure functions, no HTTP and no model, so they are unit-tested alone. Errors are
 Grammar-constrained decoding is asked for with ``"prunedsl_grammar": "formula" | "reply"``
 in the body (the openai client sends it with ``extra_body=``) or a model-name suffix,
 ``<model>+formula`` / ``<model>+reply``.
+
+Every response has a ``prunedsl`` object besides OpenAI's fields (the openai client keeps
+unknown fields: ``response.prunedsl``)::
+
+    "prunedsl": {"grammar": "formula", "attempts": 2, "valid": true, "error": null,
+                 "lines": 1, "valid_lines": 1, "generated_tokens": 23, "rejected": ["sqrt(W)"]}
+
+``attempts``: replies sampled until one type-checked (``generate.py``); ``valid``: whether
+the returned one did (false only when every attempt failed; ``error`` says why; null for
+free text); ``generated_tokens``: tokens sampled over all attempts, while
+``usage.completion_tokens`` counts the returned text's tokens only.
 """
 from __future__ import annotations
 
@@ -24,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .constrained import MODES
-from .generate import Completion, SamplingParams
+from .generate import MAX_ATTEMPTS, Completion, SamplingParams
 
 GRAMMAR_FIELD = "prunedsl_grammar"
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
@@ -129,8 +140,9 @@ def _grammar(body: dict, model: str, model_id: str) -> str | None:
 
 
 def parse_chat_request(body: Any, *, model_id: str, max_tokens_limit: int,
-                       default_max_tokens: int) -> ChatRequest:
-    """Validate a ``/v1/chat/completions`` body; raise ``ApiError`` on anything wrong."""
+                       default_max_tokens: int, max_attempts: int = MAX_ATTEMPTS) -> ChatRequest:
+    """Validate a ``/v1/chat/completions`` body; raise ``ApiError`` on anything wrong.
+    ``max_attempts``: the server's bound on replies sampled per constrained request."""
     if not isinstance(body, dict):
         raise ApiError(400, "the request body must be a JSON object")
     unknown = sorted(set(body) - KNOWN)
@@ -189,7 +201,7 @@ def parse_chat_request(body: Any, *, model_id: str, max_tokens_limit: int,
 
     params = SamplingParams(max_tokens=max_tokens, temperature=_number(body, "temperature", 1.0, 0.0, 2.0),
                             top_p=_number(body, "top_p", 1.0, 0.0, 1.0, lo_open=True),
-                            seed=_int(body, "seed"), stop=stop, grammar=grammar)
+                            seed=_int(body, "seed"), stop=stop, grammar=grammar, max_attempts=max_attempts)
     return ChatRequest(model=model, messages=messages, params=params)
 
 
@@ -205,7 +217,17 @@ def chat_response(req: ChatRequest, c: Completion, *, created: int | None = None
                   "total_tokens": c.prompt_tokens + c.completion_tokens,
                   "prompt_tokens_details": {"cached_tokens": c.cached_tokens}},
         GRAMMAR_FIELD: req.params.grammar,
+        "prunedsl": prunedsl_info(req.params.grammar, c),
     }
+
+
+def prunedsl_info(grammar: str | None, c: Completion) -> dict:
+    """The response's ``prunedsl`` object (see the module docstring)."""
+    check = c.check
+    return {"grammar": grammar, "attempts": c.attempts, "valid": check.ok if check else None,
+            "error": check.error if check else None, "lines": check.lines if check else None,
+            "valid_lines": check.valid_lines if check else None,
+            "generated_tokens": c.generated_tokens or c.completion_tokens, "rejected": list(c.rejected)}
 
 
 def models_response(model_id: str, created: int) -> dict:

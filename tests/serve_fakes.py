@@ -1,0 +1,59 @@
+"""Fakes for the ``serve-llm`` tests: models that return random logits, and the real
+SmolLM2 tokenizer (read from the GGUF file once per process, ~10 s).
+
+    gen = Generator(SimpleNamespace(model=FakeModel(len(tok)), tokenizer=tok, spec=MODEL))
+"""
+from __future__ import annotations
+
+import functools
+import types
+
+import torch
+
+MODEL = "smollm2-135m"
+
+
+class FakeModel:
+    """Random logits, no cache: exercises the mask, the closer and the protocol."""
+
+    def __init__(self, vocab: int):
+        self.config = types.SimpleNamespace(max_position_embeddings=2048)
+        self.generation_config = None
+        self._vocab = vocab
+        self.gen = torch.Generator().manual_seed(0)
+
+    def get_output_embeddings(self):
+        return types.SimpleNamespace(weight=torch.empty(self._vocab, 1))
+
+    def __call__(self, input_ids, past_key_values=None, use_cache=True):
+        logits = torch.randn(1, input_ids.shape[1], self._vocab, generator=self.gen) * 3
+        return types.SimpleNamespace(logits=logits, past_key_values=None)
+
+
+class EchoModel(FakeModel):
+    """Random logits that depend only on the last input token and its position in the
+    reply, as a real model's depend on the text: the same seed gives the same reply."""
+
+    pos = 0
+
+    def __call__(self, input_ids, past_key_values=None, use_cache=True):
+        self.pos = 0 if input_ids.shape[1] > 1 else self.pos + 1  # a prompt starts a reply
+        g = torch.Generator().manual_seed(int(input_ids[0, -1]) * 7919 + self.pos)
+        logits = torch.randn(1, input_ids.shape[1], self._vocab, generator=g) * 3
+        return types.SimpleNamespace(logits=logits, past_key_values=None)
+
+
+@functools.lru_cache(maxsize=None)
+def smollm2_tokenizer():
+    """The SmolLM2 tokenizer from the GGUF file (raises when the package is missing)."""
+    from transformers import AutoTokenizer
+
+    from prunedsl.runtime.models import _smollm2_file
+    path = _smollm2_file()
+    return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+
+
+def fake_generator(model_class=FakeModel):
+    from prunedsl.runtime.serve.generate import Generator
+    tok = smollm2_tokenizer()
+    return Generator(types.SimpleNamespace(model=model_class(len(tok)), tokenizer=tok, spec=MODEL))

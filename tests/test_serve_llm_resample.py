@@ -1,0 +1,181 @@
+"""``serve-llm``: constrained replies are type-checked and sampled again until one checks;
+long budgets and grammar-matcher errors still give replies that parse.
+
+Fake models only (random logits, the real SmolLM2 tokenizer; see serve_fakes.py):
+
+    pytest tests/test_serve_llm_resample.py -q
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("llguidance")
+torch = pytest.importorskip("torch")
+
+from serve_fakes import EchoModel, fake_generator, smollm2_tokenizer  # noqa: E402
+
+from prunedsl.dsl.parser import parse_expr  # noqa: E402
+from prunedsl.errors import PruneDSLError  # noqa: E402
+from prunedsl.runtime.serve.generate import MAX_FORMULA_TOKENS, Completion, SamplingParams  # noqa: E402
+from prunedsl.runtime.serve.replies import Check, check_completion, check_line, check_reply  # noqa: E402
+
+PROMPT_IDS = [1, 2, 3]
+
+
+@pytest.fixture(scope="module")
+def fake_gen():
+    try:
+        smollm2_tokenizer()
+    except Exception as err:  # the GGUF package is not installed
+        pytest.skip(str(err))
+    return fake_generator()
+
+
+def _script(gen, monkeypatch, texts: list[str]) -> list[float]:
+    """Replace one attempt's sampling by the next text of ``texts`` (the last repeats);
+    returns the first draw of each attempt's RNG."""
+    draws: list[float] = []
+
+    def attempt(prompt_ids, p, rng):
+        draws.append(rng.random())
+        text = texts[min(len(draws), len(texts)) - 1]
+        return Completion(text=text, finish_reason="stop", prompt_tokens=len(prompt_ids),
+                          completion_tokens=len(text), prefill_s=0.5, decode_s=1.0)
+
+    monkeypatch.setattr(gen, "_generate", attempt)
+    return draws
+
+
+# --- the checker ---------------------------------------------------------------------------
+def test_check_completion():
+    assert check_completion("|W| * ‖X‖", "formula") == Check(True, None, 1, 1)
+    c = check_completion("sqrt(W)", "formula")
+    assert not c.ok and "negative" in c.error and (c.lines, c.valid_lines) == (1, 0)
+    c = check_completion("node 1\nsqrt(W)\n|W| * ?Col", "reply")  # one line checks: acceptable
+    assert c.ok and (c.lines, c.valid_lines) == (2, 1) and "negative" in c.error
+    assert check_reply("node 1\nsqrt(W)\n|W| * ?Col", "reply")[:2] == (True, False)
+    assert not check_completion("node 1\nsqrt(W)\nsum(?Mat)", "reply").ok  # a Scalar sketch is no metric
+    assert not check_completion("node 1", "reply").ok
+
+
+@pytest.mark.parametrize("line", ["|W| * ?Col", "sqrt(?Mat) * W", "W ^ ?c", "|W| ^ ?c * ‖X‖ ^ ?c",
+                                  "sqrt(W) * ?Col", "W ^ ?Mat", "row_sum(?Col) * ?Mat", "log(?Row) + W",
+                                  "?Col + ?Row", "col_sum(?Col) * W", "ria(a = 0.3) * ?Col", "|W| * ‖X‖"])
+def test_lines_are_checked_as_the_search_checks_them(line):
+    from prunedsl.api import parse
+    from prunedsl.search.sketch import check_sketch, has_holes
+    try:
+        tree = parse_expr(line)
+        check_sketch(tree, line) if has_holes(tree) else parse(line)
+        expected = None
+    except PruneDSLError as err:
+        expected = err
+    assert (check_line(line) is None) == (expected is None), (line, expected)
+
+
+# --- resampling ----------------------------------------------------------------------------
+def test_resampled_until_the_checker_accepts(fake_gen, monkeypatch):
+    _script(fake_gen, monkeypatch, ["sqrt(W)", "min(W, G, 1)", "|W| * ‖X‖", "W"])
+    c = fake_gen.generate(PROMPT_IDS, SamplingParams(grammar="formula", seed=1))
+    assert (c.text, c.attempts, c.rejected) == ("|W| * ‖X‖", 3, ("sqrt(W)", "min(W, G, 1)"))
+    assert c.check.ok and c.completion_tokens == len("|W| * ‖X‖")
+    assert c.generated_tokens == len("sqrt(W)") + len("min(W, G, 1)") + len("|W| * ‖X‖")
+    assert (c.decode_s, c.prefill_s) == (3.0, 1.5)  # every attempt's time: tok/s stays honest
+
+
+def test_resampling_stops_at_the_bound(fake_gen, monkeypatch):
+    _script(fake_gen, monkeypatch, ["sqrt(W)"])
+    c = fake_gen.generate(PROMPT_IDS, SamplingParams(grammar="formula", seed=1, max_attempts=4))
+    assert (c.text, c.attempts, len(c.rejected)) == ("sqrt(W)", 4, 3)
+    assert not c.check.ok and "negative" in c.check.error  # the last one, flagged as failed
+    assert fake_gen.generate(PROMPT_IDS, SamplingParams(grammar="formula", max_attempts=1)).attempts == 1
+
+
+def test_reply_mode_resamples_only_when_no_line_checks(fake_gen, monkeypatch):
+    _script(fake_gen, monkeypatch, ["node 1\nsqrt(W)\nsum(?Mat)", "node 1\nsqrt(W)\n|W| * ?Col", "W"])
+    c = fake_gen.generate(PROMPT_IDS, SamplingParams(grammar="reply", seed=0))
+    assert c.attempts == 2 and (c.check.lines, c.check.valid_lines) == (2, 1)
+
+
+def test_free_text_is_not_checked(fake_gen, monkeypatch):
+    _script(fake_gen, monkeypatch, ["sqrt(W)", "W"])
+    c = fake_gen.generate(PROMPT_IDS, SamplingParams(seed=0))
+    assert (c.text, c.attempts, c.check, c.generated_tokens) == ("sqrt(W)", 1, None, 7)
+
+
+@pytest.mark.parametrize("seed", [5, -1, 2**70])
+def test_attempt_seeds_derive_from_the_request_seed(fake_gen, monkeypatch, seed):
+    draws = _script(fake_gen, monkeypatch, ["sqrt(W)"])
+    fake_gen.generate(PROMPT_IDS, SamplingParams(grammar="formula", seed=seed, max_attempts=5))
+    first = list(draws)
+    draws.clear()
+    fake_gen.generate(PROMPT_IDS, SamplingParams(grammar="formula", seed=seed, max_attempts=5))
+    assert draws == first and len(set(first)) == 5  # reproducible, and a new RNG per attempt
+    # attempt 0 samples as an unconstrained request with that seed does
+    assert first[0] == np.random.default_rng(seed % 2**64).random()
+
+
+def test_replies_type_check_after_resampling_with_random_logits(fake_gen):
+    attempts = []
+    for seed in range(12):
+        c = fake_gen.generate(PROMPT_IDS, SamplingParams(max_tokens=24, grammar="formula", seed=seed))
+        parses, typed, err = check_reply(c.text, "formula")
+        assert parses and typed == c.check.ok and (typed or c.attempts == 8), (c.text, err)
+        assert c.generated_tokens >= c.completion_tokens and len(c.rejected) == c.attempts - 1
+        assert all(not check_reply(t, "formula")[1] for t in c.rejected)
+        attempts.append(c.attempts)
+    assert max(attempts) > 1  # noise writes ill-typed formulas: resampling happened
+
+
+def test_same_seed_same_reply_end_to_end():
+    gen = fake_generator(EchoModel)
+    replies = []
+    for seed in range(4):
+        a, b = (gen.generate(PROMPT_IDS, SamplingParams(max_tokens=12, grammar="formula", seed=seed))
+                for _ in range(2))
+        assert (a.text, a.attempts, a.rejected) == (b.text, b.attempts, b.rejected)
+        replies.append(a.text)
+    assert len(set(replies)) > 1
+
+
+# --- budgets and matcher errors ------------------------------------------------------------
+@pytest.mark.parametrize("mode", ["formula", "reply"])
+def test_long_budgets_still_parse(fake_gen, mode):
+    """With max_tokens 512 the closer once ran out of room (a 400-token line nested deeper
+    than it closes); a formula now gets at most MAX_FORMULA_TOKENS tokens."""
+    for seed in range(4):
+        c = fake_gen.generate(PROMPT_IDS, SamplingParams(max_tokens=512, seed=seed, grammar=mode, max_attempts=1))
+        parses, _, err = check_reply(c.text, mode)
+        assert parses, (c.text[-200:], err)
+        if mode == "formula":
+            assert c.completion_tokens <= MAX_FORMULA_TOKENS
+
+
+class _FailingMatcher:
+    """A matcher that reports an error on its n-th token (as llguidance does on a resource
+    limit); everything else is the real matcher's."""
+
+    def __init__(self, matcher, n: int):
+        self.matcher, self.n = matcher, n
+
+    def consume_token(self, tok: int) -> bool:
+        self.n -= 1
+        return self.n > 0 and self.matcher.consume_token(tok)
+
+    def __getattr__(self, name):
+        return getattr(self.matcher, name)
+
+
+def test_a_matcher_error_falls_back_to_the_last_safe_point(fake_gen, monkeypatch):
+    """Once a 500 ("grammar matcher rejected an allowed token"); now the reply is cut back
+    to the last prefix whose completion was known, and still parses."""
+    real = fake_gen.matcher
+    monkeypatch.setattr(fake_gen, "matcher", lambda mode: _FailingMatcher(real(mode), 7))
+    closed = 0
+    for seed in range(4):
+        c = fake_gen.generate(PROMPT_IDS, SamplingParams(max_tokens=24, seed=seed, grammar="formula",
+                                                         max_attempts=1))
+        assert check_reply(c.text, "formula")[0], c.text
+        closed += c.closed
+    assert closed > 0
