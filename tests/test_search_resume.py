@@ -99,7 +99,11 @@ def test_sigkill_then_resume_equals_uninterrupted(tiny, tmp_path):
 
 def test_ctrl_c_stops_cleanly(tiny, tmp_path):
     out = tmp_path / "int"
-    proc = subprocess.Popen(_cmd(tiny, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A job started in the background by a non-interactive shell (nohup …&, some CI
+    # runners) inherits SIGINT ignored, and Python then keeps it ignored: give the child
+    # the terminal's default, as a user pressing Ctrl-C has.
+    proc = subprocess.Popen(_cmd(tiny, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     _wait_for(proc, out, 2)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
