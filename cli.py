@@ -98,8 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--sparsity", type=float, default=None,
                    help="fraction of weights to prune in each linear layer (default 0.5; N:M sets it)")
     g.add_argument("--pattern", default="unstructured", help="unstructured (default) or N:M, e.g. 2:4")
-    g.add_argument("--group", choices=("row", "layer", "global"), default="row",
-                   help="comparison group: per output row (default), per layer, or over all layers")
+    g.add_argument("--group", choices=("row", "layer", "global"), default=None,
+                   help="comparison group: per output row (default), per layer, or over all layers; "
+                        "with --reconstruct the default is layer, SparseGPT's selection (one threshold "
+                        "over all rows of each 128-column block)")
     g.add_argument("--allocation", default=None, metavar="NAME|FORMULA",
                    help="per-block sparsity rule: uniform, owl, alpha, sdsa (with parameters, e.g. "
                         "\"owl(M = 3)\") or spread(importance, lam); the mean stays --sparsity; "
@@ -108,7 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rank NaN scores lowest instead of stopping with an error")
     g.add_argument("--reconstruct", action="store_true",
                    help="SparseGPT's OBS weight update on the kept weights (masks chosen per "
-                        "128-column block on the updated weights; --metric sparsegpt --reconstruct is SparseGPT)")
+                        "128-column block on the updated weights, by default over all rows of the block "
+                        "as SparseGPT does; --metric sparsegpt --reconstruct is SparseGPT)")
     _add_library(g)
     g = p.add_argument_group("calibration")
     g.add_argument("--nsamples", type=int, default=32, help="calibration windows (default 32)")

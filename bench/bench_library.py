@@ -1,7 +1,10 @@
 """Benchmark: the library metrics (± OBS reconstruction) on one model, WikiText-2 test perplexity.
 
 Rows: dense, then each library metric with and without ``--reconstruct``; columns: 50%,
-60%, 70% unstructured (per-row comparison, Wanda's default), 2:4 and 4:8. The model is
+60%, 70% unstructured (per-row comparison, Wanda's default; with ``--reconstruct`` the
+prune command's default, SparseGPT's one threshold over all rows of each 128-column block),
+2:4 and 4:8. ``gblm`` gets GBLM's weighting for the calibration size, alpha = 100·√nsamples
+(the library default 566 is for 32 samples). The model is
 loaded once; the dense weights are restored between runs; ``G`` (for gradient metrics) is
 computed once on the dense model and reused. Every finished cell is appended to
 ``<out>/results_<model>.json``, and a rerun with the same settings skips the cells
@@ -44,9 +47,19 @@ def _column(col: str) -> tuple[float, tuple[int, int] | None, str]:
     return float(col), None, f"{float(col):.0%}"
 
 
+def _gblm_alpha(nsamples: int) -> float:
+    """GBLM's 100 × its averaged ‖X‖, in our summed ‖X‖'s scale: 100·√nsamples."""
+    return round(100 * math.sqrt(nsamples), 1)
+
+
+def _metric_text(name: str, nsamples: int) -> str:
+    return f"gblm(alpha = {_gblm_alpha(nsamples)})" if name == "gblm" else name
+
+
 def _settings(args: argparse.Namespace) -> dict:
     return {"model": args.model, "nsamples": args.nsamples, "seqlen": args.seqlen, "seed": args.seed,
-            "eval_windows": args.eval_windows, "group": "row", "calibration": "wikitext-2 validation",
+            "eval_windows": args.eval_windows, "group": "row", "reconstruct_group": "layer",
+            "gblm_alpha": _gblm_alpha(args.nsamples), "calibration": "wikitext-2 validation",
             "threads": torch.get_num_threads()}
 
 
@@ -106,7 +119,7 @@ def main() -> None:
         cells["dense"] = {"ppl": res["ppl"], "eval_seconds": res["seconds"]}
         save()
     dense = linear_state(model)
-    metrics = {m: prunedsl.parse(m) for m in args.metrics}
+    metrics = {m: prunedsl.parse(_metric_text(m, args.nsamples)) for m in args.metrics}
     grads = None
     for col in args.columns:  # column by column: the 50% column (the ordering) comes first
         for (name, rec) in rows:
@@ -127,6 +140,7 @@ def main() -> None:
             t = time.perf_counter()
             report = prune_model(model, ids, lambda n, s, f=compiled: f(s, layer=n), metric.requires,
                                  sparsity=sparsity, pattern=pattern, reconstruct=rec,
+                                 group=settings["reconstruct_group"] if rec else settings["group"],
                                  gradients=grads, progress=False)
             prune_s = time.perf_counter() - t
             res = perplexity(model, test_ids, args.seqlen, args.eval_windows, progress=False)
@@ -165,7 +179,9 @@ def markdown(state: dict) -> str:
             f"{s['eval_windows']} windows)\n\n"
             f"Calibration: {s['nsamples']} × {s['seqlen']} tokens of {s['calibration']} (seed "
             f"{s['seed']}); comparison group per output row; +R = `--reconstruct` (SparseGPT's OBS "
-            f"update, masks chosen per 128-column block on the updated weights). Run time, "
+            f"update, masks chosen per 128-column block on the updated weights, one threshold over "
+            f"all rows of the block as in SparseGPT); gblm with alpha = {s['gblm_alpha']:g} "
+            f"(100·√nsamples). Run time, "
             f"summed over the {len(cells)} cells: {(prune_s + eval_s) / 60:.0f} min "
             f"(pruning {prune_s / 60:.0f} min, evaluation {eval_s / 60:.0f} min) on "
             f"{s['threads']} torch thread(s)")

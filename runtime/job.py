@@ -8,7 +8,7 @@ from __future__ import annotations
 import platform
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -24,7 +24,7 @@ class PruneJob:
     metric: object                      # a prunedsl.Metric
     sparsity: float = 0.5
     pattern: tuple[int, int] | None = None
-    group: str = "row"
+    group: str | None = None            # None: "row", or "layer" with reconstruct (SparseGPT's)
     nsamples: int = 32
     seqlen: int = 512
     seed: int = 0
@@ -50,6 +50,14 @@ def parse_pattern(text: str | None) -> tuple[int, int] | None:
     if not 0 < n < m:
         raise PruneDSLError(f"pattern {text}: need 0 < N < M (N of every M weights are pruned)")
     return n, m
+
+
+def default_group(group: str | None, reconstruct: bool) -> str:
+    """The comparison group a job uses: Wanda's per-row default, or with ``reconstruct``
+    SparseGPT's own selection (one threshold over all rows of each 128-column block)."""
+    if group is not None:
+        return group
+    return "layer" if reconstruct else "row"
 
 
 def _validate(job: PruneJob) -> None:
@@ -87,6 +95,7 @@ def calibration_ids(tokenizer, job: PruneJob) -> tuple[torch.Tensor, str]:
 def run_prune(job: PruneJob) -> dict:
     from .prune import prune_model
     from .save import save_pruned
+    job = replace(job, group=default_group(job.group, job.reconstruct))
     _validate(job)
     compiled = job.metric.compile()
     on_nonfinite = "allow" if job.allow_nonfinite else "error"

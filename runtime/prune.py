@@ -25,8 +25,11 @@ matrix XᵀX is collected with the other statistics, and the mask is chosen *dur
 column sweep, SparseGPT's way: at the start of each block of 128 columns (each group of M
 columns for N:M) the metric is re-evaluated on the current, already-updated weights, with
 ``hinv`` the conditioned inverse-Hessian diagonal [H_{j:,j:}⁻¹]_00 of the sweep, and that
-block's lowest scores are pruned (exact per-row / per-layer counts). So ``sparsegpt`` +
-reconstruct is SparseGPT, and any other per-weight metric gets the same treatment.
+block's lowest scores are pruned (exact per-row / per-layer counts). With
+``group="layer"`` (the job's default with reconstruct) one threshold covers all rows of the
+block, as in SparseGPT's code and paper; ``group="row"`` prunes the same share of every row
+of the block instead. So ``sparsegpt`` + reconstruct with ``group="layer"`` is SparseGPT,
+and any other per-weight metric gets the same treatment.
 Structured (Row/Col) scores pick their channels once, up front; then the sweep updates
 the kept weights (a pruned output row has nothing left to update).
 """
@@ -270,7 +273,15 @@ def _reconstruct_layer(scorer: Scorer, name: str, layer: nn.Linear, stats: dict[
     if tuple(scores.shape) == shape:   # per-weight: SparseGPT's blockwise selection
 
         def score(w: torch.Tensor, hinv: torch.Tensor) -> torch.Tensor:
-            return _score(scorer, name, {**stats, "W": w, "hinv": hinv})
+            try:
+                return _score(scorer, name, {**stats, "W": w, "hinv": hinv})
+            except NonFiniteScoreError as e:  # the dense scores were finite: pruned zeros did it
+                raise NonFiniteScoreError(
+                    "with --reconstruct the metric is re-scored on the partly pruned weights at "
+                    f"each 128-column block, and is not finite there: {e.message}",
+                    hint="pruned weights are 0: write the metric so it is finite at W = 0 "
+                         "(e.g. log(|W| + 1e-8) instead of log(|W|)), or prune without --reconstruct"
+                ) from None
 
         select = metric_select(score, sparsity, group=group, pattern=pattern)
     else:                              # structured: channels chosen once, up front

@@ -5,8 +5,9 @@ implementation's tricks: columns are processed left to right; the inverse Hessia
 columns not yet processed is recomputed by explicit inversion of H[j:, j:]; pruning weight
 j of a row moves the row's remaining weights by the OBS step −w_j/[H_F⁻¹]_00 · H_F⁻¹[0, :];
 masks are chosen at each block start (each M-group for N:M) from w²/[H_{c:,c:}⁻¹]_00 of
-the current weights. ``obs.reconstruct`` uses one Cholesky factor and lazy block updates
-instead; both must agree.
+the current weights, with one threshold over all rows of the block (the paper's Algorithm 1
+and its code; ``group="layer"``) or the same count in every row (``group="row"``).
+``obs.reconstruct`` uses one Cholesky factor and lazy block updates instead; both must agree.
 """
 import pytest
 import torch
@@ -35,7 +36,7 @@ def damped(h, percdamp=0.01):
     return h, dead
 
 
-def ref_sparsegpt(w, h, sparsity, blocksize, pattern=None):
+def ref_sparsegpt(w, h, sparsity, blocksize, pattern=None, group="row"):
     h, dead = damped(h)
     w = w.double().clone()
     w[:, dead] = 0
@@ -49,10 +50,17 @@ def ref_sparsegpt(w, h, sparsity, blocksize, pattern=None):
             sal = w[:, j:end] ** 2 / cond[j:end]
             if pattern:
                 idx = torch.topk(sal, pattern[0], dim=1, largest=False).indices
+            elif group == "layer":      # SparseGPT: sort the whole block, prune below the threshold
+                k = round(sparsity * out * end) - round(sparsity * out * j)
+                flat = torch.sort(sal.flatten(), stable=True).indices[:k]
+                block = torch.zeros(sal.numel(), dtype=torch.bool)
+                block[flat] = True
+                mask[:, j:end] = block.view(sal.shape)
             else:
                 k = round(sparsity * end) - round(sparsity * j)
                 idx = torch.sort(sal, dim=1, stable=True).indices[:, :k]
-            mask[:, j:end].scatter_(1, idx, True)
+            if pattern or group == "row":
+                mask[:, j:end].scatter_(1, idx, True)
         hinv_f = torch.linalg.inv(h[j:, j:])                 # inverse Hessian of columns j..
         for r in torch.nonzero(mask[:, j]).flatten():
             w[r, j:] -= w[r, j] / hinv_f[0, 0] * hinv_f[0, :]
@@ -129,6 +137,42 @@ def test_group_layer_counts_are_exact_per_layer():
     w, _, h = data(7, out=10, inp=90)
     _, m = reconstruct(w, h, metric_select(sparsegpt_score, 0.37, group="layer"), blocksize=32)
     assert int(m.sum()) == round(0.37 * 900)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("sparsity", [0.5, 0.7])
+def test_group_layer_is_sparsegpts_block_wide_selection(seed, sparsity):
+    # SparseGPT's code: tmp = W1² / diag(Hinv1)²; thresh = sort(tmp.flatten())[numel·s];
+    # one threshold over all rows of the block, so rows end with different counts.
+    w, _, h = data(seed)
+    got_w, got_m = reconstruct(w, h, metric_select(sparsegpt_score, sparsity, group="layer"), blocksize=32)
+    ref_w, ref_m = ref_sparsegpt(w, h, sparsity, blocksize=32, group="layer")
+    assert torch.equal(got_m, ref_m)
+    torch.testing.assert_close(got_w, ref_w, rtol=1e-4, atol=1e-4)
+    per_row = got_m.sum(1)
+    assert int(per_row.sum()) == round(sparsity * w.numel()) and len(set(per_row.tolist())) > 1
+
+
+def test_jobs_reconstruct_with_sparsegpts_selection_by_default():
+    from prunedsl.runtime.job import default_group
+    assert default_group(None, reconstruct=True) == "layer"
+    assert default_group(None, reconstruct=False) == "row"
+    assert default_group("row", reconstruct=True) == "row"
+
+
+def test_a_metric_not_finite_on_pruned_weights_gets_a_clear_error():
+    from prunedsl.errors import NonFiniteScoreError
+    ids = torch.randint(0, VOCAB, (2, 16), generator=torch.Generator().manual_seed(0))
+    metric = prunedsl.parse("log(|W|)")
+    f = metric.compile()
+    # 160 inputs: two 128-column blocks, and the second re-scores after the first is pruned
+    prune_model(tiny_llama(hidden=160), ids, lambda n, s: f(s, layer=n), metric.requires, sparsity=0.5,
+                progress=False)
+    with pytest.raises(NonFiniteScoreError) as err:
+        prune_model(tiny_llama(hidden=160), ids, lambda n, s: f(s, layer=n), metric.requires, sparsity=0.5,
+                    reconstruct=True, progress=False)
+    assert "re-scored on the partly pruned weights" in str(err.value)
+    assert "log(|W| + 1e-8)" in str(err.value)
 
 
 @pytest.mark.parametrize("name", ["sparsegpt", "wanda", "ria"])

@@ -304,7 +304,7 @@ def test_canonical_does_not_equate_different_metrics(text):
     ("-exp(W)", "-W"),
     ("2 * |W| + 2 * ‖X‖", "|W| + ‖X‖"),
     ("|W| / row_sum(|W|) + G / row_sum(|W|)", "|W| + G"),
-    ("W ^ 2 / hinv ^ 2", "|W| / hinv"),            # SparseGPT's saliency
+    ("W ^ 2 / hinv ^ 2", "|W| / hinv"),            # sqrt of the squared ratio
     ("|W| ^ 0.5 * ‖X‖ ^ 0.25", "W ^ 2 * ‖X‖"),
 ])
 def test_canonical_rank_equivalences(a, b):
