@@ -259,12 +259,14 @@ def cmd_prune(args) -> int:
         return 0
     ppl = f"ppl {result['ppl']:.3f}" if result.get("ppl") is not None else "not evaluated"
     print(f"prunedsl prune: {args.model} | {result['pretty']} | sparsity {result['sparsity']:.4f} "
-          f"({result['pattern']}, group={result['group']}) | {ppl} | prune {result['prune_seconds']:.1f} s"
+          f"({result['pattern']}, group={result['group']}{', + OBS update' if result.get('reconstruct') else ''})"
+          f" | {ppl} | prune {result['prune_seconds']:.1f} s"
           + (f", eval {result['eval_seconds']:.1f} s" if result.get("eval_seconds") is not None else ""))
     print()
     rows = [["formula", result["formula"]], ["canonical", result["canonical"]],
             ["sparsity", f"{result['sparsity']:.4f}"], ["pattern", result["pattern"]],
             ["group", result["group"]],
+            ["reconstruct", "SparseGPT's OBS weight update" if result.get("reconstruct") else "no"],
             ["calibration", f"{result['calibration']['nsamples']}×{result['calibration']['seqlen']} "
                             f"tokens from {result['calibration']['source']} (seed {result['calibration']['seed']})"]]
     if result.get("allocation"):
