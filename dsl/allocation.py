@@ -96,7 +96,7 @@ class Allocation:
 
     def latex(self) -> str:
         from .sym_latex import latex_text
-        return latex_text(_display(self.body, _LATEX_NAMES))
+        return latex_text(_display(self.body, _LATEX_NAMES, _LATEX_CALLS))
 
     def importances(self, values: Mapping[str, Sequence[float]], blocks: int) -> list[float]:
         """Importance per block from block statistics ``{key: [value per block]}``.
@@ -381,18 +381,27 @@ class _Checker:
 # --- printing -----------------------------------------------------------------------------
 _PRETTY_NAMES = {"alpha_hill": "α_Hill"}
 _LATEX_NAMES = {"score": r"\mathrm{score}", "depth": r"\mathrm{depth}", "params": r"\mathrm{params}"}
+# statistics with a symbol of their own: the LaTeX printer would spell any function name
+# as \operatorname{...} (escaping "_"), so these calls become atoms printed verbatim
+_LATEX_CALLS = {"alpha_hill": r"\alpha_{\mathrm{Hill}}"}
 
 
-def _display(e: Expr, names: Mapping[str, str]) -> Expr:
-    """A copy of ``e`` with names and function names respelled for a printer."""
+def _display(e: Expr, names: Mapping[str, str], calls: Mapping[str, str] | None = None) -> Expr:
+    """A copy of ``e`` with names and function names respelled for a printer; ``calls``
+    (LaTeX only) turns ``f(args)`` into the atom ``symbol\\left(args\\right)``."""
     if isinstance(e, Name):
         return replace(e, name=names.get(e.name, e.name))
     if isinstance(e, Neg):
-        return replace(e, operand=_display(e.operand, names))
+        return replace(e, operand=_display(e.operand, names, calls))
     if isinstance(e, BinOp):
-        return replace(e, left=_display(e.left, names), right=_display(e.right, names))
+        return replace(e, left=_display(e.left, names, calls), right=_display(e.right, names, calls))
     if isinstance(e, Call):
-        return replace(e, func=names.get(e.func, e.func), args=tuple(_display(a, names) for a in e.args))
+        args = tuple(_display(a, names, calls) for a in e.args)
+        if calls and e.func in calls:
+            from .sym_latex import latex_text
+            inner = ", ".join(latex_text(a) for a in args)
+            return Name(rf"{calls[e.func]}\left({inner}\right)", span=e.span, type=e.type)
+        return replace(e, func=names.get(e.func, e.func), args=args)
     return e
 
 

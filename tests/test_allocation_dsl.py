@@ -90,6 +90,16 @@ def test_printing_text_unicode_latex():
                                                r"\left(\mathrm{score}, 5\right), 0.08\right)")
 
 
+def test_latex_spells_alpha_hill_as_a_symbol():
+    # the Unicode printer writes α_Hill; LaTeX must not fall back to \operatorname{alpha\_hill}
+    assert parse_allocation("alpha").latex() == (r"\operatorname{spread}\left(-\alpha_{\mathrm{Hill}}"
+                                                 r"\left(W\right), 0.2\right)")
+    latex = parse_allocation("spread(sqrt(alpha_hill(W)) / params + alpha_hill(W) ^ 2, 0.1)").latex()
+    assert "alpha\\_hill" not in latex and "operatorname{alpha" not in latex
+    assert r"\frac{\sqrt{\alpha_{\mathrm{Hill}}\left(W\right)}}{\mathrm{params}}" in latex
+    assert r"\alpha_{\mathrm{Hill}}\left(W\right)^{2}" in latex
+
+
 def test_evaluate_per_block_and_nan_where_undefined():
     a = parse_allocation("spread(log(outlier_ratio(score, 5)) + depth / params, 0.1)")
     values = {"outlier_ratio:5": [math.e, 0.0], "depth": [0.5, 0.0], "params": [2.0, 0.0]}
