@@ -315,6 +315,9 @@ class _Checker:
             sign = SIGNED
         else:
             sign = weakest(a, b)
+        folded = _fold_zero(e.op, left, right)
+        if folded is not None:
+            return Num(folded, span=e.span, type=number_type(folded))
         return replace(e, left=left, right=right, type=Type(SCALAR, sign))
 
     def call(self, e: Call) -> Expr:
@@ -376,6 +379,25 @@ class _Checker:
             args += (Num(m, span=e.args[1].span, type=number_type(m)),)
         t = SCORE_STATISTICS.get(f) or WEIGHT_STATISTICS[f]
         return replace(e, args=args, type=Type(SCALAR, t))
+
+
+def _fold_zero(op: str, left: Expr, right: Expr) -> float | None:
+    """The value of ``0 * x``, ``x * 0``, ``0 / x`` (x typed positive) and ``x ^ 0`` when x
+    is not a constant, so that a statistic multiplied away is not required (no needless
+    dense pass for ``spread(0 * skew(score), lam)``). Block statistics are finite numbers
+    (an infinite or NaN importance is an error anyway), so 0 · x = 0 there; ``0 / x`` folds
+    only for x > 0 (0 / 0 stays undefined); x ^ 0 = 1 for every x. Constant-only
+    expressions are left to ``constant_value``."""
+    lv, rv = constant_value(left), constant_value(right)
+    if (lv is None) == (rv is None):
+        return None
+    if op == "*" and (lv == 0 or rv == 0):
+        return 0.0
+    if op == "/" and lv == 0 and right.type.sign == POS:
+        return 0.0
+    if op == "^" and rv == 0:
+        return 1.0
+    return None
 
 
 # --- printing -----------------------------------------------------------------------------

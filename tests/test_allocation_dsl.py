@@ -100,6 +100,22 @@ def test_latex_spells_alpha_hill_as_a_symbol():
     assert r"\alpha_{\mathrm{Hill}}\left(W\right)^{2}" in latex
 
 
+@pytest.mark.parametrize("text, formula, requires", [
+    ("spread(0 * skew(score), 0.1)", "spread(0, 0.1)", set()),  # no needless dense pass
+    ("spread(kurtosis(score) * 0 + depth, 0.1)", "spread(0 + depth, 0.1)", {"depth"}),
+    ("mine(k = 0)", "spread(0 + depth, 0.1)", {"depth"}),  # a parameter set to 0
+    ("spread(0 / params + outlier_ratio(score, 5) * (1 - 1), 0.1)", "spread(0, 0.1)", set()),
+    ("spread(skew(score) ^ 0 + depth, 0.1)", "spread(1 + depth, 0.1)", {"depth"}),
+    ("0 * skew(score)", "0", set()),  # a constant rule: uniform
+    ("spread(0 / depth, 0.1)", "spread(0 / depth, 0.1)", {"depth"}),  # depth may be 0: not folded
+])
+def test_statistics_multiplied_by_zero_are_not_required(text, formula, requires):
+    lib = ("allocation mine(k = 1) = spread(k * skew(score) + depth, 0.1)",)
+    a = parse_allocation(text, library_texts=lib)
+    assert a.formula() == formula and a.requires == requires
+    assert not a.needs_scores and a.uniform == (not requires)
+
+
 def test_evaluate_per_block_and_nan_where_undefined():
     a = parse_allocation("spread(log(outlier_ratio(score, 5)) + depth / params, 0.1)")
     values = {"outlier_ratio:5": [math.e, 0.0], "depth": [0.5, 0.0], "params": [2.0, 0.0]}

@@ -59,6 +59,7 @@ def test_only_the_needed_statistics_and_passes(ids, monkeypatch):
                         lambda *a, **k: calls.append(a[4]) or real(*a, **k))
     for rule, keys, passes in [("uniform", set(), 0), ("spread(depth + params, 0.1)", {"depth", "params"}, 0),
                                ("alpha", {"alpha_hill"}, 0), ("sdsa", {"skew"}, 1),
+                               ("spread(0 * skew(score) + depth, 0.1)", {"depth"}, 0),  # folded away
                                ("spread(skew(score) + outlier_ratio(score, 3), 0.1)",
                                 {"skew", "outlier_ratio:3"}, 1)]:
         calls.clear()
