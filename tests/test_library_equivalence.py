@@ -188,3 +188,22 @@ def test_g_is_the_l2_over_samples_of_the_loss_gradient(checkpoint):
     assert set(got) == set(ref) and len(got) == 14  # every block linear, nothing else
     for key in got:
         torch.testing.assert_close(got[key], ref[key].sqrt(), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("checkpoint, forwards", [(True, 2), (False, 1)])
+def test_g_recomputes_each_block_forward_when_checkpointing(checkpoint, forwards):
+    # Checkpointing keeps only each block's input alive and pays one recomputed forward
+    # per block in the backward: each block's first linear runs twice per window, not once.
+    # (The recomputation stops early, once every saved tensor is back, so later modules'
+    # forward hooks may not fire again; the first linear's always does.)
+    from prunedsl.runtime.gradients import gradient_norms
+    from prunedsl.runtime.testing import VOCAB, tiny_llama
+    model = tiny_llama()
+    ids = torch.randint(0, VOCAB, (3, 16), generator=torch.Generator().manual_seed(0))
+    calls = []
+    hooks = [layer.self_attn.q_proj.register_forward_hook(lambda *a: calls.append(1))
+             for layer in model.model.layers]
+    gradient_norms(model, ids, progress=False, checkpoint=checkpoint)
+    for h in hooks:
+        h.remove()
+    assert len(calls) == forwards * len(model.model.layers) * len(ids)
