@@ -236,7 +236,7 @@ class Fitness:
         return value
 
     # --- full evaluation --------------------------------------------------------------
-    def _prune(self, metric) -> dict[str, Any]:
+    def _prune(self, metric, *, reconstruct: bool = False, group: str | None = None) -> dict[str, Any]:
         s = self.settings
         self.check_available(metric.requires)
         compiled = metric.compile()
@@ -247,7 +247,8 @@ class Fitness:
 
         t0 = time.perf_counter()
         report = prune_model(self.model, self.calib, scorer, metric.requires, sparsity=s.sparsity,
-                             group=s.group, pattern=s.pattern, progress=self.progress)
+                             group=group or s.group, pattern=s.pattern, progress=self.progress,
+                             reconstruct=reconstruct)
         return {"sparsity": report.sparsity, "prune_seconds": time.perf_counter() - t0}
 
     def full(self, metric) -> dict[str, Any]:
@@ -262,12 +263,14 @@ class Fitness:
             raise PruneRuntimeError("validation perplexity overflowed (the pruned model is broken)")
         return {**rec, "val_ppl": res["ppl"], "eval_seconds": res["seconds"]}
 
-    def test_ppl(self, metric, *, seqlen: int, windows: int | None) -> dict[str, Any]:
+    def test_ppl(self, metric, *, seqlen: int, windows: int | None, reconstruct: bool = False,
+                 group: str | None = None) -> dict[str, Any]:
         """WikiText-2 *test* perplexity (DESIGN.md §5) after pruning with ``metric``
-        (None: the dense model). For the final report only."""
+        (None: the dense model). For the final report only. ``reconstruct``/``group``: the
+        report's SparseGPT-proper row (OBS weight update, layer-wise selection)."""
         ids = data.tokenize(self.loaded.tokenizer, data.load_text("test", data_dir=self.settings.data_dir))
         try:
-            rec = self._prune(metric) if metric is not None else {}
+            rec = self._prune(metric, reconstruct=reconstruct, group=group) if metric is not None else {}
             res = perplexity(self.model, ids, seqlen=seqlen, max_windows=windows, progress=self.progress)
         finally:
             restore_linear_state(self.model, self.dense)

@@ -1,7 +1,9 @@
 """The final report of a search: ``DIR/report.md``, ``progress.png``, the graph / lineage.
 
 Test perplexity (WikiText-2 test, DESIGN.md §5) is measured here and only here: for the
-dense model, the baselines (magnitude, wanda, ria, sparsegpt: the seeds) and the best
+dense model, the baselines (magnitude, wanda, ria, sparsegpt: the seeds), SparseGPT
+proper (``sparsegpt +R``: the sparsegpt mask with the OBS weight update, layer-wise
+selection; a reference row only, the search's fitness never reconstructs) and the best
 discovered formulas by validation perplexity, each pruned with the search's own
 calibration batch. Each result is saved in the state as soon as it is measured, so a
 killed report phase resumes where it stopped.
@@ -16,6 +18,7 @@ from ..api import parse
 from .hall import atomic_write, best_record, fmt, hall_markdown, label, markdown_table, write_json
 
 BASELINES = ("magnitude", "wanda", "ria", "sparsegpt")
+SPARSEGPT_R = "sparsegpt +R"   # state["test"] key of SparseGPT proper (mask + OBS update)
 
 
 def _spearman(xs: list[float], ys: list[float]) -> float | None:
@@ -52,18 +55,47 @@ def measure_test(engine) -> None:
     cfg, state = engine.config, engine.state
     todo: list[tuple[str, Any]] = [("dense", None)]
     todo += [(r["canonical"], r) for r in report_candidates(state, cfg.report_top)]
+    sgpt = sparsegpt_seed(state)
+    if sgpt is not None:
+        todo.append((SPARSEGPT_R, sgpt))
     for key, rec in todo:
         if key in state["test"]:
             continue
         what = "dense model" if rec is None else label(rec)
-        engine.log(f"test perplexity: {what}")
+        extra = {"reconstruct": True, "group": "layer"} if key == SPARSEGPT_R else {}
+        engine.log(f"test perplexity: {what}" + (" with the OBS update (SparseGPT proper)" if extra else ""))
         try:
             res = engine.fitness.test_ppl(None if rec is None else parse(rec["text"]),
-                                          seqlen=cfg.test_seqlen, windows=cfg.test_windows)
+                                          seqlen=cfg.test_seqlen, windows=cfg.test_windows, **extra)
         except Exception as err:  # one failed baseline must not lose the report
             res = {"error": f"{type(err).__name__}: {err}"}
         state["test"][key] = res
         engine.save()
+
+
+def sparsegpt_seed(state: dict[str, Any]) -> dict[str, Any] | None:
+    """The ``sparsegpt`` seed candidate, if the search screened it."""
+    return next((r for r in state["candidates"] if r["seed"] and r["name"] == "sparsegpt"), None)
+
+
+def derivation_graph(state: dict[str, Any], library_texts: tuple[str, ...] = ()):
+    """A GCoT graph of the fully evaluated candidates (seeds as library nodes), for the
+    report of a proposer without one (evolve, enumerate): each formula under the most
+    specific sketch it refines, reached from the root by one-production steps."""
+    from ..errors import PruneDSLError
+    from .gcot import Graph
+    from .sketch import parse_sketch
+    g = Graph()
+    for r in sorted((r for r in state["candidates"] if r.get("val_ppl") is not None),
+                    key=lambda r: (not r["seed"], r["id"])):
+        try:
+            node, _ = g.attach(parse_sketch(r["text"], library_texts), origin=r["origin"])
+        except PruneDSLError:
+            continue  # e.g. a formula of another shape than the root's
+        if r["seed"]:
+            node.origin, node.name = "library", node.name or r["name"]
+        g.record(node.id, ok=True, val_ppl=r["val_ppl"], proxy=r["proxy"], canonical=r["canonical"])
+    return g
 
 
 def lineage(state: dict[str, Any], rec: dict[str, Any], depth: int = 12) -> dict[str, Any]:
@@ -112,12 +144,13 @@ def plot_progress(state: dict[str, Any], path: Path, baseline: dict[str, Any] | 
     ax.scatter([h["screened"] for h in pts], [h["val_ppl"] for h in pts], s=12, alpha=0.6,
                c=["tab:gray" if h["seed"] else "tab:orange" for h in pts],
                label="full evaluations (gray: seeds)")
-    if baseline is not None and baseline.get("val_ppl"):
-        ax.axhline(baseline["val_ppl"], ls="--", c="tab:green", lw=1, label=f"{baseline['name']} (seed)")
+    base = baseline.get("val_ppl") if baseline is not None else None  # None: its evaluation failed
+    if base:
+        ax.axhline(base, ls="--", c="tab:green", lw=1, label=f"{baseline['name']} (seed)")
     ax.set_xlabel("candidates screened by the proxy")
     ax.set_ylabel("validation perplexity")
     best = min(h["best_val_ppl"] for h in hist)
-    ax.set_ylim(best * 0.97, max(best * 1.5, baseline["val_ppl"] * 1.1 if baseline else best * 1.5))
+    ax.set_ylim(best * 0.97, max(best * 1.5, base * 1.1 if base else best * 1.5))
     ax.legend(fontsize=8)
     ax.set_title("prunedsl search: best validation perplexity vs evaluations")
     fig.tight_layout()
@@ -142,9 +175,18 @@ def write_report(engine) -> None:
         t = test.get("dense" if r is None else r["canonical"], {})
         return t.get("test_ppl")
     rows = []
+    sgpt = sparsegpt_seed(state)
     for r in report_candidates(state, cfg.report_top):
-        rows.append([r["name"] or ("★ " if r is best else "") + "discovered", r["pretty"], r["complexity"],
-                     fmt(r["proxy"], 4), fmt(r["val_ppl"]), fmt(tp(r))])
+        if r["seed"]:
+            name = r["name"] + (" (mask only)" if r is sgpt else "")
+        else:
+            name = r["name"] or ("★ " if r is best else "") + "discovered"
+        rows.append([name, r["pretty"], r["complexity"], fmt(r["proxy"], 4), fmt(r["val_ppl"]), fmt(tp(r))])
+        if r is sgpt:
+            t = test.get(SPARSEGPT_R, {})
+            rows.append([f"{SPARSEGPT_R} (OBS update)", r["pretty"] + " + OBS weight update, layer-wise",
+                         "", "", "", fmt(t.get("test_ppl")) if "test_ppl" in t else
+                         "error" if "error" in t else "–"])
     rows.append(["dense", "(no pruning)", "", "", "", fmt(tp(None))])
     found = [r for r in report_candidates(state, cfg.report_top) if not r["seed"]]
     verdict = "No formula beyond the seeds was fully evaluated."
@@ -167,15 +209,26 @@ def write_report(engine) -> None:
            f"Test: {cfg.test_windows or 'all'} windows of {cfg.test_seqlen} tokens (DESIGN.md §5), every model "
            f"pruned with the search's calibration batch ({f['nsamples']}×{f['seqlen']} validation tokens). "
            f"Validation ppl: {f['val_windows']} held-out validation windows of {f['seqlen']} tokens, disjoint "
-           f"from the calibration windows. sparsegpt is the OBS saliency mask only (no weight update)."]
+           f"from the calibration windows. `sparsegpt (mask only)` is the OBS saliency as a metric "
+           f"(the mask only, no weight update, selected like every other metric): what the search "
+           f"competes with. `{SPARSEGPT_R}` is SparseGPT proper (the same saliency with the OBS weight update, "
+           f"one threshold per 128-column block over all rows of the layer): a reference row for test "
+           f"perplexity only; no candidate of the search gets a weight update."]
     md += ["", "## Hall of fame (Pareto front: complexity vs validation ppl)", "", hall_markdown(recs)]
     md += ["", "## How the best formula was found", ""]
     if best is not None:
         if hasattr(engine.proposer, "graph_text"):
-            graph = engine.proposer.graph_json()
-            write_json(out / "graph.json", graph)
-            md += ["GCoT graph (sketches with typed holes, refinement edges; JSON in `graph.json`):", "",
-                   "```", engine.proposer.graph_text(), "```"]
+            graph_json, graph_text = engine.proposer.graph_json(), engine.proposer.graph_text()
+            what = "the graph the proposer worked on"
+        else:  # evolve / enumerate: the same graph, built afterwards from the evaluated formulas
+            g = derivation_graph(state, cfg.library_texts)
+            graph_json, graph_text = g.graph_json(), g.graph_text()
+            what = (f"built for the report: the `{cfg.proposer}` proposer does not work on sketches, so this "
+                    "graph derives every fully evaluated formula from the default sketches by one-production "
+                    "refinements; how each was actually bred is the lineage below")
+        write_json(out / "graph.json", graph_json)
+        md += [f"GCoT graph (sketches with typed holes, one-production refinement edges; {what}; "
+               "JSON in `graph.json`):", "", "```", graph_text, "```", ""]
         target = found[0] if found else best  # the best *discovered* formula, if any
         tree = lineage(state, target)
         write_json(out / "lineage.json", tree)
