@@ -7,7 +7,9 @@ Timeouts, connection errors, 429, 5xx and malformed bodies are retried with expo
 backoff and jitter (``Retry-After`` / ``retry-after-ms`` respected, capped); other 4xx
 are not (a wrong key or model does not get better). After ``breaker_threshold`` failed
 calls in a row a circuit breaker stops calling for a cooldown (doubling up to 10 min),
-so a dead endpoint costs the search nothing but a logged error. The ``openai`` client is
+so a dead endpoint costs the search nothing but a logged error. ``outage()`` says how long
+the endpoint has been failing and how long until it may be called again: the engine
+waits for it instead of counting the rounds without proposals (``engine.py``). The ``openai`` client is
 created lazily with ``max_retries=0``: retries are done here, where they are visible.
 """
 from __future__ import annotations
@@ -104,7 +106,9 @@ class ChatEndpoint:
         self.max_retry_after = max_retry_after
         self.extra_body = extra_body  # e.g. a grammar switch the offline server understands
         self.sleep, self.rng = sleep, random.Random(seed)
+        self.clock = clock
         self.breaker = Breaker(breaker_threshold, breaker_cooldown, clock)
+        self.failing_since: float | None = None  # clock() of the first failed call in a row
         self._client = None
         self._picked = False  # the model name was settled against the endpoint's list
 
@@ -115,6 +119,16 @@ class ChatEndpoint:
     def available(self) -> bool:
         """False while the breaker is open (the endpoint failed repeatedly)."""
         return self.breaker.allow()
+
+    def outage(self) -> tuple[float, float] | None:
+        """None when the last call succeeded (or none was made, or it was rejected with a
+        4xx that retrying cannot fix); else ``(wait, down)``: the
+        seconds until the breaker lets a call through (0 when it is closed) and the seconds
+        since the first of the failed calls in a row."""
+        if self.failing_since is None:
+            return None
+        now = self.clock()
+        return max(0.0, self.breaker.open_until - now), now - self.failing_since
 
     def _client_or_raise(self):
         if self._client is None:
@@ -165,12 +179,13 @@ class ChatEndpoint:
     def complete(self, messages: list[dict]) -> str | None:
         """The model's answer, or None after retries (logged; counted by the breaker)."""
         import openai
-        last = "unknown error"
+        last, started, retryable = "unknown error", self.clock(), True
         for attempt in range(self.max_retries + 1):
             asked = None
             try:
                 text = self._once(messages)
                 self.breaker.success()
+                self.failing_since = None
                 return text
             except openai.APIStatusError as err:
                 status = err.status_code
@@ -179,6 +194,7 @@ class ChatEndpoint:
                     hint = {401: "check OPENAI_API_KEY", 403: "check OPENAI_API_KEY",
                             404: "check --llm-base-url (usually ends in /v1) and --llm-model"}
                     last += f" ({hint.get(status, 'the request was rejected')})"
+                    retryable = False
                     break
                 asked = retry_after(err)
             except openai.APITimeoutError:
@@ -192,6 +208,10 @@ class ChatEndpoint:
                 log.warning("LLM request to %s failed: %s; retry %d/%d in %.2f s", self.where, last,
                             attempt + 1, self.max_retries, delay)
                 self.sleep(delay)
+        if not retryable:  # a rejected request is no outage: waiting would not help
+            self.failing_since = None
+        elif self.failing_since is None:
+            self.failing_since = started
         opened = self.breaker.failure()
         log.error("LLM endpoint %s failed: %s. The search continues without LLM proposals%s.",
                   self.where, last, f"; not calling it again for {self.breaker.open_for:g} s" if opened else "")

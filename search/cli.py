@@ -5,12 +5,18 @@
     prunedsl search --output runs/evolve60 --resume      # after a crash or Ctrl-C
 
 On ``--resume`` every setting comes from DIR/state.json; settings given again must
-agree with it, except ``--budget``/``--full-evals`` (which may grow) and the report ones.
+agree with it, except ``--budget``/``--full-evals`` (which may grow), the report ones and
+the ``--llm-*`` ones. The LLM endpoint settings (``--llm-base-url``, resolved from
+$OPENAI_BASE_URL when not given, ``--llm-model``, timeout, retries, temperature, max
+outage) are saved, so a plain ``--resume`` talks to the same endpoint; given again on
+``--resume`` they override the saved ones. The API key is never saved (it is read from
+$OPENAI_API_KEY each time).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import fields
 
@@ -36,6 +42,17 @@ SEARCH_DEFAULTS = {"proposer": "evolve", "budget": 100, "full_evals": 10, "batch
                    "max_proposals": None, "test_windows": 40, "test_seqlen": 512, "report_top": 3,
                    "population": 32, "max_size": None, "library": []}
 GROWABLE = {"budget", "full_evals", "max_proposals", "test_windows", "test_seqlen", "report_top"}
+try:
+    from .llm import LLM_DEFAULTS  # --llm-* settings: saved, and may be given again on --resume
+except ImportError:  # the llm proposer is optional
+    LLM_DEFAULTS = {}
+OVERRIDABLE = GROWABLE | set(LLM_DEFAULTS)
+
+ENUMERATE_HELP = ("enumerate: every formula up to --max-size AST nodes over a fixed subset of the "
+                  "language (see `prunedsl/search/enumerate.py`): the statistics, the constants 1 2 0.5, "
+                  "+ - * / min max, ^ 2 0.5 -1, abs sqrt log exp sq sigmoid tanh, negation, minmax, "
+                  "row_/col_ sum mean max std and whole-tensor mean max std; subexpressions equal on "
+                  "one fixed random sample of the statistics (or non-finite there) are dropped")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -53,7 +70,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--group", choices=("row", "layer", "global"), default=S, help="comparison group (default row)")
     g.add_argument("--library", action="append", default=S, metavar="FILE", help="extra metric definitions")
     g = p.add_argument_group("search")
-    g.add_argument("--proposer", choices=("evolve", "enumerate", "llm"), default=S, help="default evolve")
+    g.add_argument("--proposer", choices=("evolve", "enumerate", "llm"), default=S,
+                   help="default evolve; " + ENUMERATE_HELP.replace("%", "%%"))
     g.add_argument("--budget", type=int, default=S, metavar="N", help="new candidates screened by the proxy (default 100)")
     g.add_argument("--full-evals", type=int, default=S, metavar="K", help="candidates pruned for real (default 10)")
     g.add_argument("--batch", type=int, default=S, help="proposals per round (default 16)")
@@ -86,23 +104,26 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     except ImportError:  # the llm proposer is optional
         pass
     else:
-        add_llm_arguments(p.add_argument_group("llm proposer"))
+        add_llm_arguments(p.add_argument_group("llm proposer"), suppress=True)
     p.set_defaults(handler=cmd_search)
     return p
 
 
 def _settings(args, saved: dict | None) -> dict:
     """Merged settings: given > saved > defaults; conflicts with a saved search are errors."""
-    given = {k: getattr(args, k) for k in {**FITNESS_DEFAULTS, **SEARCH_DEFAULTS} if hasattr(args, k)}
+    defaults = {**FITNESS_DEFAULTS, **SEARCH_DEFAULTS, **LLM_DEFAULTS}
+    given = {k: getattr(args, k) for k in defaults if hasattr(args, k)}
     if saved is None:
-        merged = {**FITNESS_DEFAULTS, **SEARCH_DEFAULTS, **given}
+        merged = {**defaults, **given}
         for k in ("model", "sparsity"):
             if merged[k] is None and not (k == "sparsity" and merged["pattern"] != "unstructured"):
                 raise SearchError(f"--{k} is required for a new search")
+        if merged["proposer"] == "llm" and LLM_DEFAULTS and merged["llm_base_url"] is None:
+            merged["llm_base_url"] = os.environ.get("OPENAI_BASE_URL") or None  # what it talks to
         return merged
-    merged = {**FITNESS_DEFAULTS, **SEARCH_DEFAULTS, **saved}
+    merged = {**defaults, **saved}
     for k, v in given.items():
-        if k not in GROWABLE and v != saved.get(k):
+        if k not in OVERRIDABLE and v != saved.get(k):
             raise SearchError(f"--{k.replace('_', '-')} {v} differs from the saved search ({saved.get(k)})",
                               hint="leave it out with --resume, or start a new search in another --output")
         merged[k] = v
@@ -145,7 +166,8 @@ def cmd_search(args) -> int:
                           full_evals=s["full_evals"], batch=s["batch"], max_proposals=s["max_proposals"],
                           library_texts=library_texts, test_windows=s["test_windows"],
                           test_seqlen=s["test_seqlen"], report_top=s["report_top"],
-                          report=not args.no_report, fitness=fs.to_dict(), cli=s)
+                          report=not args.no_report, fitness=fs.to_dict(), cli=s,
+                          max_outage=s.get("llm_max_outage") or 600.0)
 
     def stderr(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
@@ -191,4 +213,4 @@ def make_proposer(s: dict, args, available, library_texts):
     from ..api import parse
     seeds = [text for _, text in seed_metrics(library_texts)
              if parse(text, library_texts=library_texts).requires <= available]
-    return LLMProposer.from_args(args, seeds=seeds, available=frozenset(available), library_texts=library_texts)
+    return LLMProposer.from_args(s, seeds=seeds, available=frozenset(available), library_texts=library_texts)

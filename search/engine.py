@@ -21,6 +21,15 @@ bit-identical to an earlier one's (same masks on every screened layer) is record
 its ``twin_of`` and not fully evaluated unless it is the simpler of the two (then the
 roles swap, if the other was not evaluated yet); twins are counted in the report.
 
+Empty rounds: a proposer can return nothing in a round (an LLM's answers all invalid or
+already seen); the search ends after ``EMPTY_ROUNDS`` such rounds in a row, with the
+budget not spent, and a plain ``--resume`` asks the proposer again. A round that is empty
+because the proposer's endpoint is failing (``proposer.outage()`` is not None: the LLM
+endpoint's circuit breaker is open, or its last call failed with a timeout, a refused
+connection, 429 or 5xx) is not counted: the engine waits until the endpoint may be called
+again, for at most ``max_outage`` seconds of failures in a row (default 600, ``--llm-max-outage``);
+then it stops with an error, everything saved, and ``--resume`` continues.
+
 Persistence: the state (candidates, counters, pending proposals, outcomes not yet
 observed, the proposer's state with its RNG) is written after every evaluation, so a
 SIGKILL loses at most the candidate in flight; Ctrl-C (or SIGTERM) stops without
@@ -61,6 +70,7 @@ class SearchConfig:
     test_seqlen: int = 512
     report_top: int = 3                  # discovered formulas evaluated on test
     report: bool = True
+    max_outage: float = 600.0            # seconds a failing proposer endpoint is waited for
     fitness: dict[str, Any] = field(default_factory=dict)   # FitnessSettings as a dict
     cli: dict[str, Any] = field(default_factory=dict)       # merged CLI settings, for --resume
 
@@ -76,12 +86,13 @@ class Interrupted(BaseException):
 
 class Engine:
     def __init__(self, config: SearchConfig, fitness_factory: Callable[[], Any], proposer,
-                 *, log: Callable[[str], None] | None = None):
+                 *, log: Callable[[str], None] | None = None, sleep: Callable[[float], None] = time.sleep):
         self.config = config
         self.fitness_factory = fitness_factory
         self.fitness = None
         self.proposer = proposer
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        self.sleep = sleep
         self.dir = Path(config.output)
         self.group = config.fitness.get("group", "row")
         self.state: dict[str, Any] = {}
@@ -203,13 +214,16 @@ class Engine:
                 if left <= 0 or c["from_proposer"] >= max_proposals:
                     break
                 batch = self.proposer.propose(min(cfg.batch, left))
+                if not batch and self._wait_for_proposer():
+                    continue  # the endpoint is failing: not an empty round
                 if not batch:
                     # An LLM round can yield nothing (all replies invalid or already seen) and
                     # the next one something: end only after several empty rounds in a row.
                     empty += 1
                     if empty >= EMPTY_ROUNDS:
                         self.log(f"the {self.proposer.name} proposer proposed nothing in {empty} rounds "
-                                 "in a row: ending the search (--resume with a larger --budget continues)")
+                                 f"in a row: ending the search with {left} of the budget of {cfg.budget} "
+                                 f"not spent (`prunedsl search --output {self.dir} --resume` asks it again)")
                         break
                     self.log(f"the {self.proposer.name} proposer proposed nothing this round ({empty}/{EMPTY_ROUNDS})")
                     continue
@@ -223,6 +237,30 @@ class Engine:
                 self.state["unobserved"].append(outcome_to_dict(outcome))
                 self.save()
             self.state["pending"] = []  # the budget is spent: drop the rest of the batch
+
+    def _wait_for_proposer(self) -> bool:
+        """After an empty round: True (having waited) when the proposer's endpoint is failing
+        and may be called again later; False when it is not failing. Raises SearchError,
+        everything saved, when it has failed for ``max_outage`` seconds."""
+        outage = getattr(self.proposer, "outage", None)
+        down = outage() if callable(outage) else None
+        if down is None:
+            return False
+        wait, down_for = down
+        left = self.config.max_outage - down_for
+        if left <= 0:
+            self.save()
+            raise SearchError(f"the {self.proposer.name} proposer's endpoint has been failing for "
+                              f"{down_for:.0f} s (more than the {self.config.max_outage:g} s allowed): "
+                              f"the search stops, saved in {self.dir}",
+                              hint=f"when the endpoint is back: prunedsl search --output {self.dir} --resume "
+                                   "(--llm-max-outage S waits longer)")
+        wait = min(wait, left)
+        if wait > 0:
+            self.log(f"the {self.proposer.name} proposer's endpoint is unavailable (failing for "
+                     f"{down_for:.0f} s): waiting {wait:.1f} s; this round is not counted as empty")
+            self.sleep(wait)
+        return True
 
     def _more_to_do(self) -> bool:
         done = sum(1 for r in self.state["candidates"] if not r["seed"] and r["full"] is not None)

