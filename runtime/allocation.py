@@ -22,9 +22,10 @@ selection at sparsity N_b/M picks exactly that mask.
 """
 from __future__ import annotations
 
+import copy
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Sequence
 
 import torch
@@ -174,12 +175,17 @@ def score_statistics(chunks: Sequence[torch.Tensor], keys: Sequence[str]) -> dic
 
 def dense_score_statistics(model: nn.Module, calib_ids: torch.Tensor, scorer: Scorer,
                            metric_requires: frozenset[str], keys: Sequence[str], *,
-                           progress: bool = True) -> list[dict[str, float]]:
+                           progress: bool = True,
+                           gradients: dict[str, torch.Tensor] | None = None) -> list[dict[str, float]]:
     """One pass of the dense model: per block, statistics of the metric's scores over all
-    of the block's linears. Scores are kept for one block at a time."""
-    from .gradients import gradient_norms
+    of the block's linears. Scores are kept for one block at a time.
+
+    gradients: a ``gradient_norms`` result of this dense model for ``G`` (computed here if
+    the metric needs it and none is given)."""
+    from . import gradients as gradients_module
     from .prune import _layer_stats, _StatsCache  # the very statistics the pruning pass uses
-    grads = gradient_norms(model, calib_ids, progress=progress) if "G" in metric_requires else {}
+    grads = gradients if gradients is not None else \
+        gradients_module.gradient_norms(model, calib_ids, progress=progress) if "G" in metric_requires else {}
     cache = _StatsCache(frozenset(metric_requires))
     per_block: dict[int, dict[str, float]] = {}
     current: dict[str, Any] = {"block": -1, "chunks": []}
@@ -220,6 +226,9 @@ class AllocationPlan:
     seconds: dict[str, float] = field(default_factory=dict)
     block_pattern: list[str] | None = None  # mixed N:M, e.g. ["3:8", "5:8", ...]
     layer_pattern: dict[str, tuple[int, int]] | None = None
+    # G of the dense model when the statistics pass computed it: the pruning pass reuses it
+    # (prune_model(gradients=...)) instead of a second backward over the calibration data
+    gradients: dict[str, torch.Tensor] | None = field(default=None, repr=False)
 
     @property
     def mean_sparsity(self) -> float:
@@ -229,9 +238,9 @@ class AllocationPlan:
         return mixed_nm_scorer(scorer, self.layer_pattern) if self.layer_pattern else scorer
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d.pop("layer_sparsity")  # pruning.json lists every layer's sparsity already
-        d.pop("layer_pattern")
+        # not asdict(self): it would deep-copy the gradient tensors only to drop them
+        skip = ("layer_sparsity", "layer_pattern", "gradients")  # pruning.json lists every layer
+        d = {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self) if f.name not in skip}
         d["mean_sparsity"] = self.mean_sparsity
         d["allocation_seconds"] = sum(self.seconds.values())
         return d
@@ -245,7 +254,8 @@ def mixed_nm_scorer(scorer: Scorer, patterns: dict[str, tuple[int, int]]) -> Sco
             mask = prune_mask(scores, 0.0, pattern=patterns[name])
         except PruneRuntimeError as e:
             raise type(e)(f"layer {name}: {e.message}", hint=e.hint) from None
-        return torch.full(scores.shape, math.inf, dtype=torch.float32).masked_fill_(mask, -math.inf)
+        return torch.full(scores.shape, math.inf, dtype=scores.dtype,
+                          device=scores.device).masked_fill_(mask, -math.inf)
     return wrapped
 
 
@@ -272,6 +282,7 @@ def plan_allocation(alloc, model: nn.Module, calib_ids: torch.Tensor | None, sco
     req = alloc.requires
     values = {k: v for k, v in (block_stats or {}).items() if k in req}
     seconds: dict[str, float] = {}
+    grads: dict[str, torch.Tensor] | None = None
     req = req - set(values)
     if "depth" in req:
         values["depth"] = [b / nb for b in range(nb)]
@@ -287,9 +298,14 @@ def plan_allocation(alloc, model: nn.Module, calib_ids: torch.Tensor | None, sco
         if scorer is None or calib_ids is None:
             raise PruneRuntimeError("this allocation rule reads the metric's scores; it needs a "
                                     "scorer and calibration data")
+        if "G" in metric_requires:  # once, here; the plan hands it on to the pruning pass
+            from . import gradients as gradients_module
+            t = time.perf_counter()
+            grads = gradients_module.gradient_norms(model, calib_ids, progress=progress)
+            seconds["gradients"] = time.perf_counter() - t
         t = time.perf_counter()
         stats = dense_score_statistics(model, calib_ids, scorer, metric_requires, score_keys,
-                                       progress=progress)
+                                       progress=progress, gradients=grads)
         seconds["dense_pass"] = time.perf_counter() - t
         for k in score_keys:
             values[k] = [s[k] for s in stats]
@@ -298,7 +314,7 @@ def plan_allocation(alloc, model: nn.Module, calib_ids: torch.Tensor | None, sco
     needs = alloc.requires
     plan = AllocationPlan(alloc.text(), alloc.name, sparsity, block_sparsity, {}, values, importance, params,
                           "dense forward" if alloc.needs_scores else "weights only" if "alpha_hill" in needs
-                          else "none", seconds)
+                          else "none", seconds, gradients=grads)
     if pattern is None:
         plan.layer_sparsity = layer_sparsities(block_sparsity, shapes, sparsity, group=group,
                                                metric_shape=metric_shape)

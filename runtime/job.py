@@ -108,19 +108,21 @@ def run_prune(job: PruneJob) -> dict:
     load_seconds = time.perf_counter() - t0
     calib, calib_source = calibration_ids(loaded.tokenizer, job)
 
-    plan, layer_sparsity, prune_pattern = None, None, job.pattern
+    plan, layer_sparsity, prune_pattern, gradients = None, None, job.pattern, None
     if job.allocation is not None:  # block statistics from the dense model, before any pruning
         from .allocation import plan_allocation
         plan = plan_allocation(job.allocation, loaded.model, calib, scorer, job.metric.requires,
                                sparsity=job.sparsity, group=job.group, pattern=job.pattern,
                                metric_shape=job.metric.type.shape, progress=job.progress)
         layer_sparsity, scorer, prune_pattern = plan.layer_sparsity, plan.wrap(scorer), None  # N:M: per block
+        gradients, plan.gradients = plan.gradients, None  # G of the dense model, computed once
 
     t0 = time.perf_counter()
     report = prune_model(loaded.model, calib, scorer, job.metric.requires, sparsity=job.sparsity,
                          group=job.group, pattern=prune_pattern, layer_sparsity=layer_sparsity,
-                         progress=job.progress, reconstruct=job.reconstruct)
+                         progress=job.progress, reconstruct=job.reconstruct, gradients=gradients)
     prune_seconds = time.perf_counter() - t0
+    gradients = None  # free G before evaluation
 
     pattern = "unstructured" if job.pattern is None else f"{job.pattern[0]}:{job.pattern[1]}"
     record = {

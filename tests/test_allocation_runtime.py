@@ -204,3 +204,43 @@ def test_cli_check_accepts_allocation_rules(capsys):
     err = capsys.readouterr().err
     assert "alpha_hill(W)" in err and "^" in err
     assert main(["check", "wanda", "--json"]) == 0 and json.loads(capsys.readouterr().out)["name"] == "wanda"
+
+
+def test_gradients_are_computed_once_when_the_rule_reads_scores(tiny_dir, monkeypatch):
+    # a G metric with a score statistic: the statistics pass needs G, and the pruning pass
+    # must reuse it (prune_model(gradients=...)) rather than run the backward passes again
+    from prunedsl.runtime import gradients as grad_mod, prune as prune_mod
+    from prunedsl.runtime.job import PruneJob, run_prune
+    calls, given = [], []
+    real_norms, real_prune = grad_mod.gradient_norms, prune_mod.prune_model
+
+    def norms(*a, **k):
+        calls.append(1)
+        return real_norms(*a, **k)
+
+    def prune(*a, **k):
+        given.append(k.get("gradients"))
+        return real_prune(*a, **k)
+    monkeypatch.setattr(grad_mod, "gradient_norms", norms)
+    monkeypatch.setattr(prune_mod, "gradient_norms", norms)
+    monkeypatch.setattr(prune_mod, "prune_model", prune)
+    job = PruneJob(model=str(tiny_dir / "model"), metric=parse("gblm"), sparsity=0.6, nsamples=2,
+                   seqlen=32, data_dir=str(tiny_dir / "data"), evaluate=False, progress=False,
+                   allocation=parse_allocation("sdsa(lam = 0.2)"))
+    rec = run_prune(job)
+    assert len(calls) == 1 and len(given) == 1 and given[0] is not None
+    assert "gradients" in rec["allocation"]["seconds"] and abs(rec["sparsity"] - 0.6) < 1e-3
+    assert "gradients" not in rec["allocation"]  # the tensors are not recorded
+
+
+@pytest.mark.parametrize("dtype, device", [
+    (torch.float64, "cpu"), (torch.bfloat16, "cpu"),
+    pytest.param(torch.float16, "cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
+                                                                  reason="needs a GPU")),
+])
+def test_mixed_nm_scores_follow_the_scores_dtype_and_device(dtype, device):
+    scores = torch.randn(4, 16, generator=torch.Generator().manual_seed(1)).to(dtype=dtype, device=device)
+    out = alloc_rt.mixed_nm_scorer(lambda name, stats: scores, {"l": (3, 8)})("l", {})
+    assert out.dtype == dtype and out.device == scores.device
+    pruned = (out == -torch.inf).reshape(4, 2, 8).sum(-1)
+    assert bool((pruned == 3).all()) and bool((out[out != -torch.inf] == torch.inf).all())
