@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("llguidance")
 torch = pytest.importorskip("torch")
 
-from serve_fakes import EchoModel, fake_generator, smollm2_tokenizer  # noqa: E402
+from serve_fakes import EchoModel, FakeModel, fake_generator, smollm2_tokenizer  # noqa: E402
 
 from prunedsl.dsl.parser import parse_expr  # noqa: E402
 from prunedsl.errors import PruneDSLError  # noqa: E402
@@ -114,6 +114,56 @@ def test_attempt_seeds_derive_from_the_request_seed(fake_gen, monkeypatch, seed)
     assert draws == first and len(set(first)) == 5  # reproducible, and a new RNG per attempt
     # attempt 0 samples as an unconstrained request with that seed does
     assert first[0] == np.random.default_rng(seed % 2**64).random()
+
+
+def test_greedy_request_resamples_differently(fake_gen, monkeypatch):
+    """temperature 0: the first attempt is greedy, later ones sample (RETRY_TEMPERATURE, a
+    seed per attempt) instead of repeating the rejected reply 8 times."""
+    from prunedsl.runtime.serve import generate as g
+    gen = fake_generator(EchoModel)  # logits depend on the text: greedy is deterministic
+    greedy = gen.generate(PROMPT_IDS, SamplingParams(max_tokens=16, temperature=0, grammar="formula",
+                                                     max_attempts=1))
+    temps = []
+    real = gen._generate
+    monkeypatch.setattr(gen, "_generate", lambda ids, p, rng: temps.append(p.temperature) or real(ids, p, rng))
+    monkeypatch.setattr(g, "check_completion", lambda text, mode: Check(False, "rejected by the test", 1, 0))
+    c = gen.generate(PROMPT_IDS, SamplingParams(max_tokens=16, temperature=0, grammar="formula", seed=3,
+                                                max_attempts=5))
+    assert temps == [0] + [g.RETRY_TEMPERATURE] * 4
+    assert c.attempts == 5 and c.rejected[0] == greedy.text  # attempt 0 is the greedy reply
+    assert len(set(c.rejected + (c.text,))) > 1, c.rejected  # not the same reply five times
+    again = gen.generate(PROMPT_IDS, SamplingParams(max_tokens=16, temperature=0, grammar="formula", seed=3,
+                                                    max_attempts=5))
+    assert (again.rejected, again.text) == (c.rejected, c.text)  # still reproducible with a seed
+    assert all(parse_expr(t) for t in c.rejected + (c.text,))
+
+
+class CountingModel(FakeModel):
+    calls = 0
+
+    def __call__(self, *a, **kw):
+        self.calls += 1
+        return super().__call__(*a, **kw)
+
+
+def test_sampled_tokens_count_forward_passes_not_the_closer():
+    """tokens/s count what the model sampled (one forward pass each), not the tokens the
+    closer appends, and include the tokens the closer's budget check dropped."""
+    gen = fake_generator(CountingModel)
+    ends = set()
+    for seed in range(10):
+        gen.model.calls = 0
+        c = gen.generate(PROMPT_IDS, SamplingParams(max_tokens=12, grammar="formula", seed=seed, max_attempts=1))
+        ends.add(c.ended_by)
+        calls = gen.model.calls  # the prompt's pass + one per kept token
+        assert calls - 1 <= c.sampled_tokens <= calls, (c, calls)
+        if c.ended_by in ("closer", "eos"):  # the last sample was dropped / was the EOS
+            assert c.sampled_tokens == calls and c.completion_tokens >= calls - 1
+        assert c.ended_by in ("eos", "grammar", "closer", "fallback")
+    assert "closer" in ends
+    gen.model.calls = 0
+    c = gen.generate(PROMPT_IDS, SamplingParams(max_tokens=6, seed=0))
+    assert c.ended_by in ("eos", "budget") and c.sampled_tokens == gen.model.calls
 
 
 def test_replies_type_check_after_resampling_with_random_logits(fake_gen):

@@ -25,10 +25,15 @@ checked with prunedsl's own checker (``replies.check_completion``: ``prunedsl.pa
 a formula; for a ``reply``, at least one line that checks, sketches as sketches); when
 it is rejected the reply is sampled again, up to ``max_attempts`` times. Attempt 0
 uses the request's seed, attempt k the seed sequence ``[seed, k]``, so a seeded
-request is reproducible. The first reply that checks is returned; if none does, the
-last one, with ``Completion.check.ok`` False. ``Completion`` reports the attempts, the
-rejected texts and every generated token (``generated_tokens``, ``decode_s`` cover all
-attempts, so tokens per second include the rejected ones).
+request is reproducible. A greedy request (``temperature`` 0) would repeat a rejected
+reply token for token: its first attempt is greedy, the later ones sample at
+``RETRY_TEMPERATURE`` (0.3) with their own seeds. The first reply that checks is
+returned; if none does, the last one, with ``Completion.check.ok`` False.
+``Completion`` reports the attempts, the rejected texts, the tokens of every attempt's
+text (``generated_tokens``) and the tokens the model sampled (``sampled_tokens``: one
+forward pass each, tokens the fallback dropped included, the closer's tokens not);
+``decode_s`` covers all attempts, so tokens per second (``sampled_tokens / decode_s``)
+include the rejected ones. ``ended_by`` says how the returned attempt ended.
 
 The KV cache of the last prompt is kept: a request that shares its prefix (the same
 system prompt, or a resampled attempt) only runs the new tokens through the model.
@@ -58,6 +63,7 @@ CLOSE_EVERY = 4     # before that, measure the closing sequence every this many 
 CLOSER_MAX = 64     # a closer that needs more than this gives up
 MAX_FORMULA_TOKENS = 80   # one formula / reply line: ≤ ~2 tree levels a token, under the parser's 200
 MAX_ATTEMPTS = 8    # constrained replies sampled until one type-checks
+RETRY_TEMPERATURE = 0.3  # a greedy (temperature 0) request's attempts after the first sample at this
 
 
 @dataclass(frozen=True)
@@ -85,6 +91,13 @@ class Completion:
     generated_tokens: int = 0  # tokens sampled over all attempts (≥ completion_tokens)
     check: Check | None = None  # constrained: the checker's verdict on `text`
     rejected: tuple[str, ...] = ()  # the texts of the attempts the checker rejected
+    sampled_tokens: int = 0  # tokens drawn from the model's logits over all attempts (one forward
+    #                          pass each), EOS and tokens later dropped by the fallback included;
+    #                          the closer's tokens (no model call) are not: tokens/s use this
+    ended_by: str = "budget"  # how the returned attempt ended: "eos" (the model), "grammar" (the
+    #                           grammar accepts nothing more), "stop" (a stop string), "closer"
+    #                           (completed by the closer at the budget), "fallback" (cut back to a
+    #                           safe point), "budget" (max_tokens reached, free text)
 
 
 def attempt_rng(seed: int, attempt: int) -> np.random.Generator:
@@ -258,7 +271,10 @@ class Generator:
                 return replace(c, generated_tokens=c.completion_tokens)
             tried: list[Completion] = []
             for attempt in range(max(1, p.max_attempts)):
-                tried.append(self._generate(prompt_ids, p, attempt_rng(seed, attempt)))
+                # Greedy decoding would give the rejected reply again: after a greedy first
+                # attempt, sample at RETRY_TEMPERATURE with the attempt's own seed.
+                q = p if attempt == 0 or p.temperature > 0 else replace(p, temperature=RETRY_TEMPERATURE)
+                tried.append(self._generate(prompt_ids, q, attempt_rng(seed, attempt)))
                 check = check_completion(tried[-1].text, p.grammar)
                 if check.ok:
                     break
@@ -267,6 +283,7 @@ class Generator:
                         (check.error or "?").splitlines()[0])
         return replace(tried[-1], attempts=len(tried), check=check, rejected=tuple(c.text for c in tried[:-1]),
                        generated_tokens=sum(c.completion_tokens for c in tried),
+                       sampled_tokens=sum(c.sampled_tokens for c in tried),
                        prefill_s=sum(c.prefill_s for c in tried), decode_s=sum(c.decode_s for c in tried),
                        cached_tokens=tried[0].cached_tokens)
 
@@ -278,7 +295,8 @@ class Generator:
         t1 = time.perf_counter()
         past, logits = out.past_key_values, out.logits[0, -1].float().numpy()
         tokens: list[int] = []
-        text, finish, closed = "", "length", False
+        text, finish, closed, ended = "", "length", False, "budget"
+        sampled = 0                       # tokens drawn from the model's logits
         closing: list[int] | None = None  # completes `text`; kept fresh near the budget
         need = 0                          # its length when last computed
         safe: tuple[int, list[int]] = (0, [])  # a prefix length and a closing that fit the budgets
@@ -290,10 +308,10 @@ class Generator:
                 left = min(left, MAX_FORMULA_TOKENS - (len(tokens) - line))
                 if matcher.is_error():
                     log.warning("grammar matcher error, back to the last safe point: %s", matcher.get_error())
-                    tokens, closed = self._fall_back(tokens, safe), True
+                    tokens, closed, ended = self._fall_back(tokens, safe), True, "fallback"
                     break
                 if matcher.is_stopped():
-                    finish = "stop"
+                    finish, ended = "stop", "grammar"
                     break
                 if closing is None and (len(tokens) % CLOSE_EVERY == 0 or need >= CLOSER_MAX // 2):
                     closing = self.close(matcher, text)
@@ -304,7 +322,7 @@ class Generator:
                 if closing is not None and len(closing) <= left:
                     safe = (len(tokens), closing)
                 if zone and (closing is None or len(closing) >= left):  # too late: give up cleanly
-                    tokens, closed = self._fall_back(tokens, safe), True
+                    tokens, closed, ended = self._fall_back(tokens, safe), True, "fallback"
                     break
                 ok = self.allowed(matcher)
                 if (ok & tame).any():
@@ -312,18 +330,19 @@ class Generator:
                 if zone and (ok & calm).any():
                     ok &= calm
             tok = _sample(logits, ok if matcher is not None else None, p, rng)
+            sampled += 1
             if tok in self.eos:
-                finish = "stop"
+                finish, ended = "stop", "eos"
                 break
             if matcher is not None:
                 if not matcher.consume_token(tok):
                     log.warning("grammar matcher rejected an allowed token %d: %s", tok, matcher.get_error())
-                    tokens, closed = self._fall_back(tokens, safe), True
+                    tokens, closed, ended = self._fall_back(tokens, safe), True, "fallback"
                     break
                 if zone:  # keep room to finish: take `tok` only if the formula can still close
                     after = self.close(matcher, self.tokenizer.decode(tokens + [tok], skip_special_tokens=True))
                     if after is None or len(after) > left - 1:
-                        tokens, closed = tokens + closing, True
+                        tokens, closed, ended = tokens + closing, True, "closer"
                         break
                     closing, need = after, len(after)
                 else:
@@ -335,7 +354,7 @@ class Generator:
                 text = self.tokenizer.decode(tokens, skip_special_tokens=True)
             if p.stop and any(s in text for s in p.stop):
                 text = text[:min(text.find(s) for s in p.stop if s in text)]
-                finish = "stop"
+                finish, ended = "stop", "stop"
                 break
             if len(tokens) == p.max_tokens:
                 break
@@ -345,7 +364,8 @@ class Generator:
             text = self.tokenizer.decode(tokens, skip_special_tokens=True)
         return Completion(text=text, finish_reason=finish, prompt_tokens=len(prompt_ids),
                           completion_tokens=len(tokens), prefill_s=t1 - t0,
-                          decode_s=time.perf_counter() - t1, closed=closed, cached_tokens=cached)
+                          decode_s=time.perf_counter() - t1, closed=closed, cached_tokens=cached,
+                          sampled_tokens=sampled, ended_by=ended)
 
     def _prefill(self, prompt_ids: list[int]):
         """Forward pass over the prompt, reusing the KV cache of the previous prompt's
