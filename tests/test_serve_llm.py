@@ -289,13 +289,43 @@ def test_response_and_log_report_the_attempts(fake_server, caplog):
     assert code == 200, payload
     info, text = payload["prunedsl"], payload["choices"][0]["message"]["content"]
     assert set(info) == {"grammar", "attempts", "valid", "error", "lines", "valid_lines", "generated_tokens",
-                         "rejected"}
+                         "sampled_tokens", "ended_by", "max_tokens", "rejected"}
+    assert info["ended_by"] in ("eos", "grammar", "stop", "closer", "fallback", "budget")
+    assert info["max_tokens"] == 12 and info["sampled_tokens"] >= 1
     assert info["grammar"] == "formula" and len(info["rejected"]) == info["attempts"] - 1
     assert info["valid"] == check_reply(text, "formula")[1] and (info["error"] is None) == info["valid"]
     assert info["generated_tokens"] >= payload["usage"]["completion_tokens"]
     assert any(f"attempts={info['attempts']} valid={info['valid']}" in r.getMessage() for r in caplog.records)
     code, payload = _http(fake_server, "POST", "/v1/chat/completions", {**body, "model": MODEL})
     assert code == 200 and payload["prunedsl"]["attempts"] == 1 and payload["prunedsl"]["valid"] is None
+
+
+def test_max_tokens_is_clamped_to_the_context_left(fake_gen, caplog):
+    """A prompt that fits gets max_tokens cut to the room it leaves (the search asks for
+    512 whatever the prompt); only a prompt filling the context alone is an error."""
+    from prunedsl.runtime.serve.app import start_server
+    messages = [{"role": "system", "content": "Be brief."}] + PROMPT  # no language summary added
+    n = len(fake_gen.prompt_ids(messages))
+    old = fake_gen.context
+    try:
+        fake_gen.context = n + 5
+        with start_server(fake_gen, max_tokens_limit=512) as srv, \
+                caplog.at_level(logging.INFO, logger="prunedsl.serve"):
+            for body in ({"model": MODEL, "messages": messages, "max_tokens": 512, "seed": 1},
+                         {"model": MODEL + "+formula", "messages": messages, "max_tokens": 512, "seed": 1}):
+                code, payload = _http(srv, "POST", "/v1/chat/completions", body)
+                assert code == 200, payload
+                assert payload["prunedsl"]["max_tokens"] == 5 and payload["usage"]["completion_tokens"] <= 5
+                assert payload["usage"]["prompt_tokens"] + payload["usage"]["completion_tokens"] <= n + 5
+            text = payload["choices"][0]["message"]["content"]
+            assert check_reply(text, "formula")[0], text  # the closer works in the clamped budget
+            assert any("clamped to 5" in r.getMessage() for r in caplog.records)
+            fake_gen.context = n
+            code, payload = _http(srv, "POST", "/v1/chat/completions", {"model": MODEL, "messages": messages})
+            assert code == 400 and payload["error"]["code"] == "context_length_exceeded"
+            assert payload["error"]["param"] == "messages" and f"{n} tokens" in payload["error"]["message"]
+    finally:
+        fake_gen.context = old
 
 
 def test_generation_failure_is_a_500_server_error():

@@ -6,7 +6,11 @@
         openai.OpenAI(base_url=srv.url, api_key="x").chat.completions.create(...)
 
 Routes: ``GET /v1/models``, ``GET /v1/models/{id}``, ``POST /v1/chat/completions``,
-``GET /health``. Generation runs in a worker thread (the event loop stays responsive)
+``GET /health``. Context: a request whose prompt plus ``max_tokens`` exceeds the
+model's context gets ``max_tokens`` clamped to the room the prompt leaves (the reply
+then ends with ``finish_reason: "length"`` at the latest there; ``prunedsl.max_tokens``
+gives the budget used); only a prompt that fills the context alone is a 400
+``context_length_exceeded``. Generation runs in a worker thread (the event loop stays responsive)
 and holds the generator's lock, so requests queue. Errors are OpenAI-style JSON
 (see ``protocol.py``).
 """
@@ -17,7 +21,7 @@ import logging
 import socket
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -89,10 +93,15 @@ def build_app(gen: Generator, *, model_id: str | None = None, max_tokens_limit: 
             except Exception as err:  # e.g. a chat template that rejects the role order
                 raise ApiError(400, f"the messages do not fit the model's chat template: {err}",
                                param="messages", code="invalid_messages") from None
-            if len(ids) + req.params.max_tokens > gen.context:
-                raise ApiError(400, f"the prompt is {len(ids)} tokens; with max_tokens "
-                                    f"{req.params.max_tokens} it exceeds the model's context of "
-                                    f"{gen.context} tokens", param="messages", code="context_length_exceeded")
+            room = gen.context - len(ids)
+            if room < 1:
+                raise ApiError(400, f"the prompt is {len(ids)} tokens; it leaves no room for a reply in "
+                                    f"the model's context of {gen.context} tokens", param="messages",
+                               code="context_length_exceeded")
+            if req.params.max_tokens > room:  # clamp, as a client asking for 512 by habit wants a reply
+                log.info("max_tokens %d clamped to %d: the prompt is %d of the context's %d tokens",
+                         req.params.max_tokens, room, len(ids), gen.context)
+                req = replace(req, params=replace(req.params, max_tokens=room))
         except ApiError as err:
             log.info("rejected request: %s %s", err.status, err.message)
             return _error(err)
@@ -101,14 +110,14 @@ def build_app(gen: Generator, *, model_id: str | None = None, max_tokens_limit: 
         except Exception as err:
             log.exception("generation failed")
             return _error(ApiError(500, f"generation failed: {type(err).__name__}: {err}", type="server_error"))
-        generated = c.generated_tokens or c.completion_tokens
+        sampled = c.sampled_tokens
         checked = "" if c.check is None else \
             f" attempts={c.attempts} valid={c.check.ok}" + (f" lines={c.check.valid_lines}/{c.check.lines}"
                                                             if req.params.grammar == "reply" else "")
-        log.info("chat %s grammar=%s prompt=%d (cached %d) completion=%d finish=%s%s%s generated=%d "
+        log.info("chat %s grammar=%s prompt=%d (cached %d) completion=%d finish=%s ended_by=%s%s sampled=%d "
                  "%.1f tok/s", req.model, req.params.grammar, c.prompt_tokens, c.cached_tokens,
-                 c.completion_tokens, c.finish_reason, " (closed)" if c.closed else "", checked, generated,
-                 generated / max(c.decode_s, 1e-9))
+                 c.completion_tokens, c.finish_reason, c.ended_by, checked, sampled,
+                 sampled / max(c.decode_s, 1e-9))
         return JSONResponse(chat_response(req, c))
 
     async def http_error(request: Request, exc: HTTPException):

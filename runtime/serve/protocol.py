@@ -5,7 +5,8 @@ Pure functions, no HTTP and no model, so they are unit-tested alone. Errors are
 
     400  the body is not a JSON object; an unknown or unsupported parameter
          (``stream: true``, ``n > 1``, tools); grammar field and model suffix disagree;
-         the prompt plus ``max_tokens`` exceed the model's context
+         the prompt alone fills the model's context (``context_length_exceeded``;
+         a prompt that fits gets ``max_tokens`` clamped to the room left, see app.py)
     404  unknown model (``code: model_not_found``) or path
     405  wrong method          413  body too large
     422  a known field with the wrong type or value (``messages`` missing or empty,
@@ -20,12 +21,16 @@ Every response has a ``prunedsl`` object besides OpenAI's fields (the openai cli
 unknown fields: ``response.prunedsl``)::
 
     "prunedsl": {"grammar": "formula", "attempts": 2, "valid": true, "error": null,
-                 "lines": 1, "valid_lines": 1, "generated_tokens": 23, "rejected": ["sqrt(W)"]}
+                 "lines": 1, "valid_lines": 1, "generated_tokens": 23, "sampled_tokens": 21,
+                 "ended_by": "closer", "max_tokens": 24, "rejected": ["sqrt(W)"]}
 
 ``attempts``: replies sampled until one type-checked (``generate.py``); ``valid``: whether
 the returned one did (false only when every attempt failed; ``error`` says why; null for
-free text); ``generated_tokens``: tokens sampled over all attempts, while
-``usage.completion_tokens`` counts the returned text's tokens only.
+free text); ``generated_tokens``: the tokens of every attempt's text, while
+``usage.completion_tokens`` counts the returned text's tokens only; ``sampled_tokens``:
+tokens the model sampled over all attempts (one forward pass each; the closer's tokens
+are not); ``ended_by``: eos, grammar, stop, closer, fallback or budget (``generate.py``);
+``max_tokens``: the budget used, after clamping to the context.
 """
 from __future__ import annotations
 
@@ -217,17 +222,18 @@ def chat_response(req: ChatRequest, c: Completion, *, created: int | None = None
                   "total_tokens": c.prompt_tokens + c.completion_tokens,
                   "prompt_tokens_details": {"cached_tokens": c.cached_tokens}},
         GRAMMAR_FIELD: req.params.grammar,
-        "prunedsl": prunedsl_info(req.params.grammar, c),
+        "prunedsl": prunedsl_info(req.params.grammar, c, req.params.max_tokens),
     }
 
 
-def prunedsl_info(grammar: str | None, c: Completion) -> dict:
+def prunedsl_info(grammar: str | None, c: Completion, max_tokens: int | None = None) -> dict:
     """The response's ``prunedsl`` object (see the module docstring)."""
     check = c.check
     return {"grammar": grammar, "attempts": c.attempts, "valid": check.ok if check else None,
             "error": check.error if check else None, "lines": check.lines if check else None,
             "valid_lines": check.valid_lines if check else None,
-            "generated_tokens": c.generated_tokens or c.completion_tokens, "rejected": list(c.rejected)}
+            "generated_tokens": c.generated_tokens or c.completion_tokens, "sampled_tokens": c.sampled_tokens,
+            "ended_by": c.ended_by, "max_tokens": max_tokens, "rejected": list(c.rejected)}
 
 
 def models_response(model_id: str, created: int) -> dict:
