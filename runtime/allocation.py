@@ -229,6 +229,22 @@ class AllocationPlan:
     # G of the dense model when the statistics pass computed it: the pruning pass reuses it
     # (prune_model(gradients=...)) instead of a second backward over the calibration data
     gradients: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+    layer_block: dict[str, int] = field(default_factory=dict, repr=False)  # layer name → block
+
+    def realized_block_sparsity(self, layers: Sequence[Any]) -> list[float | None]:
+        """Per block, the fraction of its weights the pruning pass actually zeroed
+        (parameter-weighted over the block's layers), from prune_model's per-layer results
+        (``LayerResult`` or their dicts); None for a block none of whose layers ran.
+        ``block_sparsity`` is the mapping's output before rounding to mask steps."""
+        pruned = [0] * len(self.block_sparsity)
+        total = [0] * len(self.block_sparsity)
+        for layer in layers:
+            d = layer if isinstance(layer, dict) else vars(layer)
+            b = self.layer_block.get(d["name"])
+            if b is not None:
+                pruned[b] += d["pruned"]
+                total[b] += d["total"]
+        return [p / t if t else None for p, t in zip(pruned, total)]
 
     @property
     def mean_sparsity(self) -> float:
@@ -237,10 +253,14 @@ class AllocationPlan:
     def wrap(self, scorer: Scorer) -> Scorer:
         return mixed_nm_scorer(scorer, self.layer_pattern) if self.layer_pattern else scorer
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, layers: Sequence[Any] | None = None) -> dict[str, Any]:
+        """The record; with prune_model's per-layer results (``report.layers``) it also has
+        ``realized_block_sparsity``, what was pruned per block (after rounding to mask steps)."""
         # not asdict(self): it would deep-copy the gradient tensors only to drop them
-        skip = ("layer_sparsity", "layer_pattern", "gradients")  # pruning.json lists every layer
+        skip = ("layer_sparsity", "layer_pattern", "gradients", "layer_block")  # pruning.json lists every layer
         d = {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self) if f.name not in skip}
+        if layers is not None:
+            d["realized_block_sparsity"] = self.realized_block_sparsity(layers)
         d["mean_sparsity"] = self.mean_sparsity
         d["allocation_seconds"] = sum(self.seconds.values())
         return d
@@ -314,7 +334,8 @@ def plan_allocation(alloc, model: nn.Module, calib_ids: torch.Tensor | None, sco
     needs = alloc.requires
     plan = AllocationPlan(alloc.text(), alloc.name, sparsity, block_sparsity, {}, values, importance, params,
                           "dense forward" if alloc.needs_scores else "weights only" if "alpha_hill" in needs
-                          else "none", seconds, gradients=grads)
+                          else "none", seconds, gradients=grads,
+                          layer_block={name: b for b, layers in enumerate(shapes) for name in layers})
     if pattern is None:
         plan.layer_sparsity = layer_sparsities(block_sparsity, shapes, sparsity, group=group,
                                                metric_shape=metric_shape)

@@ -147,7 +147,7 @@ def run_prune(job: PruneJob) -> dict:
         "layers": [vars(layer) if not isinstance(layer, dict) else layer for layer in report.layers],
         "load_seconds": load_seconds,
         "prune_seconds": prune_seconds,
-        "allocation": plan.to_dict() if plan else None,
+        "allocation": plan.to_dict(report.layers) if plan else None,  # + realized_block_sparsity
         "allocation_seconds": sum(plan.seconds.values()) if plan else None,
         "ppl": None,
         "eval_seconds": None,

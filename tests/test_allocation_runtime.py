@@ -244,3 +244,59 @@ def test_mixed_nm_scores_follow_the_scores_dtype_and_device(dtype, device):
     assert out.dtype == dtype and out.device == scores.device
     pruned = (out == -torch.inf).reshape(4, 2, 8).sum(-1)
     assert bool((pruned == 3).all()) and bool((out[out != -torch.inf] == torch.inf).all())
+
+
+def _block_fractions(layers, nblocks):
+    """Per block: pruned / total over the record's layers (model.layers.<b>.…)."""
+    pruned, total = [0] * nblocks, [0] * nblocks
+    steps = [0.0] * nblocks  # the largest single mask step, as a fraction of its layer
+    for layer in layers:
+        b = int(layer["name"].split(".")[2])
+        pruned[b] += layer["pruned"]
+        total[b] += layer["total"]
+        out, inp = layer["shape"]
+        steps[b] = max(steps[b], 1 / inp if layer["group_steps"] == "row" else 1 / (out * inp))
+    return [p / t for p, t in zip(pruned, total)], steps
+
+
+@pytest.mark.parametrize("group, extra", [("row", []), ("layer", []), ("layer", ["--reconstruct"])])
+def test_each_block_is_pruned_to_the_plans_sparsity(capsys, tiny_dir, group, extra):
+    # the plan must reach the pruning pass: each block's pruned fraction (from the record's
+    # per-layer results) is the plan's block sparsity to within one mask step
+    code, out, err = prune_cli(capsys, tiny_dir, "--sparsity", "0.6", "--allocation",
+                               "spread(depth, 0.3)", "--group", group, *extra, "--json")
+    assert code == 0, err
+    rec = json.loads(out)
+    plan_blocks = rec["allocation"]["block_sparsity"]
+    assert max(plan_blocks) - min(plan_blocks) > 0.3  # far from uniform: a dropped plan shows
+    layers = [dict(layer, group_steps=group) for layer in rec["layers"]]
+    got, steps = _block_fractions(layers, len(plan_blocks))
+    for b, (g, want, step) in enumerate(zip(got, plan_blocks, steps)):
+        assert abs(g - want) <= step + 1e-12, (b, g, want)
+    assert rec["allocation"]["realized_block_sparsity"] == pytest.approx(got, abs=1e-12)
+
+
+def test_pruning_json_records_the_realized_block_sparsity(capsys, tiny_dir, tmp_path):
+    code, out, err = prune_cli(capsys, tiny_dir, "--sparsity", "0.7", "--allocation", "owl(lam = 0.2)",
+                               "--output", str(tmp_path / "out"), "--json")
+    assert code == 0, err
+    saved = json.loads((tmp_path / "out" / "pruning.json").read_text())
+    a = saved["allocation"]
+    got, _ = _block_fractions([dict(layer, group_steps="row") for layer in saved["layers"]], 3)
+    assert a["realized_block_sparsity"] == pytest.approx(got, abs=1e-12)
+    assert a["realized_block_sparsity"] != a["block_sparsity"]  # rounded to mask steps: not the mapping
+    assert not {"gradients", "layer_block", "layer_pattern"} & set(a)
+
+
+def test_realized_block_sparsity_from_layer_results(ids):
+    model = tiny_llama(layers=3)
+    p = plan(model, ids, "spread(depth, 0.2)", sparsity=0.5)
+    report = prune_model(model, ids, scorer, WANDA.requires, sparsity=0.5,
+                         layer_sparsity=p.layer_sparsity, progress=False)
+    realized = p.realized_block_sparsity(report.layers)
+    blocks, _ = find_blocks(model)
+    zeros = [sum(int((m.weight == 0).sum()) for m in linear_layers(b).values()) /
+             sum(m.weight.numel() for m in linear_layers(b).values()) for b in blocks]
+    assert realized == pytest.approx(zeros, abs=1e-12)
+    assert p.realized_block_sparsity(report.layers[:7]) == [pytest.approx(zeros[0]), None, None]
+    assert p.to_dict([vars(x) for x in report.layers])["realized_block_sparsity"] == realized
