@@ -6,12 +6,25 @@
     print(g.graph_text()); json.dumps(g.graph_json())
 
 Nodes are keyed by their resolved DSL text (``to_text`` of the checked sketch), so two
-spellings of one sketch are one node. An edge ``A -> B`` records the fills that turn
-``A`` into ``B`` (``sketch.match``); an edge with one fill is a one-step refinement, one
-with k fills is k one-step refinements composed. The graph is a DAG (refinement is a
-partial order); ``graph_text`` prints it as a tree along each node's first parent and
-references the other parents. A node's *best* is the best score among the complete
-formulas below it (itself included): lowest validation perplexity, then lowest proxy.
+spellings of one sketch are one node. An edge ``A -> B`` records the fill that turns
+``A`` into ``B`` (``sketch.match``). Edges are *one-production* steps: one hole replaced
+by one grammar production, i.e. by an operand, a number, a hole of another kind, or one
+operator/function whose operands are new holes (``?Col := ?Col ^ ?c``). A refinement
+that does more (``refine(2, |W| * ‖X‖ ^ 0.5)`` from ``|W| * ?Col``) is expanded into a
+chain through the intermediate sketches (``|W| * ?Col ^ ?c``, ``|W| * ‖X‖ ^ ?c``), which
+become nodes (origin ``step``; shared when two chains pass through the same sketch):
+holes left to right, each expanded top-down. An intermediate sketch that does not
+type-check on its own (``sqrt(?Mat - ?Mat)``: a hole is any value of its shape, so the
+difference may be negative) is skipped, and that one edge then does the productions of
+the skipped steps together (its ``fills`` list each hole it fills); ``one_step(edge)``
+tells which edges are single productions. Graphs saved by older versions keep their
+multi-fill edges.
+
+The graph is a DAG (refinement is a partial order); ``graph_text`` prints it as a tree
+along each node's first parent and references the other parents, and the path to the
+best formula ("Reached by") along first parents, one production per line. A node's
+*best* is the best score among the complete formulas below it (itself included): lowest
+validation perplexity, then lowest proxy.
 """
 from __future__ import annotations
 
@@ -19,10 +32,12 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterable
 
-from ..dsl.ast import Expr, Hole, size
+from ..dsl.ast import Expr, Hole, Num, children, size
 from ..dsl.printer import to_text
 from ..errors import PruneDSLError
-from .sketch import HOLE_SHAPES, NotARefinement, holes, match, parse_sketch
+from .sketch import HOLE_SHAPES, NotARefinement, holes, match, parse_sketch, replace_at
+
+SHAPE_HOLES = {shape: kind for kind, shape in HOLE_SHAPES.items() if kind != "c"}
 
 DEFAULT_SEEDS = ("?Mat * ?Col", "|W| * ?Col", "|W| ^ ?c * ‖X‖ ^ ?c")
 MAX_NODES = 5000  # a runaway search stops growing the graph, not the process
@@ -35,7 +50,8 @@ class Node:
     holes: int                      # 0: a complete formula
     parents: list[int] = field(default_factory=list)
     children: list[int] = field(default_factory=list)
-    origin: str = "llm"             # root, seed (a starting sketch), library (a scored seed metric), llm
+    origin: str = "llm"             # root, seed (a starting sketch), library (a scored seed metric),
+                                    # llm, step (an intermediate sketch of a one-production chain)
     name: str | None = None         # library metric name, if any
     round: int = 0                  # the LLM round that added it
     status: str = "sketch"          # sketch | pending | ok | error | duplicate
@@ -89,15 +105,27 @@ class Graph:
         self._new_node(root_expr, origin="root", round=0)
         if sketches is None:
             sketches = DEFAULT_SEEDS if self.shape == "Mat" else ()
+        # The starting points first, so that they keep the ids 1, 2, ... (the prompt and
+        # its examples name them); then their one-production chains.
+        links: list[tuple[int, int]] = []
         for text in list(sketches) + list(seeds):
             try:
-                node, _ = self.attach(parse_sketch(text), origin="seed")
+                expr = parse_sketch(text)
+                if expr.type is not None and expr.type.shape != self.shape:
+                    continue
+                parent = self.most_specific(expr)
+                if parent is None or self.find(to_text(expr)) is not None:
+                    continue
+                node = self._new_node(expr, origin="seed", round=0)
             except PruneDSLError:
                 continue
+            links.append((parent, node.id))
             if node.complete:
                 node.origin = "library"
                 if text.isidentifier() and text != node.text:
                     node.name = node.name or text
+        for parent, child in links:
+            self._link(parent, self.nodes[child], 0)
 
     # --- building -------------------------------------------------------------------
     def _new_node(self, expr: Expr, origin: str, round: int) -> Node:
@@ -144,12 +172,99 @@ class Graph:
         if existing is None and len(self.nodes) >= MAX_NODES:
             raise NotARefinement(f"the graph is full ({MAX_NODES} nodes)")
         node = existing or self._new_node(expr, origin, round)
-        if (parent, node.id) not in self.edges:
-            self.edges[(parent, node.id)] = Edge(parent, node.id, [f.text() for f in fills], round)
-            node.parents.append(parent)
-            p.children.append(node.id)
-            self._push_up(node)
+        if (parent, node.id) not in self.edges and not (existing is not None and self._reaches(parent, node.id)):
+            self._link(parent, node, round)
         return node, existing is None
+
+    def _reaches(self, a: int, b: int) -> bool:
+        """Is ``b`` below ``a`` (``a``'s chain to ``b`` is there already)?"""
+        stack, seen = [b], set()
+        while stack:
+            i = stack.pop()
+            if i == a:
+                return True
+            if i not in seen:
+                seen.add(i)
+                stack.extend(self.nodes[i].parents)
+        return False
+
+    def _edge(self, a: int, b: int, round: int) -> None:
+        if (a, b) in self.edges or a == b:
+            return
+        fills, _ = match(self.expr(a), self.expr(b))
+        self.edges[(a, b)] = Edge(a, b, [f.text() for f in fills or []], round)
+        self.nodes[b].parents.append(a)
+        self.nodes[a].children.append(b)
+        self._push_up(self.nodes[b])
+
+    def _link(self, parent: int, node: Node, round: int) -> None:
+        """Edges ``parent -> … -> node`` through the one-production intermediate sketches."""
+        prev = parent
+        for mid in self.steps(self.expr(parent), self.expr(node.id))[:-1]:
+            text = to_text(mid)
+            step = self.find(text)
+            if step is None:
+                if len(self.nodes) >= MAX_NODES:
+                    break
+                step = self._new_node(mid, "step", round)
+            if step.id == node.id or step.complete:
+                break
+            self._edge(prev, step.id, round)
+            prev = step.id
+        self._edge(prev, node.id, round)
+
+    @staticmethod
+    def steps(a: Expr, b: Expr) -> list[Expr]:
+        """The sketches from ``a`` (excluded) to ``b`` (included, last), one production
+        each; intermediate ones that do not type-check are left out (module doc)."""
+        fills, _ = match(a, b)
+        if not fills:
+            return [b]
+        out: list[Expr] = []
+        cur = a
+        work = [(f.path, f.expr) for f in reversed(fills)]   # a stack: holes left to right
+        while work:
+            path, e = work.pop()
+            kids = children(e)
+            if isinstance(e, Hole) or not kids:
+                head = e
+            else:
+                head, todo = e, []
+                for i, k in enumerate(kids):
+                    if isinstance(k, Hole):
+                        continue  # a hole the answer left open stays
+                    kind = "c" if isinstance(k, Num) else SHAPE_HOLES.get(k.type.shape if k.type else "")
+                    if kind is None:
+                        return [b]
+                    try:
+                        head = replace_at(head, (i,), Hole(kind))
+                    except IndexError:  # e.g. a keyword argument: no one-production split
+                        return [b]
+                    todo.append((path + (i,), k))
+                work.extend(reversed(todo))
+            cur = replace_at(cur, path, head)
+            out.append(cur)
+        if not out or to_text(out[-1]) != to_text(b):
+            return [b]
+        checked = []
+        for mid in out[:-1]:
+            try:
+                checked.append(parse_sketch(to_text(mid)))  # resolved and typed, or left out
+            except PruneDSLError:
+                continue
+        return checked + [b]
+
+    @staticmethod
+    def one_step(edge: "Edge") -> bool:
+        """Is ``edge`` a single production (one hole, filled by a leaf or by one operator
+        or function over new holes)?"""
+        if len(edge.fills) != 1:
+            return False
+        try:
+            e = parse_sketch(edge.fills[0].split(" := ", 1)[1])
+        except (PruneDSLError, IndexError):
+            return False
+        return all(isinstance(k, Hole) for k in children(e))
 
     def most_specific(self, expr: Expr) -> int | None:
         """The sketch with the most structure (non-hole nodes) that ``expr`` refines."""

@@ -55,7 +55,10 @@ def test_valid_refinements_become_proposals(server):
     props = p.propose(4)
     assert [q.text for q in props] == ["|W| * ‖X‖", "|W| * hinv ^ 0.5"]
     assert all(q.origin == "llm" and q.node == 2 for q in props)
-    assert p.graph.find("|W| * (‖X‖ + ?Col)").parents == [2]   # a new sketch, no proposal
+    sketch = p.graph.find("|W| * (‖X‖ + ?Col)")   # a new sketch, no proposal,
+    assert 2 in p.graph.path(sketch.id)            # reached from node 2 one production at a time
+    assert [p.graph.nodes[i].text for i in p.graph.path(sketch.id)[-2:]] == ["|W| * (?Col + ?Col)",
+                                                                             "|W| * (‖X‖ + ?Col)"]
     (req,) = server.chat_requests
     body = req["body"]
     assert body["model"] == MODEL and body["temperature"] == 0.3 and body["grammar"] == "reply"
@@ -108,10 +111,9 @@ def test_without_a_node_line_it_is_fed_back_and_the_valid_lines_still_count(serv
     server.push(Reply.text("|W| * ‖X‖ ^ 2\n|W| ^ 2 * ‖X‖ ^ 0.5\nsq(W) * ‖X‖"), Reply.text("node 2\n|W| * hinv"))
     p = make(server)
     props = p.propose(4)
-    closest = {q.text: p.graph.nodes[q.node].text for q in props}
-    assert closest == {"|W| * ‖X‖ ^ 2": "|W| * ‖X‖ ^ ?c", "|W| ^ 2 * ‖X‖ ^ 0.5": "|W| ^ ?c * ‖X‖ ^ 0.5",
-                       "sq(W) * ‖X‖": "sq(W) * ?Col"} or all(q.node is not None for q in props)
-    assert len(props) == 3
+    closest = {q.text: p.graph.nodes[q.node].text for q in props}  # the most specific sketch each refines
+    assert closest == {"|W| * ‖X‖ ^ 2": "|W| * ?Col", "|W| ^ 2 * ‖X‖ ^ 0.5": "|W| ^ ?c * ‖X‖ ^ ?c",
+                       "sq(W) * ‖X‖": "?Mat * ?Col"}
     assert any("did not start with `node <id>`" in e.message for e in p.errors)
     p.propose(4)
     assert "did not start with `node <id>`" in user_prompt(server.chat_requests[1])
@@ -153,17 +155,19 @@ def test_bad_lines_are_fed_back_and_never_raise(server):
 
 
 def test_node_line_problems(server):
-    server.push(Reply.text("node 42\n|W| * ‖X‖"), Reply.text("node 2\n|W| * hinv"),
-                Reply.text("node 4\nG"), Reply.text("node 1\n" + "\n".join(["W"] * 10)))
     p = make(server)
+    leaf = len(p.graph)  # the id |W| * ‖X‖ will get
+    server.push(Reply.text("node 42\n|W| * ‖X‖"), Reply.text("node 2\n|W| * hinv"),
+                Reply.text(f"node {leaf}\nG"), Reply.text("node 1\n" + "\n".join(["W"] * 10)))
     # fed back for repair; the valid line is still evaluated, under the closest sketch
     assert [(q.text, q.node) for q in p.propose(2)] == [("|W| * ‖X‖", 2)]
     assert any("there is no node 42" in e.message for e in p.errors)
     p.propose(2)
     assert "there is no node 42" in user_prompt(server.chat_requests[1])
-    assert [(q.text, q.node) for q in p.propose(2)] == [("G", 0)]  # node 4 is |W| * ‖X‖
+    assert p.graph.find("|W| * ‖X‖").id == leaf
+    assert [(q.text, q.node) for q in p.propose(2)] == [("G", 0)]  # node `leaf` is |W| * ‖X‖
     p.propose(2)
-    assert "node 4 is a complete formula without holes" in user_prompt(server.chat_requests[3])
+    assert f"node {leaf} is a complete formula without holes" in user_prompt(server.chat_requests[3])
     assert any("only the first 8" in e.message for e in p.errors)
 
 
@@ -319,10 +323,11 @@ def test_outcomes_update_the_graph_and_the_next_prompt(server):
                Outcome(Proposal("W", "evolve"), ok=True, val_ppl=1.0)])  # not ours: ignored
     assert [q.text for q in p.propose(3)] == ["|W| * ‖X‖₁"]
     prompt = user_prompt(server.chat_requests[1])
-    assert "node 2: |W| * ?Col   [best ppl 30 (node 4)" in prompt
+    leaf = p.graph.find("|W| * ‖X‖").id
+    assert f"node 2: |W| * ?Col   [best ppl 30 (node {leaf})" in prompt
     assert "non-finite scores: inf in layer 0" in prompt and "ranks weights exactly like" in prompt
-    assert "Best formula so far: node 4: |W| * ‖X‖" in prompt
-    assert any("already evaluated as node 4" in e.message for e in p.errors)
+    assert f"Best formula so far: node {leaf}: |W| * ‖X‖" in prompt
+    assert any(f"already evaluated as node {leaf}" in e.message for e in p.errors)
     assert p.graph.best().val_ppl == 30.0
 
 
@@ -368,10 +373,10 @@ def test_seed_metrics_scored_by_the_engine_become_baselines_in_the_graph(server)
                        error="search error: G is not available in this run")])
     wanda = p.graph.find("|W| * ‖X‖")
     assert wanda.name == "wanda" and wanda.origin == "library" and wanda.parents == [2]
-    assert p.graph.nodes[0].best_ppl == 31.0 and p.graph.find("|W|").parents == [0]
+    assert p.graph.nodes[0].best_ppl == 31.0 and p.graph.path(p.graph.find("|W|").id)[0] == 0
     assert [q.text for q in p.propose(2)] == ["|W| * ‖X‖ ^ 0.5"]  # wanda is scored already
     prompt = user_prompt(server.chat_requests[0])
-    assert "node 4: |W| * ‖X‖ (wanda)   [ppl 31" in prompt
+    assert f"node {wanda.id}: |W| * ‖X‖ (wanda)   [ppl 31" in prompt
     assert "`pruner_zero`:" in prompt and "G is not available" in prompt
     assert p.graph.find("|W| ^ 2 * minmax(G)").status == "error"
-    assert any("already evaluated as node 4" in e.message for e in p.errors)
+    assert any(f"already evaluated as node {wanda.id}" in e.message for e in p.errors)

@@ -98,7 +98,8 @@ def test_punching_a_hole_gives_a_sketch_the_formula_refines_in_one_step(e, data)
 def test_graph_dedups_links_and_propagates_scores():
     g = Graph(sketches=("?Mat * ?Col", "|W| * ?Col", "?Mat * ‖X‖"))
     by_text = {n.text: n.id for n in g.nodes}
-    assert g.nodes[by_text["|W| * ?Col"]].parents == [by_text["?Mat * ?Col"]]
+    assert g.path(by_text["|W| * ?Col"]) == [0, by_text["?Mat * ?Col"], by_text["|?Mat| * ?Col"],
+                                            by_text["|W| * ?Col"]]  # one production per edge
     wanda, created = g.refine(by_text["|W| * ?Col"], parse_sketch("abs(W) * norm(X)"))
     assert created and wanda.text == "|W| * ‖X‖" and wanda.complete
     again, created = g.refine(by_text["?Mat * ‖X‖"], parse_sketch("wanda"))   # same node, 2nd parent
@@ -111,7 +112,9 @@ def test_graph_dedups_links_and_propagates_scores():
     assert g.nodes[0].best_ppl == 29.0 and g.nodes[0].best_proxy == 0.2
     assert g.nodes[by_text["?Mat * ‖X‖"]].best_ppl == 30.5   # not an ancestor of the better one
     assert g.best().id == other.id
-    assert g.path(other.id) == [0, by_text["?Mat * ?Col"], by_text["|W| * ?Col"], other.id]
+    chain = [g.find(t).id for t in ("|W| * ?Col ^ ?c", "|W| * ‖X‖ ^ ?c")]  # intermediate sketches
+    assert g.path(other.id) == [0, by_text["?Mat * ?Col"], by_text["|?Mat| * ?Col"], by_text["|W| * ?Col"],
+                                *chain, other.id]
     bad, _ = g.refine(by_text["|W| * ?Col"], parse_sketch("|W| * hinv"))
     g.record(bad.id, ok=False, error="non-finite scores: inf in layer 3")
     assert bad.status == "error" and g.nodes[0].best_ppl == 29.0
@@ -122,9 +125,9 @@ def test_seeds_add_library_metrics_under_the_default_sketches():
     assert [n.text for n in g.nodes[:4]] == ["?Mat", "?Mat * ?Col", "|W| * ?Col", "|W| ^ ?c * ‖X‖ ^ ?c"]
     wanda = g.find("|W| * ‖X‖")
     assert wanda.name == "wanda" and wanda.origin == "library" and wanda.parents == [2]
-    assert g.find("|W|").name == "magnitude" and g.find("|W|").parents == [0]
+    assert g.find("|W|").name == "magnitude" and g.path(g.find("|W|").id) == [0, g.find("|?Mat|").id, g.find("|W|").id]
     assert g.find("G * ?Col").origin == "seed" and g.find("G * ?Col").parents == [1]
-    assert len(g) == 8  # the Row metric and the unknown name were skipped
+    assert sum(n.origin != "step" for n in g.nodes) == 8  # the Row metric and the unknown name were skipped
     assert Graph(sketches=()).nodes[0].children == []
 
 
@@ -148,12 +151,13 @@ def test_graph_text_and_json_show_how_the_best_was_reached():
     g.record(f.id, ok=True, val_ppl=28.25, proxy=0.1)
     text = g.graph_text()
     assert "Best formula: #%d |W| ^ 1.5 * ‖X‖ ^ 0.5" % f.id in text
-    assert "?c := 1.5, ?c := 0.5" in text and "?Mat := ?Mat * ?Col" in text
+    assert "?c := 1.5" in text and "?c := 0.5" in text and "?Mat := ?Mat * ?Col" in text
     assert "└─" in text and "ppl 28.25" in text
     data = json.loads(json.dumps(g.graph_json()))
     assert data["best"] == f.id and data["best_path"] == g.path(f.id)
     assert data["best_path"][0] == 0 and data["best_path"][-1] == f.id
-    assert {(e["src"], e["dst"]) for e in data["edges"]} >= {(0, 1), (s["|W| ^ ?c * ‖X‖ ^ ?c"], f.id)}
+    mid = g.find("|W| ^ 1.5 * ‖X‖ ^ ?c").id  # one ?c per step
+    assert {(e["src"], e["dst"]) for e in data["edges"]} >= {(0, 1), (s["|W| ^ ?c * ‖X‖ ^ ?c"], mid), (mid, f.id)}
     again = Graph.from_json(data)
     assert again.graph_text() == text and again.best().id == f.id
     assert again.refine(s["?Mat * ?Col"], parse_sketch("G * ?Col"))[1]  # still usable
@@ -227,3 +231,49 @@ def test_reply_format_agrees_with_the_offline_servers_grammar():
     for reply in ("node 3\n|W| * ‖X‖\n|W| * ?Col", "node 12\nW ^ 2 / hinv", "|W|",
                   "node 0\n?Mat * ?Col\n" + "\n".join(f"|W| * ‖X‖ ^ {i}" for i in range(7))):
         assert split_reply(reply)[:2] == constrained.split_reply(reply)
+
+
+def test_a_refinement_filling_several_productions_becomes_a_chain_of_one_production_steps():
+    """DESIGN.md §4: an edge is one hole replaced by one production. An answer that fills
+    more (two holes, or one hole with a whole subexpression) is expanded: the intermediate
+    sketches become nodes, and "Reached by" explains the path one production per line."""
+    g = Graph()
+    start = g.find("|W| * ?Col").id
+    leaf, created = g.refine(start, parse_sketch("|W| * (‖X‖ ^ 0.5 + sqrt(hinv))"))
+    assert created and leaf.parents != [start]
+    path = g.path(leaf.id)
+    texts = [g.nodes[i].text for i in path[path.index(start):]]
+    assert texts == ["|W| * ?Col", "|W| * (?Col + ?Col)", "|W| * (?Col ^ ?c + ?Col)", "|W| * (‖X‖ ^ ?c + ?Col)",
+                     "|W| * (‖X‖ ^ 0.5 + ?Col)", "|W| * (‖X‖ ^ 0.5 + sqrt(?Col))", "|W| * (‖X‖ ^ 0.5 + sqrt(hinv))"]
+    assert all(g.nodes[i].origin == "step" for i in path[path.index(start) + 1:-1])
+    assert all(Graph.one_step(e) for e in g.edges.values())   # every edge of the graph, seeds too
+    # a second formula through the same intermediate sketches shares them
+    other, _ = g.refine(start, parse_sketch("|W| * (‖X‖ ^ 0.5 + hinv)"))
+    assert g.path(other.id)[:-1] == path[:path.index(g.find("|W| * (‖X‖ ^ 0.5 + ?Col)").id) + 1]
+    g.record(leaf.id, ok=True, val_ppl=20.0, proxy=0.1)
+    text = g.graph_text()
+    reached = text.split("Reached by:\n", 1)[1].splitlines()
+    assert len(reached) == len(path) and all(len(line.split(":=")) == 2 for line in reached[1:])
+    assert "?Col := ?Col + ?Col" in reached[path.index(start) + 1]
+    assert g.nodes[start].best_ppl == 20.0  # scores still reach every ancestor
+    again = Graph.from_json(json.loads(json.dumps(g.graph_json())))
+    assert again.graph_text() == text
+
+
+def test_an_intermediate_sketch_that_does_not_type_check_is_skipped(monkeypatch):
+    import prunedsl.search.gcot as gcot
+    from prunedsl.errors import DSLTypeError
+    real = gcot.parse_sketch
+
+    def picky(text, *a):  # stands in for a checker rule a partial sketch can break
+        if text == "|W| * ?Col ^ ?c":
+            raise DSLTypeError("not on its own")
+        return real(text, *a)
+    monkeypatch.setattr(gcot, "parse_sketch", picky)
+    texts = [to_text(e) for e in Graph.steps(real("|W| * ?Col"), real("|W| * ‖X‖ ^ 2"))]
+    assert texts == ["|W| * ‖X‖ ^ ?c", "|W| * ‖X‖ ^ 2"]
+    g = Graph(sketches=("|W| * ?Col",))
+    leaf, _ = g.refine(1, real("|W| * ‖X‖ ^ 2"))
+    (edge,) = [e for e in g.edges.values() if e.src == 1]
+    assert edge.fills == ["?Col := ‖X‖ ^ ?c"] and not Graph.one_step(edge)  # two productions in one edge
+    assert g.path(leaf.id)[-3:] == [1, g.find("|W| * ‖X‖ ^ ?c").id, leaf.id]
