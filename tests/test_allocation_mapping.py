@@ -112,6 +112,36 @@ def test_hill_alpha_orders_heavy_against_light_tails():
     assert hill_alpha(torch.eye(8)) == math.inf  # all eigenvalues equal: no tail
 
 
+def _with_spectrum(out, inp, s2, seed=0):
+    """W = U diag(s) Vᵀ with orthonormal U, V: the nonzero eigenvalues of WᵀW are exactly s²."""
+    g = torch.Generator().manual_seed(seed)
+    k = len(s2)
+    u = torch.linalg.qr(torch.randn(out, k, generator=g, dtype=torch.float64))[0]
+    v = torch.linalg.qr(torch.randn(inp, k, generator=g, dtype=torch.float64))[0]
+    return u @ torch.diag(torch.tensor(s2, dtype=torch.float64).sqrt()) @ v.T
+
+
+@pytest.mark.parametrize("out, inp, s2, alpha", [
+    # AlphaPruning's xmin_mid: eigenvalues λ of WᵀW ascending (numerical zeros dropped), the
+    # tail is the top half from index N // 2 on, xmin its smallest, α = 1 + n / Σ log(λ / xmin)
+    (6, 10, [0.5, 1, 2, 4, 8, 16], 1 + 3 / (3 * math.log(2))),   # tail 4, 8, 16
+    (10, 6, [0.5, 1, 2, 4, 8, 16], 1 + 3 / (3 * math.log(2))),   # WᵀW or WWᵀ: same eigenvalues
+    (8, 12, [1, 3, 9, 27, 81], 1 + 3 / (3 * math.log(3))),       # rank 5 of 8: zeros dropped; tail 9, 27, 81
+    (5, 7, [2, 3, 5, 7, 11], 1 + 3 / (math.log(7 / 5) + math.log(11 / 5))),  # odd N: the tail keeps the median
+])
+def test_hill_alpha_exact_on_a_known_spectrum(out, inp, s2, alpha):
+    w = _with_spectrum(out, inp, s2)
+    assert hill_alpha(w) == pytest.approx(alpha, rel=1e-9)
+    # the variants a broken estimator would compute are all far from it
+    lam = sorted(s2)
+    tail = lam[len(lam) // 2:]
+    no_one = len(tail) / math.fsum(math.log(x / tail[0]) for x in tail)
+    xmin_smallest = 1 + len(lam) / math.fsum(math.log(x / lam[0]) for x in lam)
+    singular = 1 + len(tail) / math.fsum(math.log(math.sqrt(x / tail[0])) for x in tail)
+    assert alpha == pytest.approx(1 + no_one)
+    assert min(abs(alpha - v) for v in (no_one, xmin_smallest, singular)) > 0.3
+
+
 def test_score_statistics_match_a_direct_computation():
     g = torch.Generator().manual_seed(1)
     chunks = [torch.rand(30, 40, generator=g) ** 3, torch.rand(7, 5, generator=g) * 10]
