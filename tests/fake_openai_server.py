@@ -7,7 +7,8 @@
         srv.requests[0]["body"]["messages"]    # what the client sent
 
 Each POST to /v1/chat/completions takes the next scripted reply (``fallback`` when the
-script is empty); GET /v1/models lists one model. A real HTTP server (stdlib
+script is empty; a callable fallback is called with the request body, for replies that
+depend on the prompt); GET /v1/models lists one model. A real HTTP server (stdlib
 ``ThreadingHTTPServer``), so the ``openai`` client's whole stack is exercised.
 """
 from __future__ import annotations
@@ -61,7 +62,7 @@ class Reply:
 
 
 class FakeOpenAI:
-    def __init__(self, fallback: Reply | None = None, port: int = 0, models: tuple[str, ...] = (MODEL,)):
+    def __init__(self, fallback=None, port: int = 0, models: tuple[str, ...] = (MODEL,)):
         self.port = port  # 0: a free port
         self.models = models
         self.script: deque[Reply] = deque()
@@ -77,9 +78,11 @@ class FakeOpenAI:
             self.script.extend(replies)
         return self
 
-    def _next(self) -> Reply:
+    def _next(self, body=None) -> Reply:
         with self.lock:
-            return self.script.popleft() if self.script else self.fallback
+            if self.script:
+                return self.script.popleft()
+            return self.fallback(body) if callable(self.fallback) else self.fallback
 
     @property
     def chat_requests(self) -> list[dict]:
@@ -142,7 +145,7 @@ class FakeOpenAI:
                 if not self.path.rstrip("/").endswith("/chat/completions"):
                     self._send(Reply.error(404))
                     return
-                self._send(srv._next())
+                self._send(srv._next(body))
 
         class Server(ThreadingHTTPServer):
             daemon_threads = True
