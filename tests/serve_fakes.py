@@ -57,3 +57,18 @@ def fake_generator(model_class=FakeModel):
     from prunedsl.runtime.serve.generate import Generator
     tok = smollm2_tokenizer()
     return Generator(types.SimpleNamespace(model=model_class(len(tok)), tokenizer=tok, spec=MODEL))
+
+
+def tiny_chat_model_dir(root):
+    """Save a tiny random Llama (1 block, hidden 32, context 4096) with the SmolLM2
+    tokenizer and chat template to ``root`` (a directory ``load_model`` and ``prunedsl
+    serve-llm --model DIR`` read; ~1 s to load). Returns ``root`` as a string."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+    tok = smollm2_tokenizer()
+    torch.manual_seed(0)
+    cfg = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
+                      num_key_value_heads=2, vocab_size=len(tok), max_position_embeddings=4096,
+                      tie_word_embeddings=True, eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id)
+    LlamaForCausalLM(cfg).eval().save_pretrained(root)
+    tok.save_pretrained(root)
+    return str(root)

@@ -1,6 +1,6 @@
 """The HTTP server: starlette routes on uvicorn, one model, one generation at a time.
 
-    serve("smollm2-135m", "127.0.0.1", 8000)               # blocks; Ctrl-C stops it
+    serve("smollm2-135m", "127.0.0.1", 8000)               # blocks; Ctrl-C / SIGTERM stop it
 
     with start_server(generator, port=0) as srv:            # tests: a background thread
         openai.OpenAI(base_url=srv.url, api_key="x").chat.completions.create(...)
@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import socket
 import threading
 import time
 from dataclasses import dataclass, replace
 
+import uvicorn
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -39,6 +41,7 @@ log = logging.getLogger("prunedsl.serve")
 DEFAULT_MAX_TOKENS = 96      # when a request gives none
 MAX_TOKENS_LIMIT = 512       # the most a request may ask for (--max-tokens-limit)
 MAX_BODY_BYTES = 1 << 20
+GRACEFUL_SHUTDOWN_S = 60     # on SIGINT/SIGTERM, how long a generation in progress may finish
 
 
 def _error(err: ApiError) -> JSONResponse:
@@ -141,6 +144,22 @@ def build_app(gen: Generator, *, model_id: str | None = None, max_tokens_limit: 
     return Starlette(routes=routes, exception_handlers={HTTPException: http_error, Exception: server_error})
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server, except that SIGINT / SIGTERM end in a graceful shutdown and
+    ``serve`` returning (exit status 0), where uvicorn raises the signal again once it has
+    shut down (for SIGTERM, the default action: status 143, no Python cleanup)."""
+
+    stopped_by: int | None = None
+
+    def handle_exit(self, sig, frame) -> None:
+        if self.stopped_by is None:
+            self.stopped_by = sig
+        super().handle_exit(sig, frame)  # a second Ctrl-C forces the exit, as in uvicorn
+        captured = getattr(self, "_captured_signals", None)
+        if isinstance(captured, list):
+            captured.clear()
+
+
 @dataclass
 class ServerHandle:
     """A server running in a background thread; ``stop()`` (or leaving ``with``) ends it."""
@@ -173,7 +192,6 @@ def start_server(gen: Generator, host: str = "127.0.0.1", port: int = 0, *, log_
                  timeout: float = 30.0, **app_kw) -> ServerHandle:
     """Start the server in a daemon thread on ``host:port`` (0: a free port) and return
     once it accepts connections."""
-    import uvicorn
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
@@ -194,9 +212,8 @@ def start_server(gen: Generator, host: str = "127.0.0.1", port: int = 0, *, log_
 def serve(model_spec: str = "smollm2-135m", host: str = "127.0.0.1", port: int = 8000, *,
           max_tokens_limit: int = MAX_TOKENS_LIMIT, max_attempts: int = MAX_ATTEMPTS,
           log_level: str = "info") -> None:
-    """Load ``model_spec`` once and serve it until interrupted (blocks)."""
-    import uvicorn
-
+    """Load ``model_spec`` once and serve it until SIGINT or SIGTERM (blocks; returns
+    after a graceful shutdown, the port closed)."""
     from ..models import load_model
     t0 = time.perf_counter()
     log.info("loading %s", model_spec)
@@ -207,4 +224,8 @@ def serve(model_spec: str = "smollm2-135m", host: str = "127.0.0.1", port: int =
              time.perf_counter() - t0, ", ".join(model_ids(model_spec)), host, port)
     app = build_app(gen, model_id=model_spec, max_tokens_limit=max_tokens_limit,
                     default_max_tokens=min(DEFAULT_MAX_TOKENS, max_tokens_limit), max_attempts=max_attempts)
-    uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="off")).run()
+    server = _Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="off",
+                                    timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S))
+    server.run()
+    if server.stopped_by is not None:
+        log.info("stopped by %s; the port is closed", signal.Signals(server.stopped_by).name)
