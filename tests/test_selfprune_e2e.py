@@ -1,0 +1,93 @@
+"""Self-pruning offline, end to end: ``prunedsl search --proposer llm --llm-base-url
+http://127.0.0.1:PORT/v1 --llm-model M`` against the real ``serve-llm`` app (uvicorn on a
+free loopback port, the real ``Generator`` with grammar-constrained decoding), on tiny
+models: the server serves a tiny random Llama with the SmolLM2 tokenizer
+(``serve_fakes.tiny_chat_model_dir``), the search prunes the tiny Llama the search tests
+use. No network, no scripted replies: the proposals are whatever the served model wrote.
+
+    pytest tests/test_selfprune_e2e.py -q       # ~40 s
+"""
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+pytest.importorskip("llguidance")
+pytest.importorskip("uvicorn")
+pytest.importorskip("openai")
+pytest.importorskip("prunedsl.search.engine")
+cli = pytest.importorskip("prunedsl.cli")
+
+from serve_fakes import smollm2_tokenizer, tiny_chat_model_dir  # noqa: E402
+
+SERVED = "tiny-chat"  # the model name the server lists (and the search asks for)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """The real serve-llm app on a free port, serving a tiny model; yields (url, calls)."""
+    try:
+        smollm2_tokenizer()
+    except Exception as err:  # the GGUF package is not installed
+        pytest.skip(str(err))
+    from prunedsl.runtime.models import load_model
+    from prunedsl.runtime.serve.app import start_server
+    from prunedsl.runtime.serve.generate import Generator
+    gen = Generator(load_model(tiny_chat_model_dir(tmp_path_factory.mktemp("served"))))
+    gen.warm_up()
+    calls = []
+    real = gen.generate
+
+    def generate(ids, params):
+        c = real(ids, params)
+        calls.append((params, c))
+        return c
+
+    gen.generate = generate
+    with start_server(gen, model_id=SERVED) as srv:
+        yield srv.url, calls
+
+
+@pytest.fixture(scope="module")
+def tiny_model_and_data(tmp_path_factory):
+    from prunedsl.runtime.data import SPLIT_FILES
+    from prunedsl.runtime.testing import tiny_llama, tiny_tokenizer
+    root = tmp_path_factory.mktemp("tiny")
+    tiny_llama().save_pretrained(root / "model")
+    tiny_tokenizer().save_pretrained(root / "model")
+    rng = random.Random(0)
+    (root / "data").mkdir()
+    for split in ("validation", "test"):
+        words = [" ".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(12)) for _ in range(200)]
+        (root / "data" / SPLIT_FILES[split]).write_text("\n".join(words) + "\n", encoding="utf-8")
+    return str(root / "model"), str(root / "data")
+
+
+def test_search_with_proposals_from_the_real_server(served, tiny_model_and_data, tmp_path, capsys):
+    url, calls = served
+    model, data = tiny_model_and_data
+    out = tmp_path / "out"
+    rc = cli.main(["search", "--model", model, "--sparsity", "0.5", "--proposer", "llm",
+                   "--llm-base-url", url, "--llm-model", SERVED, "--llm-timeout", "60",
+                   "--llm-max-retries", "1", "--budget", "3", "--full-evals", "1", "--batch", "2",
+                   "--nsamples", "2", "--seqlen", "16", "--val-windows", "2", "--proxy-blocks", "0",
+                   "--proxy-rank", "0", "--data-dir", data, "--test-windows", "2", "--test-seqlen", "16",
+                   "--report-top", "1", "--threads", "1", "--output", str(out), "--quiet", "--json"])
+    assert rc == 0
+    summary = json.loads(capsys.readouterr().out)
+
+    # the server answered in the constrained reply format, every reply checked
+    assert calls and all(p.grammar == "reply" for p, _ in calls)
+    assert all(c.check is not None and c.check.ok for _, c in calls), [c.text for _, c in calls]
+    assert all(p.max_tokens <= 512 for p, _ in calls)
+
+    # its formulas reached the search: screened, and one fully evaluated
+    state = json.loads((out / "state.json").read_text())
+    llm = [c for c in state["candidates"] if c["origin"] == "llm"]
+    assert summary["counters"]["from_proposer"] >= 1 and len(llm) >= 1
+    assert all(c["proxy"] is not None for c in llm)  # the LLM proposer's only endpoint is the server
+    assert state["phase"] == "done" and state["counters"]["screened"] - state["counters"]["seeds"] == 3
+    report = (out / "report.md").read_text()
+    assert "Best formula:" in report and "GCoT graph" in report
