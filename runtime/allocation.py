@@ -138,8 +138,10 @@ def layer_sparsities(block_sparsity: Sequence[float], blocks: Sequence[dict[str,
 
 # --- block statistics ----------------------------------------------------------------------
 def hill_alpha(weight: torch.Tensor) -> float:
-    """Hill estimate of the power-law tail exponent of eig(WᵀW), xmin at the median
-    eigenvalue (AlphaPruning's 'xmin_mid'): α = 1 + n / Σ_{tail} log(λ / λ_min)."""
+    """Hill estimate of the power-law tail exponent of eig(WᵀW), AlphaPruning's 'xmin_mid'
+    (not its LLM default 'xmin_peak'): of the N eigenvalues above EIG_FLOOR, ascending, the
+    tail is the top half from index N // 2 (n of them, λ_xmin the smallest) and
+    α = 1 + n / Σ_{tail} log(λ / λ_xmin); ∞ when the tail is flat."""
     w = weight.detach().double()  # (out, in)
     gram = w @ w.T if w.shape[0] <= w.shape[1] else w.T @ w  # the smaller Gram: same nonzero eigs
     eigs = torch.linalg.eigvalsh(gram).clamp_min(0)  # ascending, (min(out, in),); faster than an SVD
