@@ -12,6 +12,25 @@ language's checker. Two pruning steps keep the tables small:
   rank-equivalence canonical form (``Metric.canonical(group)``) is new.
 
 Size = number of AST nodes (``dsl.ast.size``), the search's complexity measure.
+
+The enumerated language is a fixed *subset* of the DSL (not derived from
+``dsl.functions``), exactly:
+
+- leaves: the statistics the run provides (``Vocabulary``: W, G with --gradients, the X
+  statistics ‖X‖ ‖X‖₁ ‖X‖∞ mean(X) std(X) var(X), hinv, n_in, n_out) and the constants
+  1, 2, 0.5 (no other numbers);
+- binary: ``+ - * /`` and ``min``/``max`` (two Scalars are never combined);
+- powers ``e ^ 2``, ``e ^ 0.5``, ``e ^ -1`` of non-Scalar ``e`` only;
+- unary: ``abs sqrt log exp sq sigmoid tanh``, negation, ``minmax`` (Mat/Row/Col);
+- reductions ``row_/col_`` ``sum mean max std`` and whole-tensor ``mean max std``;
+- not enumerated: the other functions of ``dsl.functions`` (e.g. other normalizers and
+  reductions), keyword arguments, library metric names and calls, holes.
+
+And it is *sample-based*: observational equivalence and finiteness are judged on one
+fixed random sample of the statistics (5×7 weights, seeded). Two subexpressions that
+agree on that sample but differ elsewhere are merged (the later one is dropped), and a
+subexpression non-finite on that sample (``log`` of a negative, division by a value
+near 0) is dropped even if it would be finite on a real layer.
 Enumeration is deterministic, so the state is just the number of formulas handed out.
 """
 from __future__ import annotations
