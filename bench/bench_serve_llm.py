@@ -1,20 +1,28 @@
 """Benchmark: grammar-constrained vs free generation with the serve-llm generator.
 
 Same prompts (the language summary as the system prompt, a rotating user request), same
-seeds, same ``max_tokens``; the two modes alternate request by request so that a busy
-machine slows both alike. Reports, in one run:
+seeds; the two modes alternate request by request so that a busy machine slows both
+alike. Budgets: ``--max-tokens`` for a constrained formula (the closer finishes it in
+budget), ``--free-max-tokens`` for free text (larger: a free reply needs room for its
+prose, and one cut at the budget is reported as such). Reports, in one run:
 
-- decode tokens/s of each and their ratio. Constrained replies are type-checked and
-  sampled again while the checker rejects them (``--max-attempts``, as the server does):
-  its tokens/s counts *every* sampled token, rejected attempts included, and the
-  seconds per reply cover all attempts;
+- decode tokens/s of each and their ratio, counting the tokens the *model sampled*
+  (one forward pass each: rejected attempts and tokens the closer's fallback dropped
+  included; the tokens the closer appends without a model call excluded) over the
+  decode time. Constrained replies are type-checked and sampled again while the checker
+  rejects them (``--max-attempts``, as the server does); the seconds per reply cover
+  all attempts;
 - the share of replies that are valid formulas, i.e. parse (``parse_expr``) and
   type-check (``prunedsl.parse``). A free reply is scored as a whole ("strict") and by
   its first line that parses after stripping Markdown ("lenient");
 - mean attempts per constrained reply, and how many were valid on the first attempt
-  (what the grammar alone gives).
+  (what the grammar alone gives);
+- how replies ended: the model's EOS, the grammar complete (nothing more allowed), the
+  closer at the budget, the fallback to a safe point, or the budget (free text cut);
+- a few example replies of each mode.
 
-    python bench/bench_serve_llm.py --model smollm2-135m --n 50 --max-tokens 24 --out docs/serve_llm.md
+    python bench/bench_serve_llm.py --model smollm2-135m --n 50 --max-tokens 24 --free-max-tokens 96 \
+        --threads 1 --out docs/serve_llm.md
 
 Runs the generator in-process (no HTTP) so the timings are generation only; the server
 adds a JSON round trip per request. ``--out`` writes the Markdown table, headed by the
@@ -47,6 +55,7 @@ REQUESTS = (
     "Suggest a pruning metric that uses the gradient G.",
 )
 MODES = ("formula", None)  # constrained, free
+ENDINGS = ("eos", "grammar", "stop", "closer", "fallback", "budget")  # Completion.ended_by
 
 
 def lenient(text: str) -> str | None:
@@ -65,21 +74,22 @@ def log(msg: str) -> None:
 
 def run(gen: Generator, args) -> dict:
     system = {"role": "system", "content": language_summary("formula")}
-    stats = {m: {"tokens": 0, "returned_tokens": 0, "decode_s": 0.0, "prefill_s": 0.0, "parses": 0, "typed": 0,
-                 "lenient_parses": 0, "lenient_typed": 0, "closed": 0, "stop": 0, "attempts": 0,
-                 "first_attempt_typed": 0, "examples": [], "rejected_examples": []} for m in MODES}
+    stats = {m: {"sampled": 0, "tokens": 0, "returned_tokens": 0, "decode_s": 0.0, "prefill_s": 0.0, "parses": 0,
+                 "typed": 0, "lenient_parses": 0, "lenient_typed": 0, "attempts": 0, "first_attempt_typed": 0,
+                 "ended_by": {e: 0 for e in ENDINGS}, "examples": [], "rejected_examples": []} for m in MODES}
     for i in range(args.n):
         ids = gen.prompt_ids([system, {"role": "user", "content": REQUESTS[i % len(REQUESTS)]}])
         for mode in MODES if i % 2 == 0 else MODES[::-1]:
-            c = gen.generate(ids, SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature,
+            budget = args.max_tokens if mode else args.free_max_tokens
+            c = gen.generate(ids, SamplingParams(max_tokens=budget, temperature=args.temperature,
                                                  seed=args.seed + i, grammar=mode, max_attempts=args.max_attempts))
             s = stats[mode]
-            s["tokens"] += c.generated_tokens        # every sampled token, rejected attempts too
+            s["sampled"] += c.sampled_tokens         # forward passes: rejected attempts too, not the closer's
+            s["tokens"] += c.generated_tokens        # tokens of every attempt's text (closer's included)
             s["returned_tokens"] += c.completion_tokens
             s["decode_s"] += c.decode_s
             s["prefill_s"] += c.prefill_s
-            s["closed"] += c.closed
-            s["stop"] += c.finish_reason == "stop"
+            s["ended_by"][c.ended_by] += 1
             s["attempts"] += c.attempts
             parses, typed, _ = check_reply(c.text.strip(), "formula")
             s["parses"] += parses
@@ -89,17 +99,27 @@ def run(gen: Generator, args) -> dict:
             s["lenient_parses"] += line is not None
             s["lenient_typed"] += line is not None and check_reply(line, "formula")[1]
             if len(s["examples"]) < args.show:
-                s["examples"].append(c.text)
+                s["examples"].append({"seed": args.seed + i, "request": REQUESTS[i % len(REQUESTS)], "text": c.text,
+                                      "ended_by": c.ended_by, "valid": bool(typed), "attempts": c.attempts})
             s["rejected_examples"] += list(c.rejected)[:max(0, args.show - len(s["rejected_examples"]))]
         if (i + 1) % 10 == 0:
             log(f"  {i + 1}/{args.n} prompts")
     for mode, s in stats.items():
-        s["tok_per_s"] = s["tokens"] / max(s["decode_s"], 1e-9)
+        s["tok_per_s"] = s["sampled"] / max(s["decode_s"], 1e-9)
         s["mean_attempts"] = s["attempts"] / args.n
-        log(f"examples ({mode or 'free'}): " + " | ".join(repr(t[:80]) for t in s["examples"]))
+        log(f"examples ({mode or 'free'}): " + " | ".join(repr(e["text"][:80]) for e in s["examples"]))
         if s["rejected_examples"]:
             log(f"rejected by the checker ({mode}): " + " | ".join(repr(t[:80]) for t in s["rejected_examples"]))
     return stats
+
+
+def _example(e: dict) -> str:
+    text = e["text"].replace("`", "'").replace("\n", " ⏎ ")
+    if len(text) > 240:
+        text = text[:240] + " …"
+    return (f"- seed {e['seed']}, “{e['request']}” → `{text}` ({e['ended_by']}; "
+            f"{'valid' if e['valid'] else 'not a valid formula'}"
+            + (f"; {e['attempts']} attempts" if e["attempts"] > 1 else "") + ")")
 
 
 def markdown(result: dict, command: str) -> str:
@@ -109,13 +129,21 @@ def markdown(result: dict, command: str) -> str:
     def per_reply(s):
         return f"{(s['prefill_s'] + s['decode_s']) / n:.2f}"
 
+    def ended(s, e):
+        return f"{s['ended_by'][e]}/{n}"
+
     rows = [
-        ("decode tokens/s (every sampled token, rejected attempts included)", f"{con['tok_per_s']:.2f}",
-         f"{free['tok_per_s']:.2f}"),
+        ("**decode tokens/s** (tokens the model sampled, one forward pass each; rejected attempts and "
+         "dropped tokens included, the closer's tokens not)", f"**{con['tok_per_s']:.2f}**",
+         f"**{free['tok_per_s']:.2f}**"),
         ("**ratio constrained / free tokens/s**", f"**{result['ratio']:.2f}**", ""),
+        ("max_tokens", str(result["max_tokens"]), str(result["free_max_tokens"])),
         ("seconds per reply (prompt + decode, all attempts)", per_reply(con), per_reply(free)),
         ("tokens per returned reply", f"{con['returned_tokens'] / n:.1f}", f"{free['returned_tokens'] / n:.1f}"),
-        ("tokens sampled per reply (all attempts)", f"{con['tokens'] / n:.1f}", f"{free['tokens'] / n:.1f}"),
+        ("tokens sampled by the model per reply (all attempts)", f"{con['sampled'] / n:.1f}",
+         f"{free['sampled'] / n:.1f}"),
+        ("tokens of all attempts' texts per reply (the closer's included)", f"{con['tokens'] / n:.1f}",
+         f"{free['tokens'] / n:.1f}"),
         (f"**mean attempts per reply** (at most {k})", f"**{con['mean_attempts']:.2f}**", "1"),
         ("valid on the first attempt (the grammar alone)", f"{con['first_attempt_typed']}/{n}", "-"),
         ("reply parses (whole reply)", f"{con['parses']}/{n}", f"{free['parses']}/{n}"),
@@ -123,26 +151,38 @@ def markdown(result: dict, command: str) -> str:
          f"**{free['typed']}/{n}**"),
         ("a line parses and type-checks (lenient: Markdown stripped)", f"{con['lenient_typed']}/{n}",
          f"{free['lenient_typed']}/{n}"),
-        ("ended by the model (EOS)", f"{con['stop']}/{n}", f"{free['stop']}/{n}"),
-        ("finished by the closer at the budget", f"{con['closed']}/{n}", "-"),
+        ("ended: the model sampled EOS", ended(con, "eos"), ended(free, "eos")),
+        ("ended: the grammar was complete (no token allowed but EOS)", ended(con, "grammar"), "-"),
+        ("ended: finished by the closer at the budget", ended(con, "closer"), "-"),
+        ("ended: cut back to a safe point and closed (fallback)", ended(con, "fallback"), "-"),
+        ("ended: max_tokens reached (free: the text is cut; constrained: the formula happened to be complete)", ended(con, "budget"), ended(free, "budget")),
     ]
     head = [
         "# serve-llm: grammar-constrained vs free generation",
         "",
         f"Command: `{command}`",
         "",
-        f"{result['date']} | {result['model']} | {n} replies per mode, max_tokens {result['max_tokens']}, "
-        f"temperature {result['temperature']}, seeds {result['seed']}..{result['seed'] + n - 1} | "
+        f"{result['date']} | {result['model']} | {n} replies per mode, max_tokens {result['max_tokens']} "
+        f"(constrained) / {result['free_max_tokens']} (free), temperature {result['temperature']}, "
+        f"seeds {result['seed']}..{result['seed'] + n - 1} | "
         f"{result['threads']} torch threads, {result['machine']} | {result['minutes']:.1f} min",
         "",
         "Constrained: `prunedsl_grammar: formula` (llguidance mask from grammar.lark), each reply "
         f"type-checked and sampled again while the checker rejects it (at most {k} attempts). "
-        "Free: the same prompt and seed, no mask, no check.",
+        "Free: the same prompt and seed, no mask, no check, a larger budget. Tokens/s count "
+        "the tokens the model sampled (forward passes) over the decode time: the tokens the "
+        "closer appends to finish a formula cost no forward pass and are not counted, the "
+        "tokens the fallback drops are. The two modes alternate request by request on the "
+        "same (loaded) machine.",
         "",
         "| | constrained (formula) | free |",
         "|---|---|---|",
     ]
-    return "\n".join(head + [f"| {a} | {b} | {c} |" for a, b, c in rows]) + "\n"
+    body = [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    examples = ["", f"## Example replies (the first {len(con['examples'])} of each mode)", "",
+                "Constrained:", ""] + [_example(e) for e in con["examples"]] + \
+               ["", "Free:", ""] + [_example(e) for e in free["examples"]]
+    return "\n".join(head + body + examples) + "\n"
 
 
 def main(argv=None) -> int:
@@ -150,7 +190,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--n", type=int, default=50, help="replies per mode (default 50)")
-    p.add_argument("--max-tokens", type=int, default=24, help="max_tokens of every request (default 24)")
+    p.add_argument("--max-tokens", type=int, default=24, help="max_tokens of a constrained request (default 24)")
+    p.add_argument("--free-max-tokens", type=int, default=96,
+                   help="max_tokens of a free request (default 96: room for the prose around a formula)")
     p.add_argument("--temperature", type=float, default=0.7)
     p.add_argument("--seed", type=int, default=0, help="first seed; request i uses seed + i")
     p.add_argument("--max-attempts", type=int, default=MAX_ATTEMPTS,
@@ -158,7 +200,7 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--out", metavar="FILE", help="write the Markdown table here (e.g. docs/serve_llm.md)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
-    p.add_argument("--show", type=int, default=5, help="example replies per mode to print (stderr)")
+    p.add_argument("--show", type=int, default=5, help="example replies per mode (stderr and the table)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -168,11 +210,12 @@ def main(argv=None) -> int:
     gen = Generator(load_model(args.model))
     gen.warm_up()
     log(f"{args.model} loaded in {time.perf_counter() - t0:.1f} s; {args.n} replies per mode, "
-        f"max_tokens {args.max_tokens}, temperature {args.temperature}, max attempts {args.max_attempts}, "
+        f"max_tokens {args.max_tokens} / free {args.free_max_tokens}, temperature {args.temperature}, max attempts {args.max_attempts}, "
         f"torch threads {torch.get_num_threads()}")
     stats = run(gen, args)
     con, free = stats["formula"], stats[None]
-    result = {"model": args.model, "n": args.n, "max_tokens": args.max_tokens, "temperature": args.temperature,
+    result = {"model": args.model, "n": args.n, "max_tokens": args.max_tokens,
+              "free_max_tokens": args.free_max_tokens, "temperature": args.temperature,
               "seed": args.seed, "max_attempts": args.max_attempts, "threads": torch.get_num_threads(),
               "machine": f"{platform.machine()} {platform.processor()}".strip(),
               "date": datetime.date.today().isoformat(), "command": command,
@@ -188,7 +231,8 @@ def main(argv=None) -> int:
         print()
         return 0
     n = args.n
-    print(f"bench_serve_llm: {args.model} | {n} replies per mode, max_tokens {args.max_tokens} | "
+    print(f"bench_serve_llm: {args.model} | {n} replies per mode, max_tokens {args.max_tokens} "
+          f"(free {args.free_max_tokens}) | "
           f"constrained/free tokens/s = {result['ratio']:.2f} | valid formulas {con['typed']}/{n} constrained "
           f"(mean {con['mean_attempts']:.2f} attempts; {con['first_attempt_typed']}/{n} on the first) vs "
           f"{free['typed']}/{n} free ({free['lenient_typed']}/{n} lenient) | {result['minutes']:.1f} min")

@@ -10,7 +10,8 @@ decoding constrained to the prunedsl grammar on request.
     r.prunedsl    # {"attempts": 1, "valid": True, ...}: how the reply was checked
 
 Constrained replies always parse (the grammar) and are type-checked by prunedsl's own
-checker; a rejected one is sampled again (``--max-attempts``, default 8; see generate.py).
+checker; a rejected one is sampled again (``--max-attempts``, default 8; see generate.py;
+a greedy request's retries sample at temperature 0.3, or they would repeat the reply).
 
 Modules: ``constrained`` (the grammar, derived from grammar.lark; no torch),
 ``replies`` (the reply formats and checking them), ``generate`` (sampling loop with a
@@ -32,7 +33,9 @@ EXAMPLES = """examples:
   "smollm2-135m+reply" (optional `node N` line, then 1..8 formulas or sketches), or the
   body field "prunedsl_grammar": "formula" | "reply". A constrained reply that does not
   type-check is sampled again (--max-attempts); the response's "prunedsl" object says
-  how many attempts it took and whether the reply checks.
+  how many attempts it took and whether the reply checks. A prompt plus max_tokens over
+  the model's context gets max_tokens clamped to the room left (400 only when the prompt
+  alone fills it). SIGINT / SIGTERM: graceful shutdown, exit status 0.
 """
 
 
