@@ -14,7 +14,9 @@ What the engine promises a proposer (``search/engine.py``):
   new ``Outcome`` for the same proposal with ``val_ppl`` set and ``extra["update"] = True``.
 - Seeds (the library metrics) are observed first, with ``origin="seed"``.
 - Optional proposer methods the engine uses when present: ``graph_text() -> str`` and
-  ``graph_json() -> dict`` (the report's "how it was found" section), and the
+  ``graph_json() -> dict`` (the report's "how it was found" section; without them the
+  report builds a GCoT graph of the evaluated formulas), ``outage() -> (wait_s, down_s)
+  | None`` (an endpoint failing: the engine waits instead of counting empty rounds), and the
   classmethod ``from_args(args, **kwargs)`` used by the CLI to build it.
 """
 from __future__ import annotations

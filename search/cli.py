@@ -30,7 +30,9 @@ EPILOG = """examples:
 
 Files in DIR, rewritten after every evaluation: state.json (everything, for --resume),
 hall.json / hall.md (the Pareto front); at the end report.md, progress.png, lineage.json
-(and graph.json for the llm proposer).
+and graph.json (the GCoT graph: the llm proposer's own, or built from the evaluated formulas).
+An LLM endpoint that fails is waited for (up to --llm-max-outage), then the search stops,
+saved; `--resume` continues with the saved --llm-* settings.
 """
 
 # option -> (default, part of the fitness: must match on --resume)
