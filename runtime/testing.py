@@ -41,3 +41,22 @@ def tiny_tokenizer():
     tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]")
+
+
+def save_tiny_workspace(root, *, layers: int = 2, hidden: int = 64, seed: int = 0):
+    """Write a saved tiny Llama + tokenizer to ``root/model`` and a WikiText-shaped data
+    directory of random words (40 lines × 40 words per split) to ``root/data``; returns root.
+
+    What the CLI and search tests need to run the real paths offline in seconds.
+    """
+    import random
+    from pathlib import Path
+    root = Path(root)
+    tiny_llama(seed=seed, layers=layers, hidden=hidden).save_pretrained(root / "model")
+    tiny_tokenizer().save_pretrained(root / "model")
+    r = random.Random(seed)
+    (root / "data").mkdir(parents=True, exist_ok=True)
+    for name in ("wiki.valid.tokens", "wiki.test.raw"):
+        lines = [" ".join(r.choice("abcdefghij") for _ in range(40)) for _ in range(40)]
+        (root / "data" / name).write_text("\n".join(lines), encoding="utf-8")
+    return root

@@ -12,7 +12,7 @@ from prunedsl.runtime import allocation as alloc_rt
 from prunedsl.runtime.allocation import MAX_SPARSITY, plan_allocation
 from prunedsl.runtime.models import find_blocks, linear_layers
 from prunedsl.runtime.prune import linear_state, prune_model
-from prunedsl.runtime.testing import VOCAB, tiny_gemma3, tiny_llama, tiny_tokenizer
+from prunedsl.runtime.testing import VOCAB, save_tiny_workspace, tiny_gemma3, tiny_llama
 
 WANDA = parse("wanda")
 
@@ -141,14 +141,7 @@ def test_non_finite_importance_is_a_clear_error(ids):
 # --- CLI and job, end to end on a saved tiny model -------------------------------------------
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny")
-    tiny_llama(layers=3).save_pretrained(root / "model")
-    tiny_tokenizer().save_pretrained(root / "model")
-    words = " ".join(chr(97 + (i * 7) % 26) for i in range(3000))
-    (root / "data").mkdir()
-    for f in ("wiki.test.raw", "wiki.valid.tokens"):
-        (root / "data" / f).write_text("\n".join([words] * 2), encoding="utf-8")
-    return root
+    return save_tiny_workspace(tmp_path_factory.mktemp("tiny"), layers=3)
 
 
 def prune_cli(capsys, tiny_dir, *extra):

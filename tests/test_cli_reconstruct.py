@@ -5,19 +5,13 @@ import pytest
 import torch
 
 from prunedsl.cli import main
-from prunedsl.runtime.testing import tiny_llama, tiny_tokenizer
+from prunedsl.runtime.testing import save_tiny_workspace
 
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny_rec")
-    tiny_llama(layers=2, hidden=160).save_pretrained(root / "model")  # 160 inputs: two OBS blocks
-    tiny_tokenizer().save_pretrained(root / "model")
-    words = " ".join(chr(97 + (i * 7) % 26) for i in range(3000))
-    (root / "data").mkdir()
-    for f in ("wiki.test.raw", "wiki.valid.tokens"):
-        (root / "data" / f).write_text("\n".join([words] * 2), encoding="utf-8")
-    return root
+    # 160 inputs: two 128-column OBS blocks
+    return save_tiny_workspace(tmp_path_factory.mktemp("tiny_rec"), hidden=160)
 
 
 def prune(capsys, tiny_dir, *extra):

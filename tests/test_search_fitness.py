@@ -12,7 +12,7 @@ from prunedsl.runtime.capture import run_blocks
 from prunedsl.runtime.masks import prune_mask
 from prunedsl.runtime.perplexity import perplexity
 from prunedsl.runtime.prune import prune_model
-from prunedsl.runtime.testing import tiny_llama, tiny_tokenizer
+from prunedsl.runtime.testing import save_tiny_workspace
 from prunedsl.search.fitness import Fitness, FitnessSettings, screened_blocks, split_validation
 from prunedsl.search.select import select_mask
 
@@ -53,16 +53,7 @@ def test_screened_blocks():
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """A saved tiny llama + tokenizer and a WikiText-shaped data directory of random words."""
-    root = tmp_path_factory.mktemp("tiny")
-    model, tok = tiny_llama(layers=3), tiny_tokenizer()
-    model.save_pretrained(root / "model")
-    tok.save_pretrained(root / "model")
-    r = random.Random(0)
-    (root / "data").mkdir()
-    for name in ("wiki.valid.tokens", "wiki.test.raw"):
-        lines = [" ".join(r.choice("abcdefghij") for _ in range(40)) for _ in range(40)]
-        (root / "data" / name).write_text("\n".join(lines))
-    return root
+    return save_tiny_workspace(tmp_path_factory.mktemp("tiny"), layers=3)
 
 
 def _settings(tiny, **kw):

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import ast
 import json
-import random
 import time
 from pathlib import Path
 
@@ -165,15 +164,9 @@ def test_json_as_the_message_content_is_fed_back_never_raised(content):
 def test_the_test_split_is_read_only_in_the_report_phase(tmp_path, monkeypatch):
     from prunedsl import cli
     from prunedsl.runtime import data
-    from prunedsl.runtime.testing import tiny_llama, tiny_tokenizer
+    from prunedsl.runtime.testing import save_tiny_workspace
     import prunedsl.search.report as report
-    tiny_llama(layers=2).save_pretrained(tmp_path / "model")
-    tiny_tokenizer().save_pretrained(tmp_path / "model")
-    r = random.Random(0)
-    (tmp_path / "data").mkdir()
-    for name in ("wiki.valid.tokens", "wiki.test.raw"):
-        (tmp_path / "data" / name).write_text("\n".join(" ".join(r.choice("abcdefghij") for _ in range(40))
-                                                        for _ in range(40)))
+    save_tiny_workspace(tmp_path)
     events: list[str] = []
     real_load, real_report = data.load_text, report.write_report
 

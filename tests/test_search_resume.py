@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -20,16 +19,8 @@ BUDGET, FULL = 24, 4
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from prunedsl.runtime.testing import tiny_llama, tiny_tokenizer
-    root = tmp_path_factory.mktemp("tiny")
-    tiny_llama(layers=2).save_pretrained(root / "model")
-    tiny_tokenizer().save_pretrained(root / "model")
-    r = random.Random(0)
-    (root / "data").mkdir()
-    for name in ("wiki.valid.tokens", "wiki.test.raw"):
-        lines = [" ".join(r.choice("abcdefghij") for _ in range(40)) for _ in range(40)]
-        (root / "data" / name).write_text("\n".join(lines))
-    return root
+    from prunedsl.runtime.testing import save_tiny_workspace
+    return save_tiny_workspace(tmp_path_factory.mktemp("tiny"))
 
 
 def _cmd(tiny, out, *extra):
