@@ -42,6 +42,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from ..compiler import unchecked_scores
 from ..errors import NonFiniteScoreError, PruneRuntimeError
 from .capture import run_blocks
 from .gradients import gradient_norms
@@ -272,18 +273,37 @@ def _reconstruct_layer(scorer: Scorer, name: str, layer: nn.Linear, stats: dict[
     shape = tuple(layer.weight.shape)
     if tuple(scores.shape) == shape:   # per-weight: SparseGPT's blockwise selection
 
+        # Re-scoring a partly pruned weight can give NaN/inf in columns already decided
+        # (RIA's |W|/col_sum(|W|) is 0/0 in a fully pruned column); only the block being
+        # decided is used, so only it must be finite.
+        unchecked: dict[str, Any] = {}
+
         def score(w: torch.Tensor, hinv: torch.Tensor) -> torch.Tensor:
+            s = {**stats, "W": w, "hinv": hinv}
+            unchecked.clear()
             try:
-                return _score(scorer, name, {**stats, "W": w, "hinv": hinv})
-            except NonFiniteScoreError as e:  # the dense scores were finite: pruned zeros did it
+                return _score(scorer, name, s)
+            except NonFiniteScoreError as e:
+                with unchecked_scores():
+                    unchecked.update(error=e, scores=_score(scorer, name, s))
+                return unchecked["scores"]
+
+        inner = metric_select(score, sparsity, group=group, pattern=pattern)
+
+        def select(w: torch.Tensor, hinv: torch.Tensor, a: int, b: int) -> torch.Tensor:
+            try:
+                mask = inner(w, hinv, a, b)
+                if unchecked and not bool(torch.isfinite(unchecked["scores"][:, a:b]).all()):
+                    raise unchecked["error"]
+            except NonFiniteScoreError as e:
                 raise NonFiniteScoreError(
                     "with --reconstruct the metric is re-scored on the partly pruned weights at "
-                    f"each 128-column block, and is not finite there: {e.message}",
-                    hint="pruned weights are 0: write the metric so it is finite at W = 0 "
-                         "(e.g. log(|W| + 1e-8) instead of log(|W|)), or prune without --reconstruct"
+                    f"each 128-column block, and is not finite in columns {a}..{b - 1}: {e.message}",
+                    hint="pruned weights are 0, and a reduction over them reaches the columns being "
+                         "decided (e.g. |W| / row_min(|W|)); write the metric so it stays finite "
+                         "there, or prune without --reconstruct"
                 ) from None
-
-        select = metric_select(score, sparsity, group=group, pattern=pattern)
+            return mask
     else:                              # structured: channels chosen once, up front
         fixed = prune_mask(scores, sparsity, group=group, pattern=pattern, shape=shape)
 
