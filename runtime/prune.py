@@ -275,8 +275,11 @@ def _reconstruct_layer(scorer: Scorer, name: str, layer: nn.Linear, stats: dict[
 
         # Re-scoring a partly pruned weight can give NaN/inf in columns already decided
         # (RIA's |W|/col_sum(|W|) is 0/0 in a fully pruned column); only the block being
-        # decided is used, so only it must be finite.
+        # decided is used, so only it must be finite. Dead inputs' weights were set to 0 (as
+        # SparseGPT does); where the metric is undefined there (0/0) they rank lowest, as
+        # SparseGPT's saliency 0 ranks them.
         unchecked: dict[str, Any] = {}
+        dead = chol[1]
 
         def score(w: torch.Tensor, hinv: torch.Tensor) -> torch.Tensor:
             s = {**stats, "W": w, "hinv": hinv}
@@ -285,16 +288,23 @@ def _reconstruct_layer(scorer: Scorer, name: str, layer: nn.Linear, stats: dict[
                 return _score(scorer, name, s)
             except NonFiniteScoreError as e:
                 with unchecked_scores():
-                    unchecked.update(error=e, scores=_score(scorer, name, s))
-                return unchecked["scores"]
+                    raw = _score(scorer, name, s)
+                if bool(dead.any()):
+                    cols = raw[:, dead]
+                    raw[:, dead] = cols.masked_fill(~torch.isfinite(cols), float("-inf"))
+                unchecked.update(error=e, scores=raw)
+                return raw
 
         inner = metric_select(score, sparsity, group=group, pattern=pattern)
 
         def select(w: torch.Tensor, hinv: torch.Tensor, a: int, b: int) -> torch.Tensor:
             try:
                 mask = inner(w, hinv, a, b)
-                if unchecked and not bool(torch.isfinite(unchecked["scores"][:, a:b]).all()):
-                    raise unchecked["error"]
+                if unchecked:
+                    bad = ~torch.isfinite(unchecked["scores"][:, a:b])   # (out, b - a)
+                    bad[:, dead[a:b]] = False                               # ranked lowest above
+                    if bool(bad.any()):
+                        raise unchecked["error"]
             except NonFiniteScoreError as e:
                 raise NonFiniteScoreError(
                     "with --reconstruct the metric is re-scored on the partly pruned weights at "

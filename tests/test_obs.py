@@ -174,6 +174,22 @@ def test_non_finite_scores_in_decided_columns_do_not_matter(text):
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
+def test_dead_inputs_rank_lowest_where_the_metric_is_undefined():
+    # A dead input (always 0) has its weights zeroed as in SparseGPT; RIA's |W|/col_sum(|W|)
+    # is then 0/0 there. Those weights rank lowest instead of stopping the run.
+    ids = torch.randint(0, VOCAB, (2, 16), generator=torch.Generator().manual_seed(0))
+    model = tiny_llama()
+    with torch.no_grad():
+        model.model.layers[0].input_layernorm.weight[3] = 0.0     # q/k/v input channel 3 is dead
+    metric = prunedsl.parse("ria")
+    f = metric.compile()
+    report = prune_model(model, ids, lambda n, s: f(s, layer=n), metric.requires, sparsity=0.5,
+                         group="layer", reconstruct=True, progress=False)
+    assert report.sparsity == pytest.approx(0.5, abs=1e-3)
+    q = model.model.layers[0].self_attn.q_proj.weight
+    assert torch.all(q[:, 3] == 0) and all(torch.isfinite(p).all() for p in model.parameters())
+
+
 def test_a_metric_not_finite_on_pruned_weights_gets_a_clear_error():
     from prunedsl.errors import NonFiniteScoreError
     ids = torch.randint(0, VOCAB, (2, 16), generator=torch.Generator().manual_seed(0))
