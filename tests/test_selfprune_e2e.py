@@ -10,7 +10,6 @@ use. No network, no scripted replies: the proposals are whatever the served mode
 from __future__ import annotations
 
 import json
-import random
 
 import pytest
 
@@ -52,16 +51,8 @@ def served(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tiny_model_and_data(tmp_path_factory):
-    from prunedsl.runtime.data import SPLIT_FILES
-    from prunedsl.runtime.testing import tiny_llama, tiny_tokenizer
-    root = tmp_path_factory.mktemp("tiny")
-    tiny_llama().save_pretrained(root / "model")
-    tiny_tokenizer().save_pretrained(root / "model")
-    rng = random.Random(0)
-    (root / "data").mkdir()
-    for split in ("validation", "test"):
-        words = [" ".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(12)) for _ in range(200)]
-        (root / "data" / SPLIT_FILES[split]).write_text("\n".join(words) + "\n", encoding="utf-8")
+    from prunedsl.runtime.testing import save_tiny_workspace
+    root = save_tiny_workspace(tmp_path_factory.mktemp("tiny"))
     return str(root / "model"), str(root / "data")
 
 
@@ -88,6 +79,8 @@ def test_search_with_proposals_from_the_real_server(served, tiny_model_and_data,
     llm = [c for c in state["candidates"] if c["origin"] == "llm"]
     assert summary["counters"]["from_proposer"] >= 1 and len(llm) >= 1
     assert all(c["proxy"] is not None for c in llm)  # the LLM proposer's only endpoint is the server
-    assert state["phase"] == "done" and state["counters"]["screened"] - state["counters"]["seeds"] == 3
+    # a random tiny model often repeats itself: the search may end early on empty rounds
+    # (duplicates are not proposals), having screened 1 to 3 of its own formulas
+    assert state["phase"] == "done" and 1 <= state["counters"]["screened"] - state["counters"]["seeds"] <= 3
     report = (out / "report.md").read_text()
     assert "Best formula:" in report and "GCoT graph" in report
