@@ -58,7 +58,7 @@ def _metric_text(name: str, nsamples: int) -> str:
 
 def _settings(args: argparse.Namespace) -> dict:
     return {"model": args.model, "nsamples": args.nsamples, "seqlen": args.seqlen, "seed": args.seed,
-            "eval_windows": args.eval_windows, "group": "row", "reconstruct_group": "layer",
+            "eval_windows": args.eval_windows, "group": "row", "reconstruct_group": args.reconstruct_group,
             "gblm_alpha": _gblm_alpha(args.nsamples), "calibration": "wikitext-2 validation",
             "threads": torch.get_num_threads()}
 
@@ -79,6 +79,9 @@ def main() -> None:
     p.add_argument("--reconstruct", nargs="*", default=None, metavar="METRIC",
                    help="metrics that also get a +reconstruct row (default: all of --metrics)")
     p.add_argument("--columns", nargs="+", default=list(COLUMNS))
+    p.add_argument("--reconstruct-group", choices=("layer", "row"), default="layer",
+                   help="selection of the +R rows: layer (default, SparseGPT's one threshold per "
+                        "128-column block) or row (the same share of every row of the block)")
     p.add_argument("--nsamples", type=int, default=16)
     p.add_argument("--seqlen", type=int, default=512)
     p.add_argument("--eval-windows", type=int, default=16)
@@ -179,8 +182,10 @@ def markdown(state: dict) -> str:
             f"{s['eval_windows']} windows)\n\n"
             f"Calibration: {s['nsamples']} × {s['seqlen']} tokens of {s['calibration']} (seed "
             f"{s['seed']}); comparison group per output row; +R = `--reconstruct` (SparseGPT's OBS "
-            f"update, masks chosen per 128-column block on the updated weights, one threshold over "
-            f"all rows of the block as in SparseGPT); gblm with alpha = {s['gblm_alpha']:g} "
+            f"update, masks chosen per 128-column block on the updated weights, "
+            + ("one threshold over all rows of the block as in SparseGPT"
+               if s.get("reconstruct_group", "layer") == "layer" else "the same share of every row of the block")
+            + f"); gblm with alpha = {s['gblm_alpha']:g} "
             f"(100·√nsamples). Run time, "
             f"summed over the {len(cells)} cells: {(prune_s + eval_s) / 60:.0f} min "
             f"(pruning {prune_s / 60:.0f} min, evaluation {eval_s / 60:.0f} min) on "
