@@ -72,3 +72,14 @@ def tiny_chat_model_dir(root):
     LlamaForCausalLM(cfg).eval().save_pretrained(root)
     tok.save_pretrained(root)
     return str(root)
+
+
+def tiny_chat_model_dir_or_skip(root):
+    """``tiny_chat_model_dir(root)``, or skip the test when the SmolLM2 GGUF (its tokenizer)
+    is not installed."""
+    import pytest
+    try:
+        smollm2_tokenizer()
+    except Exception as err:
+        pytest.skip(str(err))
+    return tiny_chat_model_dir(root)

@@ -19,7 +19,7 @@ pytest.importorskip("openai")
 pytest.importorskip("prunedsl.search.engine")
 cli = pytest.importorskip("prunedsl.cli")
 
-from serve_fakes import smollm2_tokenizer, tiny_chat_model_dir  # noqa: E402
+from serve_fakes import tiny_chat_model_dir_or_skip  # noqa: E402
 
 SERVED = "tiny-chat"  # the model name the server lists (and the search asks for)
 
@@ -27,14 +27,11 @@ SERVED = "tiny-chat"  # the model name the server lists (and the search asks for
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """The real serve-llm app on a free port, serving a tiny model; yields (url, calls)."""
-    try:
-        smollm2_tokenizer()
-    except Exception as err:  # the GGUF package is not installed
-        pytest.skip(str(err))
+    model_dir = tiny_chat_model_dir_or_skip(tmp_path_factory.mktemp("served"))
     from prunedsl.runtime.models import load_model
     from prunedsl.runtime.serve.app import start_server
     from prunedsl.runtime.serve.generate import Generator
-    gen = Generator(load_model(tiny_chat_model_dir(tmp_path_factory.mktemp("served"))))
+    gen = Generator(load_model(model_dir))
     gen.warm_up()
     calls = []
     real = gen.generate

@@ -22,18 +22,14 @@ pytest.importorskip("llguidance")
 pytest.importorskip("uvicorn")
 pytest.importorskip("torch")
 
-from serve_fakes import smollm2_tokenizer, tiny_chat_model_dir  # noqa: E402
+from serve_fakes import tiny_chat_model_dir_or_skip  # noqa: E402
 
 from prunedsl.runtime.serve.replies import check_reply  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
-    try:
-        smollm2_tokenizer()
-    except Exception as err:  # the GGUF package is not installed
-        pytest.skip(str(err))
-    return tiny_chat_model_dir(tmp_path_factory.mktemp("tinychat"))
+    return tiny_chat_model_dir_or_skip(tmp_path_factory.mktemp("tinychat"))
 
 
 def free_port() -> int:
