@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from ..errors import PruneRuntimeError
+from ..textfile import read_text_file
 
 SPLIT_FILES = {"test": "wiki.test.raw", "validation": "wiki.valid.tokens"}
 _PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # the repo root / prunedsl package
@@ -45,15 +46,23 @@ def normalize(text: str) -> str:
     return "\n\n".join(text.split("\n"))
 
 
+NO_DATA_HINT = ("WikiText-2 is read from, in this order: --data-dir DIR, $PRUNEDSL_DATA_DIR, or "
+                "../shared/data/wikitext-2/ beside the checkout (each a directory holding wiki.test.raw "
+                "and wiki.valid.tokens); online, `pip install datasets` downloads it from the hub instead")
+
+
 def _from_datasets(split: str) -> str:
     try:
         import datasets  # optional, online fallback only
     except ImportError:
-        raise PruneRuntimeError(
-            "WikiText-2 not found locally and the `datasets` package is not installed",
-            hint="set PRUNEDSL_DATA_DIR to a directory with wiki.test.raw and "
-                 "wiki.valid.tokens, pass --data-dir, or pip install datasets") from None
-    ds = datasets.load_dataset("wikitext", "wikitext-2-raw-v1", split=split)
+        raise PruneRuntimeError("WikiText-2 not found locally and the `datasets` package is not installed",
+                                hint=NO_DATA_HINT) from None
+    try:
+        ds = datasets.load_dataset("wikitext", "wikitext-2-raw-v1", split=split)
+    except Exception as e:  # offline, hub errors: one message, not a traceback from three libraries
+        raise PruneRuntimeError(f"WikiText-2 not found locally and the download failed "
+                                f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})",
+                                hint=NO_DATA_HINT) from None
     # The HF rows keep their trailing "\n"; joining the rows gives the raw file's text.
     return "".join(ds["text"])
 
@@ -62,10 +71,10 @@ def load_text(split: str = "test", data_dir: str | os.PathLike | None = None,
               path: str | os.PathLike | None = None) -> str:
     """Normalized text of a WikiText-2 split, or of any text file given as ``path``."""
     if path is not None:
-        file = Path(path).expanduser()
-        if not file.is_file():
-            raise PruneRuntimeError(f"text file not found: {file}")
-        return normalize(file.read_text(encoding="utf-8"))
+        text = read_text_file(path, "--calib-data", error=PruneRuntimeError)
+        if not text.strip():
+            raise PruneRuntimeError(f"--calib-data: {Path(path).expanduser()} is empty")
+        return normalize(text)
     if split not in SPLIT_FILES:
         raise PruneRuntimeError(f"unknown split {split!r}; expected one of {sorted(SPLIT_FILES)}")
     directory = find_data_dir(data_dir)
@@ -76,8 +85,7 @@ def load_text(split: str = "test", data_dir: str | os.PathLike | None = None,
         raise PruneRuntimeError(f"{file} is missing",
                                 hint=f"the data directory must contain {SPLIT_FILES[split]}")
     # newline="" keeps \r\n so that normalize() sees the file's own line ends
-    with open(file, encoding="utf-8", newline="") as f:
-        return normalize(f.read())
+    return normalize(read_text_file(file, f"WikiText-2 {split}", error=PruneRuntimeError, newline=""))
 
 
 # (tokenizer name, text sha256) -> ids; in memory only, a handful of entries.

@@ -82,3 +82,53 @@ def test_calibration_windows_are_seeded():
     assert ((a[:, 1:] - a[:, :-1]) == 1).all()  # contiguous windows
     with pytest.raises(PruneRuntimeError, match="needs more than"):
         calibration_windows(ids, 1, 1000)
+
+
+# --- bad text files and missing data: clear errors, never a traceback -------------------------
+
+def test_binary_calib_data_names_the_file_and_offset(tmp_path):
+    from prunedsl.errors import PruneRuntimeError
+    from prunedsl.runtime.data import load_text
+    binary = tmp_path / "weights.bin"
+    binary.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)))
+    with pytest.raises(PruneRuntimeError, match=r"weights\.bin looks like a binary file \(NUL byte at offset 8\)"):
+        load_text(path=binary)
+    latin = tmp_path / "latin1.txt"
+    latin.write_bytes("caf\u00e9 au lait".encode("latin-1"))
+    with pytest.raises(PruneRuntimeError, match=r"latin1\.txt is not UTF-8 text \(invalid byte 0xe9 at byte offset 3\)"):
+        load_text(path=latin)
+
+
+def test_empty_or_missing_calib_data(tmp_path):
+    from prunedsl.errors import PruneRuntimeError
+    from prunedsl.runtime.data import load_text
+    empty = tmp_path / "empty.txt"
+    empty.write_text("  \n\n")
+    with pytest.raises(PruneRuntimeError, match="empty.txt is empty"):
+        load_text(path=empty)
+    with pytest.raises(PruneRuntimeError, match="file not found"):
+        load_text(path=tmp_path / "nope.txt")
+    with pytest.raises(PruneRuntimeError, match="is not a regular file"):
+        load_text(path=tmp_path)
+
+
+def test_no_local_data_and_no_network_names_the_three_ways(monkeypatch, tmp_path):
+    import sys
+    import types
+    from prunedsl.errors import PruneRuntimeError
+    from prunedsl.runtime import data
+    monkeypatch.delenv("PRUNEDSL_DATA_DIR", raising=False)
+    monkeypatch.setattr(data, "find_data_dir", lambda data_dir=None: None)
+
+    def offline(*a, **k):
+        raise ConnectionError("Couldn't reach 'wikitext' on the Hub (LocalEntryNotFoundError)")
+    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=offline))
+    with pytest.raises(PruneRuntimeError) as info:
+        data.load_text("test")
+    text = info.value.render()
+    assert "download failed (ConnectionError" in text
+    for way in ("--data-dir", "$PRUNEDSL_DATA_DIR", "../shared/data/wikitext-2", "pip install datasets"):
+        assert way in text
+    monkeypatch.setitem(sys.modules, "datasets", None)  # not installed
+    with pytest.raises(PruneRuntimeError, match="`datasets` package is not installed"):
+        data.load_text("validation")
