@@ -19,7 +19,11 @@ from .operands import X_NORMS
 
 GRAMMAR_PATH = Path(__file__).resolve().parent.parent / "grammar.lark"
 MAX_SOURCE_CHARS = 100_000  # a formula this long is a mistake (or an attack)
-MAX_DEPTH = 200  # deeper trees would hit Python's recursion limit in later passes
+MAX_DEPTH = 200  # nesting: parentheses, calls, unary minus; a chain of a + b + c counts once
+# Path length through the tree, chains included: later passes recurse per node and must stay
+# clear of Python's recursion limit (a 400-term sum checks, simplifies and compiles; 1000 does not).
+MAX_PATH = 400
+_CHAINS = {"add": "sum", "sub": "sum", "mul": "product", "div": "product"}
 
 _XNORM_KEYS = {"‖X‖": X_NORMS["2"], "‖X‖₂": X_NORMS["2"], "‖X‖₁": X_NORMS["1"],
                "‖X‖∞": X_NORMS["inf"]}
@@ -191,15 +195,28 @@ def _parse(text: str):
 
 
 def _check_depth(tree, text: str) -> None:
-    """Reject absurdly nested input before any recursive pass sees it (iteratively)."""
-    stack = [(tree, 1)]
+    """Reject absurdly nested input before any recursive pass sees it (iteratively).
+
+    Nesting counts levels of parentheses, calls and operators, with a left-associated chain
+    of the same kind (``a + b - c + …``) as one level; a long chain is "too many terms".
+    """
+    stack = [(tree, 1, 1)]  # node, nesting, path length
     while stack:
-        node, depth = stack.pop()
-        if depth > MAX_DEPTH:
+        node, depth, path = stack.pop()
+        if depth > MAX_DEPTH or path > MAX_PATH:
             meta = node.meta
-            raise DSLSyntaxError(f"formula is nested more than {MAX_DEPTH} levels deep", source=text,
-                                 span=Span(meta.start_pos, meta.end_pos) if not meta.empty else None)
-        stack.extend((c, depth + 1) for c in node.children if hasattr(c, "children"))
+            span = Span(meta.start_pos, meta.end_pos) if not meta.empty else None
+            if depth > MAX_DEPTH:
+                raise DSLSyntaxError(f"formula is nested more than {MAX_DEPTH} levels deep", source=text,
+                                     span=span)
+            raise DSLSyntaxError(f"formula has too many terms: more than {MAX_PATH} operations in a row",
+                                 source=text, span=span,
+                                 hint="split it into library metrics (metric part1 = …) and combine those")
+        chain = _CHAINS.get(node.data)
+        for child in node.children:
+            if hasattr(child, "children"):
+                same = chain is not None and _CHAINS.get(child.data) == chain and child is node.children[0]
+                stack.append((child, depth if same else depth + 1, path + 1))
 
 
 def parse_expr(text: str) -> Expr:

@@ -152,3 +152,14 @@ def test_no_exception_but_prunedsl_errors_escape_on_mutated_formulas(text):
             assert "^" in str(err)
     else:
         assert m.type.shape in ("Mat", "Row", "Col")
+
+
+def test_a_long_flat_sum_is_not_nesting():
+    # 200 terms of one sum are one level of nesting, not 200 (they were rejected as "nested")
+    m = prunedsl.parse(" + ".join(f"{i + 1} * |W|" for i in range(200)))
+    assert m.type.shape == "Mat"
+    with pytest.raises(DSLSyntaxError, match="too many terms") as info:
+        prunedsl.parse(" + ".join(["|W|"] * 1000))
+    assert "split it into library metrics" in info.value.hint
+    with pytest.raises(DSLSyntaxError, match="nested more than 200 levels"):
+        prunedsl.parse("sqrt(" * 300 + "|W|" + ")" * 300)
