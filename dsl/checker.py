@@ -107,6 +107,7 @@ class _Checker:
             sign = SIGNED
         else:  # * and /
             sign = weakest(a, b)
+            _check_constant_factor(e, left, right)
         return replace(e, left=left, right=right, type=Type(shape, sign))
 
     def power(self, e: BinOp, base: Expr, exponent: Expr) -> Expr:
@@ -243,6 +244,31 @@ class _Checker:
 
 def _is_x(e: Expr) -> bool:
     return isinstance(e, Name) and e.name == "X"
+
+
+def _check_constant_factor(e: BinOp, left: Expr, right: Expr) -> None:
+    """Reject a product/quotient chain whose constant factors overflow or underflow float32.
+
+    ``|W|·1e30·1e30`` has only finite literals, but the scores (float32) are inf; the
+    simplified form multiplies the factors out, so the check folds them the same way.
+    """
+    factor, node, operands = 1.0, replace(e, left=left, right=right), []
+    while isinstance(node, BinOp) and node.op in ("*", "/"):
+        operands.append((node.op, node.right))
+        node = node.left
+    operands.append(("*", node))
+    for op, operand in operands:
+        value = operand.value if isinstance(operand, Num) else (
+            -operand.operand.value if isinstance(operand, Neg) and isinstance(operand.operand, Num) else None)
+        if value is None or value == 0:
+            continue
+        factor = factor * value if op == "*" else factor / value
+    from .parser import FLOAT32_MAX, FLOAT32_TINY  # local: the parser imports the checker's types
+    if abs(factor) > FLOAT32_MAX or 0 < abs(factor) < FLOAT32_TINY:
+        word = "overflows" if abs(factor) > FLOAT32_MAX else "underflows to 0"
+        raise DSLTypeError(f"the constant factor of this product ({factor:.3g}) {word} in float32, "
+                           "the precision scores are computed in", span=e.span,
+                           hint="scale the constants into float32's range (about 1.4e-45 to 3.4e38)")
 
 
 def _fmt(v: float) -> str:

@@ -56,10 +56,19 @@ def _span(meta_or_token) -> Span:
     return Span(meta_or_token.start_pos, meta_or_token.end_pos)
 
 
+# Scores are computed in float32: a literal outside its range would silently become inf or 0.
+FLOAT32_MAX = 3.4028234663852886e38
+FLOAT32_TINY = 1.401298464324817e-45  # smallest positive (subnormal) float32
+
+
 def _number(tok: Token) -> float:
     value = float(tok)
-    if not math.isfinite(value):
-        raise DSLSyntaxError(f"number {str(tok)!r} is out of range", span=_span(tok))
+    if not math.isfinite(value) or abs(value) > FLOAT32_MAX:
+        raise DSLSyntaxError(f"number {str(tok)!r} is out of range: scores are float32, whose largest "
+                             f"value is about 3.4e38", span=_span(tok))
+    if abs(value) < FLOAT32_TINY and any(ch in "123456789" for ch in str(tok).lower().split("e")[0]):
+        raise DSLSyntaxError(f"number {str(tok)!r} underflows to 0 in float32 (smallest about 1.4e-45)",
+                             span=_span(tok), hint="write 0 if zero is meant")
     return value
 
 

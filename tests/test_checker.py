@@ -2,7 +2,7 @@
 import pytest
 
 import prunedsl
-from prunedsl.errors import DSLNameError, DSLSyntaxError, DSLTypeError
+from prunedsl.errors import DSLNameError, DSLSyntaxError, DSLTypeError, PruneDSLError
 
 
 @pytest.mark.parametrize("text, shape, sign", [
@@ -124,3 +124,23 @@ def test_library_file_parses_and_every_metric_checks():
         if d.kind == "metric":
             assert d.doc, f"{d.name} has no citation comment"
             assert prunedsl.parse(d.name).type.shape in ("Mat", "Row", "Col")
+
+
+# --- constants are float32, as the scores are ---------------------------------------------
+
+@pytest.mark.parametrize("text, message", [
+    ("|W| * 1e308", "out of range"),
+    ("|W| * 1e-999", "underflows to 0 in float32"),
+    ("|W| * 1e308 * 1e308", "out of range"),
+    ("|W| * 1e30 * 1e30", r"constant factor of this product \(1e\+60\) overflows in float32"),
+    ("1e-30 * |W| / 1e30", r"\(1e-60\) underflows to 0 in float32"),
+])
+def test_constants_that_float32_cannot_hold_are_rejected_with_a_caret(text, message):
+    with pytest.raises(PruneDSLError, match=message) as info:
+        prunedsl.parse(text)
+    assert info.value.span is not None and "^" in info.value.render()
+
+
+def test_constants_within_float32_pass():
+    for text in ("|W| * 1e30 / 1e30", "|W| * 3e38", "|W| * 2e-45", "0 * |W| + |W|", "|W| * 0.0e5"):
+        prunedsl.parse(text)
