@@ -31,6 +31,20 @@ def pruned(tmp_path_factory):
     return out, rec
 
 
+@pytest.fixture(scope="module")
+def dense_ppl(pruned):  # after `pruned`, so a missing model skips before this runs
+    return _cli("eval", "--model", "smollm2-135m", "--seqlen", "128", "--eval-windows", "4", "--json")["ppl"]
+
+
+def test_wanda_at_half_sparsity_is_worse_than_dense_and_far_from_collapse(pruned, dense_ppl):
+    """docs/results.md, SmolLM2 at 50%: dense 30.51 < wanda 68.77 (2.3×) ≪ magnitude 350.81
+    (11.5×). Pruning half the weights must cost perplexity, and wanda must stay on the near
+    side of magnitude's collapse (here with 4 calibration samples and 4 short windows)."""
+    _, rec = pruned
+    ratio = rec["ppl"] / dense_ppl
+    assert 1.2 < ratio < 5.0, f"wanda 50% ppl {rec['ppl']:.2f} vs dense {dense_ppl:.2f} ({ratio:.2f}×)"
+
+
 def test_prune_reports_formula_sparsity_and_perplexity(pruned):
     out, rec = pruned
     assert rec["formula"] == "|W| * ‖X‖" and rec["name"] == "wanda"

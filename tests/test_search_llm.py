@@ -277,7 +277,8 @@ def test_client_errors_are_not_retried(server, caplog):
 
 def test_dead_endpoint_degrades_to_no_proposals_and_recovers(server, caplog):
     server.push(Reply.text("node 2\n|W| * ‖X‖"))
-    p = make(server, breaker_threshold=2, breaker_cooldown=0.5, max_retries=1)
+    now = [1000.0]  # a fake clock: the cooldown passes when the test says so, not by sleeping
+    p = make(server, breaker_threshold=2, breaker_cooldown=0.5, max_retries=1, clock=lambda: now[0])
     (prop,) = p.propose(2)
     p.observe([Outcome(prop, ok=True, val_ppl=30.0, proxy=0.1)])
     port = server.port
@@ -296,7 +297,9 @@ def test_dead_endpoint_degrades_to_no_proposals_and_recovers(server, caplog):
     json.dumps(p.state())
     with FakeOpenAI(port=port) as again:  # back up, same address
         again.push(Reply.text("node 2\n|W| * hinv"))
-        time.sleep(0.6)  # the cooldown
+        now[0] += 0.4  # still inside the 0.5 s cooldown: the endpoint is not asked
+        assert p.propose(2) == [] and again.chat_requests == []
+        now[0] += 0.2
         assert [q.text for q in p.propose(2)] == ["|W| * hinv"]
         assert "|W| * ‖X‖ [ppl 30" in user_prompt(again.chat_requests[0])
 

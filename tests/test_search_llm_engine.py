@@ -10,9 +10,7 @@ import random
 import pytest
 
 from fake_openai_server import MODEL, FakeOpenAI, Reply
-
-pytest.importorskip("prunedsl.search.engine")
-cli = pytest.importorskip("prunedsl.cli")
+from prunedsl import cli
 
 
 @pytest.fixture(scope="module")
