@@ -16,7 +16,7 @@ import argparse
 import json
 import sys
 
-from .errors import PruneDSLError
+from ..errors import PruneDSLError
 
 EXAMPLES = {
     "check": """examples:
@@ -128,8 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_data(p)
     p.set_defaults(handler=cmd_eval)
     # Commands that live with their subsystems; their modules import heavy things lazily.
-    from .runtime.serve import add_parser as add_serve_llm_parser
-    from .search.cli import add_parser as add_search_parser
+    from ..runtime.serve import add_parser as add_serve_llm_parser
+    from ..search.cli import add_parser as add_search_parser
     add_search_parser(sub)
     add_serve_llm_parser(sub)
     return parser
@@ -137,12 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 # --- handlers -----------------------------------------------------------------------
 def _library_texts(paths) -> tuple[str, ...]:
-    from .dsl.library import read_library_file
+    from ..dsl.library import read_library_file
     return tuple(read_library_file(p) for p in paths)
 
 
 def metric_record(metric, group: str) -> dict:
-    from .dsl.operands import OPERANDS
+    from ..dsl.operands import OPERANDS
     return {
         "input": metric.source,
         "name": metric.name,
@@ -159,7 +159,7 @@ def metric_record(metric, group: str) -> dict:
 
 
 def cmd_check(args) -> int:
-    from .api import is_allocation, parse
+    from ..api import is_allocation, parse
     if args.allocation or is_allocation(args.formula, library_texts=_library_texts(args.library)):
         return _check_allocation(args)
     metric = parse(args.formula, library_texts=_library_texts(args.library))
@@ -187,7 +187,7 @@ def allocation_record(alloc) -> dict:
 
 
 def _check_allocation(args) -> int:
-    from .api import parse_allocation
+    from ..api import parse_allocation
     rec = allocation_record(parse_allocation(args.formula, library_texts=_library_texts(args.library)))
     if args.json:
         _print_json(rec)
@@ -202,9 +202,9 @@ def _check_allocation(args) -> int:
 
 
 def cmd_metrics(args) -> int:
-    from .api import parse, parse_allocation
-    from .dsl.library import library
-    from .dsl.printer import format_number, to_text
+    from ..api import parse, parse_allocation
+    from ..dsl.library import library
+    from ..dsl.printer import format_number, to_text
     texts = _library_texts(args.library)
 
     def entry(name: str, d, parsed) -> dict:
@@ -231,12 +231,12 @@ def cmd_metrics(args) -> int:
 
 
 def cmd_prune(args) -> int:
-    from .api import parse
-    from .runtime.job import PruneJob, parse_pattern, run_prune
+    from ..api import parse
+    from ..runtime.job import PruneJob, parse_pattern, run_prune
     metric = parse(args.metric, library_texts=_library_texts(args.library))
     allocation = None
     if args.allocation is not None:
-        from .api import parse_allocation
+        from ..api import parse_allocation
         allocation = parse_allocation(args.allocation, library_texts=_library_texts(args.library))
     pattern = parse_pattern(args.pattern)
     sparsity = args.sparsity
@@ -283,7 +283,7 @@ def cmd_prune(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from .runtime.job import run_eval
+    from ..runtime.job import run_eval
     result = run_eval(args.model, seqlen=args.seqlen, eval_windows=args.eval_windows, data_dir=args.data_dir)
     if args.json:
         _print_json(result)
