@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
+from .config import check_group
 from .dsl import symbolic
 from .dsl.ast import Expr, Operand, walk
 from .dsl.checker import Env, check
@@ -19,8 +20,6 @@ from .dsl.parser import parse as _parse_any
 from .dsl.printer import to_text
 from .dsl.types import SCALAR, Type
 from .errors import DSLSyntaxError, DSLTypeError, PruneDSLError, Span
-
-GROUPS = ("row", "layer", "global")
 
 
 @dataclass(frozen=True, eq=False)
@@ -57,9 +56,7 @@ class Metric:
 
     def canonical(self, group: str = "row") -> str:
         """Text equal for metrics that rank weights identically under ``group``."""
-        if group not in GROUPS:
-            raise PruneDSLError(f"unknown comparison group {group!r}; choose one of {', '.join(GROUPS)}")
-        return symbolic.canonical(self.expr, group)
+        return symbolic.canonical(self.expr, check_group(group))
 
     def compile(self):
         """A torch callable ``(stats: dict[str, Tensor]) -> scores`` (imports torch)."""

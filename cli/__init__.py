@@ -16,7 +16,7 @@ import argparse
 import json
 import sys
 
-from ..errors import PruneDSLError
+from ..errors import ConfigError, PruneDSLError
 
 EXAMPLES = {
     "check": """examples:
@@ -232,22 +232,15 @@ def cmd_metrics(args) -> int:
 
 def cmd_prune(args) -> int:
     from ..api import parse
-    from ..runtime.job import PruneJob, parse_pattern, run_prune
+    from ..config import parse_pattern, resolve_sparsity
+    from ..runtime.job import PruneJob, run_prune
     metric = parse(args.metric, library_texts=_library_texts(args.library))
     allocation = None
     if args.allocation is not None:
         from ..api import parse_allocation
         allocation = parse_allocation(args.allocation, library_texts=_library_texts(args.library))
     pattern = parse_pattern(args.pattern)
-    sparsity = args.sparsity
-    if pattern is not None:
-        n, m = pattern
-        if sparsity is not None and abs(sparsity - n / m) > 1e-9:
-            raise PruneDSLError(f"--pattern {args.pattern} prunes {n}/{m} = {n / m:g} of the weights, "
-                                f"but --sparsity is {sparsity:g}", hint="leave out --sparsity with N:M")
-        sparsity = n / m
-    if sparsity is None:
-        sparsity = 0.5
+    sparsity = resolve_sparsity(args.sparsity, pattern)
     job = PruneJob(model=args.model, metric=metric, sparsity=sparsity, pattern=pattern, group=args.group,
                    nsamples=args.nsamples, seqlen=args.seqlen, seed=args.seed, calib_data=args.calib_data,
                    data_dir=args.data_dir, eval_windows=args.eval_windows, output=args.output,
@@ -312,16 +305,22 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.handler(args)
+    except ConfigError as err:
+        return _report_error(err.for_cli(), args)
     except PruneDSLError as err:
-        print(err.render(), file=sys.stderr)
-        if getattr(args, "json", False):
-            _print_json({"error": {"kind": err.kind, "message": err.message, "hint": err.hint,
-                                   "span": [err.span.start, err.span.end] if err.span else None,
-                                   "rendered": err.render()}})
-        return 2
+        return _report_error(err, args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _report_error(err: PruneDSLError, args) -> int:
+    print(err.render(), file=sys.stderr)
+    if getattr(args, "json", False):
+        _print_json({"error": {"kind": err.kind, "message": err.message, "hint": err.hint,
+                               "span": [err.span.start, err.span.end] if err.span else None,
+                               "rendered": err.render()}})
+    return 2
 
 
 if __name__ == "__main__":

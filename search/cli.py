@@ -20,7 +20,7 @@ import os
 import sys
 from dataclasses import fields
 
-from ..errors import SearchError
+from ..errors import ConfigError, SearchError
 
 EPILOG = """examples:
   prunedsl search --model smollm2-135m --sparsity 0.6 --proposer evolve --budget 300 --full-evals 20 --output runs/ev60
@@ -134,7 +134,7 @@ def _settings(args, saved: dict | None) -> dict:
 
 def cmd_search(args) -> int:
     from ..cli import _library_texts
-    from ..runtime.job import parse_pattern
+    from ..config import check_sparsity, parse_pattern, resolve_sparsity
     from .engine import Engine, SearchConfig
     from .hall import hall_markdown, read_state
 
@@ -144,14 +144,10 @@ def cmd_search(args) -> int:
     saved = saved_state["config"]["cli"] if saved_state else None
     s = _settings(args, saved)
     pattern = parse_pattern(s["pattern"])
-    sparsity = s["sparsity"]
-    if pattern is not None:
-        n, m = pattern
-        if sparsity is not None and abs(sparsity - n / m) > 1e-9:
-            raise SearchError(f"--pattern {s['pattern']} prunes {n / m:g} of the weights, but --sparsity is {sparsity:g}")
-        sparsity = n / m
-    if not 0 < sparsity < 1:
-        raise SearchError(f"--sparsity must be in (0, 1), got {sparsity}")
+    try:
+        sparsity = check_sparsity(resolve_sparsity(s["sparsity"], pattern), dense_allowed=False)
+    except ConfigError as err:
+        raise err.for_cli(SearchError) from None
     if s["budget"] < 0 or s["full_evals"] < 0 or s["batch"] < 1:
         raise SearchError("--budget and --full-evals must be ≥ 0 and --batch ≥ 1")
     library_texts = _library_texts(s["library"])
