@@ -13,10 +13,12 @@ transformers) happen inside the command handlers so ``check`` stays fast.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
+from ..config import GROUPS
 from ..errors import ConfigError, PruneDSLError
+from . import dsl_commands, prune_commands
+from .output import print_json
 
 EXAMPLES = {
     "check": """examples:
@@ -80,16 +82,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="check FORMULA as an allocation rule (per-block sparsity); automatic when it "
                         "starts with 'allocation', names a library rule (uniform, owl, alpha, sdsa) or "
                         "uses spread/score/depth/params or a block statistic")
-    p.add_argument("--group", choices=("row", "layer", "global"), default="row",
+    p.add_argument("--group", choices=GROUPS, default="row",
                    help="comparison group for the canonical (rank-equivalence) form")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     _add_library(p)
-    p.set_defaults(handler=cmd_check)
+    p.set_defaults(handler=dsl_commands.cmd_check)
 
     p = command("metrics", "list the metric library and the allocation rules, each with its formula")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     _add_library(p)
-    p.set_defaults(handler=cmd_metrics)
+    p.set_defaults(handler=dsl_commands.cmd_metrics)
 
     p = command("prune", "prune a model with a metric and report its perplexity")
     _add_model_data(p)
@@ -98,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--sparsity", type=float, default=None,
                    help="fraction of weights to prune in each linear layer (default 0.5; N:M sets it)")
     g.add_argument("--pattern", default="unstructured", help="unstructured (default) or N:M, e.g. 2:4")
-    g.add_argument("--group", choices=("row", "layer", "global"), default=None,
+    g.add_argument("--group", choices=GROUPS, default=None,
                    help="comparison group: per output row (default), per layer, or over all layers; "
                         "with --reconstruct the default is layer, SparseGPT's selection (one threshold "
                         "over all rows of each 128-column block)")
@@ -122,182 +124,17 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--output", default=None, metavar="DIR",
                    help="save the pruned model (save_pretrained) and pruning.json here")
     g.add_argument("--no-eval", action="store_true", help="skip the perplexity evaluation")
-    p.set_defaults(handler=cmd_prune)
+    p.set_defaults(handler=prune_commands.cmd_prune)
 
     p = command("eval", "WikiText-2 test perplexity of a model (DESIGN.md §5 protocol)")
     _add_model_data(p)
-    p.set_defaults(handler=cmd_eval)
+    p.set_defaults(handler=prune_commands.cmd_eval)
     # Commands that live with their subsystems; their modules import heavy things lazily.
     from ..runtime.serve import add_parser as add_serve_llm_parser
     from ..search.cli import add_parser as add_search_parser
     add_search_parser(sub)
     add_serve_llm_parser(sub)
     return parser
-
-
-# --- handlers -----------------------------------------------------------------------
-def _library_texts(paths) -> tuple[str, ...]:
-    from ..dsl.library import read_library_file
-    return tuple(read_library_file(p) for p in paths)
-
-
-def metric_record(metric, group: str) -> dict:
-    from ..dsl.operands import OPERANDS
-    return {
-        "input": metric.source,
-        "name": metric.name,
-        "text": metric.text(),
-        "formula": metric.formula(),
-        "pretty": metric.pretty(),
-        "latex": metric.latex(),
-        "type": {"shape": metric.type.shape, "sign": metric.type.sign},
-        "group": group,
-        "canonical": metric.canonical(group),
-        "requires": sorted(metric.requires),
-        "requires_pretty": [OPERANDS[k].pretty for k in sorted(metric.requires)],
-    }
-
-
-def cmd_check(args) -> int:
-    from ..api import is_allocation, parse
-    if args.allocation or is_allocation(args.formula, library_texts=_library_texts(args.library)):
-        return _check_allocation(args)
-    metric = parse(args.formula, library_texts=_library_texts(args.library))
-    rec = metric_record(metric, args.group)
-    if args.json:
-        _print_json(rec)
-        return 0
-    rows = [("formula", rec["formula"]), ("pretty", rec["pretty"]), ("latex", rec["latex"]),
-            ("type", str(metric.type)), (f"canonical ({args.group})", rec["canonical"]),
-            ("requires", ", ".join(rec["requires_pretty"]))]
-    if rec["text"] != rec["formula"]:
-        rows.insert(1, ("as written", rec["text"]))
-    width = max(len(k) for k, _ in rows)
-    for k, v in rows:
-        print(f"{k:<{width}}  {v}")
-    return 0
-
-
-def allocation_record(alloc) -> dict:
-    return {"input": alloc.source, "name": alloc.name, "kind": "allocation", "formula": alloc.formula(),
-            "pretty": alloc.pretty(), "latex": alloc.latex(), "lam": alloc.lam, "uniform": alloc.uniform,
-            "requires": sorted(alloc.requires),
-            "pass": "dense forward over the calibration batch" if alloc.needs_scores else
-                    "none (weights only)" if alloc.requires - {"depth", "params"} else "none"}
-
-
-def _check_allocation(args) -> int:
-    from ..api import parse_allocation
-    rec = allocation_record(parse_allocation(args.formula, library_texts=_library_texts(args.library)))
-    if args.json:
-        _print_json(rec)
-        return 0
-    rows = [("rule", rec["formula"]), ("pretty", rec["pretty"]), ("latex", rec["latex"]),
-            ("type", "allocation (per-block sparsity" + (", uniform)" if rec["uniform"] else ")")),
-            ("requires", ", ".join(rec["requires"]) or "nothing"), ("statistics pass", rec["pass"])]
-    width = max(len(k) for k, _ in rows)
-    for k, v in rows:
-        print(f"{k:<{width}}  {v}")
-    return 0
-
-
-def cmd_metrics(args) -> int:
-    from ..api import parse, parse_allocation
-    from ..dsl.library import library
-    from ..dsl.printer import format_number, to_text
-    texts = _library_texts(args.library)
-
-    def entry(name: str, d, parsed) -> dict:
-        params = ", ".join(f"{p.name} = {format_number(p.default)}" for p in d.params)
-        return {"name": name, "signature": f"{name}({params})" if params else name,
-                "definition": to_text(d.body), "formula": parsed.formula(), "pretty": parsed.pretty(),
-                "requires": sorted(parsed.requires), "doc": d.doc}
-
-    rows = [{**entry(n, d, m := parse(n, library_texts=texts)), "type": str(m.type)}
-            for n, d in library("metric", texts).items()]
-    rules = [entry(n, d, parse_allocation(n, library_texts=texts))
-             for n, d in library("allocation", texts).items()]
-    if args.json:
-        _print_json({"metrics": rows, "allocations": rules})
-        return 0
-    print(f"{len(rows)} metrics\n")
-    print(markdown_table(["metric", "definition", "formula", "type", "source"],
-                         [[r["signature"], r["definition"], r["pretty"], r["type"], r["doc"]] for r in rows]))
-    print(f"\n{len(rules)} allocation rules (prunedsl prune --allocation NAME)\n")
-    print(markdown_table(["rule", "definition", "formula", "block statistics", "source"],
-                         [[r["signature"], r["definition"], r["pretty"], ", ".join(r["requires"]) or "–",
-                           r["doc"]] for r in rules]))
-    return 0
-
-
-def cmd_prune(args) -> int:
-    from ..api import parse
-    from ..config import parse_pattern, resolve_sparsity
-    from ..runtime.job import PruneJob, run_prune
-    metric = parse(args.metric, library_texts=_library_texts(args.library))
-    allocation = None
-    if args.allocation is not None:
-        from ..api import parse_allocation
-        allocation = parse_allocation(args.allocation, library_texts=_library_texts(args.library))
-    pattern = parse_pattern(args.pattern)
-    sparsity = resolve_sparsity(args.sparsity, pattern)
-    job = PruneJob(model=args.model, metric=metric, sparsity=sparsity, pattern=pattern, group=args.group,
-                   nsamples=args.nsamples, seqlen=args.seqlen, seed=args.seed, calib_data=args.calib_data,
-                   data_dir=args.data_dir, eval_windows=args.eval_windows, output=args.output,
-                   evaluate=not args.no_eval, allow_nonfinite=args.allow_nonfinite, allocation=allocation,
-                   reconstruct=args.reconstruct)
-    result = run_prune(job)
-    if args.json:
-        _print_json(result)
-        return 0
-    ppl = f"ppl {result['ppl']:.3f}" if result.get("ppl") is not None else "not evaluated"
-    print(f"prunedsl prune: {args.model} | {result['pretty']} | sparsity {result['sparsity']:.4f} "
-          f"({result['pattern']}, group={result['group']}{', + OBS update' if result.get('reconstruct') else ''})"
-          f" | {ppl} | prune {result['prune_seconds']:.1f} s"
-          + (f", eval {result['eval_seconds']:.1f} s" if result.get("eval_seconds") is not None else ""))
-    print()
-    rows = [["formula", result["formula"]], ["canonical", result["canonical"]],
-            ["sparsity", f"{result['sparsity']:.4f}"], ["pattern", result["pattern"]],
-            ["group", result["group"]],
-            ["reconstruct", "SparseGPT's OBS weight update" if result.get("reconstruct") else "no"],
-            ["calibration", f"{result['calibration']['nsamples']}×{result['calibration']['seqlen']} "
-                            f"tokens from {result['calibration']['source']} (seed {result['calibration']['seed']})"]]
-    if result.get("allocation"):
-        a = result["allocation"]
-        rows.append(["allocation", f"{a['rule']}: blocks {min(a['block_sparsity']):.3f}–"
-                                   f"{max(a['block_sparsity']):.3f}, {a['statistics_pass']} pass "
-                                   f"{result['allocation_seconds']:.1f} s"])
-    if result.get("ppl") is not None:
-        rows.append(["wikitext-2 test ppl", f"{result['ppl']:.3f} ({result['eval_windows']} windows of {args.seqlen})"])
-    if result.get("output"):
-        rows.append(["saved to", result["output"]])
-    print(markdown_table(["", ""], rows))
-    return 0
-
-
-def cmd_eval(args) -> int:
-    from ..runtime.job import run_eval
-    result = run_eval(args.model, seqlen=args.seqlen, eval_windows=args.eval_windows, data_dir=args.data_dir)
-    if args.json:
-        _print_json(result)
-        return 0
-    print(f"prunedsl eval: {args.model} | wikitext-2 test ppl {result['ppl']:.3f} | "
-          f"{result['windows']} windows of {args.seqlen} tokens | {result['eval_seconds']:.1f} s")
-    return 0
-
-
-# --- output helpers -----------------------------------------------------------------
-def markdown_table(header, rows) -> str:
-    cells = [[str(c).replace("|", "\\|") for c in row] for row in [header] + rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    line = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
-    return "\n".join([line(cells[0]), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
-                     + [line(r) for r in cells[1:]])
-
-
-def _print_json(obj) -> None:
-    json.dump(obj, sys.stdout, ensure_ascii=False, indent=None, default=str)
-    sys.stdout.write("\n")
 
 
 def main(argv=None) -> int:
@@ -317,7 +154,7 @@ def main(argv=None) -> int:
 def _report_error(err: PruneDSLError, args) -> int:
     print(err.render(), file=sys.stderr)
     if getattr(args, "json", False):
-        _print_json({"error": {"kind": err.kind, "message": err.message, "hint": err.hint,
+        print_json({"error": {"kind": err.kind, "message": err.message, "hint": err.hint,
                                "span": [err.span.start, err.span.end] if err.span else None,
                                "rendered": err.render()}})
     return 2

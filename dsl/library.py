@@ -41,3 +41,8 @@ def read_library_file(path: str | Path) -> str:
         return Path(path).read_text(encoding="utf-8")
     except OSError as err:
         raise PruneDSLError(f"cannot read library file {path}: {err.strerror}") from None
+
+
+def read_library_files(paths) -> tuple[str, ...]:
+    """The texts of the ``--library`` files, in order (later ones shadow earlier ones)."""
+    return tuple(read_library_file(p) for p in paths)

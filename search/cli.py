@@ -20,6 +20,7 @@ import os
 import sys
 from dataclasses import fields
 
+from ..config import GROUPS
 from ..errors import ConfigError, SearchError
 
 EPILOG = """examples:
@@ -69,7 +70,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--model", default=S, help="alias (smollm2-135m, gemma3-270m), .gguf, directory or hub id")
     g.add_argument("--sparsity", type=float, default=S, help="fraction pruned per layer (N:M sets it)")
     g.add_argument("--pattern", default=S, help="unstructured (default) or N:M, e.g. 2:4")
-    g.add_argument("--group", choices=("row", "layer", "global"), default=S, help="comparison group (default row)")
+    g.add_argument("--group", choices=GROUPS, default=S, help="comparison group (default row)")
     g.add_argument("--library", action="append", default=S, metavar="FILE", help="extra metric definitions")
     g = p.add_argument_group("search")
     g.add_argument("--proposer", choices=("evolve", "enumerate", "llm"), default=S,
@@ -133,7 +134,7 @@ def _settings(args, saved: dict | None) -> dict:
 
 
 def cmd_search(args) -> int:
-    from ..cli import _library_texts
+    from ..dsl.library import read_library_files
     from ..config import check_sparsity, parse_pattern, resolve_sparsity
     from .engine import Engine, SearchConfig
     from .hall import hall_markdown, read_state
@@ -150,7 +151,7 @@ def cmd_search(args) -> int:
         raise err.for_cli(SearchError) from None
     if s["budget"] < 0 or s["full_evals"] < 0 or s["batch"] < 1:
         raise SearchError("--budget and --full-evals must be ≥ 0 and --batch ≥ 1")
-    library_texts = _library_texts(s["library"])
+    library_texts = read_library_files(s["library"])
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)
