@@ -1,7 +1,7 @@
 """``prunedsl check`` and ``prunedsl metrics``: the language side, no torch."""
 from __future__ import annotations
 
-from ..dsl.library import read_library_files
+from ..dsl.library import Library
 from .output import markdown_table, print_json
 
 
@@ -24,9 +24,10 @@ def metric_record(metric, group: str) -> dict:
 
 def cmd_check(args) -> int:
     from ..api import is_allocation, parse
-    if args.allocation or is_allocation(args.formula, library_texts=read_library_files(args.library)):
-        return _check_allocation(args)
-    metric = parse(args.formula, library_texts=read_library_files(args.library))
+    library = Library.from_files(args.library)
+    if args.allocation or is_allocation(args.formula, library=library):
+        return _check_allocation(args, library)
+    metric = parse(args.formula, library=library)
     rec = metric_record(metric, args.group)
     if args.json:
         print_json(rec)
@@ -50,9 +51,9 @@ def allocation_record(alloc) -> dict:
                     "none (weights only)" if alloc.requires - {"depth", "params"} else "none"}
 
 
-def _check_allocation(args) -> int:
+def _check_allocation(args, library: Library) -> int:
     from ..api import parse_allocation
-    rec = allocation_record(parse_allocation(args.formula, library_texts=read_library_files(args.library)))
+    rec = allocation_record(parse_allocation(args.formula, library=library))
     if args.json:
         print_json(rec)
         return 0
@@ -67,9 +68,8 @@ def _check_allocation(args) -> int:
 
 def cmd_metrics(args) -> int:
     from ..api import parse, parse_allocation
-    from ..dsl.library import library
     from ..dsl.printer import format_number, to_text
-    texts = read_library_files(args.library)
+    lib = Library.from_files(args.library)
 
     def entry(name: str, d, parsed) -> dict:
         params = ", ".join(f"{p.name} = {format_number(p.default)}" for p in d.params)
@@ -77,10 +77,10 @@ def cmd_metrics(args) -> int:
                 "definition": to_text(d.body), "formula": parsed.formula(), "pretty": parsed.pretty(),
                 "requires": sorted(parsed.requires), "doc": d.doc}
 
-    rows = [{**entry(n, d, m := parse(n, library_texts=texts)), "type": str(m.type)}
-            for n, d in library("metric", texts).items()]
-    rules = [entry(n, d, parse_allocation(n, library_texts=texts))
-             for n, d in library("allocation", texts).items()]
+    rows = [{**entry(n, d, m := parse(n, library=lib)), "type": str(m.type)}
+            for n, d in lib.of_kind("metric").items()]
+    rules = [entry(n, d, parse_allocation(n, library=lib))
+             for n, d in lib.of_kind("allocation").items()]
     if args.json:
         print_json({"metrics": rows, "allocations": rules})
         return 0

@@ -1,7 +1,7 @@
 """``prunedsl prune`` and ``prunedsl eval``: torch and transformers load inside the handlers."""
 from __future__ import annotations
 
-from ..dsl.library import read_library_files
+from ..dsl.library import Library
 from .output import markdown_table, print_json
 
 
@@ -9,11 +9,12 @@ def cmd_prune(args) -> int:
     from ..api import parse
     from ..config import parse_pattern, resolve_sparsity
     from ..runtime.job import PruneJob, run_prune
-    metric = parse(args.metric, library_texts=read_library_files(args.library))
+    library = Library.from_files(args.library)
+    metric = parse(args.metric, library=library)
     allocation = None
     if args.allocation is not None:
         from ..api import parse_allocation
-        allocation = parse_allocation(args.allocation, library_texts=read_library_files(args.library))
+        allocation = parse_allocation(args.allocation, library=library)
     pattern = parse_pattern(args.pattern)
     sparsity = resolve_sparsity(args.sparsity, pattern)
     job = PruneJob(model=args.model, metric=metric, sparsity=sparsity, pattern=pattern, group=args.group,

@@ -134,7 +134,7 @@ def _settings(args, saved: dict | None) -> dict:
 
 
 def cmd_search(args) -> int:
-    from ..dsl.library import read_library_files
+    from ..dsl.library import Library
     from ..config import check_sparsity, parse_pattern, resolve_sparsity
     from .engine import Engine, SearchConfig
     from .hall import hall_markdown, read_state
@@ -151,7 +151,7 @@ def cmd_search(args) -> int:
         raise err.for_cli(SearchError) from None
     if s["budget"] < 0 or s["full_evals"] < 0 or s["batch"] < 1:
         raise SearchError("--budget and --full-evals must be ≥ 0 and --batch ≥ 1")
-    library_texts = read_library_files(s["library"])
+    library = Library.from_files(s["library"])
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)
@@ -160,10 +160,10 @@ def cmd_search(args) -> int:
     fs = FitnessSettings(**{f.name: s[f.name] for f in fields(FitnessSettings)
                             if f.name not in ("sparsity", "pattern")}, sparsity=sparsity, pattern=pattern)
     available = BASE_STATISTICS | ({"G"} if fs.gradients else frozenset())
-    proposer = make_proposer(s, args, available, library_texts)
+    proposer = make_proposer(s, args, available, library)
     config = SearchConfig(output=args.output, proposer=s["proposer"], budget=s["budget"],
                           full_evals=s["full_evals"], batch=s["batch"], max_proposals=s["max_proposals"],
-                          library_texts=library_texts, test_windows=s["test_windows"],
+                          library_texts=library.texts, test_windows=s["test_windows"],
                           test_seqlen=s["test_seqlen"], report_top=s["report_top"],
                           report=not args.no_report, fitness=fs.to_dict(), cli=s,
                           max_outage=s.get("llm_max_outage") or 600.0)
@@ -191,18 +191,18 @@ def cmd_search(args) -> int:
     return 0
 
 
-def make_proposer(s: dict, args, available, library_texts):
+def make_proposer(s: dict, args, available, library):
     from .grammar import Vocabulary
     vocab = Vocabulary.from_available(available)
     name = s["proposer"]
     if name == "evolve":
         from .evolve import EvolveProposer
         return EvolveProposer(seed=s["seed"], vocab=vocab, population=s["population"],
-                              max_size=s["max_size"] or 20, library_texts=library_texts)
+                              max_size=s["max_size"] or 20, library=library)
     if name == "enumerate":
         from .enumerate import EnumerateProposer
         return EnumerateProposer(vocab=vocab, group=s["group"], max_size=s["max_size"] or 7,
-                                 library_texts=library_texts)
+                                 library=library)
     try:
         from .llm import LLMProposer
     except ImportError as err:
@@ -210,6 +210,6 @@ def make_proposer(s: dict, args, available, library_texts):
                           hint="pip install openai") from None
     from .engine import seed_metrics
     from ..api import parse
-    seeds = [text for _, text in seed_metrics(library_texts)
-             if parse(text, library_texts=library_texts).requires <= available]
-    return LLMProposer.from_args(s, seeds=seeds, available=frozenset(available), library_texts=library_texts)
+    seeds = [text for _, text in seed_metrics(library)
+             if parse(text, library=library).requires <= available]
+    return LLMProposer.from_args(s, seeds=seeds, available=frozenset(available), library=library)
