@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-from .config import check_group
 from .dsl import symbolic
 from .dsl.ast import Expr, Operand, walk
 from .dsl.checker import Env, check
@@ -56,7 +55,7 @@ class Metric:
 
     def canonical(self, group: str = "row") -> str:
         """Text equal for metrics that rank weights identically under ``group``."""
-        return symbolic.canonical(self.expr, check_group(group))
+        return symbolic.canonical(self.expr, group)
 
     def compile(self):
         """A torch callable ``(stats: dict[str, Tensor]) -> scores`` (imports torch)."""

@@ -1,4 +1,4 @@
-"""``prunedsl search``: discover pruning metrics (wired into the root ``cli.py``).
+"""``prunedsl search``: discover pruning metrics (wired into ``prunedsl.cli``).
 
     prunedsl search --model smollm2-135m --sparsity 0.6 --proposer evolve --budget 300 \\
         --full-evals 20 --output runs/evolve60

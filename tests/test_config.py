@@ -99,3 +99,10 @@ def test_prune_command_prints_flags(capsys):
     err = capsys.readouterr().err
     assert "error: --pattern 2:4 prunes 2/4 = 0.5 of the weights, but --sparsity is 0.6" in err
     assert "hint: leave out --sparsity with N:M" in err
+
+
+def test_canonical_checks_the_group_without_naming_a_flag():
+    import prunedsl
+    with pytest.raises(prunedsl.ConfigError, match="unknown comparison group 'col'") as err:
+        prunedsl.parse("wanda").canonical("col")
+    assert "--" not in str(err.value)
