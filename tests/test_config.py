@@ -106,3 +106,15 @@ def test_canonical_checks_the_group_without_naming_a_flag():
     with pytest.raises(prunedsl.ConfigError, match="unknown comparison group 'col'") as err:
         prunedsl.parse("wanda").canonical("col")
     assert "--" not in str(err.value)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--pattern", "2:4", "--sparsity", "0.6"],
+     "search error: --pattern 2:4 prunes 2/4 = 0.5 of the weights, but --sparsity is 0.6"),
+    (["--sparsity", "0"], "search error: --sparsity must be in (0, 1), got 0.0"),
+    (["--pattern", "4:2"], "error: pattern 4:2: need 0 < N < M"),
+])
+def test_search_command_prints_flags(capsys, tmp_path, argv, message):
+    assert main(["search", "--output", str(tmp_path / "run"), "--model", "m", *argv]) == 2
+    assert capsys.readouterr().err.startswith(message)
+    assert not (tmp_path / "run").exists()  # rejected before anything is written
