@@ -2,7 +2,6 @@
 import pytest
 
 import prunedsl
-from prunedsl.dsl.library import Library
 from prunedsl.errors import DSLNameError, DSLSyntaxError, DSLTypeError
 
 
@@ -95,6 +94,7 @@ def test_a_single_definition_is_a_metric():
 
 
 def test_user_library_texts_add_definitions():
+    from prunedsl.dsl.library import Library
     lib = "# mine\nmetric boost(k = 2) = |W| * ‖X‖ ^ k\n"
     assert prunedsl.parse("boost(k = 3)", library=Library((lib,))).text() == "|W| * ‖X‖ ^ 3"
     with pytest.raises(DSLNameError):
@@ -102,6 +102,7 @@ def test_user_library_texts_add_definitions():
 
 
 def test_self_reference_is_an_error():
+    from prunedsl.dsl.library import Library
     with pytest.raises(DSLTypeError, match="refers to itself"):
         prunedsl.parse("loop", library=Library(("metric loop = |W| * loop",)))
 
@@ -125,23 +126,3 @@ def test_library_file_parses_and_every_metric_checks():
         if d.kind == "metric":
             assert d.doc, f"{d.name} has no citation comment"
             assert prunedsl.parse(d.name).type.shape in ("Mat", "Row", "Col")
-
-
-def test_a_library_is_a_value_parsed_once():
-    texts = ("metric boost(k = 2) = |W| * ‖X‖ ^ k\n",)
-    a, b = Library(list(texts)), Library(texts)
-    assert a == b and hash(a) == hash(b) and a.texts == texts  # keys the parse caches
-    assert a.of_kind("metric") is not a.of_kind("metric")       # callers get their own dict...
-    assert a._definitions is a._definitions                      # ...of definitions parsed once
-    assert "boost" in a.of_kind("metric") and "boost" not in Library().of_kind("metric")
-    assert prunedsl.parse("boost", library=a) is prunedsl.parse("boost", library=b)
-    with pytest.raises(DSLNameError, match="defined twice"):
-        Library(("metric x = |W|\nmetric x = W",)).of_kind()
-
-
-def test_library_files(tmp_path):
-    (tmp_path / "a.pdsl").write_text("metric boost = |W| * 2\n", encoding="utf-8")
-    lib = Library.from_files([tmp_path / "a.pdsl"])
-    assert prunedsl.parse("boost", library=lib).text() == "|W| * 2"
-    with pytest.raises(prunedsl.PruneDSLError, match="cannot read library file"):
-        Library.from_files([tmp_path / "missing.pdsl"])
