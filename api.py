@@ -14,13 +14,11 @@ from dataclasses import dataclass
 from .dsl import symbolic
 from .dsl.ast import Expr, Operand, walk
 from .dsl.checker import Env, check
-from .dsl.library import library
+from .dsl.library import BUILTIN, Library
 from .dsl.parser import parse as _parse_any
 from .dsl.printer import to_text
 from .dsl.types import SCALAR, Type
 from .errors import DSLSyntaxError, DSLTypeError, PruneDSLError, Span
-
-GROUPS = ("row", "layer", "global")
 
 
 @dataclass(frozen=True, eq=False)
@@ -57,8 +55,6 @@ class Metric:
 
     def canonical(self, group: str = "row") -> str:
         """Text equal for metrics that rank weights identically under ``group``."""
-        if group not in GROUPS:
-            raise PruneDSLError(f"unknown comparison group {group!r}; choose one of {', '.join(GROUPS)}")
         return symbolic.canonical(self.expr, group)
 
     def compile(self):
@@ -70,19 +66,19 @@ class Metric:
         return f"Metric({self.text()!r}, type={self.type})"
 
 
-def parse(text: str, *, library_texts: tuple[str, ...] = (), allow_scalar: bool = False) -> Metric:
+def parse(text: str, *, library: Library = BUILTIN, allow_scalar: bool = False) -> Metric:
     """Parse and type-check a metric: a formula, a library name (``ria(a=0.3)``), or a
     single ``metric name(params) = formula`` definition. Raises ``PruneDSLError``."""
-    return _parse_cached(text, tuple(library_texts), allow_scalar)
+    return _parse_cached(text, library, allow_scalar)
 
 
 @functools.lru_cache(maxsize=4096)
-def _parse_cached(text: str, library_texts: tuple[str, ...], allow_scalar: bool) -> Metric:
+def _parse_cached(text: str, library: Library, allow_scalar: bool) -> Metric:
     if not isinstance(text, str):
         raise DSLSyntaxError(f"expected formula text, got {type(text).__name__}")
     try:
         tree = _parse_any(text)
-        metrics = library("metric", library_texts)
+        metrics = library.of_kind("metric")
         name = None
         if hasattr(tree, "definitions"):
             defs = tree.definitions
@@ -107,22 +103,22 @@ def _parse_cached(text: str, library_texts: tuple[str, ...], allow_scalar: bool)
         raise err.with_source(text) from None
 
 
-def parse_allocation(text: str, *, library_texts: tuple[str, ...] = ()):
+def parse_allocation(text: str, *, library: Library = BUILTIN):
     """Parse and check an allocation rule (DESIGN.md §3): a library name (``owl``,
     ``owl(M = 3)``), a rule (``spread(skew(score), 0.1)``, ``0``), or one
     ``allocation name(params) = rule`` definition. Returns a ``dsl.allocation.Allocation``
     with ``text()/formula()/pretty()/latex()`` and ``requires`` (block statistics)."""
-    return _parse_allocation_cached(text, tuple(library_texts))
+    return _parse_allocation_cached(text, library)
 
 
 @functools.lru_cache(maxsize=1024)
-def _parse_allocation_cached(text: str, library_texts: tuple[str, ...]):
+def _parse_allocation_cached(text: str, library: Library):
     from .dsl.allocation import Allocation, check_allocation, definition_of
     if not isinstance(text, str):
         raise DSLSyntaxError(f"expected allocation text, got {type(text).__name__}")
     try:
         tree = _parse_any(text)
-        rules = library("allocation", library_texts)
+        rules = library.of_kind("allocation")
         if hasattr(tree, "definitions"):
             d = definition_of(tree)
             body = check_allocation(d.body, {**rules, d.name: d},
@@ -134,13 +130,12 @@ def _parse_allocation_cached(text: str, library_texts: tuple[str, ...]):
         raise err.with_source(text) from None
 
 
-def is_allocation(text: str, *, library_texts: tuple[str, ...] = ()) -> bool:
+def is_allocation(text: str, *, library: Library = BUILTIN) -> bool:
     """Whether ``text`` reads as an allocation rule rather than a metric (False if it
     does not parse); ``prunedsl check`` uses it to pick the checker."""
     from .dsl.allocation import is_allocation_tree
     try:
         tree = _parse_any(text)
-        return is_allocation_tree(tree, library("allocation", library_texts),
-                                  library("metric", library_texts))
+        return is_allocation_tree(tree, library.of_kind("allocation"), library.of_kind("metric"))
     except PruneDSLError:
         return False

@@ -117,3 +117,38 @@ class SearchError(PruneDSLError):
     """The metric search could not proceed."""
 
     kind = "search error"
+
+
+class ConfigError(PruneDSLError):
+    """A setting (sparsity, pattern, group, ...) is out of range or contradicts another.
+
+    ``template`` names settings as ``{sparsity}``; the message spells them plainly
+    (``sparsity``) for the Python API, and :meth:`for_cli` as flags (``--sparsity``).
+    Values are passed as keywords, so their text is never read as a template.
+    """
+
+    def __init__(self, template: str, *, hint: str | None = None, **values):
+        self.template, self.hint_template, self.values = template, hint, values
+        super().__init__(self._spell(template, str), hint=self._spell(hint, str))
+
+    def _spell(self, template: str | None, name) -> str | None:
+        if template is None:
+            return None
+        return template.format_map(_Spelling(self.values, name))
+
+    def for_cli(self, cls: type[PruneDSLError] = PruneDSLError) -> PruneDSLError:
+        """The same error with settings spelled as command-line flags, as a ``cls``."""
+        def flag(name: str) -> str:
+            return "--" + name.replace("_", "-")
+        return cls(self._spell(self.template, flag), hint=self._spell(self.hint_template, flag))
+
+
+class _Spelling(dict):
+    """Template fields: a given value, or else a setting's name spelled by ``name``."""
+
+    def __init__(self, values: dict, name):
+        super().__init__(values)
+        self.name = name
+
+    def __missing__(self, key: str) -> str:
+        return self.name(key)

@@ -28,9 +28,9 @@ from pathlib import Path
 import torch
 
 import prunedsl
+from prunedsl.config import parse_pattern
 from prunedsl.runtime.data import calibration_windows, load_text, tokenize
 from prunedsl.runtime.gradients import gradient_norms
-from prunedsl.runtime.job import parse_pattern
 from prunedsl.runtime.models import load_model
 from prunedsl.runtime.perplexity import perplexity
 from prunedsl.runtime.prune import linear_state, prune_model, restore_linear_state

@@ -12,7 +12,7 @@ from dataclasses import replace
 
 from .ast import BinOp, Expr, Hole, walk
 from .checker import Env, _Checker
-from .library import library
+from .library import BUILTIN, Library
 from .parser import parse_expr
 from .types import COL, MAT, NONNEG, POS, ROW, SCALAR, Type
 from ..errors import DSLTypeError, PruneDSLError
@@ -54,14 +54,14 @@ class _SketchChecker(_Checker):
         return super().inline(d, args, kwargs, span)
 
 
-def check_sketch(expr: Expr, source: str | None = None, library_texts: tuple[str, ...] = ()) -> Expr:
+def check_sketch(expr: Expr, source: str | None = None, library: Library = BUILTIN) -> Expr:
     """The resolved, typed tree of a sketch (holes keep their place and get a type)."""
     try:
-        return _SketchChecker(Env(metrics=library("metric", library_texts))).visit(expr)
+        return _SketchChecker(Env(metrics=library.of_kind("metric"))).visit(expr)
     except PruneDSLError as err:
         raise (err.with_source(source) if source is not None else err) from None
 
 
-def parse_sketch(text: str, library_texts: tuple[str, ...] = ()) -> Expr:
+def parse_sketch(text: str, library: Library = BUILTIN) -> Expr:
     """Text (untrusted; only lark reads it) -> resolved typed sketch. Raises PruneDSLError."""
-    return check_sketch(parse_expr(text), text, library_texts)
+    return check_sketch(parse_expr(text), text, library)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 
+from ..config import GROUPS, check_group
 from ..errors import PruneDSLError
 from .ast import Expr
 from .checker import check
@@ -35,7 +36,6 @@ from .sym_pretty import pretty_text
 __all__ = ["formula", "pretty", "latex", "canonical", "simplify", "to_sympy", "from_sympy",
            "shape_of", "sign_of", "GROUPS"]
 
-GROUPS = ("row", "layer", "global")
 # What makes us keep the unsimplified text (sympy produced zoo/nan, a number overflowed,
 # the result did not check); anything else is a bug and propagates.
 MAX_ROUNDS = 16
@@ -81,9 +81,7 @@ def latex(expr: Expr) -> str:
 
 def canonical(expr: Expr, group: str = "row") -> str:
     """DSL text equal for metrics that rank weights identically within ``group``."""
-    if group not in GROUPS:
-        raise PruneDSLError(f"unknown comparison group {group!r}; choose one of {', '.join(GROUPS)}")
-    return _canonical(_Key(expr), group)
+    return _canonical(_Key(expr), check_group(group))
 
 
 @functools.lru_cache(maxsize=8192)

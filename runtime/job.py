@@ -6,13 +6,13 @@ search share one code path.
 from __future__ import annotations
 
 import platform
-import re
 import time
 from dataclasses import dataclass, replace
 
 import torch
 
-from ..errors import PruneDSLError, PruneRuntimeError
+from ..config import check_prune_settings, check_seqlen, default_group
+from ..errors import PruneRuntimeError
 from . import data
 from .models import load_model
 from .perplexity import perplexity
@@ -39,50 +39,10 @@ class PruneJob:
     allocation: object | None = None    # a dsl.allocation.Allocation: per-block sparsity (DESIGN.md §3)
 
 
-def parse_pattern(text: str | None) -> tuple[int, int] | None:
-    """``unstructured`` → None; ``2:4`` → (2, 4) (N of every M weights pruned)."""
-    if text is None or text == "unstructured":
-        return None
-    match = re.fullmatch(r"\s*(\d+)\s*:\s*(\d+)\s*", text)
-    if not match:
-        raise PruneDSLError(f"pattern {text!r} is neither 'unstructured' nor N:M", hint="e.g. 2:4 or 4:8")
-    n, m = int(match[1]), int(match[2])
-    if not 0 < n < m:
-        raise PruneDSLError(f"pattern {text}: need 0 < N < M (N of every M weights are pruned)")
-    return n, m
-
-
-def default_group(group: str | None, reconstruct: bool) -> str:
-    """The comparison group a job uses: Wanda's per-row default, or with ``reconstruct``
-    SparseGPT's own selection (one threshold over all rows of each 128-column block)."""
-    if group is not None:
-        return group
-    return "layer" if reconstruct else "row"
-
-
 def _validate(job: PruneJob) -> None:
-    if not 0.0 <= job.sparsity < 1.0:
-        raise PruneDSLError(f"--sparsity must be in [0, 1), got {job.sparsity}")
-    if job.group not in ("row", "layer", "global"):
-        raise PruneDSLError(f"unknown comparison group {job.group!r}; choose row, layer or global")
-    if job.nsamples < 1 or job.seqlen < 2:
-        raise PruneDSLError("--nsamples must be ≥ 1 and --seqlen ≥ 2")
-    if job.eval_windows is not None and job.eval_windows < 1:
-        raise PruneDSLError("--eval-windows must be ≥ 1")
-    shape = job.metric.type.shape
-    if job.pattern is not None and shape != "Mat":
-        raise PruneDSLError(f"N:M needs a per-weight (Mat) metric; this metric is {shape}-typed "
-                            "(it scores whole channels)")
-    if shape in ("Row", "Col") and job.group == "global":
-        raise PruneDSLError("structured (Row/Col-typed) metrics compare channels within a layer; "
-                            "use --group layer")
-    if job.allocation is not None and job.group == "global":
-        raise PruneDSLError("--allocation sets per-block sparsity and --group global sets per-layer "
-                            "sparsity from one threshold; use one or the other",
-                            hint="use --group row (default) or --group layer with --allocation")
-    if job.allocation is not None and job.sparsity > 0.99:
-        raise PruneDSLError(f"--allocation clamps every block to [0, 0.99], so --sparsity {job.sparsity:g} "
-                            "cannot be met")
+    check_prune_settings(sparsity=job.sparsity, group=job.group, pattern=job.pattern,
+                         metric_shape=job.metric.type.shape, allocation=job.allocation is not None,
+                         nsamples=job.nsamples, seqlen=job.seqlen, eval_windows=job.eval_windows)
 
 
 def calibration_ids(tokenizer, job: PruneJob) -> tuple[torch.Tensor, str]:
@@ -176,8 +136,7 @@ def _evaluate(loaded, seqlen: int, eval_windows: int | None, data_dir: str | Non
 
 def run_eval(model: str, *, seqlen: int = 512, eval_windows: int | None = None,
              data_dir: str | None = None, progress: bool = True) -> dict:
-    if seqlen < 2:
-        raise PruneDSLError("--seqlen must be ≥ 2")
+    check_seqlen(seqlen)
     t0 = time.perf_counter()
     loaded = load_model(model)
     load_seconds = time.perf_counter() - t0

@@ -43,6 +43,7 @@ import torch
 from torch import nn
 
 from ..compiler import unchecked_scores
+from ..config import GROUPS
 from ..errors import NonFiniteScoreError, PruneRuntimeError
 from .capture import run_blocks
 from .gradients import gradient_norms
@@ -53,7 +54,6 @@ from .stats import check_requires, gram, hinv_diag, input_statistics
 
 # scorer(layer name, {statistic: tensor}) -> scores (out, in), (out, 1) or (1, in)
 Scorer = Callable[[str, dict[str, Any]], torch.Tensor]
-GROUPS = ("row", "layer", "global")
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""``prunedsl search``: discover pruning metrics (wired into the root ``cli.py``).
+"""``prunedsl search``: discover pruning metrics (wired into ``prunedsl.cli``).
 
     prunedsl search --model smollm2-135m --sparsity 0.6 --proposer evolve --budget 300 \\
         --full-evals 20 --output runs/evolve60
@@ -20,7 +20,8 @@ import os
 import sys
 from dataclasses import fields
 
-from ..errors import SearchError
+from ..config import GROUPS
+from ..errors import ConfigError, SearchError
 
 EPILOG = """examples:
   prunedsl search --model smollm2-135m --sparsity 0.6 --proposer evolve --budget 300 --full-evals 20 --output runs/ev60
@@ -69,7 +70,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--model", default=S, help="alias (smollm2-135m, gemma3-270m), .gguf, directory or hub id")
     g.add_argument("--sparsity", type=float, default=S, help="fraction pruned per layer (N:M sets it)")
     g.add_argument("--pattern", default=S, help="unstructured (default) or N:M, e.g. 2:4")
-    g.add_argument("--group", choices=("row", "layer", "global"), default=S, help="comparison group (default row)")
+    g.add_argument("--group", choices=GROUPS, default=S, help="comparison group (default row)")
     g.add_argument("--library", action="append", default=S, metavar="FILE", help="extra metric definitions")
     g = p.add_argument_group("search")
     g.add_argument("--proposer", choices=("evolve", "enumerate", "llm"), default=S,
@@ -133,8 +134,8 @@ def _settings(args, saved: dict | None) -> dict:
 
 
 def cmd_search(args) -> int:
-    from ..cli import _library_texts
-    from ..runtime.job import parse_pattern
+    from ..dsl.library import Library
+    from ..config import check_sparsity, parse_pattern, resolve_sparsity
     from .engine import Engine, SearchConfig
     from .hall import hall_markdown, read_state
 
@@ -144,17 +145,13 @@ def cmd_search(args) -> int:
     saved = saved_state["config"]["cli"] if saved_state else None
     s = _settings(args, saved)
     pattern = parse_pattern(s["pattern"])
-    sparsity = s["sparsity"]
-    if pattern is not None:
-        n, m = pattern
-        if sparsity is not None and abs(sparsity - n / m) > 1e-9:
-            raise SearchError(f"--pattern {s['pattern']} prunes {n / m:g} of the weights, but --sparsity is {sparsity:g}")
-        sparsity = n / m
-    if not 0 < sparsity < 1:
-        raise SearchError(f"--sparsity must be in (0, 1), got {sparsity}")
+    try:
+        sparsity = check_sparsity(resolve_sparsity(s["sparsity"], pattern), dense_allowed=False)
+    except ConfigError as err:
+        raise err.for_cli(SearchError) from None
     if s["budget"] < 0 or s["full_evals"] < 0 or s["batch"] < 1:
         raise SearchError("--budget and --full-evals must be ≥ 0 and --batch ≥ 1")
-    library_texts = _library_texts(s["library"])
+    library = Library.from_files(s["library"])
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)
@@ -163,10 +160,10 @@ def cmd_search(args) -> int:
     fs = FitnessSettings(**{f.name: s[f.name] for f in fields(FitnessSettings)
                             if f.name not in ("sparsity", "pattern")}, sparsity=sparsity, pattern=pattern)
     available = BASE_STATISTICS | ({"G"} if fs.gradients else frozenset())
-    proposer = make_proposer(s, args, available, library_texts)
+    proposer = make_proposer(s, args, available, library)
     config = SearchConfig(output=args.output, proposer=s["proposer"], budget=s["budget"],
                           full_evals=s["full_evals"], batch=s["batch"], max_proposals=s["max_proposals"],
-                          library_texts=library_texts, test_windows=s["test_windows"],
+                          library_texts=library.texts, test_windows=s["test_windows"],
                           test_seqlen=s["test_seqlen"], report_top=s["report_top"],
                           report=not args.no_report, fitness=fs.to_dict(), cli=s,
                           max_outage=s.get("llm_max_outage") or 600.0)
@@ -194,18 +191,18 @@ def cmd_search(args) -> int:
     return 0
 
 
-def make_proposer(s: dict, args, available, library_texts):
+def make_proposer(s: dict, args, available, library):
     from .grammar import Vocabulary
     vocab = Vocabulary.from_available(available)
     name = s["proposer"]
     if name == "evolve":
         from .evolve import EvolveProposer
         return EvolveProposer(seed=s["seed"], vocab=vocab, population=s["population"],
-                              max_size=s["max_size"] or 20, library_texts=library_texts)
+                              max_size=s["max_size"] or 20, library=library)
     if name == "enumerate":
         from .enumerate import EnumerateProposer
         return EnumerateProposer(vocab=vocab, group=s["group"], max_size=s["max_size"] or 7,
-                                 library_texts=library_texts)
+                                 library=library)
     try:
         from .llm import LLMProposer
     except ImportError as err:
@@ -213,6 +210,6 @@ def make_proposer(s: dict, args, available, library_texts):
                           hint="pip install openai") from None
     from .engine import seed_metrics
     from ..api import parse
-    seeds = [text for _, text in seed_metrics(library_texts)
-             if parse(text, library_texts=library_texts).requires <= available]
-    return LLMProposer.from_args(s, seeds=seeds, available=frozenset(available), library_texts=library_texts)
+    seeds = [text for _, text in seed_metrics(library)
+             if parse(text, library=library).requires <= available]
+    return LLMProposer.from_args(s, seeds=seeds, available=frozenset(available), library=library)

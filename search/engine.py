@@ -47,7 +47,7 @@ from typing import Any, Callable
 
 from ..api import parse
 from ..dsl.ast import size
-from ..dsl.library import library
+from ..dsl.library import BUILTIN, Library
 from ..errors import PruneDSLError, SearchError
 from .base import Outcome, Proposal
 from .hall import (STATE_FILE, STATE_VERSION, best_record, fmt, hall_markdown, label,
@@ -75,9 +75,9 @@ class SearchConfig:
     cli: dict[str, Any] = field(default_factory=dict)       # merged CLI settings, for --resume
 
 
-def seed_metrics(library_texts: tuple[str, ...] = ()) -> list[tuple[str, str]]:
+def seed_metrics(library: Library = BUILTIN) -> list[tuple[str, str]]:
     """(name, text) of the seeds: the library's metrics (built-in ones included)."""
-    return [(name, name) for name in library("metric", library_texts)]
+    return [(name, name) for name in library.of_kind("metric")]
 
 
 class Interrupted(BaseException):
@@ -88,6 +88,7 @@ class Engine:
     def __init__(self, config: SearchConfig, fitness_factory: Callable[[], Any], proposer,
                  *, log: Callable[[str], None] | None = None, sleep: Callable[[float], None] = time.sleep):
         self.config = config
+        self.library = Library(config.library_texts)  # parsed once for every proposal
         self.fitness_factory = fitness_factory
         self.fitness = None
         self.proposer = proposer
@@ -183,8 +184,8 @@ class Engine:
 
     def _seeds(self) -> None:
         skipped = self.state.setdefault("skipped_seeds", {})
-        for name, text in seed_metrics(self.config.library_texts):
-            missing = sorted(parse(text, library_texts=self.config.library_texts).requires
+        for name, text in seed_metrics(self.library):
+            missing = sorted(parse(text, library=self.library).requires
                              - self.fitness.available)
             if missing:  # e.g. G without --gradients: not a failure, just not offered
                 if name not in skipped:
@@ -286,7 +287,7 @@ class Engine:
         c = self.state["counters"]
         c["proposed"] += 1
         try:
-            metric = parse(p.text, library_texts=self.config.library_texts)
+            metric = parse(p.text, library=self.library)
             if metric.type.shape != "Mat":
                 raise SearchError(f"the search looks for per-weight metrics (Mat); this formula is "
                                   f"{metric.type.shape}-typed", hint="multiply by a weight term such as |W|")

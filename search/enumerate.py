@@ -42,6 +42,7 @@ import torch
 from ..api import parse
 from ..compiler import interpret
 from ..dsl.ast import BinOp, Call, Expr, Neg, Num, Operand
+from ..dsl.library import BUILTIN, Library
 from ..dsl.printer import to_text
 from ..dsl.types import COL, MAT, ROW, SCALAR
 from ..errors import PruneDSLError
@@ -73,10 +74,10 @@ class EnumerateProposer:
     name = "enumerate"
 
     def __init__(self, *, vocab: Vocabulary | None = None, group: str = "row", max_size: int = 7,
-                 library_texts: tuple[str, ...] = ()):
+                 library: Library = BUILTIN):
         self.vocab = vocab or Vocabulary()
         self.group, self.max_size = group, max_size
-        self.library_texts = tuple(library_texts)
+        self.library = library
         self.stats = _fingerprint_stats()
         self.tables: dict[int, list[Expr]] = {}
         self.values: set[tuple] = set()
@@ -103,7 +104,7 @@ class EnumerateProposer:
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.__init__(vocab=self.vocab, group=self.group, max_size=self.max_size,
-                      library_texts=self.library_texts)
+                      library=self.library)
         for _ in range(int(state.get("emitted", 0))):  # deterministic: replay the order
             if next(self._gen, None) is None:
                 break
@@ -137,7 +138,7 @@ class EnumerateProposer:
 
     def _new_canonical(self, e: Expr) -> bool:
         try:
-            c = parse(to_text(e), library_texts=self.library_texts).canonical(self.group)
+            c = parse(to_text(e), library=self.library).canonical(self.group)
         except PruneDSLError:
             return False
         if c in self.canonicals:

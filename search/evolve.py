@@ -24,6 +24,7 @@ from typing import Any
 
 from ..api import parse
 from ..dsl.ast import BinOp, Call, Expr, Num, Operand, size
+from ..dsl.library import BUILTIN, Library
 from ..dsl.printer import to_text
 from ..dsl.types import MAT
 from ..errors import PruneDSLError
@@ -59,13 +60,13 @@ class EvolveProposer:
 
     def __init__(self, *, seed: int = 0, vocab: Vocabulary | None = None, population: int = 32,
                  tournament: int = 3, max_size: int = 20, initial_random: int = 16,
-                 immigrants: float = 0.1, library_texts: tuple[str, ...] = ()):
+                 immigrants: float = 0.1, library: Library = BUILTIN):
         self.rng = random.Random(seed)
         self.vocab = vocab or Vocabulary()
         self.grower = Grower(self.rng, self.vocab)
         self.population, self.tournament, self.max_size = population, tournament, max_size
         self.initial_random, self.immigrants = initial_random, immigrants
-        self.library_texts = tuple(library_texts)
+        self.library = library
         self.archive: dict[str, Individual] = {}   # canonical -> best-known individual
         self.seen: set[str] = set()                 # texts proposed or observed
         self.randoms = 0
@@ -100,7 +101,7 @@ class EvolveProposer:
                     continue
                 del self.archive[twin.canonical]
             try:
-                tree = parse(o.proposal.text, library_texts=self.library_texts).expr
+                tree = parse(o.proposal.text, library=self.library).expr
             except PruneDSLError:
                 continue
             self.archive[o.canonical] = Individual(to_text(tree), o.canonical, o.proxy,
@@ -116,7 +117,7 @@ class EvolveProposer:
         self.seen = set(state.get("seen", []))
         self.archive = {}
         for text, canonical, proxy, val_ppl in state.get("archive", []):
-            tree = parse(text, library_texts=self.library_texts).expr
+            tree = parse(text, library=self.library).expr
             self.archive[canonical] = Individual(text, canonical, proxy, size(tree), tree, val_ppl)
 
     # --- selection --------------------------------------------------------------------

@@ -36,6 +36,7 @@ from dataclasses import asdict
 from typing import Any
 
 from ..api import parse as parse_metric
+from ..dsl.library import BUILTIN, Library
 from ..dsl.parser import parse_expr
 from ..dsl.printer import to_text
 from ..errors import PruneDSLError, SearchError
@@ -55,7 +56,7 @@ class LLMProposer:
 
     def __init__(self, *, calls_per_propose: int = 3, root: str = "?Mat", seeds=(),
                  sketches=None, available: frozenset[str] | None = None, max_errors: int = 8,
-                 max_prompt_nodes: int = 40, library_texts: tuple[str, ...] = (),
+                 max_prompt_nodes: int = 40, library: Library = BUILTIN,
                  endpoint: ChatEndpoint | None = None, **endpoint_args):
         """``seeds``/``sketches``: see ``Graph``. ``available``: the statistic keys this run
         provides (the prompt leaves the others out); None: all. ``endpoint_args`` go to
@@ -63,7 +64,7 @@ class LLMProposer:
         backoff, breaker_threshold, extra_body, sleep, ...)."""
         self.endpoint = endpoint or ChatEndpoint(**endpoint_args)
         self.calls_per_propose, self.max_prompt_nodes = calls_per_propose, max_prompt_nodes
-        self.library_texts = tuple(library_texts)
+        self.library = library
         self.available = frozenset(available) if available is not None else None
         self.graph = Graph(root=root, seeds=seeds, sketches=sketches)
         self.errors: deque[Feedback] = deque(maxlen=max_errors)
@@ -149,7 +150,7 @@ class LLMProposer:
                          self.endpoint.where)
                 break
             messages = build_messages(self.graph, list(self.errors), n - len(out), self.max_prompt_nodes,
-                                      self.available, self.library_texts)
+                                      self.available, self.library)
             self.last_messages = messages
             text = self.endpoint.complete(messages)
             if text is None:
@@ -199,9 +200,9 @@ class LLMProposer:
         try:
             tree = parse_expr(line)  # lark: the only reader of model text
             if has_holes(tree):
-                expr = check_sketch(tree, line, self.library_texts)
+                expr = check_sketch(tree, line, self.library)
             else:
-                expr = parse_metric(line, library_texts=self.library_texts).expr
+                expr = parse_metric(line, library=self.library).expr
         except PruneDSLError as err:
             self._feedback(line, err.render(), target)
             return None
@@ -225,7 +226,7 @@ class LLMProposer:
         self._proposed.add(node.id)
         text = node.text
         try:
-            parse_metric(text, library_texts=self.library_texts)
+            parse_metric(text, library=self.library)
         except PruneDSLError:  # the printed form should always re-parse; keep the model's if not
             text = line
         return Proposal(text, "llm", node=parent, note=f"gcot node {node.id} refines node {parent}")
@@ -240,7 +241,7 @@ class LLMProposer:
         node = self.graph.find(p.text)
         if node is None:  # a text not in printed form: find it by its resolved form
             try:
-                node = self.graph.find(to_text(parse_sketch(p.text, self.library_texts)))
+                node = self.graph.find(to_text(parse_sketch(p.text, self.library)))
             except PruneDSLError:
                 return
         if node is None:
@@ -258,7 +259,7 @@ class LLMProposer:
         if o.duplicate_of:
             return
         try:
-            expr = parse_sketch(o.proposal.text, self.library_texts)
+            expr = parse_sketch(o.proposal.text, self.library)
             node, _ = self.graph.attach(expr, origin="library", round=self.round)
         except PruneDSLError:
             return  # a seed that refines no node (another shape)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from ..dsl.functions import (AXIS_FUNCTIONS, AXIS_RESULT, BINARY, DOCS, ELEMENTWISE, NORMALIZERS,
                              WHOLE)
-from ..dsl.library import library
+from ..dsl.library import BUILTIN, Library
 from ..dsl.operands import OPERANDS
 from ..dsl.printer import format_number, to_text
 from ..dsl.types import SHAPE_DIMS
@@ -34,7 +34,7 @@ _THINK_RE = re.compile(r"<think>.*?</think>", re.DOTALL)
 
 @functools.lru_cache(maxsize=None)
 def language_summary(shape: str = "Mat", available: frozenset[str] | None = None,
-                     library_texts: tuple[str, ...] = ()) -> str:
+                     library: Library = BUILTIN) -> str:
     """What the model needs to write formulas, from the checker's own tables; ``shape`` is
     what a metric must produce (the graph's root); ``available`` the statistic keys this
     run provides (None: all), so the model is not offered what would fail."""
@@ -65,8 +65,8 @@ def language_summary(shape: str = "Mat", available: frozenset[str] | None = None
     out.append("Whole-tensor reductions (→ Scalar): " + ", ".join(f"{f}(e)" for f in WHOLE))
     out.append("Normalizations over the whole tensor (shape preserved): " + ", ".join(
         f"{f}(e): {DOCS[f]}" for f in NORMALIZERS))
-    lib = {n: d for n, d in library("metric", library_texts).items()
-           if available is None or _requires(n, library_texts) <= available}
+    lib = {n: d for n, d in library.of_kind("metric").items()
+           if available is None or _requires(n, library) <= available}
     if lib:
         out.append("Library metrics (usable by name, parameters by keyword):")
         for d in lib.values():
@@ -79,10 +79,10 @@ def language_summary(shape: str = "Mat", available: frozenset[str] | None = None
     return "\n".join(out)
 
 
-def _requires(name: str, library_texts: tuple[str, ...]) -> frozenset[str]:
+def _requires(name: str, library: Library) -> frozenset[str]:
     from ..api import parse
     try:
-        return parse(name, library_texts=library_texts).requires
+        return parse(name, library=library).requires
     except PruneDSLError:
         return frozenset({"?"})  # never shown
 
@@ -148,7 +148,7 @@ def render_errors(errors: list[Feedback]) -> str:
 
 def build_messages(graph: Graph, errors: list[Feedback], n: int, max_nodes: int = 40,
                    available: frozenset[str] | None = None,
-                   library_texts: tuple[str, ...] = ()) -> list[dict[str, str]]:
+                   library: Library = BUILTIN) -> list[dict[str, str]]:
     best = graph.best()
     parts = ["Search graph. Each node is a sketch with typed holes or a complete formula; a "
              "child refines its parent by filling holes. Scores: validation perplexity after "
@@ -162,7 +162,7 @@ def build_messages(graph: Graph, errors: list[Feedback], n: int, max_nodes: int 
     parts.append(f"Choose the node (a sketch with holes) whose refinements look most promising "
                  f"and answer with `node <id>` and then {k} refinement{'s' * (k > 1)} of it. "
                  "Prefer new complete formulas that are not in the graph yet.")
-    system = SYSTEM.format(summary=language_summary(graph.shape, available, tuple(library_texts)),
+    system = SYSTEM.format(summary=language_summary(graph.shape, available, library),
                            reply=REPLY_FORMAT)
     return [{"role": "system", "content": system}, {"role": "user", "content": "\n\n".join(parts)}]
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..api import parse
+from ..dsl.library import BUILTIN, Library
 from .hall import atomic_write, best_record, fmt, hall_markdown, label, markdown_table, write_json
 
 BASELINES = ("magnitude", "wanda", "ria", "sparsegpt")
@@ -78,7 +79,7 @@ def sparsegpt_seed(state: dict[str, Any]) -> dict[str, Any] | None:
     return next((r for r in state["candidates"] if r["seed"] and r["name"] == "sparsegpt"), None)
 
 
-def derivation_graph(state: dict[str, Any], library_texts: tuple[str, ...] = ()):
+def derivation_graph(state: dict[str, Any], library: Library = BUILTIN):
     """A GCoT graph of the fully evaluated candidates (seeds as library nodes), for the
     report of a proposer without one (evolve, enumerate): each formula under the most
     specific sketch it refines, reached from the root by one-production steps."""
@@ -89,7 +90,7 @@ def derivation_graph(state: dict[str, Any], library_texts: tuple[str, ...] = ())
     for r in sorted((r for r in state["candidates"] if r.get("val_ppl") is not None),
                     key=lambda r: (not r["seed"], r["id"])):
         try:
-            node, _ = g.attach(parse_sketch(r["text"], library_texts), origin=r["origin"])
+            node, _ = g.attach(parse_sketch(r["text"], library), origin=r["origin"])
         except PruneDSLError:
             continue  # e.g. a formula of another shape than the root's
         if r["seed"]:
@@ -221,7 +222,7 @@ def write_report(engine) -> None:
             graph_json, graph_text = engine.proposer.graph_json(), engine.proposer.graph_text()
             what = "the graph the proposer worked on"
         else:  # evolve / enumerate: the same graph, built afterwards from the evaluated formulas
-            g = derivation_graph(state, cfg.library_texts)
+            g = derivation_graph(state, engine.library)
             graph_json, graph_text = g.graph_json(), g.graph_text()
             what = (f"built for the report: the `{cfg.proposer}` proposer does not work on sketches, so this "
                     "graph derives every fully evaluated formula from the default sketches by one-production "

@@ -5,7 +5,7 @@ import pytest
 
 from prunedsl.api import is_allocation, parse_allocation
 from prunedsl.dsl.allocation import evaluate
-from prunedsl.dsl.library import builtin_definitions
+from prunedsl.dsl.library import Library, builtin_definitions
 from prunedsl.errors import DSLNameError, DSLSyntaxError, DSLTypeError
 
 
@@ -111,7 +111,7 @@ def test_latex_spells_alpha_hill_as_a_symbol():
 ])
 def test_statistics_multiplied_by_zero_are_not_required(text, formula, requires):
     lib = ("allocation mine(k = 1) = spread(k * skew(score) + depth, 0.1)",)
-    a = parse_allocation(text, library_texts=lib)
+    a = parse_allocation(text, library=Library(lib))
     assert a.formula() == formula and a.requires == requires
     assert not a.needs_scores and a.uniform == (not requires)
 
@@ -145,6 +145,6 @@ def test_library_rules_have_citations_and_check():
 
 def test_user_library_allocation():
     lib = "# mine\nallocation late(k = 1) = spread(depth * k, 0.1)\n"
-    assert parse_allocation("late(k = 2)", library_texts=(lib,)).formula() == "spread(depth * 2, 0.1)"
+    assert parse_allocation("late(k = 2)", library=Library((lib,))).formula() == "spread(depth * 2, 0.1)"
     with pytest.raises(DSLNameError):
         parse_allocation("spread(late, 0.1)")

@@ -94,15 +94,17 @@ def test_a_single_definition_is_a_metric():
 
 
 def test_user_library_texts_add_definitions():
+    from prunedsl.dsl.library import Library
     lib = "# mine\nmetric boost(k = 2) = |W| * ‖X‖ ^ k\n"
-    assert prunedsl.parse("boost(k = 3)", library_texts=(lib,)).text() == "|W| * ‖X‖ ^ 3"
+    assert prunedsl.parse("boost(k = 3)", library=Library((lib,))).text() == "|W| * ‖X‖ ^ 3"
     with pytest.raises(DSLNameError):
         prunedsl.parse("boost")
 
 
 def test_self_reference_is_an_error():
+    from prunedsl.dsl.library import Library
     with pytest.raises(DSLTypeError, match="refers to itself"):
-        prunedsl.parse("loop", library_texts=("metric loop = |W| * loop",))
+        prunedsl.parse("loop", library=Library(("metric loop = |W| * loop",)))
 
 
 def test_requires_lists_exactly_the_statistics_used():

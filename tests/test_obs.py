@@ -154,7 +154,7 @@ def test_group_layer_is_sparsegpts_block_wide_selection(seed, sparsity):
 
 
 def test_jobs_reconstruct_with_sparsegpts_selection_by_default():
-    from prunedsl.runtime.job import default_group
+    from prunedsl.config import default_group
     assert default_group(None, reconstruct=True) == "layer"
     assert default_group(None, reconstruct=False) == "row"
     assert default_group("row", reconstruct=True) == "row"

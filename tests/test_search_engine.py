@@ -276,11 +276,12 @@ def test_a_proposer_that_stays_empty_ends_the_search(tmp_path):
 
 def test_llm_proposer_gets_the_runs_statistics():
     from prunedsl.cli import build_parser
+    from prunedsl.dsl.library import BUILTIN
     from prunedsl.search.cli import _settings, make_proposer
     args = build_parser().parse_args(["search", "--proposer", "llm", "--output", "d", "--model", "m",
                                       "--sparsity", "0.5", "--llm-base-url", "http://127.0.0.1:9/v1", "--llm-model", "m"])
     available = frozenset({"W", "x_norm2"})
-    prop = make_proposer(_settings(args, None), args, available, ())
+    prop = make_proposer(_settings(args, None), args, available, BUILTIN)
     assert prop.available == available
     seeds = {n.text for n in prop.graph.nodes if n.complete}
     assert {"|W|", "|W| * ‖X‖"} <= seeds  # magnitude, wanda (resolved)

@@ -101,6 +101,7 @@ def _parse(argv):
 
 
 def test_llm_settings_are_saved_for_resume_and_the_key_never(tmp_path, monkeypatch):
+    from prunedsl.dsl.library import BUILTIN
     from prunedsl.search.cli import _settings, make_proposer
     from prunedsl.search.fitness import BASE_STATISTICS
     monkeypatch.setenv("OPENAI_API_KEY", "sk-secret-key")
@@ -115,7 +116,7 @@ def test_llm_settings_are_saved_for_resume_and_the_key_never(tmp_path, monkeypat
             saved["llm_max_retries"]) == ("http://127.0.0.1:8123/v1", "mine", 7.0, 0.2, 1)
     monkeypatch.setenv("OPENAI_BASE_URL", "http://elsewhere.example/v1")  # a later shell
     resumed = _settings(_parse(["--output", out, "--resume"]), saved)
-    p = make_proposer(resumed, None, BASE_STATISTICS, ())
+    p = make_proposer(resumed, None, BASE_STATISTICS, BUILTIN)
     e = p.endpoint
     assert (e.base_url, e.model, e.timeout, e.temperature, e.max_retries) == \
         ("http://127.0.0.1:8123/v1", "mine", 7.0, 0.2, 1)

@@ -1,0 +1,164 @@
+"""The ``prunedsl`` command line.
+
+    prunedsl check "sqrt(|W| * ‖X‖)"            # parse, type-check, simplify, print
+    prunedsl metrics                             # the built-in library
+    prunedsl prune --model smollm2-135m --metric wanda --sparsity 0.5
+    prunedsl eval --model smollm2-135m --eval-windows 40
+
+Results go to stdout (a one-line summary, then a Markdown table, or one JSON object with
+``--json``); logs and progress bars go to stderr. Bad input exits with status 2 and a
+message with a caret under the offending part of the formula. Heavy imports (torch,
+transformers) happen inside the command handlers so ``check`` stays fast.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..config import GROUPS
+from ..errors import ConfigError, PruneDSLError
+from . import dsl_commands, prune_commands
+from .output import print_json
+
+EXAMPLES = {
+    "check": """examples:
+  prunedsl check "|W| * ‖X‖"
+  prunedsl check "sqrt(abs(W) * norm(X))" --group row --json
+  prunedsl check "ria(a = 0.3)"
+  prunedsl check owl                                   # an allocation rule (per-block sparsity)
+  prunedsl check --allocation "spread(skew(score) - depth, 0.1)"
+""",
+    "metrics": """examples:
+  prunedsl metrics
+  prunedsl metrics --json
+""",
+    "prune": """examples:
+  prunedsl prune --model smollm2-135m --metric wanda --sparsity 0.5
+  prunedsl prune --model smollm2-135m --metric "|W| * ‖X‖ ^ 0.5" --sparsity 0.6 --group layer
+  prunedsl prune --model smollm2-135m --metric magnitude --pattern 2:4 --output out/mag24
+  prunedsl prune --model smollm2-135m --metric wanda --sparsity 0.7 --allocation owl
+  prunedsl prune --model smollm2-135m --metric wanda --pattern 4:8 --allocation "sdsa(lam = 0.1)"
+  prunedsl prune --model ./my-model --metric "ria(a = 0.3)" --sparsity 0.5 --calib-data notes.txt --json
+""",
+    "eval": """examples:
+  prunedsl eval --model smollm2-135m --seqlen 512 --eval-windows 40
+  prunedsl eval --model out/mag24 --json
+""",
+}
+
+
+def _add_library(p):
+    p.add_argument("--library", action="append", default=[], metavar="FILE",
+                   help="extra definitions (metric NAME(params) = formula), may repeat")
+
+
+def _add_model_data(p):
+    g = p.add_argument_group("model and data")
+    g.add_argument("--model", required=True,
+                   help="alias (smollm2-135m, gemma3-270m), a .gguf file, a local directory, or a hub id")
+    g.add_argument("--data-dir", default=None,
+                   help="directory with WikiText-2 (wiki.test.raw, wiki.valid.tokens); "
+                        "default: ../shared/data/wikitext-2 or $PRUNEDSL_DATA_DIR")
+    g.add_argument("--seqlen", type=int, default=512, help="tokens per window (default 512)")
+    g.add_argument("--eval-windows", type=int, default=None, metavar="N",
+                   help="evaluate on the first N test windows only (default: all)")
+    g.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="prunedsl", description="A typed language for LLM pruning metrics.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="run 'prunedsl COMMAND --help' for a command's options and examples")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name, help):
+        return sub.add_parser(name, help=help, description=help, epilog=EXAMPLES[name],
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    p = command("check", "parse, type-check, simplify and print a metric formula")
+    p.add_argument("formula", help="a formula or a library metric name, e.g. \"|W| * ‖X‖\"")
+    p.add_argument("--allocation", action="store_true",
+                   help="check FORMULA as an allocation rule (per-block sparsity); automatic when it "
+                        "starts with 'allocation', names a library rule (uniform, owl, alpha, sdsa) or "
+                        "uses spread/score/depth/params or a block statistic")
+    p.add_argument("--group", choices=GROUPS, default="row",
+                   help="comparison group for the canonical (rank-equivalence) form")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    _add_library(p)
+    p.set_defaults(handler=dsl_commands.cmd_check)
+
+    p = command("metrics", "list the metric library and the allocation rules, each with its formula")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    _add_library(p)
+    p.set_defaults(handler=dsl_commands.cmd_metrics)
+
+    p = command("prune", "prune a model with a metric and report its perplexity")
+    _add_model_data(p)
+    g = p.add_argument_group("pruning")
+    g.add_argument("--metric", required=True, help="a formula or a library name, e.g. wanda or \"ria(a=0.3)\"")
+    g.add_argument("--sparsity", type=float, default=None,
+                   help="fraction of weights to prune in each linear layer (default 0.5; N:M sets it)")
+    g.add_argument("--pattern", default="unstructured", help="unstructured (default) or N:M, e.g. 2:4")
+    g.add_argument("--group", choices=GROUPS, default=None,
+                   help="comparison group: per output row (default), per layer, or over all layers; "
+                        "with --reconstruct the default is layer, SparseGPT's selection (one threshold "
+                        "over all rows of each 128-column block)")
+    g.add_argument("--allocation", default=None, metavar="NAME|FORMULA",
+                   help="per-block sparsity rule: uniform, owl, alpha, sdsa (with parameters, e.g. "
+                        "\"owl(M = 3)\") or spread(importance, lam); the mean stays --sparsity; "
+                        "with N:M each block gets its own N (mixed N:M); not with --group global")
+    g.add_argument("--allow-nonfinite", action="store_true",
+                   help="rank NaN scores lowest instead of stopping with an error")
+    g.add_argument("--reconstruct", action="store_true",
+                   help="SparseGPT's OBS weight update on the kept weights (masks chosen per "
+                        "128-column block on the updated weights, by default over all rows of the block "
+                        "as SparseGPT does; --metric sparsegpt --reconstruct is SparseGPT)")
+    _add_library(g)
+    g = p.add_argument_group("calibration")
+    g.add_argument("--nsamples", type=int, default=32, help="calibration windows (default 32)")
+    g.add_argument("--seed", type=int, default=0, help="seed for choosing calibration windows")
+    g.add_argument("--calib-data", default=None, metavar="PATH",
+                   help="a text file to calibrate on instead of WikiText-2 validation")
+    g = p.add_argument_group("output")
+    g.add_argument("--output", default=None, metavar="DIR",
+                   help="save the pruned model (save_pretrained) and pruning.json here")
+    g.add_argument("--no-eval", action="store_true", help="skip the perplexity evaluation")
+    p.set_defaults(handler=prune_commands.cmd_prune)
+
+    p = command("eval", "WikiText-2 test perplexity of a model (DESIGN.md §5 protocol)")
+    _add_model_data(p)
+    p.set_defaults(handler=prune_commands.cmd_eval)
+    # Commands that live with their subsystems; their modules import heavy things lazily.
+    from ..runtime.serve import add_parser as add_serve_llm_parser
+    from ..search.cli import add_parser as add_search_parser
+    add_search_parser(sub)
+    add_serve_llm_parser(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except ConfigError as err:
+        return _report_error(err.for_cli(), args)
+    except PruneDSLError as err:
+        return _report_error(err, args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _report_error(err: PruneDSLError, args) -> int:
+    print(err.render(), file=sys.stderr)
+    if getattr(args, "json", False):
+        print_json({"error": {"kind": err.kind, "message": err.message, "hint": err.hint,
+                               "span": [err.span.start, err.span.end] if err.span else None,
+                               "rendered": err.render()}})
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
