@@ -13,6 +13,7 @@ transformers) happen inside the command handlers so ``check`` stays fast.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from ..config import GROUPS
@@ -149,6 +150,10 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `prunedsl metrics | head`: the reader left, which is no error
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # no second BrokenPipeError when Python flushes at exit
+        return 0
 
 
 def _report_error(err: PruneDSLError, args) -> int:
