@@ -64,7 +64,7 @@ def cmd_serve_llm(args) -> int:
     from .app import serve
     for opt in ("max_tokens_limit", "max_attempts"):
         if getattr(args, opt) < 1:
-            from ...errors import PruneRuntimeError
+            from ..errors import PruneRuntimeError
             raise PruneRuntimeError(f"--{opt.replace('_', '-')} must be at least 1, got {getattr(args, opt)}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")  # stderr
     serve(args.model, args.host, args.port, max_tokens_limit=args.max_tokens_limit, max_attempts=args.max_attempts)

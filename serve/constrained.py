@@ -60,12 +60,12 @@ from dataclasses import dataclass
 
 from lark import Lark
 
-from ...dsl.functions import ALL_FUNCTIONS, ARITY, WHOLE
-from ...dsl.library import library
-from ...dsl.operands import NAMED_OPERANDS, OPERANDS
-from ...dsl.parser import GRAMMAR_PATH
-from ...dsl.types import SCALAR
-from ...errors import PruneDSLError
+from ..dsl.functions import ALL_FUNCTIONS, ARITY, WHOLE
+from ..dsl.library import library
+from ..dsl.operands import NAMED_OPERANDS, OPERANDS
+from ..dsl.parser import GRAMMAR_PATH
+from ..dsl.types import SCALAR
+from ..errors import PruneDSLError
 from .replies import split_reply  # noqa: F401  the reply format's reader, next to its grammar
 
 MODES = ("formula", "reply")

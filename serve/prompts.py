@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import functools
 
-from ...dsl.functions import AXIS_FUNCTIONS, ELEMENTWISE, NORMALIZERS, WHOLE
-from ...dsl.library import library
-from ...dsl.operands import OPERANDS
-from ...dsl.printer import format_number, to_text
+from ..dsl.functions import AXIS_FUNCTIONS, ELEMENTWISE, NORMALIZERS, WHOLE
+from ..dsl.library import library
+from ..dsl.operands import OPERANDS
+from ..dsl.printer import format_number, to_text
 from .constrained import MAX_LINES
 from .replies import check_reply
 

@@ -23,10 +23,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ...dsl.parser import parse_expr
-from ...dsl.sketch_check import check_sketch, has_holes
-from ...dsl.types import SCALAR
-from ...errors import DSLTypeError, PruneDSLError
+from ..dsl.parser import parse_expr
+from ..dsl.sketch_check import check_sketch, has_holes
+from ..dsl.types import SCALAR
+from ..errors import DSLTypeError, PruneDSLError
 
 _NODE_RE = re.compile(r"node\s+(\d+)")
 
@@ -50,7 +50,7 @@ def split_reply(text: str) -> tuple[int | None, list[str]]:
 
 def check_line(line: str) -> str | None:
     """None when ``line`` (a formula, or a sketch with holes) type-checks, else the error."""
-    from ...api import parse
+    from ..api import parse
     try:
         tree = parse_expr(line)
         if not has_holes(tree):

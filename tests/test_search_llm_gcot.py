@@ -224,10 +224,10 @@ def test_split_reply_reads_at_most_eight_lines():
 
 
 def test_reply_format_agrees_with_the_offline_servers_grammar():
-    """The offline server constrains decoding to this format (runtime/serve/constrained.py)."""
-    constrained = pytest.importorskip("prunedsl.runtime.serve.constrained")
+    """The offline server constrains decoding to this format (serve/constrained.py)."""
+    constrained = pytest.importorskip("prunedsl.serve.constrained")
     if not hasattr(constrained, "split_reply"):
-        pytest.skip("runtime/serve has no split_reply")
+        pytest.skip("serve has no split_reply")
     for reply in ("node 3\n|W| * ‖X‖\n|W| * ?Col", "node 12\nW ^ 2 / hinv", "|W|",
                   "node 0\n?Mat * ?Col\n" + "\n".join(f"|W| * ‖X‖ ^ {i}" for i in range(7))):
         assert split_reply(reply)[:2] == constrained.split_reply(reply)
