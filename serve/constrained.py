@@ -66,13 +66,11 @@ from ..dsl.operands import NAMED_OPERANDS, OPERANDS
 from ..dsl.parser import GRAMMAR_PATH
 from ..dsl.types import SCALAR
 from ..errors import PruneDSLError
-from .replies import split_reply  # noqa: F401  the reply format's reader, next to its grammar
+from ..llm_contract import MAX_LINES, MAX_NODE_DIGITS
 
 MODES = ("formula", "reply")
 MAX_DIGITS = 6        # digits before and after the decimal point
 MAX_EXP_DIGITS = 2    # 999999.999999e99 is finite
-MAX_LINES = 8         # formulas in a reply
-MAX_NODE_DIGITS = 6   # `node <integer>`
 
 ENTRY_RULE = "formula"          # its body is what a formula is
 HOLE_ALIAS = "hole"

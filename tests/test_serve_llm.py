@@ -122,8 +122,8 @@ def test_known_names_come_from_the_dsl_tables():
 
 
 def test_split_and_check_reply():
-    assert split_reply("node 3\n|W|\n?Mat * ‖X‖\n") == (3, ["|W|", "?Mat * ‖X‖"])
-    assert split_reply("W") == (None, ["W"])
+    assert split_reply("node 3\n|W|\n?Mat * ‖X‖\n") == (3, ["|W|", "?Mat * ‖X‖"], [])
+    assert split_reply("W") == (None, ["W"], [])
     assert check_reply("|W| * ‖X‖", "formula") == (True, True, None)
     ok, typed, err = check_reply("sqrt(W)", "formula")
     assert ok and not typed and "negative" in err
@@ -438,6 +438,6 @@ def test_real_model_reply_mode_and_same_seed_same_text(real_server):
               extra_body={"prunedsl_grammar": "reply"})
     a, b = (client.chat.completions.create(**kw).choices[0].message.content for _ in range(2))
     assert a == b  # the second reuses the cached prompt prefix: same result
-    node, lines = split_reply(a)
+    node, lines, _ = split_reply(a)
     assert 1 <= len(lines) <= constrained.MAX_LINES and all(parse_expr(x) for x in lines)
     assert set(MODES) == {"formula", "reply"}
