@@ -14,8 +14,8 @@ checker; a rejected one is sampled again (``--max-attempts``, default 8; see gen
 a greedy request's retries sample at temperature 0.3, or they would repeat the reply).
 
 Modules: ``constrained`` (the grammar, derived from grammar.lark; no torch),
-``replies`` (the reply formats and checking them), ``generate`` (sampling loop with a
-KV cache, the grammar mask and the closer that finishes a formula in budget), ``protocol``
+``replies`` (checking replies; the reply format and its reader are ``llm_contract``'s,
+shared with the search), ``generate`` (sampling loop with a KV cache, the grammar mask and the closer that finishes a formula in budget), ``protocol``
 (request validation, response bodies), ``prompts`` (the language summary a constrained
 request gets as its system prompt when it brings none), ``app`` (starlette + uvicorn:
 ``serve``, ``start_server``). Importing this package is cheap: the CLI wiring below
