@@ -15,10 +15,11 @@ a greedy request's retries sample at temperature 0.3, or they would repeat the r
 
 Modules: ``constrained`` (the grammar, derived from grammar.lark; no torch),
 ``replies`` (checking replies; the reply format and its reader are ``llm_contract``'s,
-shared with the search), ``generate`` (sampling loop with a KV cache, the grammar mask and the closer that finishes a formula in budget), ``protocol``
-(request validation, response bodies), ``prompts`` (the language summary a constrained
-request gets as its system prompt when it brings none), ``app`` (starlette + uvicorn:
-``serve``, ``start_server``). Importing this package is cheap: the CLI wiring below
+shared with the search), ``generate`` (sampling loop with a KV cache, the grammar mask
+and the closer that finishes a formula in budget), ``protocol`` (request validation,
+response bodies), ``prompts`` (the language summary a constrained request gets as its
+system prompt when it brings none), ``app`` (starlette + uvicorn: ``serve``,
+``start_server``). Importing this package is cheap: the CLI wiring below
 imports the rest only when the command runs.
 """
 from __future__ import annotations
