@@ -43,9 +43,9 @@ from pathlib import Path
 import torch
 
 from prunedsl.runtime.models import load_model
-from prunedsl.runtime.serve.generate import MAX_ATTEMPTS, Generator, SamplingParams
-from prunedsl.runtime.serve.prompts import language_summary
-from prunedsl.runtime.serve.replies import check_reply
+from prunedsl.serve.generate import MAX_ATTEMPTS, Generator, SamplingParams
+from prunedsl.serve.prompts import language_summary
+from prunedsl.serve.replies import check_reply
 
 REQUESTS = (
     "Propose a new pruning metric formula.",

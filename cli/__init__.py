@@ -131,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_data(p)
     p.set_defaults(handler=prune_commands.cmd_eval)
     # Commands that live with their subsystems; their modules import heavy things lazily.
-    from ..runtime.serve import add_parser as add_serve_llm_parser
+    from ..serve import add_parser as add_serve_llm_parser
     from ..search.cli import add_parser as add_search_parser
     add_search_parser(sub)
     add_serve_llm_parser(sub)

@@ -40,10 +40,11 @@ from ..dsl.library import BUILTIN, Library
 from ..dsl.parser import parse_expr
 from ..dsl.printer import to_text
 from ..errors import PruneDSLError, SearchError
+from ..llm_contract import MAX_LINE_CHARS, split_reply
 from .base import Outcome, Proposal
 from .chat import ChatEndpoint, preview
 from .gcot import Graph
-from .prompt import MAX_LINE_CHARS, Feedback, build_messages, split_reply
+from .prompt import Feedback, build_messages
 from .sketch import NotARefinement, check_sketch, has_holes, parse_sketch
 
 log = logging.getLogger(__name__)

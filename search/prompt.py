@@ -2,8 +2,8 @@
 
 The language summary is generated from the tables the checker uses (``dsl.operands``,
 ``dsl.functions``, ``dsl.types``, the metric library), so it cannot drift from the
-language. The reply format is fixed because the offline server (runtime/serve) constrains
-decoding to exactly it:
+language. The reply format and its reader are ``llm_contract``'s, shared with the
+offline server (serve/), which constrains decoding to exactly it:
 
     node <id>          (optional first line: the node the answer refines)
     <formula or sketch>
@@ -13,23 +13,18 @@ from __future__ import annotations
 
 import functools
 import math
-import re
 from dataclasses import dataclass
 
 from ..dsl.functions import (AXIS_FUNCTIONS, AXIS_RESULT, BINARY, DOCS, ELEMENTWISE, NORMALIZERS,
                              WHOLE)
 from ..dsl.library import BUILTIN, Library
 from ..dsl.operands import OPERANDS
-from ..dsl.printer import format_number, to_text
+from ..dsl.printer import to_text
 from ..dsl.types import SHAPE_DIMS
 from ..errors import PruneDSLError
+from ..llm_contract import MAX_LINES, REPLY_FORMAT, library_call
 from .gcot import Edge, Graph, Node
 from .sketch import HOLE_DOCS
-
-MAX_LINES = 8           # formulas per reply (the server's grammar allows 1..8)
-MAX_LINE_CHARS = 400    # a longer line is not a formula worth parsing
-_NODE_RE = re.compile(r"node\s*#?\s*(\d{1,6})\s*:?", re.IGNORECASE)
-_THINK_RE = re.compile(r"<think>.*?</think>", re.DOTALL)
 
 
 @functools.lru_cache(maxsize=None)
@@ -70,11 +65,9 @@ def language_summary(shape: str = "Mat", available: frozenset[str] | None = None
     if lib:
         out.append("Library metrics (usable by name, parameters by keyword):")
         for d in lib.values():
-            params = f"({', '.join(f'{p.name} = {format_number(p.default)}' for p in d.params)})" \
-                if d.params else ""
             cite = d.doc.split(', "')[0]  # "Wanda: Sun et al. 2023", without the title
             doc = f"   # {cite}" if d.doc else ""
-            out.append(f"  {d.name}{params} = {to_text(d.body)}{doc}")
+            out.append(f"  {library_call(d) if d.params else d.name} = {to_text(d.body)}{doc}")
     out.append("Holes (in sketches only): " + "; ".join(f"?{k}: {v}" for k, v in HOLE_DOCS.items()))
     return "\n".join(out)
 
@@ -86,15 +79,6 @@ def _requires(name: str, library: Library) -> frozenset[str]:
     except PruneDSLError:
         return frozenset({"?"})  # never shown
 
-
-REPLY_FORMAT = f"""Reply format, nothing else (no prose, no code fences, no numbering):
-node <id>
-<formula or sketch>
-... 1 to {MAX_LINES} lines after the node line, one formula or sketch per line.
-Each line must be a refinement of node <id>: the node's text with one or more of its
-holes replaced by expressions of the hole's shape (a number for ?c); everything outside
-the holes stays as it is. A line without holes is a complete formula and gets evaluated;
-a line with holes becomes a new node of the graph."""
 
 SYSTEM = ("You design pruning metrics for large language models in a small typed formula "
           "language, by refining sketches in a search graph.\n\n{summary}\n\n{reply}")
@@ -165,19 +149,3 @@ def build_messages(graph: Graph, errors: list[Feedback], n: int, max_nodes: int 
     system = SYSTEM.format(summary=language_summary(graph.shape, available, library),
                            reply=REPLY_FORMAT)
     return [{"role": "system", "content": system}, {"role": "user", "content": "\n\n".join(parts)}]
-
-
-def split_reply(text: str) -> tuple[int | None, list[str], list[str]]:
-    """``(node, lines, problems)`` of a reply. Tolerates what chat models add around the
-    format (a <think> block, code fences, `node #3:`); formulas are not parsed here."""
-    text = _THINK_RE.sub("", text)
-    lines = [ln.strip() for ln in text.splitlines()]
-    lines = [ln.strip("`").strip() if ln.startswith("`") and not ln.startswith("```") else ln
-             for ln in lines if ln and not ln.startswith("```")]
-    node, problems = None, []
-    if lines and (m := _NODE_RE.fullmatch(lines[0])):
-        node, lines = int(m.group(1)), lines[1:]
-    if len(lines) > MAX_LINES:
-        problems.append(f"the reply had {len(lines)} formula lines; only the first {MAX_LINES} were read")
-        lines = lines[:MAX_LINES]
-    return node, lines, problems

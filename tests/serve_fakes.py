@@ -54,7 +54,7 @@ def smollm2_tokenizer():
 
 
 def fake_generator(model_class=FakeModel):
-    from prunedsl.runtime.serve.generate import Generator
+    from prunedsl.serve.generate import Generator
     tok = smollm2_tokenizer()
     return Generator(types.SimpleNamespace(model=model_class(len(tok)), tokenizer=tok, spec=MODEL))
 

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
@@ -13,9 +15,9 @@ from prunedsl.dsl.library import library
 from prunedsl.dsl.operands import OPERANDS
 from prunedsl.dsl.printer import to_text
 from prunedsl.errors import DSLTypeError, PruneDSLError
+from prunedsl.llm_contract import MAX_LINES, split_reply
 from prunedsl.search.gcot import Graph
-from prunedsl.search.prompt import (MAX_LINES, Feedback, build_messages, language_summary,
-                                    render_graph, split_reply)
+from prunedsl.search.prompt import Feedback, build_messages, language_summary, render_graph
 from prunedsl.search.sketch import (HOLE_SHAPES, NotARefinement, is_refinement, match, parse_sketch,
                                     refinement, replace_at, substitute)
 from strategies import checked_exprs
@@ -223,12 +225,32 @@ def test_split_reply_reads_at_most_eight_lines():
 
 
 
-def test_reply_format_agrees_with_the_offline_servers_grammar():
-    """The offline server constrains decoding to this format (runtime/serve/constrained.py)."""
-    from prunedsl.runtime.serve.constrained import split_reply as served_split_reply
+def test_search_and_server_share_one_llm_contract():
+    """The search reads replies with the very function the server checks them with, and
+    the server's grammar, its prompt and the search's prompt take their bounds and
+    texts from the same module (llm_contract), so the two cannot drift apart."""
+    from prunedsl import llm_contract
+    from prunedsl.search import llm, prompt
+    from prunedsl.serve import constrained, prompts, replies
+    assert llm.split_reply is replies.split_reply is llm_contract.split_reply
+    assert constrained.MAX_LINES == prompt.MAX_LINES == llm_contract.MAX_LINES
+    assert llm.MAX_LINE_CHARS == llm_contract.MAX_LINE_CHARS
+    assert prompt.REPLY_FORMAT is llm_contract.REPLY_FORMAT
+    assert prompts.library_call is prompt.library_call is llm_contract.library_call
+    assert llm_contract.ANSWER_FORMATS["reply"] in prompts.language_summary("reply")
+    grammar = constrained.grammar_text("reply")
+    assert f"{{0,{llm_contract.MAX_LINES - 1}}}" in grammar
+    assert f"[0-9]{{1,{llm_contract.MAX_NODE_DIGITS}}}" in grammar
     for reply in ("node 3\n|W| * ‖X‖\n|W| * ?Col", "node 12\nW ^ 2 / hinv", "|W|",
                   "node 0\n?Mat * ?Col\n" + "\n".join(f"|W| * ‖X‖ ^ {i}" for i in range(7))):
-        assert split_reply(reply)[:2] == served_split_reply(reply)
+        node, lines, problems = split_reply(reply)
+        assert lines and not problems and replies.check_completion(reply, "reply").lines == len(lines)
+
+
+def test_the_contract_imports_neither_torch_nor_openai():
+    code = ("import sys; import prunedsl.llm_contract, prunedsl.serve.replies, prunedsl.serve.prompts; "
+            "assert not {'torch', 'openai', 'transformers'} & set(sys.modules), sorted(sys.modules)")
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_a_refinement_filling_several_productions_becomes_a_chain_of_one_production_steps():

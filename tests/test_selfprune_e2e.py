@@ -28,8 +28,8 @@ def served(tmp_path_factory):
     """The real serve-llm app on a free port, serving a tiny model; yields (url, calls)."""
     model_dir = tiny_chat_model_dir_or_skip(tmp_path_factory.mktemp("served"))
     from prunedsl.runtime.models import load_model
-    from prunedsl.runtime.serve.app import start_server
-    from prunedsl.runtime.serve.generate import Generator
+    from prunedsl.serve.app import start_server
+    from prunedsl.serve.generate import Generator
     gen = Generator(load_model(model_dir))
     gen.warm_up()
     calls = []

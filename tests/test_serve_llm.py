@@ -29,11 +29,11 @@ from lark import Lark  # noqa: E402
 from serve_fakes import MODEL, fake_generator, smollm2_tokenizer  # noqa: E402
 
 from prunedsl.dsl.parser import GRAMMAR_PATH, parse_expr  # noqa: E402
-from prunedsl.runtime.serve import constrained  # noqa: E402
-from prunedsl.runtime.serve.constrained import MODES, GrammarDerivationError, grammar_text  # noqa: E402
-from prunedsl.runtime.serve.replies import check_reply, split_reply  # noqa: E402
-from prunedsl.runtime.serve.generate import Generator, SamplingParams, _sample  # noqa: E402
-from prunedsl.runtime.serve.protocol import ApiError, parse_chat_request  # noqa: E402
+from prunedsl.serve import constrained  # noqa: E402
+from prunedsl.serve.constrained import MODES, GrammarDerivationError, grammar_text  # noqa: E402
+from prunedsl.serve.replies import check_reply, split_reply  # noqa: E402
+from prunedsl.serve.generate import Generator, SamplingParams, _sample  # noqa: E402
+from prunedsl.serve.protocol import ApiError, parse_chat_request  # noqa: E402
 
 PROMPT = [{"role": "user", "content": "Propose a pruning metric formula."}]
 
@@ -54,7 +54,7 @@ def fake_gen(tokenizer):
 
 @pytest.fixture(scope="module")
 def fake_server(fake_gen):
-    from prunedsl.runtime.serve.app import start_server
+    from prunedsl.serve.app import start_server
     with start_server(fake_gen, max_tokens_limit=64) as srv:
         yield srv
 
@@ -122,8 +122,8 @@ def test_known_names_come_from_the_dsl_tables():
 
 
 def test_split_and_check_reply():
-    assert split_reply("node 3\n|W|\n?Mat * ‖X‖\n") == (3, ["|W|", "?Mat * ‖X‖"])
-    assert split_reply("W") == (None, ["W"])
+    assert split_reply("node 3\n|W|\n?Mat * ‖X‖\n") == (3, ["|W|", "?Mat * ‖X‖"], [])
+    assert split_reply("W") == (None, ["W"], [])
     assert check_reply("|W| * ‖X‖", "formula") == (True, True, None)
     ok, typed, err = check_reply("sqrt(W)", "formula")
     assert ok and not typed and "negative" in err
@@ -303,7 +303,7 @@ def test_response_and_log_report_the_attempts(fake_server, caplog):
 def test_max_tokens_is_clamped_to_the_context_left(fake_gen, caplog):
     """A prompt that fits gets max_tokens cut to the room it leaves (the search asks for
     512 whatever the prompt); only a prompt filling the context alone is an error."""
-    from prunedsl.runtime.serve.app import start_server
+    from prunedsl.serve.app import start_server
     messages = [{"role": "system", "content": "Be brief."}] + PROMPT  # no language summary added
     n = len(fake_gen.prompt_ids(messages))
     old = fake_gen.context
@@ -329,7 +329,7 @@ def test_max_tokens_is_clamped_to_the_context_left(fake_gen, caplog):
 
 
 def test_generation_failure_is_a_500_server_error():
-    from prunedsl.runtime.serve.app import start_server
+    from prunedsl.serve.app import start_server
 
     class Broken:
         spec, context = MODEL, 2048
@@ -347,7 +347,7 @@ def test_generation_failure_is_a_500_server_error():
 
 
 def test_server_shuts_down_cleanly(fake_gen):
-    from prunedsl.runtime.serve.app import start_server
+    from prunedsl.serve.app import start_server
     srv = start_server(fake_gen)
     assert _http(srv, "GET", "/health")[0] == 200
     srv.stop(timeout=10)
@@ -359,7 +359,7 @@ def test_server_shuts_down_cleanly(fake_gen):
 def test_cli_parser_options():
     import argparse
 
-    from prunedsl.runtime.serve import add_parser, cmd_serve_llm
+    from prunedsl.serve import add_parser, cmd_serve_llm
     parser = argparse.ArgumentParser()
     add_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["serve-llm"])
@@ -386,7 +386,7 @@ def real_gen():
 
 @pytest.fixture(scope="module")
 def real_server(real_gen):
-    from prunedsl.runtime.serve.app import start_server
+    from prunedsl.serve.app import start_server
     with start_server(real_gen) as srv:
         yield srv
 
@@ -438,6 +438,6 @@ def test_real_model_reply_mode_and_same_seed_same_text(real_server):
               extra_body={"prunedsl_grammar": "reply"})
     a, b = (client.chat.completions.create(**kw).choices[0].message.content for _ in range(2))
     assert a == b  # the second reuses the cached prompt prefix: same result
-    node, lines = split_reply(a)
+    node, lines, _ = split_reply(a)
     assert 1 <= len(lines) <= constrained.MAX_LINES and all(parse_expr(x) for x in lines)
     assert set(MODES) == {"formula", "reply"}

@@ -24,7 +24,7 @@ pytest.importorskip("torch")
 
 from serve_fakes import tiny_chat_model_dir_or_skip  # noqa: E402
 
-from prunedsl.runtime.serve.replies import check_reply  # noqa: E402
+from prunedsl.serve.replies import check_reply  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -17,8 +17,8 @@ from serve_fakes import EchoModel, FakeModel, fake_generator, smollm2_tokenizer 
 
 from prunedsl.dsl.parser import parse_expr  # noqa: E402
 from prunedsl.errors import PruneDSLError  # noqa: E402
-from prunedsl.runtime.serve.generate import MAX_FORMULA_TOKENS, Completion, SamplingParams  # noqa: E402
-from prunedsl.runtime.serve.replies import Check, check_completion, check_line, check_reply  # noqa: E402
+from prunedsl.serve.generate import MAX_FORMULA_TOKENS, Completion, SamplingParams  # noqa: E402
+from prunedsl.serve.replies import Check, check_completion, check_line, check_reply  # noqa: E402
 
 PROMPT_IDS = [1, 2, 3]
 
@@ -119,7 +119,7 @@ def test_attempt_seeds_derive_from_the_request_seed(fake_gen, monkeypatch, seed)
 def test_greedy_request_resamples_differently(fake_gen, monkeypatch):
     """temperature 0: the first attempt is greedy, later ones sample (RETRY_TEMPERATURE, a
     seed per attempt) instead of repeating the rejected reply 8 times."""
-    from prunedsl.runtime.serve import generate as g
+    from prunedsl.serve import generate as g
     gen = fake_generator(EchoModel)  # logits depend on the text: greedy is deterministic
     greedy = gen.generate(PROMPT_IDS, SamplingParams(max_tokens=16, temperature=0, grammar="formula",
                                                      max_attempts=1))

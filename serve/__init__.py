@@ -14,11 +14,12 @@ checker; a rejected one is sampled again (``--max-attempts``, default 8; see gen
 a greedy request's retries sample at temperature 0.3, or they would repeat the reply).
 
 Modules: ``constrained`` (the grammar, derived from grammar.lark; no torch),
-``replies`` (the reply formats and checking them), ``generate`` (sampling loop with a
-KV cache, the grammar mask and the closer that finishes a formula in budget), ``protocol``
-(request validation, response bodies), ``prompts`` (the language summary a constrained
-request gets as its system prompt when it brings none), ``app`` (starlette + uvicorn:
-``serve``, ``start_server``). Importing this package is cheap: the CLI wiring below
+``replies`` (checking replies; the reply format and its reader are ``llm_contract``'s,
+shared with the search), ``generate`` (sampling loop with a KV cache, the grammar mask
+and the closer that finishes a formula in budget), ``protocol`` (request validation,
+response bodies), ``prompts`` (the language summary a constrained request gets as its
+system prompt when it brings none), ``app`` (starlette + uvicorn: ``serve``,
+``start_server``). Importing this package is cheap: the CLI wiring below
 imports the rest only when the command runs.
 """
 from __future__ import annotations
@@ -64,7 +65,7 @@ def cmd_serve_llm(args) -> int:
     from .app import serve
     for opt in ("max_tokens_limit", "max_attempts"):
         if getattr(args, opt) < 1:
-            from ...errors import PruneRuntimeError
+            from ..errors import PruneRuntimeError
             raise PruneRuntimeError(f"--{opt.replace('_', '-')} must be at least 1, got {getattr(args, opt)}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")  # stderr
     serve(args.model, args.host, args.port, max_tokens_limit=args.max_tokens_limit, max_attempts=args.max_attempts)

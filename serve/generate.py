@@ -52,7 +52,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from ...errors import PruneRuntimeError
+from ..errors import PruneRuntimeError
 from .constrained import MODES, grammar_text, known_names
 from .replies import Check, check_completion
 

@@ -1,6 +1,6 @@
 """The reply formats a constrained request produces, and checking them.
 
-    split_reply("node 3\\n|W| * ?Col")      # (3, ['|W| * ?Col'])
+    split_reply("node 3\\n|W| * ?Col")      # (3, ['|W| * ?Col'], []): llm_contract's reader
     check_reply("sqrt(W)", "formula")       # (True, False, 'type error: ...')
     check_completion("node 1\\nsqrt(W)\\n|W| * ?Col", "reply")   # Check(ok=True, lines=2, valid_lines=1, ...)
 
@@ -20,15 +20,13 @@
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
-from ...dsl.parser import parse_expr
-from ...dsl.sketch_check import check_sketch, has_holes
-from ...dsl.types import SCALAR
-from ...errors import DSLTypeError, PruneDSLError
-
-_NODE_RE = re.compile(r"node\s+(\d+)")
+from ..dsl.parser import parse_expr
+from ..dsl.sketch_check import check_sketch, has_holes
+from ..dsl.types import SCALAR
+from ..errors import DSLTypeError, PruneDSLError
+from ..llm_contract import split_reply
 
 
 @dataclass(frozen=True)
@@ -39,18 +37,9 @@ class Check:
     valid_lines: int = 0      # of them, those that type-check
 
 
-def split_reply(text: str) -> tuple[int | None, list[str]]:
-    """``(node, formulas)`` of a reply in the ``reply`` format (no parsing of formulas)."""
-    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
-    node = None
-    if lines and (m := _NODE_RE.fullmatch(lines[0])):
-        node, lines = int(m.group(1)), lines[1:]
-    return node, lines
-
-
 def check_line(line: str) -> str | None:
     """None when ``line`` (a formula, or a sketch with holes) type-checks, else the error."""
-    from ...api import parse
+    from ..api import parse
     try:
         tree = parse_expr(line)
         if not has_holes(tree):
@@ -81,7 +70,7 @@ def check_reply(text: str, mode: str) -> tuple[bool, bool, str | None]:
     if mode == "formula":
         lines = [text]
     else:
-        _, lines = split_reply(text)
+        _, lines, _ = split_reply(text)
         if not lines:
             return False, False, "no formula in the reply"
     try:

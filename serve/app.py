@@ -214,7 +214,7 @@ def serve(model_spec: str = "smollm2-135m", host: str = "127.0.0.1", port: int =
           log_level: str = "info") -> None:
     """Load ``model_spec`` once and serve it until SIGINT or SIGTERM (blocks; returns
     after a graceful shutdown, the port closed)."""
-    from ..models import load_model
+    from ..runtime.models import load_model
     t0 = time.perf_counter()
     log.info("loading %s", model_spec)
     loaded = load_model(model_spec)

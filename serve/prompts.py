@@ -8,19 +8,12 @@ from __future__ import annotations
 
 import functools
 
-from ...dsl.functions import AXIS_FUNCTIONS, ELEMENTWISE, NORMALIZERS, WHOLE
-from ...dsl.library import library
-from ...dsl.operands import OPERANDS
-from ...dsl.printer import format_number, to_text
-from .constrained import MAX_LINES
+from ..dsl.functions import AXIS_FUNCTIONS, ELEMENTWISE, NORMALIZERS, WHOLE
+from ..dsl.library import library
+from ..dsl.operands import OPERANDS
+from ..dsl.printer import to_text
+from ..llm_contract import ANSWER_FORMATS, library_call
 from .replies import check_reply
-
-FORMAT = {
-    "formula": "Answer with exactly one formula on one line, nothing else.",
-    "reply": (f"Answer with an optional first line `node <number>` (the sketch you refine), then 1 to "
-              f"{MAX_LINES} lines with one formula each, nothing else. A formula may keep typed holes "
-              "?Mat ?Row ?Col ?Scalar (an expression of that shape) and ?c (a constant)."),
-}
 
 
 def example_answers() -> list[str]:
@@ -31,7 +24,7 @@ def example_answers() -> list[str]:
         if check_reply(text, "formula")[1]:
             bodies.append(text)
         if d.params:
-            calls.append(f"{name}({', '.join(f'{p.name} = {format_number(p.default)}' for p in d.params)})")
+            calls.append(library_call(d))
     return bodies + calls
 
 
@@ -54,5 +47,5 @@ def language_summary(mode: str = "formula") -> str:
         "per weight (use W, |W| or G in it).",
         "Example answers:",
         *example_answers(),
-        FORMAT[mode],
+        ANSWER_FORMATS[mode],
     ])

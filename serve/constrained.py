@@ -60,19 +60,17 @@ from dataclasses import dataclass
 
 from lark import Lark
 
-from ...dsl.functions import ALL_FUNCTIONS, ARITY, WHOLE
-from ...dsl.library import library
-from ...dsl.operands import NAMED_OPERANDS, OPERANDS
-from ...dsl.parser import GRAMMAR_PATH
-from ...dsl.types import SCALAR
-from ...errors import PruneDSLError
-from .replies import split_reply  # noqa: F401  the reply format's reader, next to its grammar
+from ..dsl.functions import ALL_FUNCTIONS, ARITY, WHOLE
+from ..dsl.library import library
+from ..dsl.operands import NAMED_OPERANDS, OPERANDS
+from ..dsl.parser import GRAMMAR_PATH
+from ..dsl.types import SCALAR
+from ..errors import PruneDSLError
+from ..llm_contract import MAX_LINES, MAX_NODE_DIGITS
 
 MODES = ("formula", "reply")
 MAX_DIGITS = 6        # digits before and after the decimal point
 MAX_EXP_DIGITS = 2    # 999999.999999e99 is finite
-MAX_LINES = 8         # formulas in a reply
-MAX_NODE_DIGITS = 6   # `node <integer>`
 
 ENTRY_RULE = "formula"          # its body is what a formula is
 HOLE_ALIAS = "hole"
@@ -144,7 +142,7 @@ def _bound_regex(name: str, regex: str) -> str:
     bare = re.sub(r"\[(\\.|[^\]])*\]", "", re.sub(r"\\.", "", out))  # no escapes, no classes
     if re.search(r"[*+]|\{\d*,\}", bare):
         raise GrammarDerivationError(f"terminal {name} /{regex}/ is unbounded after rewriting: /{out}/",
-                                     hint="teach runtime/serve/constrained.py to bound it")
+                                     hint="teach serve/constrained.py to bound it")
     return "/" + out.replace("/", r"\/") + "/"
 
 
@@ -239,7 +237,7 @@ def _narrow_calls(w: _Walk, names: KnownNames, role_terms: dict) -> tuple[set[st
     most = max([ARITY[f][1] for f in roles["PAIR_NAME"]] + [len(ps) for _, ps in names.signatures], default=1)
     if most > 2:
         raise GrammarDerivationError(f"a function or metric takes {most} arguments",
-                                     hint="teach _narrow_calls in runtime/serve/constrained.py to bound them")
+                                     hint="teach _narrow_calls in serve/constrained.py to bound them")
     out: list[list[str]] = []
     for a in w.rules[w.name_rule]:
         head, inner = a[0], a[2:-1]
@@ -355,7 +353,7 @@ def grammar_text(mode: str) -> str:
         raise GrammarDerivationError("no formula mentions an operand that varies per weight")
     rules = _reachable(rules, entry)
 
-    lines = [f"// derived from {GRAMMAR_PATH.name} by runtime/serve/constrained.py ({mode} mode)"]
+    lines = [f"// derived from {GRAMMAR_PATH.name} by serve/constrained.py ({mode} mode)"]
     if mode == "formula":
         lines.append(f"start: {entry}")
     else:
