@@ -91,11 +91,11 @@ class Allocation:
         return self.text()
 
     def pretty(self) -> str:
-        from .sym_pretty import pretty_text
+        from .symbolic.unicode_printer import pretty_text
         return pretty_text(_display(self.body, _PRETTY_NAMES))
 
     def latex(self) -> str:
-        from .sym_latex import latex_text
+        from .symbolic.latex_printer import latex_text
         return latex_text(_display(self.body, _LATEX_NAMES, _LATEX_CALLS))
 
     def importances(self, values: Mapping[str, Sequence[float]], blocks: int) -> list[float]:
@@ -420,7 +420,7 @@ def _display(e: Expr, names: Mapping[str, str], calls: Mapping[str, str] | None 
     if isinstance(e, Call):
         args = tuple(_display(a, names, calls) for a in e.args)
         if calls and e.func in calls:
-            from .sym_latex import latex_text
+            from .symbolic.latex_printer import latex_text
             inner = ", ".join(latex_text(a) for a in args)
             return Name(rf"{calls[e.func]}\left({inner}\right)", span=e.span, type=e.type)
         return replace(e, func=names.get(e.func, e.func), args=args)

@@ -4,9 +4,9 @@ Same precedence rules as ``printer.to_text``; only the spellings differ.
 """
 from __future__ import annotations
 
-from .ast import BinOp, Call, Expr, Hole, Name, Neg, Num, Operand
-from .operands import OPERANDS
-from .printer import format_number
+from ..ast import BinOp, Call, Expr, Hole, Name, Neg, Num, Operand
+from ..operands import OPERANDS
+from ..printer import format_number
 
 _ADD, _MUL, _NEG, _ROOT, _POW, _ATOM = 1, 2, 3, 3.5, 4, 5
 _SUPERSCRIPT = str.maketrans("0123456789-", "⁰¹²³⁴⁵⁶⁷⁸⁹⁻")

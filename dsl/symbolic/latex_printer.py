@@ -3,9 +3,9 @@ r"""AST → LaTeX: ``\left|W\right| \left\|X\right\|``, ``\sqrt{\left|W\right|}`
 """
 from __future__ import annotations
 
-from .ast import BinOp, Call, Expr, Hole, Name, Neg, Num, Operand
-from .operands import OPERANDS
-from .printer import format_number
+from ..ast import BinOp, Call, Expr, Hole, Name, Neg, Num, Operand
+from ..operands import OPERANDS
+from ..printer import format_number
 
 _ADD, _MUL, _NEG, _POW, _ATOM = 1, 2, 3, 4, 5
 _NAMED = {"log": r"\log", "tanh": r"\tanh", "sigmoid": r"\sigma", "min": r"\min", "max": r"\max"}
