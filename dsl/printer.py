@@ -21,12 +21,16 @@ def format_number(v: float) -> str:
     return repr(v)
 
 
+def is_negative_literal(e: Expr) -> bool:
+    """A number printed with a leading minus, -0 included: it binds like a unary minus in
+    every spelling, so (-0) ^ 2 (= 0) is never printed as -(0 ^ 2) (= -0)."""
+    return isinstance(e, Num) and math.copysign(1.0, e.value) < 0
+
+
 def _prec(e: Expr) -> int:
     if isinstance(e, BinOp):
         return _POW if e.op == "^" else _PREC[e.op]
-    if isinstance(e, Neg):
-        return _NEG
-    if isinstance(e, Num) and math.copysign(1.0, e.value) < 0:
+    if isinstance(e, Neg) or is_negative_literal(e):
         return _NEG
     return _ATOM
 

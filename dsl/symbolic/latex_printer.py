@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ..ast import BinOp, Call, Expr, Hole, Name, Neg, Num, Operand
 from ..operands import OPERANDS
-from ..printer import format_number
+from ..printer import format_number, is_negative_literal
 
 _ADD, _MUL, _NEG, _POW, _ATOM = 1, 2, 3, 4, 5
 _NAMED = {"log": r"\log", "tanh": r"\tanh", "sigmoid": r"\sigma", "min": r"\min", "max": r"\max"}
@@ -18,7 +18,7 @@ def _op(name: str) -> str:
 def _prec(e: Expr) -> int:
     if isinstance(e, BinOp):
         return {"+": _ADD, "-": _ADD, "*": _MUL, "/": _NEG, "^": _POW}[e.op]  # \frac is a block
-    if isinstance(e, Neg) or (isinstance(e, Num) and e.value < 0):
+    if isinstance(e, Neg) or is_negative_literal(e):
         return _NEG
     if isinstance(e, Call) and e.func in ("sqrt", "exp"):
         return _NEG  # \sqrt{x}^{2} and e^{x}^{2} need parentheses

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from ..ast import BinOp, Call, Expr, Hole, Name, Neg, Num, Operand
 from ..operands import OPERANDS
-from ..printer import format_number
+from ..printer import format_number, is_negative_literal
 
 _ADD, _MUL, _NEG, _ROOT, _POW, _ATOM = 1, 2, 3, 3.5, 4, 5
 _SUPERSCRIPT = str.maketrans("0123456789-", "⁰¹²³⁴⁵⁶⁷⁸⁹⁻")
@@ -21,7 +21,7 @@ def _num(v: float) -> str:
 def _prec(e: Expr) -> float:
     if isinstance(e, BinOp):
         return {"+": _ADD, "-": _ADD, "*": _MUL, "/": _MUL, "^": _POW}[e.op]
-    if isinstance(e, Neg) or (isinstance(e, Num) and e.value < 0):
+    if isinstance(e, Neg) or is_negative_literal(e):
         return _NEG
     if isinstance(e, Call) and e.func == "sqrt":
         return _ROOT
