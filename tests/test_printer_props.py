@@ -10,9 +10,7 @@ from hypothesis import given, settings, strategies as st
 
 from prunedsl.dsl.ast import BinOp, Call, Neg, Num, Operand, walk
 from prunedsl.dsl.parser import parse_expr
-from prunedsl.dsl.printer import to_text
-from prunedsl.dsl.symbolic.latex_printer import latex_text
-from prunedsl.dsl.symbolic.unicode_printer import pretty_text
+from prunedsl.dsl.printer import latex_text, pretty_text, to_text
 
 _NUMBERS = (0.0, -0.0, 1.0, 2.0, 0.5, -1.0, -2.0, -0.5, 3.0)
 _leaves = st.one_of(st.sampled_from(_NUMBERS).map(Num),

@@ -13,8 +13,8 @@ change a reduction's meaning, or its result would not parse, check or keep the s
 ``formula`` returns the unsimplified text. Results are cached per expression text.
 
 Module map: ``functions`` (symbols, functions, signs, shapes), ``core``
-(AST → sympy), ``to_ast`` (sympy → AST),
-``unicode_printer`` / ``latex_printer`` (printers), ``canonical_forms`` (rank-equivalence rules).
+(AST → sympy), ``to_ast`` (sympy → AST), ``canonical_forms`` (rank-equivalence rules);
+the three spellings are printed by ``dsl.printer``.
 """
 from __future__ import annotations
 
@@ -24,13 +24,11 @@ from ...errors import PruneDSLError
 from ..ast import Expr
 from ..checker import check
 from ..parser import parse_expr
-from ..printer import to_text
+from ..printer import latex_text, pretty_text, to_text
 from .canonical_forms import canonical_sympy
 from .core import to_sympy
 from .functions import Unsupported, shape_of, sign_of
 from .to_ast import from_sympy
-from .latex_printer import latex_text
-from .unicode_printer import pretty_text
 
 __all__ = ["formula", "pretty", "latex", "canonical", "simplify", "to_sympy", "from_sympy",
            "shape_of", "sign_of", "GROUPS"]
