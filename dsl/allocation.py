@@ -38,7 +38,7 @@ from .ast import BinOp, Call, Definition, Expr, Hole, Name, Neg, Num, Operand, w
 from .checker import constant_value, number_type
 from .functions import ALL_FUNCTIONS, BINARY, ELEMENTWISE
 from .operands import NAMED_OPERANDS
-from .printer import format_number, to_text
+from .printer import format_number, latex_text, pretty_text, to_text
 from .types import NONNEG, POS, SCALAR, SIGNED, Type, weakest
 
 SCORE_STATISTICS = {"outlier_ratio": NONNEG, "skew": SIGNED, "kurtosis": SIGNED}
@@ -91,11 +91,9 @@ class Allocation:
         return self.text()
 
     def pretty(self) -> str:
-        from .sym_pretty import pretty_text
         return pretty_text(_display(self.body, _PRETTY_NAMES))
 
     def latex(self) -> str:
-        from .sym_latex import latex_text
         return latex_text(_display(self.body, _LATEX_NAMES, _LATEX_CALLS))
 
     def importances(self, values: Mapping[str, Sequence[float]], blocks: int) -> list[float]:
@@ -420,7 +418,6 @@ def _display(e: Expr, names: Mapping[str, str], calls: Mapping[str, str] | None 
     if isinstance(e, Call):
         args = tuple(_display(a, names, calls) for a in e.args)
         if calls and e.func in calls:
-            from .sym_latex import latex_text
             inner = ", ".join(latex_text(a) for a in args)
             return Name(rf"{calls[e.func]}\left({inner}\right)", span=e.span, type=e.type)
         return replace(e, func=names.get(e.func, e.func), args=args)

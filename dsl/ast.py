@@ -8,7 +8,7 @@ round-trip tests compare structure only.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Iterator, Union
 
 from ..errors import Span
@@ -135,7 +135,3 @@ def walk(e: Expr) -> Iterator[Expr]:
 def size(e: Expr) -> int:
     """Number of nodes: the complexity measure used by the search."""
     return sum(1 for _ in walk(e))
-
-
-def with_type(e: Expr, t: Type) -> Expr:
-    return replace(e, type=t)

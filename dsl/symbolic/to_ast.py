@@ -12,10 +12,10 @@ from fractions import Fraction
 import sympy
 from sympy import Abs
 
-from .ast import BinOp, Call, Expr, Neg, Num, Operand
-from .sym_core import rational, round_trips
-from .sym_functions import DSLFunction, OperandSymbol, Unsupported, order_key, sign_of
-from .types import SIGNED
+from ..ast import BinOp, Call, Expr, Neg, Num, Operand
+from .core import rational, round_trips
+from .functions import DSLFunction, OperandSymbol, Unsupported, order_key, sign_of
+from ..types import SIGNED
 
 _HALF = sympy.Rational(1, 2)
 _PLAIN = {sympy.exp: "exp", sympy.log: "log", sympy.tanh: "tanh"}

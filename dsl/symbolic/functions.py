@@ -10,9 +10,9 @@ import functools
 import sympy
 from sympy import Abs, default_sort_key
 
-from .functions import AXIS_FUNCTIONS, AXIS_RESULT, ELEMENTWISE, NORMALIZERS, WHOLE, reduction_sign
-from .operands import OPERANDS
-from .types import NONNEG, POS, SCALAR, SIGNED, broadcast_shape, strongest, weakest
+from ..functions import AXIS_FUNCTIONS, AXIS_RESULT, ELEMENTWISE, NORMALIZERS, WHOLE, reduction_sign
+from ..operands import OPERANDS
+from ..types import NONNEG, POS, SCALAR, SIGNED, broadcast_shape, strongest, weakest
 
 
 class Unsupported(Exception):

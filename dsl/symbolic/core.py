@@ -15,9 +15,9 @@ from fractions import Fraction
 import sympy
 from sympy import Abs, Float, Integer, Pow, Rational
 
-from .ast import BinOp, Call, Expr, Neg, Num, Operand
-from .functions import NORMALIZERS
-from .sym_functions import (AXIS_CLASSES, EXTREMA, NORMALIZER_CLASSES, SYMBOLS, WHOLE_CLASSES,
+from ..ast import BinOp, Call, Expr, Neg, Num, Operand
+from ..functions import NORMALIZERS
+from .functions import (AXIS_CLASSES, EXTREMA, NORMALIZER_CLASSES, SYMBOLS, WHOLE_CLASSES,
                             Unsupported, shape_of, sigmoid)
 
 MAX_NUMERIC_POWER = 16  # number ^ k with |k| above this is folded in floating point

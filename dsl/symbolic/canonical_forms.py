@@ -26,8 +26,8 @@ import math
 import sympy
 from sympy import Abs, Integer, Mul
 
-from .sym_functions import INCREASING, NORMALIZER_CLASSES, order_key, shape_of, sign_of
-from .types import NONNEG, POS, ROW, SCALAR, SIGNED
+from .functions import INCREASING, NORMALIZER_CLASSES, order_key, shape_of, sign_of
+from ..types import NONNEG, POS, ROW, SCALAR, SIGNED
 
 MAX_STEPS = 64
 _CONSTANT_SHAPES = {"row": (ROW, SCALAR), "layer": (SCALAR,), "global": ()}

@@ -12,26 +12,24 @@ is fast and correct for signed W (|W|·|W| → W ^ 2, sqrt(W ^ 2) → |W|). Wher
 change a reduction's meaning, or its result would not parse, check or keep the shape,
 ``formula`` returns the unsimplified text. Results are cached per expression text.
 
-Module map: ``sym_functions`` (symbols, functions, signs, shapes), ``sym_core``
-(AST → sympy), ``sym_from`` (sympy → AST),
-``sym_pretty`` / ``sym_latex`` (printers), ``sym_canonical`` (rank-equivalence rules).
+Module map: ``functions`` (symbols, functions, signs, shapes), ``core``
+(AST → sympy), ``to_ast`` (sympy → AST), ``canonical_forms`` (rank-equivalence rules);
+the three spellings are printed by ``dsl.printer``.
 """
 from __future__ import annotations
 
 import functools
 
-from ..config import GROUPS, check_group
-from ..errors import PruneDSLError
-from .ast import Expr
-from .checker import check
-from .parser import parse_expr
-from .printer import to_text
-from .sym_canonical import canonical_sympy
-from .sym_core import to_sympy
-from .sym_functions import Unsupported, shape_of, sign_of
-from .sym_from import from_sympy
-from .sym_latex import latex_text
-from .sym_pretty import pretty_text
+from ...config import GROUPS, check_group
+from ...errors import PruneDSLError
+from ..ast import Expr
+from ..checker import check
+from ..parser import parse_expr
+from ..printer import latex_text, pretty_text, to_text
+from .canonical_forms import canonical_sympy
+from .core import to_sympy
+from .functions import Unsupported, shape_of, sign_of
+from .to_ast import from_sympy
 
 __all__ = ["formula", "pretty", "latex", "canonical", "simplify", "to_sympy", "from_sympy",
            "shape_of", "sign_of", "GROUPS"]
