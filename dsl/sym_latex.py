@@ -4,15 +4,17 @@ r"""AST → LaTeX: ``\left|W\right| \left\|X\right\|``, ``\sqrt{\left|W\right|}`
 from __future__ import annotations
 
 from .ast import BinOp, Call, Expr, Hole, Name, Neg, Num, Operand
+from .functions import ELEMENTWISE_FUNCTIONS
 from .operands import OPERANDS
 from .printer import format_number
 
 _ADD, _MUL, _NEG, _POW, _ATOM = 1, 2, 3, 4, 5
-_NAMED = {"log": r"\log", "tanh": r"\tanh", "sigmoid": r"\sigma", "min": r"\min", "max": r"\max"}
+_NAMED = {"min": r"\min", "max": r"\max"}
 
 
 def _op(name: str) -> str:
-    return _NAMED.get(name) or r"\operatorname{" + name.replace("_", r"\_") + "}"
+    f = ELEMENTWISE_FUNCTIONS.get(name)
+    return (f and f.latex) or _NAMED.get(name) or r"\operatorname{" + name.replace("_", r"\_") + "}"
 
 
 def _prec(e: Expr) -> int:
