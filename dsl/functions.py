@@ -16,7 +16,8 @@ Where an addition goes (see also docs/extending.md):
   both ways, canonical forms, the allocation evaluator, the search grammar and the
   enumerator all read this table; nothing else needs editing.
 * **A statistic (operand)**: ``dsl/operands.py`` (its type and spelling) and, for the data,
-  ``runtime/stats.py``.
+  ``runtime/stats.py``; the search's default vocabulary (``search/grammar.py``) lists
+  operands by shape, and block statistics of allocation rules live in ``dsl/allocation.py``.
 * **A reduction** (``row_*``/``col_*``/whole-tensor) or **a normalizer**: ``REDUCERS``,
   ``WHOLE`` or ``NORMALIZERS`` below, plus its torch code in ``compiler/torch_exec.py`` and
   ``compiler/interpret.py`` (reductions have per-axis semantics, not one callable).
