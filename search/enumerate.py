@@ -49,12 +49,21 @@ from ..errors import PruneDSLError
 from .base import Outcome, Proposal
 from .grammar import Vocabulary, reads_weights, typecheck
 
+# The order the enumerator has always tried the built-in functions in (its output order
+# stays the same as earlier runs'); functions registered later come after them.
+_BUILTIN_ORDER = ("abs", "sqrt", "log", "exp", "sq", "sigmoid", "tanh")
 ARITH = ("+", "-", "*", "/")
 COMMUTATIVE = frozenset({"+", "*", "min", "max"})
 REDUCERS = ("sum", "mean", "max", "std")
 WHOLE = ("mean", "max", "std")
 EXPONENTS = (2.0, 0.5, -1.0)
 CONSTANTS = (1.0, 2.0, 0.5)
+
+
+def _unary() -> list[str]:
+    names = searchable_elementwise()
+    last = len(_BUILTIN_ORDER)
+    return sorted(names, key=lambda f: _BUILTIN_ORDER.index(f) if f in _BUILTIN_ORDER else last)
 
 
 def _fingerprint_stats(seed: int = 1234) -> dict[str, Any]:
@@ -163,7 +172,7 @@ class EnumerateProposer:
                     if first:
                         yield from (Call(f, (a, b)) for f in ("min", "max"))
         for c in self.tables.get(n - 1, []):
-            yield from (Call(f, (c,)) for f in searchable_elementwise())
+            yield from (Call(f, (c,)) for f in _unary())
             yield Neg(c)
             if c.type.shape in (MAT, COL, ROW):
                 yield Call("minmax", (c,))
