@@ -13,8 +13,10 @@ from __future__ import annotations
 import torch
 
 from ..dsl.ast import BinOp, Call, Expr, Neg, Num, Operand
+from ..dsl.functions import ELEMENTWISE_FUNCTIONS
 from ..dsl.types import SCALAR
 from ..errors import CompileError
+from .torch_exec import elementwise_torch
 
 _F32 = torch.float32
 
@@ -66,20 +68,8 @@ def _call(f: str, args: list) -> torch.Tensor:
     if len(args) == 2:  # min(a, b), max(a, b): elementwise, NaN-propagating
         return torch.minimum(*args) if f == "min" else torch.maximum(*args)
     (x,) = args
-    if f == "abs":
-        return torch.abs(x)
-    if f == "sqrt":
-        return torch.sqrt(x)
-    if f == "log":
-        return torch.log(x)
-    if f == "exp":
-        return torch.exp(x)
-    if f == "sigmoid":
-        return torch.sigmoid(x)
-    if f == "tanh":
-        return torch.tanh(x)
-    if f == "sq":
-        return x * x
+    if f in ELEMENTWISE_FUNCTIONS:
+        return elementwise_torch(f)(x)
     if f.startswith(("row_", "col_")):
         axis, reducer = f.split("_", 1)
         return _reduce(reducer, x, 1 if axis == "row" else 0)

@@ -53,12 +53,13 @@ class Instr(NamedTuple):
 
 
 # op names --------------------------------------------------------------------------
-UNARY_OPS = ("neg", "abs", "sqrt", "log", "exp", "sigmoid", "tanh", "sq")
+# unary ops: "neg" and every name in dsl.functions.ELEMENTWISE (read live, so a function
+# registered later compiles too)
 BINARY_OPS = ("add", "sub", "mul", "div", "minimum", "maximum")
 AXIS_OPS = tuple(AXIS_FUNCTIONS)           # row_sum ... col_norm
 WHOLE_OPS = tuple(WHOLE)                   # sum mean std max min fro
 NORMALIZE_OPS = tuple(NORMALIZERS)         # minmax zscore
-ELEMENTWISE_OPS = frozenset(UNARY_OPS + BINARY_OPS + ("pow",) + NORMALIZE_OPS)
+_ELEMENTWISE_OPS = frozenset(BINARY_OPS + ("pow", "neg") + NORMALIZE_OPS)
 COMMUTATIVE = frozenset({"add", "mul"})
 _BINOP = {"+": "add", "-": "sub", "*": "mul", "/": "div"}
 
@@ -276,7 +277,7 @@ def build_plan(expr: Expr) -> Plan:
     reuse = []
     for i, ins in enumerate(instrs):
         pos = -1
-        if ins.op in ELEMENTWISE_OPS and b.shapes[ins.out] != SCALAR:
+        if (ins.op in _ELEMENTWISE_OPS or ins.op in ELEMENTWISE) and b.shapes[ins.out] != SCALAR:
             for p, a in enumerate(ins.args):
                 if (not isinstance(a, Const) and a not in input_regs and last_use[a] == i
                         and a != output and b.shapes[a] == b.shapes[ins.out]):

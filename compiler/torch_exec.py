@@ -15,21 +15,33 @@ is constant (range or std == 0).
 """
 from __future__ import annotations
 
+import functools
+import importlib
+
 import torch
 
-from .plan import BINARY_OPS, Const, Plan, UNARY_OPS
+from ..dsl.functions import ELEMENTWISE_FUNCTIONS
+from .plan import BINARY_OPS, Const, Plan
 
 _F32 = torch.float32
 
-UNARY = {
-    "neg": torch.neg, "abs": torch.abs, "sqrt": torch.sqrt, "log": torch.log,
-    "exp": torch.exp, "sigmoid": torch.sigmoid, "tanh": torch.tanh, "sq": torch.square,
-}
 BINARY = {
     "add": torch.add, "sub": torch.sub, "mul": torch.mul, "div": torch.div,
     "minimum": torch.minimum, "maximum": torch.maximum,
 }
-assert set(UNARY) == set(UNARY_OPS) and set(BINARY) == set(BINARY_OPS)
+assert set(BINARY) == set(BINARY_OPS)
+
+
+def elementwise_torch(name: str):
+    """The torch callable of an elementwise function (``ELEMENTWISE_FUNCTIONS[name].torch``)."""
+    return _resolve(ELEMENTWISE_FUNCTIONS[name].torch)
+
+
+@functools.lru_cache(maxsize=None)
+def _resolve(dotted: str):
+    module, _, attr = dotted.rpartition(".")
+    return getattr(importlib.import_module(module), attr)
+
 
 _vnorm = torch.linalg.vector_norm
 
@@ -87,8 +99,9 @@ def step_function(op: str, args: tuple, pos: int):
     """The callable for one instruction (``pos``: argument to overwrite, -1 for none)."""
     if op == "pow":
         return _pow(args[1].value, pos == 0)
-    if op in UNARY:
-        return _in_place(UNARY[op], 1, 0) if pos >= 0 else UNARY[op]
+    if op == "neg" or op in ELEMENTWISE_FUNCTIONS:
+        fn = torch.neg if op == "neg" else elementwise_torch(op)
+        return _in_place(fn, 1, 0) if pos >= 0 else fn
     if op in BINARY:
         return _in_place(BINARY[op], 2, pos) if pos >= 0 else BINARY[op]
     if op in NORMALIZE:

@@ -22,8 +22,9 @@ Block-level operands and statistics (all per block; the block's value types are
 ==========================  ======  ==============================================
 
 ``score`` is the active metric's scores over all linear layers of the block, so it may
-only appear inside a score statistic; ``W`` only inside ``alpha_hill``. Scalar functions
-``abs sqrt log exp sigmoid tanh sq min max`` work on block values.
+only appear inside a score statistic; ``W`` only inside ``alpha_hill``. The elementwise
+functions (``abs sqrt log ...``, the registry in ``dsl.functions``) and ``min max`` work
+on block values.
 Requirements are keys such as ``"skew"``, ``"outlier_ratio:5"``, ``"alpha_hill"``.
 """
 from __future__ import annotations
@@ -36,7 +37,7 @@ from typing import Mapping, Sequence
 from ..errors import DSLNameError, DSLSyntaxError, DSLTypeError, Span
 from .ast import BinOp, Call, Definition, Expr, Hole, Name, Neg, Num, Operand, walk
 from .checker import constant_value, number_type
-from .functions import ALL_FUNCTIONS, BINARY, ELEMENTWISE
+from .functions import ALL_FUNCTIONS, BINARY, ELEMENTWISE, ELEMENTWISE_FUNCTIONS
 from .operands import NAMED_OPERANDS
 from .printer import format_number, latex_text, pretty_text, to_text
 from .types import NONNEG, POS, SCALAR, SIGNED, Type, weakest
@@ -44,10 +45,15 @@ from .types import NONNEG, POS, SCALAR, SIGNED, Type, weakest
 SCORE_STATISTICS = {"outlier_ratio": NONNEG, "skew": SIGNED, "kurtosis": SIGNED}
 WEIGHT_STATISTICS = {"alpha_hill": POS}
 BLOCK_NAMES = {"depth": NONNEG, "params": POS}
-SCALAR_FUNCTIONS = sorted(set(ELEMENTWISE) | set(BINARY))
 MAX_INLINE_DEPTH = 16
 _STAT_USAGE = "outlier_ratio(score, M), skew(score), kurtosis(score), alpha_hill(W), depth, params"
 _SPREAD_USAGE = "spread(importance, lam)"
+
+
+def scalar_functions() -> list[str]:
+    """The functions that work on block values: the elementwise ones (read live from the
+    registry) and min/max."""
+    return sorted(set(ELEMENTWISE) | set(BINARY))
 
 
 @dataclass(frozen=True, eq=False)
@@ -153,10 +159,7 @@ def _eval(e: Expr, values: Mapping[str, float]) -> float:
     f = e.func
     if f in BINARY:
         return min(args) if f == "min" else max(args)
-    x = args[0]
-    return {"abs": abs, "sqrt": math.sqrt, "log": lambda v: math.log(v) if v > 0 else -math.inf,
-            "exp": math.exp, "sigmoid": lambda v: 1 / (1 + math.exp(-v)) if v > -700 else 0.0,
-            "tanh": math.tanh, "sq": lambda v: v * v}[f](x)
+    return ELEMENTWISE_FUNCTIONS[f].scalar(args[0])
 
 
 # --- checking ----------------------------------------------------------------------------
@@ -287,7 +290,7 @@ class _Checker:
         if e.name in self.allocations:
             raise DSLTypeError(f"{e.name} is an allocation rule; it can only be the whole rule",
                                span=e.span)
-        if e.name in SCORE_STATISTICS or e.name in WEIGHT_STATISTICS or e.name in SCALAR_FUNCTIONS:
+        if e.name in SCORE_STATISTICS or e.name in WEIGHT_STATISTICS or e.name in scalar_functions():
             raise DSLNameError(f"{e.name} is a function", span=e.span, hint=f"call it: {e.name}(...)")
         known = list(self.params) + list(BLOCK_NAMES) + ["score"]
         close = difflib.get_close_matches(e.name, known, n=3, cutoff=0.5)
@@ -329,13 +332,13 @@ class _Checker:
             raise DSLTypeError(f"{f}() takes no keyword arguments", span=e.span)
         if f in SCORE_STATISTICS or f in WEIGHT_STATISTICS:
             return self.statistic(e)
-        if f not in SCALAR_FUNCTIONS:
+        if f not in scalar_functions():
             if f in ALL_FUNCTIONS:
                 raise DSLTypeError(f"{f} works on a layer's tensors; allocation rules compute one "
                                    "value per block", span=e.name_span,
                                    hint=f"block statistics: {_STAT_USAGE}; scalar functions: "
-                                        + ", ".join(SCALAR_FUNCTIONS))
-            known = SCALAR_FUNCTIONS + sorted(SCORE_STATISTICS) + sorted(WEIGHT_STATISTICS) + ["spread"]
+                                        + ", ".join(scalar_functions()))
+            known = scalar_functions() + sorted(SCORE_STATISTICS) + sorted(WEIGHT_STATISTICS) + ["spread"]
             close = difflib.get_close_matches(f, known, n=3, cutoff=0.6)
             raise DSLNameError(f"unknown function {f!r}", span=e.name_span,
                                hint=f"did you mean {' or '.join(close)}?" if close else

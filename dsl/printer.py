@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 
 from .ast import BinOp, Call, Expr, Hole, Name, Neg, Num, Operand
+from .functions import ELEMENTWISE_FUNCTIONS
 from .operands import OPERANDS
 
 # Binding strength; higher binds tighter. _ROOT: Unicode's √x binds above a unary minus
@@ -133,7 +134,7 @@ class _Unicode(_Spelling):
         return f"{e.func}({', '.join(self.text(a) for a in e.args)})"
 
 
-_LATEX_NAMED = {"log": r"\log", "tanh": r"\tanh", "sigmoid": r"\sigma", "min": r"\min", "max": r"\max"}
+_LATEX_NAMED = {"min": r"\min", "max": r"\max"}  # elementwise functions: their registry entry's latex
 
 
 class _Latex(_Spelling):
@@ -172,7 +173,9 @@ class _Latex(_Spelling):
             return rf"\sqrt{{{args[0]}}}"
         if e.func == "exp" and len(args) == 1:
             return rf"e^{{{args[0]}}}"
-        name = _LATEX_NAMED.get(e.func) or r"\operatorname{" + e.func.replace("_", r"\_") + "}"
+        entry = ELEMENTWISE_FUNCTIONS.get(e.func)
+        name = ((entry and entry.latex) or _LATEX_NAMED.get(e.func)
+                or r"\operatorname{" + e.func.replace("_", r"\_") + "}")
         return rf"{name}\left({', '.join(args)}\right)"
 
 

@@ -21,7 +21,7 @@ The enumerated language is a fixed *subset* of the DSL (not derived from
   1, 2, 0.5 (no other numbers);
 - binary: ``+ - * /`` and ``min``/``max`` (two Scalars are never combined);
 - powers ``e ^ 2``, ``e ^ 0.5``, ``e ^ -1`` of non-Scalar ``e`` only;
-- unary: ``abs sqrt log exp sq sigmoid tanh``, negation, ``minmax`` (Mat/Row/Col);
+- unary: the searchable elementwise functions (``dsl.functions``), negation, ``minmax`` (Mat/Row/Col);
 - reductions ``row_/col_`` ``sum mean max std`` and whole-tensor ``mean max std``;
 - not enumerated: the other functions of ``dsl.functions`` (e.g. other normalizers and
   reductions), keyword arguments, library metric names and calls, holes.
@@ -42,6 +42,7 @@ import torch
 from ..api import parse
 from ..compiler import interpret
 from ..dsl.ast import BinOp, Call, Expr, Neg, Num, Operand
+from ..dsl.functions import searchable_elementwise
 from ..dsl.library import BUILTIN, Library
 from ..dsl.printer import to_text
 from ..dsl.types import COL, MAT, ROW, SCALAR
@@ -49,13 +50,21 @@ from ..errors import PruneDSLError
 from .base import Outcome, Proposal
 from .grammar import Vocabulary, reads_weights, typecheck
 
-UNARY = ("abs", "sqrt", "log", "exp", "sq", "sigmoid", "tanh")
+# The order the enumerator has always tried the built-in functions in (its output order
+# stays the same as earlier runs'); functions registered later come after them.
+_BUILTIN_ORDER = ("abs", "sqrt", "log", "exp", "sq", "sigmoid", "tanh")
 ARITH = ("+", "-", "*", "/")
 COMMUTATIVE = frozenset({"+", "*", "min", "max"})
 REDUCERS = ("sum", "mean", "max", "std")
 WHOLE = ("mean", "max", "std")
 EXPONENTS = (2.0, 0.5, -1.0)
 CONSTANTS = (1.0, 2.0, 0.5)
+
+
+def _unary() -> list[str]:
+    names = searchable_elementwise()
+    last = len(_BUILTIN_ORDER)
+    return sorted(names, key=lambda f: _BUILTIN_ORDER.index(f) if f in _BUILTIN_ORDER else last)
 
 
 def _fingerprint_stats(seed: int = 1234) -> dict[str, Any]:
@@ -164,7 +173,7 @@ class EnumerateProposer:
                     if first:
                         yield from (Call(f, (a, b)) for f in ("min", "max"))
         for c in self.tables.get(n - 1, []):
-            yield from (Call(f, (c,)) for f in UNARY)
+            yield from (Call(f, (c,)) for f in _unary())
             yield Neg(c)
             if c.type.shape in (MAT, COL, ROW):
                 yield Call("minmax", (c,))

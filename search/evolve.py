@@ -24,12 +24,13 @@ from typing import Any
 
 from ..api import parse
 from ..dsl.ast import BinOp, Call, Expr, Num, Operand, size
+from ..dsl.functions import ELEMENTWISE_FUNCTIONS, searchable_elementwise
 from ..dsl.library import BUILTIN, Library
 from ..dsl.printer import to_text
 from ..dsl.types import MAT
 from ..errors import PruneDSLError
 from .base import Outcome, Proposal
-from .grammar import (ARITH, COL_OPERANDS, NORMALIZERS, PAIRWISE, REDUCERS, UNARY, WHOLE, Grower,
+from .grammar import (ARITH, COL_OPERANDS, NORMALIZERS, PAIRWISE, REDUCERS, WHOLE, Grower,
                       Vocabulary, is_exponent, nodes, reads_weights, replace_at, typecheck)
 
 OPERATORS = ("crossover", "mutate", "point", "constant", "hoist", "wrap")
@@ -194,7 +195,7 @@ class EvolveProposer:
                                                 node.left, node.right))
         if isinstance(node, Call):
             f = node.func
-            for family in (UNARY, PAIRWISE, WHOLE, NORMALIZERS):
+            for family in (searchable_elementwise(), PAIRWISE, WHOLE, NORMALIZERS):
                 if f in family:
                     return replace_at(tree, path, Call(r.choice([g for g in family if g != f]), node.args))
             if f[:4] in ("row_", "col_"):
@@ -223,8 +224,9 @@ class EvolveProposer:
         path, node = self._site(tree)
         r = self.rng
         if r.random() < 0.5:
-            f = r.choice(UNARY)
-            inner = Call("abs", (node,)) if f in ("sqrt", "log") and not node.type.nonneg else node
+            f = r.choice(searchable_elementwise())
+            needs_nonneg = ELEMENTWISE_FUNCTIONS[f].needs_nonneg
+            inner = Call("abs", (node,)) if needs_nonneg and not node.type.nonneg else node
             return replace_at(tree, path, Call(f, (inner,)))
         leaf = self.grower.leaf(r.choice((node.type.shape, "Col", "Scalar")), nonneg=True)
         op = r.choice(("+", "*", "/", "-"))

@@ -13,11 +13,10 @@ from typing import Iterator
 
 from ..dsl.ast import BinOp, Call, Expr, Neg, Num, Operand, children
 from ..dsl.checker import Env, check
+from ..dsl.functions import ELEMENTWISE_FUNCTIONS, searchable_elementwise
 from ..dsl.types import COL, MAT, ROW, SCALAR
 from ..errors import PruneDSLError
 
-UNARY = ("abs", "sqrt", "log", "exp", "sigmoid", "tanh", "sq")
-NEEDS_NONNEG = frozenset({"sqrt", "log"})
 ARITH = ("+", "-", "*", "/")
 PAIRWISE = ("min", "max")
 REDUCERS = ("sum", "mean", "max", "min", "std", "norm")
@@ -145,8 +144,8 @@ class Grower:
         kind = r.choice(kinds)
         sub = depth - 1
         if kind == "unary":
-            f = r.choice(UNARY)
-            return Call(f, (self.grow(shape, sub, nonneg=f in NEEDS_NONNEG),))
+            f = r.choice(searchable_elementwise())
+            return Call(f, (self.grow(shape, sub, nonneg=ELEMENTWISE_FUNCTIONS[f].needs_nonneg),))
         if kind == "neg":
             return Neg(self.grow(shape, sub))
         if kind == "arith":

@@ -22,8 +22,9 @@ from hypothesis import assume, strategies as st
 
 from prunedsl.dsl.ast import BinOp, Call, Name, Neg, Num, Operand
 from prunedsl.dsl.checker import Env, check
+from prunedsl.dsl.functions import ELEMENTWISE_FUNCTIONS
 from prunedsl.dsl.printer import to_text
-from prunedsl.dsl.types import COL, MAT, ROW, SCALAR
+from prunedsl.dsl.types import COL, MAT, NONNEG, ROW, SCALAR, SIGNED
 
 __all__ = ["well_typed_exprs", "checked_exprs", "formula_texts", "random_stats"]
 
@@ -120,10 +121,12 @@ def _expr(draw, shape: str, nonneg: bool, depth: int, library: bool):
     if kind == "leaf":
         return draw(_leaf(shape, nonneg, library))
     if kind == "unary":
-        funcs = ["abs", "sqrt", "exp", "sigmoid", "tanh", "sq"] + ([] if nonneg else ["log"])
+        # every registered function whose result can be nonneg when that is wanted; its
+        # argument must be nonneg where the function needs it or passes a sign through
+        funcs = [f for f in ELEMENTWISE_FUNCTIONS.values() if not nonneg or f.sign(NONNEG) != SIGNED]
         f = draw(st.sampled_from(funcs))
-        needs = {"sqrt": True, "log": True, "tanh": nonneg}.get(f, False)
-        return Call(f, (e(nn=needs),))
+        needs = f.needs_nonneg or (nonneg and f.sign(SIGNED) == SIGNED)
+        return Call(f.name, (e(nn=needs),))
     if kind == "neg":
         inner = e()
         if isinstance(inner, Num) and inner.value == 0:

@@ -13,12 +13,12 @@ import math
 from fractions import Fraction
 
 import sympy
-from sympy import Abs, Float, Integer, Pow, Rational
+from sympy import Float, Integer, Pow, Rational
 
 from ..ast import BinOp, Call, Expr, Neg, Num, Operand
-from ..functions import NORMALIZERS
+from ..functions import ELEMENTWISE_FUNCTIONS, NORMALIZERS
 from .functions import (AXIS_CLASSES, EXTREMA, NORMALIZER_CLASSES, SYMBOLS, WHOLE_CLASSES,
-                            Unsupported, shape_of, sigmoid)
+                        Unsupported, elementwise_sympy, shape_of)
 
 MAX_NUMERIC_POWER = 16  # number ^ k with |k| above this is folded in floating point
 
@@ -106,10 +106,6 @@ def _number_power(base, v: float):
 
 
 # --- AST → sympy -----------------------------------------------------------------------------
-_ELEMENTWISE_SYMPY = {"abs": Abs, "sqrt": sympy.sqrt, "log": sympy.log, "exp": sympy.exp,
-                      "tanh": sympy.tanh, "sigmoid": sigmoid, "sq": lambda a: Pow(a, 2)}
-
-
 def to_sympy(expr: Expr, exact: bool = True):
     """A checked expression as a sympy expression.
 
@@ -165,8 +161,8 @@ class _Builder:
         f, args = e.func, [self.visit(a) for a in e.args]
         if f in ("min", "max") and len(args) == 2:
             return EXTREMA[f](*args)
-        if f in _ELEMENTWISE_SYMPY:
-            return _ELEMENTWISE_SYMPY[f](args[0])
+        if f in ELEMENTWISE_FUNCTIONS:
+            return elementwise_sympy(f)(args[0])
         cls = NORMALIZER_CLASSES.get(f) or AXIS_CLASSES.get(f) or WHOLE_CLASSES.get(f)
         if cls is None:
             raise Unsupported(f"unknown function {f}")

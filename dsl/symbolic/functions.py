@@ -10,7 +10,8 @@ import functools
 import sympy
 from sympy import Abs, default_sort_key
 
-from ..functions import AXIS_FUNCTIONS, AXIS_RESULT, ELEMENTWISE, NORMALIZERS, WHOLE, reduction_sign
+from ..functions import (AXIS_FUNCTIONS, AXIS_RESULT, ELEMENTWISE, ELEMENTWISE_FUNCTIONS, NORMALIZERS, WHOLE,
+                         reduction_sign)
 from ..operands import OPERANDS
 from ..types import NONNEG, POS, SCALAR, SIGNED, broadcast_shape, strongest, weakest
 
@@ -92,12 +93,14 @@ class DSLFunction(sympy.Function):
 
 
 class Elementwise(DSLFunction):
-    """sigmoid (sympy has abs, exp, log, tanh; sqrt and sq are powers)."""
+    """An elementwise function sympy has no class for (sigmoid; sympy has abs, exp, log,
+    tanh; sqrt and sq are powers)."""
 
     @classmethod
     def eval(cls, arg):
-        if arg.is_number:  # sigmoid(c): sympy cannot compare an unevaluated number
-            return 1 / (1 + sympy.exp(-arg))
+        number = ELEMENTWISE_FUNCTIONS[cls.dsl_name].sympy_number
+        if arg.is_number and number:  # sigmoid(c): sympy cannot compare an unevaluated number
+            return number(sympy, arg)
         return None
 
     def result_sign(self):
@@ -180,7 +183,6 @@ def _make(base, cls_name: str, dsl_name: str, **attrs):
     return type(cls_name, (base,), {"dsl_name": dsl_name, "latex_name": _latex_op(dsl_name), **attrs})
 
 
-sigmoid = _make(Elementwise, "sigmoid", "sigmoid", latex_name=r"\sigma")
 AXIS_CLASSES = {name: _make(AxisReduction, name, name, axis=a, reducer=r)
                 for name, (a, r) in AXIS_FUNCTIONS.items()}
 WHOLE_CLASSES = {name: _make(WholeReduction, "tensor_" + name, name, reducer=r)
@@ -189,8 +191,36 @@ NORMALIZER_CLASSES = {name: _make(Normalizer, name, name) for name in NORMALIZER
 EXTREMA = {name: _make(Extremum, "elementwise_" + name, name, latex_name="\\" + name)
            for name in ("max", "min")}
 
-# Strictly increasing elementwise functions (canonical() strips them).
-INCREASING = (sympy.exp, sympy.log, sympy.tanh, sigmoid)
+
+
+@functools.lru_cache(maxsize=None)
+def _opaque_class(name: str, latex: str | None):
+    return _make(Elementwise, name, name, **({"latex_name": latex} if latex else {}))
+
+
+def elementwise_sympy(name: str):
+    """The sympy constructor of a registered elementwise function (``ELEMENTWISE_FUNCTIONS``):
+    sympy's own (``exp``, ``Abs``), a power (``sq``), or an ``Elementwise`` class."""
+    f = ELEMENTWISE_FUNCTIONS[name]
+    if f.sympy is None:
+        return _opaque_class(name, f.latex)
+    return getattr(sympy, f.sympy) if isinstance(f.sympy, str) else f.sympy
+
+
+def sympy_classes() -> dict:
+    """sympy function class → DSL name, for the registered functions sympy has a class for
+    (``Abs``, ``exp``, ``log``, ``tanh``; not ``sqrt``/``sq``, which sympy makes powers)."""
+    out = {}
+    for name in ELEMENTWISE_FUNCTIONS:
+        c = elementwise_sympy(name)
+        if isinstance(c, sympy.FunctionClass) and not issubclass(c, DSLFunction):
+            out[c] = name
+    return out
+
+
+def increasing_classes() -> tuple:
+    """Strictly increasing elementwise functions as sympy classes (canonical() strips them)."""
+    return tuple(elementwise_sympy(n) for n, f in ELEMENTWISE_FUNCTIONS.items() if f.increasing)
 
 
 # --- signs and shapes ------------------------------------------------------------------------
@@ -200,9 +230,6 @@ def _number_sign(e) -> str:
     if e.is_zero or e.is_extended_nonnegative:
         return NONNEG
     return SIGNED
-
-
-_SYMPY_ELEMENTWISE = ((Abs, "abs"), (sympy.exp, "exp"), (sympy.tanh, "tanh"), (sympy.log, "log"))
 
 
 @functools.lru_cache(maxsize=65536)
@@ -231,7 +258,7 @@ def sign_of(e) -> str:
         if k.is_Number:
             return s  # a non-integer power of a nonneg base (signed ones do not type-check)
         return POS if s == POS else SIGNED
-    for cls, name in _SYMPY_ELEMENTWISE:
+    for cls, name in sympy_classes().items():
         if isinstance(e, cls):
             return ELEMENTWISE[name][1](sign_of(e.args[0]))
     if e.is_number:

@@ -14,11 +14,10 @@ from sympy import Abs
 
 from ..ast import BinOp, Call, Expr, Neg, Num, Operand
 from .core import rational, round_trips
-from .functions import DSLFunction, OperandSymbol, Unsupported, order_key, sign_of
+from .functions import DSLFunction, OperandSymbol, Unsupported, order_key, sign_of, sympy_classes
 from ..types import SIGNED
 
 _HALF = sympy.Rational(1, 2)
-_PLAIN = {sympy.exp: "exp", sympy.log: "log", sympy.tanh: "tanh"}
 
 
 def from_sympy(e, group_powers: bool = True) -> Expr:
@@ -104,7 +103,7 @@ class _Writer:
             return Call("abs", (self.visit(e.args[0]),))
         if isinstance(e, DSLFunction):
             return Call(e.dsl_name, tuple(self.visit(a) for a in e.args))
-        for cls, name in _PLAIN.items():
+        for cls, name in sympy_classes().items():
             if isinstance(e, cls):
                 return Call(name, (self.visit(e.args[0]),))
         raise Unsupported(f"no DSL spelling for {type(e).__name__}")
