@@ -96,14 +96,13 @@ def _sweep(w: torch.Tensor, u: torch.Tensor, hinv: torch.Tensor, mask: torch.Ten
     out, n = w.shape
     for i1 in range(0, n, blocksize):
         i2 = min(i1 + blocksize, n)
-        w1 = w[:, i1:i2].clone()                    # (out, B) eagerly updated block
+        w1 = w[:, i1:i2]                            # (out, B) view: updated eagerly, in place
         err = torch.empty_like(w1)                  # (out, B) scaled errors for the lazy update
         u1 = u[i1:i2, i1:i2]
         inv_d = u1.diagonal().reciprocal().tolist()  # 1/U_jj, once per block, not per column
         for j in range(i2 - i1):
             c = i1 + j
             if j % step == 0:                       # decide the next columns on current weights
-                w[:, i1:i2] = w1
                 end = min(c + step, i2)
                 mask[:, c:end] = _checked(select(w, hinv, c, end), (out, end - c))
                 keep = ~mask[:, c:end]                                 # (out, end - c)
@@ -113,7 +112,6 @@ def _sweep(w: torch.Tensor, u: torch.Tensor, hinv: torch.Tensor, mask: torch.Ten
             col.masked_fill_(mask[:, c], 0.0)
             if j + 1 < i2 - i1:                                        # in-place rank-1 update
                 w1[:, j + 1:].addr_(e, u1[j, j + 1:], alpha=-1.0)
-        w[:, i1:i2] = w1
         if i2 < n:
             w[:, i2:].addmm_(err, u[i1:i2, i2:], alpha=-1.0)          # lazy batch update
 
