@@ -40,13 +40,16 @@ Score = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 def inverse_cholesky(h: torch.Tensor, damp: float = HINV_DAMP) -> tuple[torch.Tensor, torch.Tensor]:
     """(U, dead): upper Cholesky factor of the damped (H)⁻¹ (in, in) float64, dead-input mask (in,)."""
+    # H = R Rᵀ with R upper (the Cholesky factor of H with its index order reversed); then
+    # H⁻¹ = R⁻ᵀR⁻¹, so U = R⁻¹: one factorisation and one triangular inverse, where
+    # cholesky → cholesky_inverse → cholesky(upper) costs about twice as much.
     h, dead = damped_gram(h, damp)
-    chol, info = torch.linalg.cholesky_ex(h)
-    if int(info) == 0:
-        chol, info = torch.linalg.cholesky_ex(torch.cholesky_inverse(chol), upper=True)
+    flipped, info = torch.linalg.cholesky_ex(h.flip(0, 1))
     if int(info) != 0:
         raise not_positive_definite(h)
-    return chol, dead
+    r = flipped.flip(0, 1)                                             # (in, in) upper, H = R Rᵀ
+    eye = torch.eye(h.shape[0], dtype=h.dtype)
+    return torch.linalg.solve_triangular(r, eye, upper=True), dead
 
 
 @contextlib.contextmanager
