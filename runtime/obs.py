@@ -41,8 +41,8 @@ Score = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 def inverse_cholesky(h: torch.Tensor, damp: float = HINV_DAMP) -> tuple[torch.Tensor, torch.Tensor]:
     """(U, dead): upper Cholesky factor of the damped (H)⁻¹ (in, in) float64, dead-input mask (in,)."""
     # H = R Rᵀ with R upper (the Cholesky factor of H with its index order reversed); then
-    # H⁻¹ = R⁻ᵀR⁻¹, so U = R⁻¹: one factorisation and one triangular inverse, where
-    # cholesky → cholesky_inverse → cholesky(upper) costs about twice as much.
+    # H⁻¹ = R⁻ᵀR⁻¹, so U = R⁻¹: one factorisation and one triangular solve instead of
+    # cholesky → cholesky_inverse → cholesky(upper) (~15% less time at 1536 inputs).
     h, dead = damped_gram(h, damp)
     flipped, info = torch.linalg.cholesky_ex(h.flip(0, 1))
     if int(info) != 0:
