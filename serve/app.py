@@ -85,6 +85,9 @@ def build_app(gen: Generator, *, model_id: str | None = None, max_tokens_limit: 
             body = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as err:
             return _error(ApiError(400, f"the request body is not valid JSON: {err}", code="invalid_json"))
+        except RecursionError:  # 200k nested brackets: the decoder's recursion, not a server fault
+            return _error(ApiError(400, "the request body is nested too deeply to be a chat request",
+                                   code="invalid_json"))
         try:
             req = parse_chat_request(body, model_id=model_id, max_tokens_limit=max_tokens_limit,
                                      default_max_tokens=default_max_tokens, max_attempts=max_attempts)

@@ -249,6 +249,7 @@ def _http(srv, method, path, body=None, raw=None):
 
 @pytest.mark.parametrize("method,path,body,raw,status", [
     ("POST", "/v1/chat/completions", None, b"{not json", 400),
+    ("POST", "/v1/chat/completions", None, b"[" * 200_000 + b"]" * 200_000, 400),  # was a 500 (RecursionError)
     ("POST", "/v1/chat/completions", {"model": MODEL}, None, 422),
     ("POST", "/v1/chat/completions", {"model": "nope", "messages": PROMPT}, None, 404),
     ("POST", "/v1/chat/completions", {"model": MODEL, "messages": PROMPT, "n": 3}, None, 400),
