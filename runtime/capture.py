@@ -27,7 +27,7 @@ from .models import find_blocks, linear_layers
 from .progress import progress_bar
 
 # Keyword arguments that carry a KV cache: never replayed (see DESIGN.md §2).
-_CACHE_KWARGS = frozenset({"past_key_values", "past_key_value", "layer_past"})
+_CACHE_KWARGS = frozenset({"cache", "past_key_values", "past_key_value", "layer_past"})
 _MISSING = object()
 
 # callback(block index, full layer name, layer, layer input (..., in) as passed)

@@ -70,7 +70,7 @@ from ..llm_contract import MAX_LINES, MAX_NODE_DIGITS
 
 MODES = ("formula", "reply")
 MAX_DIGITS = 6        # digits before and after the decimal point
-MAX_EXP_DIGITS = 2    # 999999.999999e99 is finite
+MAX_EXP_DIGITS = 1    # 999999.999999e9 and 1e-9 fit float32, the precision scores have (e99 would not)
 
 ENTRY_RULE = "formula"          # its body is what a formula is
 HOLE_ALIAS = "hole"

@@ -56,6 +56,19 @@ from ..errors import PruneRuntimeError
 from .constrained import MODES, grammar_text, known_names
 from .replies import Check, check_completion
 
+
+def _cache_keyword(model) -> str:
+    """``cache`` in transformers ≥ 5.2x, where ``past_key_values`` is deprecated (removed in
+    5.40); older 5.x releases only know ``past_key_values``."""
+    import inspect
+    forward = getattr(model, "forward", model)  # test doubles are plain callables
+    return "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
+
+
+def _output_cache(out):
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else getattr(out, "past_key_values", None)
+
 log = logging.getLogger("prunedsl.serve")
 
 CLOSE_WINDOW = 12   # check every token when this many (+ the closing length) are left
@@ -132,6 +145,7 @@ class Generator:
 
     def __init__(self, loaded):
         self.model = loaded.model
+        self._cache_kw = _cache_keyword(self.model)
         self.tokenizer = loaded.tokenizer
         self.spec = loaded.spec
         self.lock = threading.Lock()
@@ -293,7 +307,7 @@ class Generator:
         t0 = time.perf_counter()
         out, cached = self._prefill(prompt_ids)
         t1 = time.perf_counter()
-        past, logits = out.past_key_values, out.logits[0, -1].float().numpy()
+        past, logits = _output_cache(out), out.logits[0, -1].float().numpy()
         tokens: list[int] = []
         text, finish, closed, ended = "", "length", False, "budget"
         sampled = 0                       # tokens drawn from the model's logits
@@ -358,8 +372,8 @@ class Generator:
                 break
             if len(tokens) == p.max_tokens:
                 break
-            out = self.model(input_ids=torch.tensor([[tok]]), past_key_values=past, use_cache=True)
-            past, logits = out.past_key_values, out.logits[0, -1].float().numpy()
+            out = self.model(input_ids=torch.tensor([[tok]]), **{self._cache_kw: past}, use_cache=True)
+            past, logits = _output_cache(out), out.logits[0, -1].float().numpy()
         if finish != "stop" or not p.stop:
             text = self.tokenizer.decode(tokens, skip_special_tokens=True)
         return Completion(text=text, finish_reason=finish, prompt_tokens=len(prompt_ids),
@@ -387,8 +401,8 @@ class Generator:
                     start = n
                 except Exception:  # a cache kind that cannot be cut back: prefill everything
                     cache, start = None, 0
-        out = self.model(input_ids=torch.tensor([prompt_ids[start:]]), past_key_values=cache, use_cache=True)
-        self._prefix = (list(prompt_ids), copy.deepcopy(out.past_key_values))
+        out = self.model(input_ids=torch.tensor([prompt_ids[start:]]), **{self._cache_kw: cache}, use_cache=True)
+        self._prefix = (list(prompt_ids), copy.deepcopy(_output_cache(out)))
         return out, start
 
     @staticmethod
