@@ -3,7 +3,7 @@
 Every caller that prunes and measures (``prunedsl prune``, the search's full evaluations,
 the benchmarks) goes through it, so the sequence scorer → allocation plan → prune_model
 (± reconstruct) → perplexity → restore exists once. Between calls the model is dense:
-``prune`` starts from the saved dense weights, and ``restore`` puts them back.
+``prune`` starts from the saved dense weights (restored every time), and ``restore`` puts them back.
 
 What depends only on the dense model and the calibration batch is computed once per
 workbench: the gradient norms ``G`` (backward passes) are cached after the first metric
@@ -44,7 +44,7 @@ class Workbench:
         self.progress = progress
         self.dense = linear_state(self.model) if keep_dense else None  # copies: undo a pruning pass
         self._gradients: dict[str, torch.Tensor] | None = None
-        self._dirty = False
+        self._pruned = False
 
     def gradients(self) -> dict[str, torch.Tensor]:
         """G of the dense model over the calibration batch, computed on first use."""
@@ -56,11 +56,10 @@ class Workbench:
 
     def restore(self) -> None:
         """Put the dense weights back (bit-exact copies)."""
-        if self._dirty:
-            if self.dense is None:
-                raise PruneRuntimeError("this workbench kept no dense weights (keep_dense=False)")
+        if self.dense is not None:  # always: the caller may have changed the weights too
             restore_linear_state(self.model, self.dense)
-            self._dirty = False
+        elif self._pruned:
+            raise PruneRuntimeError("this workbench kept no dense weights (keep_dense=False)")
 
     def release(self) -> None:
         """Free what only pruning needs (G), e.g. before a long evaluation."""
@@ -97,7 +96,7 @@ class Workbench:
             layer_sparsity, scorer, prune_pattern = plan.layer_sparsity, plan.wrap(scorer), None  # N:M: per block
         t0 = time.perf_counter()
         grads = self.gradients() if "G" in requires else None
-        self._dirty = True
+        self._pruned = True
         report = prune_module.prune_model(self.model, self.calib, scorer, requires, sparsity=sparsity,
                                           group=group, pattern=prune_pattern,
                                           layer_sparsity=layer_sparsity, progress=self.progress,
