@@ -42,7 +42,6 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from ..compiler import unchecked_scores
 from ..errors import NonFiniteScoreError, PruneRuntimeError
 from .capture import run_blocks
 from .gradients import gradient_norms
@@ -250,8 +249,9 @@ def _reconstruct_layer(scorer: Scorer, name: str, layer: nn.Linear, stats: dict[
             try:
                 return _score(scorer, name, s)
             except NonFiniteScoreError as e:
-                with unchecked_scores():
-                    raw = _score(scorer, name, s)
+                raw = getattr(e, "scores", None)  # a compiled metric's scores as computed
+                if raw is None:
+                    raise
                 if bool(dead.any()):
                     cols = raw[:, dead]
                     raw[:, dead] = cols.masked_fill(~torch.isfinite(cols), float("-inf"))
