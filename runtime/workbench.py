@@ -74,21 +74,26 @@ class Workbench:
 
     def prune(self, metric, *, sparsity: float, pattern: tuple[int, int] | None = None,
               group: str = "row", reconstruct: bool = False, allocation=None,
-              on_nonfinite: str = "error") -> Pruned:
+              on_nonfinite: str = "error", block_stats: dict[str, list[float]] | None = None,
+              calib: torch.Tensor | None = None) -> Pruned:
         """Prune the dense model in place with ``metric``; ``restore`` undoes it.
 
         allocation: a dsl.allocation.Allocation giving per-block sparsity (planned on the
-        dense model before any block is pruned)."""
+        dense model before any block is pruned); block_stats: its block statistics known
+        from an earlier plan (see ``plan_allocation``). calib: other calibration windows for
+        this pass only (e.g. one window for a metric that reads no statistic)."""
         self.restore()
+        calib = self.calib if calib is None else calib
         scorer = self.scorer(metric, on_nonfinite=on_nonfinite)
         requires = metric.requires
         seconds: dict[str, float] = {}
         plan, layer_sparsity, prune_pattern = None, None, pattern
         if allocation is not None:
             from .allocation import plan_allocation
-            plan = plan_allocation(allocation, self.model, self.calib, scorer, requires,
+            plan = plan_allocation(allocation, self.model, calib, scorer, requires,
                                    sparsity=sparsity, group=group, pattern=pattern,
                                    metric_shape=metric.type.shape, progress=self.progress,
+                                   block_stats=block_stats,
                                    gradients=self._gradients if "G" in requires else None)
             if plan.gradients is not None:  # the statistics pass computed G: keep it
                 self._gradients, plan.gradients = plan.gradients, None
@@ -97,7 +102,7 @@ class Workbench:
         t0 = time.perf_counter()
         grads = self.gradients() if "G" in requires else None
         self._pruned = True
-        report = prune_module.prune_model(self.model, self.calib, scorer, requires, sparsity=sparsity,
+        report = prune_module.prune_model(self.model, calib, scorer, requires, sparsity=sparsity,
                                           group=group, pattern=prune_pattern,
                                           layer_sparsity=layer_sparsity, progress=self.progress,
                                           reconstruct=reconstruct, gradients=grads)
