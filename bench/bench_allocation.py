@@ -4,9 +4,9 @@
         --rules uniform owl alpha sdsa --sparsities 0.6 0.7 0.8 --nsamples 16 --eval-windows 20 \\
         --out /tmp/alloc_smollm2.json --plot docs/allocation_smollm2-135m.png
 
-The same code path as ``prunedsl prune --allocation RULE`` (``plan_allocation``, then
-``prune_model`` with ``layer_sparsity=``), but the model is loaded once and its dense weights
-restored between runs, and each rule's block statistics are computed once per metric: they
+The same code path as ``prunedsl prune --allocation RULE`` (``runtime.workbench.Workbench``:
+``plan_allocation``, then ``prune_model`` with ``layer_sparsity=``), but the model is loaded
+once and its dense weights restored between runs, and each rule's block statistics are computed once per metric: they
 come from the dense model, so they do not depend on the sparsity. ``sparsegpt`` means the
 ``sparsegpt`` metric with ``--reconstruct`` (SparseGPT). Every finished run is appended to
 ``--out`` (JSON), and a rerun skips the runs already there. Prints Markdown tables: perplexity,
@@ -27,7 +27,6 @@ import argparse
 import json
 import math
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,10 +66,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     from prunedsl.api import parse, parse_allocation
     from prunedsl.runtime import data
-    from prunedsl.runtime.allocation import plan_allocation
     from prunedsl.runtime.models import load_model
-    from prunedsl.runtime.perplexity import perplexity
-    from prunedsl.runtime.prune import linear_state, prune_model, restore_linear_state
+    from prunedsl.runtime.workbench import Workbench
 
     out = Path(args.out)
     results = json.loads(out.read_text()) if out.is_file() else {"runs": [], "statistics": [], "dense": None}
@@ -96,24 +93,19 @@ def main() -> None:
     def save() -> None:
         out.write_text(json.dumps(results, indent=1))
 
+    bench = Workbench(loaded, calib, progress=False)  # keeps the dense weights
+
     def evaluate() -> dict:
-        return perplexity(loaded.model, test_ids, seqlen=args.seqlen, max_windows=args.eval_windows,
-                          progress=False)
+        return bench.perplexity(test_ids, seqlen=args.seqlen, max_windows=args.eval_windows)
 
     if results.get("dense") is None:
         results["dense"] = evaluate()["ppl"]
         save()
     log(f"dense ppl {results['dense']:.3f}")
-    dense = linear_state(loaded.model)
     cached: dict[tuple, dict] = {}  # (metric or None, statistic key) -> per-block values
     for mname in args.metrics:
         text, reconstruct = METRICS.get(mname, (mname, False))
         metric = parse(text)
-        compiled = metric.compile()
-
-        def scorer(layer: str, stats: dict, compiled=compiled):
-            return compiled(stats, layer=layer)
-
         for rname in args.rules:
             rule = parse_allocation(rname)
             for s in args.sparsities:
@@ -121,20 +113,15 @@ def main() -> None:
                     continue
                 owner = mname if rule.needs_scores else None
                 known = {k: cached[(owner, k)] for k in rule.requires if (owner, k) in cached}
-                plan = plan_allocation(rule, loaded.model, calib, scorer, metric.requires, sparsity=s,
-                                       group=args.group, metric_shape=metric.type.shape, progress=False,
-                                       block_stats=known)
+                pruned = bench.prune(metric, sparsity=s, group=args.group, reconstruct=reconstruct,
+                                     allocation=rule, block_stats=known)
+                plan, report, prune_seconds = pruned.plan, pruned.report, pruned.seconds["prune"]
                 if set(known) != set(rule.requires):  # this run computed the statistics: record the cost
                     cached.update({(owner, k): v for k, v in plan.block_stats.items()})
                     results["statistics"].append({"metric": mname, "rule": rname, "pass": plan.statistics_pass,
                                                   "seconds": plan.seconds})
-                t = time.perf_counter()
-                report = prune_model(loaded.model, calib, scorer, metric.requires, sparsity=s,
-                                     group=args.group, layer_sparsity=plan.layer_sparsity,
-                                     progress=False, reconstruct=reconstruct)
-                prune_seconds = time.perf_counter() - t
                 ev = evaluate()
-                restore_linear_state(loaded.model, dense)
+                bench.restore()
                 results["runs"].append({"metric": mname, "rule": rname, "rule_text": plan.rule, "sparsity": s,
                                         "realized": report.sparsity, "mean_sparsity": plan.mean_sparsity,
                                         "ppl": ev["ppl"], "prune_seconds": prune_seconds,

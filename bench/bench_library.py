@@ -30,10 +30,8 @@ import torch
 import prunedsl
 from prunedsl.config import parse_pattern
 from prunedsl.runtime.data import calibration_windows, load_text, tokenize
-from prunedsl.runtime.gradients import gradient_norms
 from prunedsl.runtime.models import load_model
-from prunedsl.runtime.perplexity import perplexity
-from prunedsl.runtime.prune import linear_state, prune_model, restore_linear_state
+from prunedsl.runtime.workbench import Workbench
 
 METRICS = ("magnitude", "wanda", "ria", "sparsegpt", "pruner_zero", "gblm")
 COLUMNS = ("0.5", "0.6", "0.7", "2:4", "4:8")
@@ -110,48 +108,43 @@ def main() -> None:
 
     t_start = time.perf_counter()
     loaded = load_model(args.model)
-    model = loaded.model
     test_ids = tokenize(loaded.tokenizer, load_text("test"))
     calib = calibration_windows(tokenize(loaded.tokenizer, load_text("validation")),
                                 args.nsamples, args.seqlen, args.seed)
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     log(f"{args.model}: {len(rows)} rows x {len(args.columns)} columns, torch threads "
         f"{torch.get_num_threads()}")
+    bench = Workbench(loaded, calib, progress=False)  # keeps the dense weights and G
     if "dense" not in cells:
-        res = perplexity(model, test_ids, args.seqlen, args.eval_windows, progress=False)
+        res = bench.perplexity(test_ids, seqlen=args.seqlen, max_windows=args.eval_windows)
         cells["dense"] = {"ppl": res["ppl"], "eval_seconds": res["seconds"]}
         save()
-    dense = linear_state(model)
     metrics = {m: prunedsl.parse(_metric_text(m, args.nsamples)) for m in args.metrics}
-    grads = None
+    timed_gradients = False
     for col in args.columns:  # column by column: the 50% column (the ordering) comes first
         for (name, rec) in rows:
             metric = metrics[name]
-            compiled = metric.compile()
             key = f"{name}{'+R' if rec else ''}@{col}"
             if key in cells:
                 continue
-            if "G" in metric.requires and grads is None:
+            if "G" in metric.requires and not timed_gradients:  # once, timed on its own
                 t = time.perf_counter()
-                grads = gradient_norms(model, calib, progress=False)
-                state["gradient_seconds"] = time.perf_counter() - t
+                bench.gradients()
+                state["gradient_seconds"], timed_gradients = time.perf_counter() - t, True
                 log(f"G over {args.nsamples} windows: {state['gradient_seconds']:.1f} s")
             sparsity, pattern, _ = _column(col)
             # magnitude reads no statistic: one calibration window only drives the block loop
             ids = calib[:1] if metric.requires == {"W"} and not rec else calib
-            restore_linear_state(model, dense)
-            t = time.perf_counter()
-            report = prune_model(model, ids, lambda n, s, f=compiled: f(s, layer=n), metric.requires,
-                                 sparsity=sparsity, pattern=pattern, reconstruct=rec,
+            pruned = bench.prune(metric, sparsity=sparsity, pattern=pattern, reconstruct=rec,
                                  group=settings["reconstruct_group"] if rec else settings["group"],
-                                 gradients=grads, progress=False)
-            prune_s = time.perf_counter() - t
-            res = perplexity(model, test_ids, args.seqlen, args.eval_windows, progress=False)
+                                 calib=ids)
+            report, prune_s = pruned.report, pruned.seconds["prune"]
+            res = bench.perplexity(test_ids, seqlen=args.seqlen, max_windows=args.eval_windows)
             cells[key] = {"ppl": res["ppl"], "sparsity": report.sparsity, "prune_seconds": prune_s,
                           "eval_seconds": res["seconds"], "seconds": report.seconds}
             save()
             log(f"{key:24s} ppl {res['ppl']:10.3f}  prune {prune_s:6.1f} s  eval {res['seconds']:5.1f} s")
-    restore_linear_state(model, dense)
+    bench.restore()
     state["last_run_seconds"] = time.perf_counter() - t_start
     state["invocations"] = state.get("invocations", 0) + 1
     state["rows"] = [f"{m}{'+R' if r else ''}" for m, r in rows]

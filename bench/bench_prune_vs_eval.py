@@ -18,14 +18,10 @@ import time
 
 import torch
 
+import prunedsl
 from prunedsl.runtime.data import calibration_windows, load_text, tokenize
 from prunedsl.runtime.models import load_model
-from prunedsl.runtime.perplexity import perplexity
-from prunedsl.runtime.prune import prune_model
-
-
-def wanda(name: str, stats: dict) -> torch.Tensor:
-    return stats["W"].abs() * stats["x_norm2"]  # (out, in) * (1, in)
+from prunedsl.runtime.workbench import Workbench
 
 
 def main() -> None:
@@ -49,12 +45,11 @@ def main() -> None:
     calib = calibration_windows(tokenize(loaded.tokenizer, load_text("validation")),
                                 args.nsamples, args.seqlen, args.seed)
 
+    bench = Workbench(loaded, calib, keep_dense=False)  # one pass: no dense copy to keep
     load0 = os.getloadavg()[0]
-    dense, dense_cpu = timed(lambda: perplexity(loaded.model, test_ids, args.seqlen,
-                                                max_windows=args.windows))
-    (report, prune_s), prune_cpu = timed(lambda: _prune(loaded.model, calib, args.sparsity))
-    pruned, pruned_cpu = timed(lambda: perplexity(loaded.model, test_ids, args.seqlen,
-                                                  max_windows=args.windows))
+    dense, dense_cpu = timed(lambda: bench.perplexity(test_ids, seqlen=args.seqlen, max_windows=args.windows))
+    (report, prune_s), prune_cpu = timed(lambda: _prune(bench, args.sparsity))
+    pruned, pruned_cpu = timed(lambda: bench.perplexity(test_ids, seqlen=args.seqlen, max_windows=args.windows))
     load1 = os.getloadavg()[0]
 
     # Zeros do not make the dense matmuls cheaper, so both evaluations cost the same; their
@@ -84,10 +79,9 @@ def timed(fn):
     return result, time.process_time() - start
 
 
-def _prune(model, calib, sparsity):
-    t = time.perf_counter()
-    report = prune_model(model, calib, wanda, frozenset({"x_norm2"}), sparsity=sparsity)
-    return report, time.perf_counter() - t
+def _prune(bench: Workbench, sparsity: float):
+    pruned = bench.prune(prunedsl.parse("wanda"), sparsity=sparsity)
+    return pruned.report, pruned.seconds["prune"]
 
 
 if __name__ == "__main__":

@@ -15,14 +15,12 @@ reference the compiled code is tested against.
 Scores are float32 with the metric's shape: Mat (out, in), Row (out, 1), Col (1, in),
 Scalar 0-d. Non-finite scores raise ``NonFiniteScoreError`` naming the layer and the
 sub-formula that produced them; with ``on_nonfinite="allow"`` NaN becomes -inf (pruned
-first) and ±inf stay as they are. Inside ``with unchecked_scores():`` the scores come back
-as computed, NaN included: for a caller that uses only part of them and checks that part
-(OBS reconstruction re-scores a partly pruned weight and uses one block of columns).
+first) and ±inf stay as they are. The error carries the scores as computed, NaN included,
+as ``error.scores``: for a caller that uses only part of them and checks that part (OBS
+reconstruction re-scores a partly pruned weight and uses one block of columns).
 """
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import math
 
 import torch
@@ -36,24 +34,11 @@ from .interpret import interpret
 from .plan import Plan, build_plan, safe_text
 from .torch_exec import Executable
 
-__all__ = ["compile_expr", "CompiledMetric", "Plan", "build_plan", "interpret", "clear_cache",
-           "unchecked_scores"]
+__all__ = ["compile_expr", "CompiledMetric", "Plan", "build_plan", "interpret", "clear_cache"]
 
 _F32 = torch.float32
 _NEG_INF = float("-inf")
 _MODES = ("error", "allow")
-_UNCHECKED = contextvars.ContextVar("prunedsl_unchecked_scores", default=False)
-
-
-@contextlib.contextmanager
-def unchecked_scores():
-    """Within this block, compiled metrics return non-finite scores as they are (no error,
-    no NaN → -inf): the caller checks the part it uses."""
-    token = _UNCHECKED.set(True)
-    try:
-        yield
-    finally:
-        _UNCHECKED.reset(token)
 
 
 class CompiledMetric:
@@ -90,14 +75,13 @@ class CompiledMetric:
             if self.shape == SCALAR:
                 out = out.reshape(())
             # one cheap pass: the sum is finite iff every score is (or it overflowed)
-            if _UNCHECKED.get():
-                return out
             if not math.isfinite(out.sum().item()) and not bool(torch.isfinite(out).all()):
                 if on_nonfinite == "allow":
                     out.masked_fill_(torch.isnan(out), _NEG_INF)
                 else:
-                    raise nonfinite_error(self._exe, *self._load(stats, layer), out,
-                                          layer) from None
+                    error = nonfinite_error(self._exe, *self._load(stats, layer), out, layer)
+                    error.scores = out  # as computed: a caller may use only a finite part
+                    raise error from None
         return out
 
     # --- inputs -----------------------------------------------------------------------

@@ -35,6 +35,7 @@ from ..errors import PruneRuntimeError
 from .capture import run_blocks
 from .masks import prune_mask
 from .models import find_blocks, linear_layers
+from .statcache import StatsCache, layer_stats  # the very statistics the pruning pass uses
 
 MAX_SPARSITY = 0.99
 EIG_FLOOR = 1e-5  # eigenvalues at or below this are numerical zeros (AlphaPruning's EVALS_THRESH)
@@ -185,10 +186,9 @@ def dense_score_statistics(model: nn.Module, calib_ids: torch.Tensor, scorer: Sc
     gradients: a ``gradient_norms`` result of this dense model for ``G`` (computed here if
     the metric needs it and none is given)."""
     from . import gradients as gradients_module
-    from .prune import _layer_stats, _StatsCache  # the very statistics the pruning pass uses
     grads = gradients if gradients is not None else \
         gradients_module.gradient_norms(model, calib_ids, progress=progress) if "G" in metric_requires else {}
-    cache = _StatsCache(frozenset(metric_requires))
+    cache = StatsCache(frozenset(metric_requires))
     per_block: dict[int, dict[str, float]] = {}
     current: dict[str, Any] = {"block": -1, "chunks": []}
 
@@ -201,7 +201,7 @@ def dense_score_statistics(model: nn.Module, calib_ids: torch.Tensor, scorer: Sc
         if i != current["block"]:
             finish()
             current["block"] = i
-        scores = scorer(name, _layer_stats(name, layer, cache.get(i, x), grads))
+        scores = scorer(name, layer_stats(name, layer, cache.get(i, x), grads))
         current["chunks"].append(scores.detach())  # nothing is pruned in this pass
 
     run_blocks(model, calib_ids, on_linear, progress=progress, desc="allocation statistics")
@@ -284,11 +284,13 @@ def mixed_nm_scorer(scorer: Scorer, patterns: dict[str, tuple[int, int]]) -> Sco
 def plan_allocation(alloc, model: nn.Module, calib_ids: torch.Tensor | None, scorer: Scorer | None,
                     metric_requires: frozenset[str], *, sparsity: float, group: str = "row",
                     pattern: tuple[int, int] | None = None, metric_shape: str = "Mat",
-                    progress: bool = True, block_stats: dict[str, list[float]] | None = None) -> AllocationPlan:
+                    progress: bool = True, block_stats: dict[str, list[float]] | None = None,
+                    gradients: dict[str, torch.Tensor] | None = None) -> AllocationPlan:
     """Block statistics (only those ``alloc.requires``), mapping and per-layer sparsities.
 
     block_stats: statistics computed before for this model and metric (they do not depend
-    on the sparsity); keys present there are not computed again."""
+    on the sparsity); keys present there are not computed again. gradients: G of this dense
+    model computed before (else computed here when the score statistics need it)."""
     if group == "global":
         raise PruneRuntimeError("--allocation sets per-block sparsity; --group global sets per-layer "
                                 "sparsity from one threshold; use one or the other",
@@ -320,14 +322,14 @@ def plan_allocation(alloc, model: nn.Module, calib_ids: torch.Tensor | None, sco
         if scorer is None or calib_ids is None:
             raise PruneRuntimeError("this allocation rule reads the metric's scores; it needs a "
                                     "scorer and calibration data")
-        if "G" in metric_requires:  # once, here; the plan hands it on to the pruning pass
+        if "G" in metric_requires and gradients is None:  # once, here; handed on to the pruning pass
             from . import gradients as gradients_module
             t = time.perf_counter()
             grads = gradients_module.gradient_norms(model, calib_ids, progress=progress)
             seconds["gradients"] = time.perf_counter() - t
         t = time.perf_counter()
         stats = dense_score_statistics(model, calib_ids, scorer, metric_requires, score_keys,
-                                       progress=progress, gradients=grads)
+                                       progress=progress, gradients=grads or gradients)
         seconds["dense_pass"] = time.perf_counter() - t
         for k in score_keys:
             values[k] = [s[k] for s in stats]

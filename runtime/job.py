@@ -15,7 +15,6 @@ from ..config import check_prune_settings, check_seqlen, default_group
 from ..errors import PruneRuntimeError
 from . import data
 from .models import load_model
-from .perplexity import perplexity
 
 
 @dataclass
@@ -53,36 +52,22 @@ def calibration_ids(tokenizer, job: PruneJob) -> tuple[torch.Tensor, str]:
 
 
 def run_prune(job: PruneJob) -> dict:
-    from .prune import prune_model
     from .save import save_pruned
+    from .workbench import Workbench
     job = replace(job, group=default_group(job.group, job.reconstruct))
     _validate(job)
-    compiled = job.metric.compile()
-    on_nonfinite = "allow" if job.allow_nonfinite else "error"
-
-    def scorer(layer: str, stats: dict) -> torch.Tensor:
-        return compiled(stats, layer=layer, on_nonfinite=on_nonfinite)
+    job.metric.compile()  # a metric that does not compile fails before the model loads
 
     t0 = time.perf_counter()
     loaded = load_model(job.model)
     load_seconds = time.perf_counter() - t0
     calib, calib_source = calibration_ids(loaded.tokenizer, job)
-
-    plan, layer_sparsity, prune_pattern, gradients = None, None, job.pattern, None
-    if job.allocation is not None:  # block statistics from the dense model, before any pruning
-        from .allocation import plan_allocation
-        plan = plan_allocation(job.allocation, loaded.model, calib, scorer, job.metric.requires,
-                               sparsity=job.sparsity, group=job.group, pattern=job.pattern,
-                               metric_shape=job.metric.type.shape, progress=job.progress)
-        layer_sparsity, scorer, prune_pattern = plan.layer_sparsity, plan.wrap(scorer), None  # N:M: per block
-        gradients, plan.gradients = plan.gradients, None  # G of the dense model, computed once
-
-    t0 = time.perf_counter()
-    report = prune_model(loaded.model, calib, scorer, job.metric.requires, sparsity=job.sparsity,
-                         group=job.group, pattern=prune_pattern, layer_sparsity=layer_sparsity,
-                         progress=job.progress, reconstruct=job.reconstruct, gradients=gradients)
-    prune_seconds = time.perf_counter() - t0
-    gradients = None  # free G before evaluation
+    bench = Workbench(loaded, calib, progress=job.progress, keep_dense=False)
+    pruned = bench.prune(job.metric, sparsity=job.sparsity, pattern=job.pattern, group=job.group,
+                         reconstruct=job.reconstruct, allocation=job.allocation,
+                         on_nonfinite="allow" if job.allow_nonfinite else "error")
+    report, plan, prune_seconds = pruned.report, pruned.plan, pruned.seconds["prune"]
+    bench.release()  # free G before evaluation
 
     pattern = "unstructured" if job.pattern is None else f"{job.pattern[0]}:{job.pattern[1]}"
     record = {
@@ -117,29 +102,30 @@ def run_prune(job: PruneJob) -> dict:
         "python": platform.python_version(),
     }
     if job.evaluate:
-        record.update(_evaluate(loaded, job.seqlen, job.eval_windows, job.data_dir, job.progress))
+        record.update(_evaluate(bench, job.seqlen, job.eval_windows, job.data_dir))
     if job.output:
         save_pruned(loaded, job.output, record)
         record["output"] = str(job.output)
     return record
 
 
-def _evaluate(loaded, seqlen: int, eval_windows: int | None, data_dir: str | None,
-              progress: bool = True) -> dict:
-    ids = data.tokenize(loaded.tokenizer, data.load_text("test", data_dir=data_dir))
+def _evaluate(bench, seqlen: int, eval_windows: int | None, data_dir: str | None) -> dict:
+    ids = data.tokenize(bench.loaded.tokenizer, data.load_text("test", data_dir=data_dir))
     if ids.shape[1] < seqlen:
         raise PruneRuntimeError(f"the test split has {ids.shape[1]} tokens, fewer than --seqlen {seqlen}")
-    res = perplexity(loaded.model, ids, seqlen=seqlen, max_windows=eval_windows, progress=progress)
+    res = bench.perplexity(ids, seqlen=seqlen, max_windows=eval_windows)
     return {"ppl": res["ppl"], "nll": res["nll"], "eval_seconds": res["seconds"],
             "eval_windows": res["windows"], "eval_tokens": res["tokens"]}
 
 
 def run_eval(model: str, *, seqlen: int = 512, eval_windows: int | None = None,
              data_dir: str | None = None, progress: bool = True) -> dict:
+    from .workbench import Workbench
     check_seqlen(seqlen)
     t0 = time.perf_counter()
     loaded = load_model(model)
     load_seconds = time.perf_counter() - t0
-    res = _evaluate(loaded, seqlen, eval_windows, data_dir, progress)
+    res = _evaluate(Workbench(loaded, None, progress=progress, keep_dense=False), seqlen, eval_windows,
+                    data_dir)
     return {"model": model, "model_source": loaded.source, "seqlen": seqlen,
             "windows": res["eval_windows"], "load_seconds": load_seconds, **res}

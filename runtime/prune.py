@@ -42,7 +42,6 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from ..compiler import unchecked_scores
 from ..config import GROUPS
 from ..errors import NonFiniteScoreError, PruneRuntimeError
 from .capture import run_blocks
@@ -50,7 +49,8 @@ from .gradients import gradient_norms
 from .masks import global_sparsities, prune_mask
 from .models import find_blocks, linear_layers
 from .obs import inverse_cholesky, metric_select, reconstruct as obs_reconstruct
-from .stats import check_requires, gram, hinv_diag, input_statistics
+from .statcache import StatsCache, layer_stats
+from .stats import check_requires
 
 # scorer(layer name, {statistic: tensor}) -> scores (out, in), (out, 1) or (1, in)
 Scorer = Callable[[str, dict[str, Any]], torch.Tensor]
@@ -79,44 +79,6 @@ class PruneReport:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-class _StatsCache:
-    """X statistics per distinct input tensor within one block (identity, not value)."""
-
-    def __init__(self, requires: frozenset[str], with_gram: bool = False):
-        self.requires = requires
-        self.with_gram = with_gram
-        self.block = -1
-        self.entries: list[tuple[torch.Tensor, dict[str, torch.Tensor]]] = []
-
-    def get(self, block: int, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        if block != self.block:  # drop the previous block's inputs
-            self.block, self.entries = block, []
-        for seen, stats in self.entries:
-            if seen is x:
-                return stats
-        flat = x.reshape(-1, x.shape[-1])  # (tokens, in)
-        stats = input_statistics(flat, self.requires - {"hinv"})
-        if self.with_gram or "hinv" in self.requires:
-            g = gram(flat)  # (in, in)
-            if "hinv" in self.requires:
-                stats["hinv"] = hinv_diag(g)
-            if self.with_gram:
-                stats["gram"] = g
-        self.entries.append((x, stats))  # holding x keeps its id from being reused
-        return stats
-
-
-def _layer_stats(name: str, layer: nn.Linear, x_stats: dict[str, torch.Tensor],
-                 grads: dict[str, torch.Tensor]) -> dict[str, Any]:
-    w = layer.weight.detach()
-    out, inp = w.shape
-    stats: dict[str, Any] = {"W": w if w.dtype == torch.float32 else w.float(),
-                             "n_in": float(inp), "n_out": float(out), **x_stats}
-    if name in grads:
-        stats["G"] = grads[name]
-    return stats
 
 
 def _score(scorer: Scorer, name: str, stats: dict[str, Any]) -> torch.Tensor:
@@ -155,11 +117,11 @@ def collect_statistics(model: nn.Module, calib_ids: torch.Tensor, requires: froz
     requires = frozenset(requires)
     check_requires(requires)
     grads = gradient_norms(model, calib_ids, progress=progress) if "G" in requires else {}
-    cache = _StatsCache(requires, with_gram)
+    cache = StatsCache(requires, with_gram)
     out: dict[str, dict[str, Any]] = {}
 
     def on_linear(i: int, name: str, layer: nn.Linear, x: torch.Tensor) -> None:
-        out[name] = _layer_stats(name, layer, cache.get(i, x), grads)
+        out[name] = layer_stats(name, layer, cache.get(i, x), grads)
 
     run_blocks(model, calib_ids, on_linear, progress=progress, desc="statistics")
     return out
@@ -171,11 +133,11 @@ def dense_scores(model: nn.Module, calib_ids: torch.Tensor, scorer: Scorer,
     requires = frozenset(requires)
     check_requires(requires)
     grads = gradient_norms(model, calib_ids, progress=progress) if "G" in requires else {}
-    cache = _StatsCache(requires)
+    cache = StatsCache(requires)
     out: dict[str, torch.Tensor] = {}
 
     def on_linear(i: int, name: str, layer: nn.Linear, x: torch.Tensor) -> None:
-        scores = _score(scorer, name, _layer_stats(name, layer, cache.get(i, x), grads))
+        scores = _score(scorer, name, layer_stats(name, layer, cache.get(i, x), grads))
         if scores.data_ptr() == layer.weight.data_ptr():  # e.g. the metric `W` itself
             scores = scores.clone()
         out[name] = scores.detach()
@@ -227,13 +189,13 @@ def prune_model(model: nn.Module, calib_ids: torch.Tensor, scorer: Scorer,
         grads = gradients if gradients is not None else gradient_norms(model, calib_ids,
                                                                         progress=progress)
         seconds["gradients"] = time.perf_counter() - t
-    cache = _StatsCache(requires, with_gram=reconstruct)
+    cache = StatsCache(requires, with_gram=reconstruct)
     results: list[LayerResult] = []
     seconds["reconstruct"] = 0.0
 
     def on_linear(i: int, name: str, layer: nn.Linear, x: torch.Tensor) -> None:
         x_stats = cache.get(i, x)
-        stats = _layer_stats(name, layer, x_stats, grads)
+        stats = layer_stats(name, layer, x_stats, grads)
         scores = _score(scorer, name, stats)
         target = layer_sparsity.get(name, sparsity) if layer_sparsity else sparsity
         try:
@@ -287,8 +249,9 @@ def _reconstruct_layer(scorer: Scorer, name: str, layer: nn.Linear, stats: dict[
             try:
                 return _score(scorer, name, s)
             except NonFiniteScoreError as e:
-                with unchecked_scores():
-                    raw = _score(scorer, name, s)
+                raw = getattr(e, "scores", None)  # a compiled metric's scores as computed
+                if raw is None:
+                    raise
                 if bool(dead.any()):
                     cols = raw[:, dead]
                     raw[:, dead] = cols.masked_fill(~torch.isfinite(cols), float("-inf"))

@@ -47,9 +47,9 @@ from ..errors import PruneRuntimeError, SearchError
 from ..runtime import data
 from ..runtime.capture import run_blocks
 from ..runtime.models import find_blocks, load_model
-from ..runtime.perplexity import perplexity
-from ..runtime.prune import linear_state, prune_model, restore_linear_state
-from ..runtime.stats import X_STATISTICS, gram, hinv_diag, input_statistics
+from ..runtime.statcache import StatsCache, layer_stats
+from ..runtime.stats import X_STATISTICS
+from ..runtime.workbench import Workbench
 from .select import select_mask
 
 BASE_STATISTICS = frozenset(X_STATISTICS | {"hinv", "W", "n_in", "n_out"})
@@ -70,7 +70,7 @@ class FitnessSettings:
     proxy_blocks: int = 8               # screened blocks, evenly spaced; 0 = all
     proxy_rows: float = 0.25            # fraction of output rows measured; 1 = all
     proxy_rank: int = 64                # low-rank + diagonal Gram; 0 = exact
-    gradients: bool = False             # offer G (backward passes; recomputed per full eval)
+    gradients: bool = False             # offer G (backward passes, once per search)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -124,7 +124,8 @@ class Fitness:
         self.model = self.loaded.model
         self.timings["load"] = time.perf_counter() - t0
         self.val_ids, self.calib = self._data()
-        self.dense = linear_state(self.model)  # copies: undo each full evaluation
+        self.bench = Workbench(self.loaded, self.calib, progress=progress)  # dense copies, G once
+        self.dense = self.bench.dense
         self.available = BASE_STATISTICS | ({"G"} if s.gradients else frozenset())
         t0 = time.perf_counter()
         self.layers = self._collect()
@@ -146,38 +147,31 @@ class Fitness:
         s = self.settings
         blocks, prefix = find_blocks(self.model)
         keep = set(screened_blocks(len(blocks), s.proxy_blocks))
-        grads = {}
-        if s.gradients:
-            from ..runtime.gradients import gradient_norms
-            grads = gradient_norms(self.model, self.calib, progress=self.progress)
-        seen: list[tuple[int, torch.Tensor, dict]] = []  # (block, input, stats+gram) by identity
+        grads = self.bench.gradients() if s.gradients else {}
+        cache = StatsCache(X_STATISTICS | {"hinv"}, with_gram=True)  # the runtime's statistics
+        quads: dict[tuple[int, int], dict[str, torch.Tensor]] = {}  # (block, id(Gram)): one per input
         gen = torch.Generator().manual_seed(s.seed)       # which rows the proxy measures
         layers: list[_Layer] = []
 
         def on_linear(i: int, name: str, layer: torch.nn.Linear, x: torch.Tensor) -> None:
             if i not in keep:
                 return
-            seen[:] = [e for e in seen if e[0] == i]  # only this block's inputs
-            entry = next((e[2] for e in seen if e[1] is x), None)
-            if entry is None:
-                flat = x.reshape(-1, x.shape[-1])  # (tokens, in)
-                entry = input_statistics(flat, X_STATISTICS)
-                g = gram(flat)                     # (in, in) float32, as the runtime's
-                entry["hinv"] = hinv_diag(g)
-                entry["_quad"] = self._quad(g)
-                entry["_gram"] = g
-                seen.append((i, x, entry))
-            w = self.dense[name].float()            # (out, in)
+            entry = cache.get(i, x)
+            g = entry["gram"]                      # (in, in) float32
+            key = (i, id(g))                       # the cache holds g, so its id is not reused
+            if key not in quads:
+                if any(b != i for b, _ in quads):
+                    quads.clear()                  # only this block's inputs
+                quads[key] = self._quad(g)
+            stats = layer_stats(name, layer, {k: v for k, v in entry.items() if k != "gram"}, grads,
+                                weight=self.dense[name])
+            w = stats["W"]                          # (out, in) dense, float32
             out, inp = w.shape
-            stats = {k: v for k, v in entry.items() if not k.startswith("_")}
-            stats.update(W=w, n_in=float(inp), n_out=float(out))
-            if name in grads:
-                stats["G"] = grads[name]
             m = max(1, min(out, round(s.proxy_rows * out)))
             rows = torch.randperm(out, generator=gen)[:m].sort().values if m < out else torch.arange(out)
             wr = w[rows].contiguous()               # (m, in)
-            energy = float(((wr @ entry["_gram"]) * wr).sum())
-            layers.append(_Layer(name, (out, inp), rows, wr, stats, energy, entry["_quad"]))
+            energy = float(((wr @ g) * wr).sum())
+            layers.append(_Layer(name, (out, inp), rows, wr, stats, energy, quads[key]))
 
         run_blocks(self.model, self.calib, on_linear, progress=self.progress, desc="statistics")
         if not layers:
@@ -239,26 +233,17 @@ class Fitness:
     def _prune(self, metric, *, reconstruct: bool = False, group: str | None = None) -> dict[str, Any]:
         s = self.settings
         self.check_available(metric.requires)
-        compiled = metric.compile()
-        restore_linear_state(self.model, self.dense)
-
-        def scorer(layer: str, stats: dict) -> torch.Tensor:
-            return compiled(stats, layer=layer)
-
-        t0 = time.perf_counter()
-        report = prune_model(self.model, self.calib, scorer, metric.requires, sparsity=s.sparsity,
-                             group=group or s.group, pattern=s.pattern, progress=self.progress,
-                             reconstruct=reconstruct)
-        return {"sparsity": report.sparsity, "prune_seconds": time.perf_counter() - t0}
+        pruned = self.bench.prune(metric, sparsity=s.sparsity, pattern=s.pattern, group=group or s.group,
+                                  reconstruct=reconstruct)
+        return {"sparsity": pruned.report.sparsity, "prune_seconds": pruned.seconds["prune"]}
 
     def full(self, metric) -> dict[str, Any]:
         """Prune for real and measure validation perplexity; the model is dense afterwards."""
         try:
             rec = self._prune(metric)
-            res = perplexity(self.model, self.val_ids, seqlen=self.settings.seqlen,
-                             progress=self.progress)
+            res = self.bench.perplexity(self.val_ids, seqlen=self.settings.seqlen)
         finally:
-            restore_linear_state(self.model, self.dense)
+            self.bench.restore()
         if not math.isfinite(res["ppl"]):
             raise PruneRuntimeError("validation perplexity overflowed (the pruned model is broken)")
         return {**rec, "val_ppl": res["ppl"], "eval_seconds": res["seconds"]}
@@ -271,8 +256,8 @@ class Fitness:
         ids = data.tokenize(self.loaded.tokenizer, data.load_text("test", data_dir=self.settings.data_dir))
         try:
             rec = self._prune(metric, reconstruct=reconstruct, group=group) if metric is not None else {}
-            res = perplexity(self.model, ids, seqlen=seqlen, max_windows=windows, progress=self.progress)
+            res = self.bench.perplexity(ids, seqlen=seqlen, max_windows=windows)
         finally:
-            restore_linear_state(self.model, self.dense)
+            self.bench.restore()
         return {**rec, "test_ppl": res["ppl"], "test_windows": res["windows"],
                 "eval_seconds": res["seconds"]}
