@@ -32,10 +32,11 @@ _MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_
 
 
 def _not_a_state(path: Path, why: str) -> SearchError:
+    kept = ("; hall.json and hall.md next to it still hold the hall of fame"
+            if (path.parent / "hall.json").is_file() else "")
     return SearchError(f"{path} is not a prunedsl search state ({why})",
-                       hint=f"the file was left as it is; hall.json and hall.md next to it still hold "
-                            f"the hall of fame — move {path.name} away and start a new search "
-                            f"in another --output")
+                       hint=f"the file was left as it is{kept}; start a new search in another "
+                            f"--output, or move {path.name} away to start one in this directory")
 
 
 def read_state(directory: str | os.PathLike) -> dict[str, Any] | None:

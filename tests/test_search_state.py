@@ -70,7 +70,11 @@ def test_a_broken_state_is_a_clear_error_that_keeps_the_file(tmp_path, content, 
     (out / "state.json").write_text(content)
     with pytest.raises(SearchError, match="not a prunedsl search state") as e:
         read_state(out)
-    assert why in str(e.value) and "hall" in e.value.hint
+    assert why in str(e.value) and "left as it is" in e.value.hint and "hall" not in e.value.hint
+    (out / "hall.json").write_text("{}")  # the hall of fame written with the last good state
+    with pytest.raises(SearchError) as e:
+        read_state(out)
+    assert "hall.json and hall.md" in e.value.hint
     res = _search(tmp_path, out)
     assert res.returncode != 0
     assert "not a prunedsl search state" in res.stderr and str(out / "state.json") in res.stderr
