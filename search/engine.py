@@ -50,9 +50,9 @@ from ..dsl.ast import size
 from ..dsl.library import BUILTIN, Library
 from ..errors import PruneDSLError, SearchError
 from .base import Outcome, Proposal
-from .hall import (STATE_FILE, STATE_VERSION, best_record, fmt, hall_markdown, label,
-                   outcome_from_dict, outcome_to_dict, proposal_from_dict, proposal_to_dict,
-                   read_state, write_hall, write_json)
+from .hall import (best_record, fmt, hall_markdown, label, outcome_from_dict, outcome_to_dict,
+                   proposal_from_dict, proposal_to_dict, write_hall, write_json)
+from .state import STATE_FILE, STATE_VERSION, read_state
 
 EMPTY_ROUNDS = 5  # consecutive empty proposal rounds that end a search
 
@@ -105,15 +105,13 @@ class Engine:
     def new_state(self) -> dict[str, Any]:
         return {"version": STATE_VERSION, "config": asdict(self.config), "phase": "seeds",
                 "candidates": [], "failures": [], "history": [], "pending": [], "unobserved": [],
-                "proposer": None, "test": {}, "seconds": {"total": 0.0},
+                "proposer": None, "test": {}, "seconds": {"total": 0.0}, "skipped_seeds": {},
                 "counters": {"proposed": 0, "from_proposer": 0, "failed": 0, "duplicates": 0, "twins": 0,
                              "screened": 0,
                              "seeds": 0, "full_evals": 0}}
 
     def load(self, state: dict[str, Any]) -> None:
-        if state.get("version") != STATE_VERSION:
-            raise SearchError(f"{self.dir / STATE_FILE} has state version {state.get('version')}, "
-                              f"this prunedsl writes version {STATE_VERSION}")
+        """Take over ``state`` as `read_state` returns it (validated, at the current version)."""
         self.state = state
         self.by_canonical = {r["canonical"]: r for r in state["candidates"]}
         self.by_proxy = {r["proxy"]: r for r in state["candidates"] if r.get("twin_of") is None}
@@ -183,7 +181,7 @@ class Engine:
             self.save()
 
     def _seeds(self) -> None:
-        skipped = self.state.setdefault("skipped_seeds", {})
+        skipped = self.state["skipped_seeds"]
         for name, text in seed_metrics(self.library):
             missing = sorted(parse(text, library=self.library).requires
                              - self.fitness.available)

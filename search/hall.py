@@ -17,8 +17,7 @@ from typing import Any, Iterable
 
 from .base import Outcome, Proposal
 
-STATE_FILE = "state.json"
-STATE_VERSION = 1
+from .state import read_state  # noqa: F401  (search.cli reads the state through here)
 
 
 def atomic_write(path: str | os.PathLike, text: str | bytes) -> None:
@@ -49,14 +48,6 @@ def _json_default(o: Any) -> Any:
     if isinstance(o, (set, frozenset, tuple)):
         return list(o)
     return str(o)
-
-
-def read_state(directory: str | os.PathLike) -> dict[str, Any] | None:
-    path = Path(directory) / STATE_FILE
-    if not path.is_file():
-        return None
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
 
 
 # --- outcomes <-> JSON ------------------------------------------------------------------
