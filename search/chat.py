@@ -5,7 +5,16 @@
 
 Timeouts, connection errors, 429, 5xx and malformed bodies are retried with exponential
 backoff and jitter (``Retry-After`` / ``retry-after-ms`` respected, capped); other 4xx
-are not (a wrong key or model does not get better). After ``breaker_threshold`` failed
+are not (a wrong key or model does not get better). A ``Retry-After`` is also kept
+as a "not before" time for the next ``complete()``: no request is sent before it.
+
+Each attempt (listing the models on the first call, then the chat request) runs in a
+worker thread and is given ``timeout`` seconds of wall-clock time in all, whatever the
+server does (an answer trickled a byte at a time resets the client's per-read timeout,
+not this one); on expiry the client is closed, so the worker's socket is, and a fresh one
+is made for the next attempt. So one ``complete()`` takes at most
+``(max_retries + 1) * timeout + max_retries * max(max_backoff, max_retry_after)
++ max_retry_after`` seconds (the last term: a pending "not before"). After ``breaker_threshold`` failed
 calls in a row a circuit breaker stops calling for a cooldown (doubling up to 10 min),
 so a dead endpoint costs the search nothing but a logged error. ``outage()`` says how long
 the endpoint has been failing and how long until it may be called again: the engine
@@ -18,6 +27,7 @@ import email.utils
 import logging
 import os
 import random
+import threading
 import time
 from typing import Any, Callable
 
@@ -30,6 +40,10 @@ MAX_COOLDOWN = 600.0
 
 class _BadResponse(Exception):
     """A 200 answer without a chat message in it."""
+
+
+class _Overdue(Exception):
+    """The attempt took longer than the timeout in wall-clock time."""
 
 
 class Breaker:
@@ -110,6 +124,7 @@ class ChatEndpoint:
         self.breaker = Breaker(breaker_threshold, breaker_cooldown, clock)
         self.failing_since: float | None = None  # clock() of the first failed call in a row
         self._client = None
+        self._not_before = 0.0  # clock() before which no request is sent (a Retry-After)
         self._picked = False  # the model name was settled against the endpoint's list
 
     @property
@@ -176,14 +191,46 @@ class ChatEndpoint:
             max_tokens=self.max_tokens, timeout=self.timeout, **extra)
         return _content(resp)
 
+    def _bounded(self, messages: list[dict]) -> str:
+        """``_once`` given ``timeout`` seconds of real time in all, not per socket read."""
+        done, outcome = threading.Event(), {}
+
+        def attempt():
+            try:
+                outcome["text"] = self._once(messages)
+            except BaseException as err:  # handed to the caller's thread
+                outcome["error"] = err
+            finally:
+                done.set()
+
+        threading.Thread(target=attempt, daemon=True, name="llm-request").start()
+        if not done.wait(self.timeout):
+            client, self._client = self._client, None  # the next attempt gets a fresh one
+            if client is not None:
+                try:
+                    client.close()  # closes the worker's socket: its next read fails, it ends
+                except Exception:  # best effort; the worker is a daemon either way
+                    pass
+            raise _Overdue()
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["text"]
+
+    def _wait_not_before(self) -> None:
+        wait = self._not_before - self.clock()
+        if wait > 0:
+            log.info("LLM endpoint %s asked to wait; waiting %.2f s", self.where, wait)
+            self.sleep(wait)
+
     def complete(self, messages: list[dict]) -> str | None:
         """The model's answer, or None after retries (logged; counted by the breaker)."""
         import openai
         last, started, retryable = "unknown error", self.clock(), True
+        self._wait_not_before()
         for attempt in range(self.max_retries + 1):
             asked = None
             try:
-                text = self._once(messages)
+                text = self._bounded(messages)
                 self.breaker.success()
                 self.failing_since = None
                 return text
@@ -197,7 +244,9 @@ class ChatEndpoint:
                     retryable = False
                     break
                 asked = retry_after(err)
-            except openai.APITimeoutError:
+                if asked is not None:  # for the next complete() too
+                    self._not_before = self.clock() + min(asked, self.max_retry_after)
+            except (openai.APITimeoutError, _Overdue):
                 last = f"no answer within {self.timeout:g} s"
             except openai.APIConnectionError as err:
                 last = f"cannot connect ({preview(str(err), 200)})"

@@ -313,7 +313,9 @@ def add_llm_arguments(group, suppress: bool = False) -> None:
     group.add_argument("--llm-model", metavar="NAME", default=D("llm_model"),
                        help="model name (default: the first model the endpoint lists)")
     group.add_argument("--llm-timeout", metavar="S", type=_positive_float, default=D("llm_timeout"),
-                       help="seconds to wait for one answer (default: 300; a CPU-served model is slow)")
+                       help="seconds of wall-clock time one request may take, however the server "
+                            "answers; a call with its retries takes at most (retries + 1) × S plus "
+                            "the backoff and Retry-After waits (default: 300; a CPU-served model is slow)")
     group.add_argument("--llm-max-retries", metavar="N", type=_nonneg_int, default=D("llm_max_retries"),
                        help="retries of a failed request, with exponential backoff (default: 4)")
     group.add_argument("--llm-temperature", metavar="T", type=_temperature, default=D("llm_temperature"),

@@ -30,6 +30,7 @@ class Reply:
     headers: dict = field(default_factory=dict)
     delay: float = 0.0          # seconds before answering (slow replies)
     hang_up: bool = False       # close the connection without an answer
+    trickle: float = 0.0        # seconds between bytes: the answer sent a byte at a time
 
     @classmethod
     def text(cls, content: str | None, delay: float = 0.0) -> "Reply":
@@ -59,6 +60,12 @@ class Reply:
     @classmethod
     def hangup(cls) -> "Reply":
         return cls(hang_up=True)
+
+    @classmethod
+    def trickling(cls, every: float = 0.2) -> "Reply":
+        """Headers at once, then a body of spaces, one byte every ``every`` s, for ever (until
+        the client hangs up): each read gets data, so no per-read timeout ever fires."""
+        return cls(200, b"", {"Content-Type": "application/json"}, trickle=every)
 
 
 class FakeOpenAI:
@@ -115,10 +122,15 @@ class FakeOpenAI:
                     self.send_response(reply.status)
                     for k, v in reply.headers.items():
                         self.send_header(k, v)
-                    self.send_header("Content-Length", str(len(reply.body)))
+                    if not reply.trickle:
+                        self.send_header("Content-Length", str(len(reply.body)))
                     self.send_header("Connection", "close")
                     self.end_headers()
                     self.wfile.write(reply.body)
+                    while reply.trickle:  # until the write fails: the client is gone
+                        self.wfile.flush()
+                        time.sleep(reply.trickle)
+                        self.wfile.write(b" ")
                 except OSError:  # the client gave up (timeout) before we answered
                     pass
 

@@ -239,6 +239,47 @@ def test_slow_replies_time_out_and_are_retried(server):
     assert time.monotonic() - t < 1.4
 
 
+def test_an_answer_trickled_byte_by_byte_is_cut_off_by_the_timeout(server, caplog):
+    server.fallback = Reply.trickling(0.2)  # every read gets a byte: a per-read timeout never fires
+    p = make(server, timeout=1.0, max_retries=1)
+    t = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="prunedsl.search.llm"):
+        assert p.endpoint.complete([{"role": "user", "content": "hi"}]) is None
+    assert time.monotonic() - t < 3.5  # two attempts of 1 s each, the backoff is not slept
+    assert len(server.chat_requests) == 2
+    assert sum("no answer within 1 s" in r.message for r in caplog.records) == 2
+    server.fallback = Reply.text("node 2\n|W| * ‖X‖")  # a fresh client after the cut-off works
+    assert [q.text for q in p.propose(2)] == ["|W| * ‖X‖"]
+
+
+class FakeTime:
+    """A clock that only moves when slept on."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_retry_after_holds_the_next_request_within_a_call_and_across_calls(server):
+    fake = FakeTime()
+    sent = []
+    server.fallback = lambda body: (sent.append(fake.now), Reply.text("node 2\n|W| * ‖X‖"))[1]
+    p = make(server, clock=fake, sleep=fake.sleep, max_retries=1)
+    server.push(Reply.error(429, retry_after="2"))
+    assert p.endpoint.complete([{"role": "user", "content": "a"}]) is not None
+    assert sent == [1002.0]  # the retry waited the 2 s asked for
+    fake.now += 0.5  # the call after a 429 that was the last attempt of its complete()
+    server.push(Reply.error(429, retry_after="2"), Reply.error(503, retry_after="2"))
+    assert p.endpoint.complete([{"role": "user", "content": "b"}]) is None
+    assert p.endpoint.complete([{"role": "user", "content": "c"}]) is not None
+    assert sent == [1002.0, 1006.5]  # 1002.5 + 2 s (retry) + 2 s (not before, across calls)
+
+
 def test_5xx_are_retried_with_exponential_backoff_and_jitter(server):
     server.push(Reply.error(500), Reply.error(503), Reply.error(502), Reply.hangup(),
                 Reply.text("node 2\n|W| * ‖X‖"))
