@@ -12,7 +12,7 @@ import functools
 from dataclasses import dataclass
 
 from .dsl import symbolic
-from .dsl.ast import Expr, Operand, walk
+from .dsl.ast import BinOp, Call, Expr, Neg, Num, Operand, walk
 from .dsl.checker import Env, check
 from .dsl.library import BUILTIN, Library
 from .dsl.parser import parse as _parse_any
@@ -31,12 +31,25 @@ class Metric:
 
     @property
     def type(self) -> Type:
-        return self.expr.type
+        """The type of the simplified formula (the one shown): ``|W|·‖X‖ − |W|·‖X‖ + |W|``
+        is nonneg. Where the original is NaN, any sign holds, so this is sound."""
+        return symbolic.simplify(self.expr).type
 
     @property
     def requires(self) -> frozenset[str]:
         """The statistics the runtime must collect (keys of ``dsl.operands.OPERANDS``)."""
-        return frozenset(n.key for n in walk(self.expr) if isinstance(n, Operand)) | {"W"}
+        return _requires(self.scored)
+
+    @functools.cached_property
+    def scored(self) -> Expr:
+        """The tree the runtime computes. The simplified one where simplifying dropped a
+        statistic (``0 * G``) and the formula only adds, multiplies, negates, takes abs,
+        max or min, so it is finite on finite statistics and the dropped part was exactly
+        0; otherwise (``0 * log(W)`` is NaN at W = 0) the formula as resolved, NaNs kept."""
+        simple = symbolic.simplify(self.expr)
+        if _requires(simple) < _requires(self.expr) and all(map(_finite_node, walk(self.expr))):
+            return simple
+        return self.expr
 
     def text(self) -> str:
         """The resolved formula as DSL text, without simplification (what is compiled)."""
@@ -60,10 +73,23 @@ class Metric:
     def compile(self):
         """A torch callable ``(stats: dict[str, Tensor]) -> scores`` (imports torch)."""
         from .compiler import compile_expr  # dsl stays torch-free; torch only when compiling
-        return compile_expr(self.expr)
+        return compile_expr(self.scored)
 
     def __repr__(self) -> str:
         return f"Metric({self.text()!r}, type={self.type})"
+
+
+def _requires(expr: Expr) -> frozenset[str]:
+    return frozenset(n.key for n in walk(expr) if isinstance(n, Operand)) | {"W"}
+
+
+def _finite_node(node) -> bool:
+    """Finite on finite inputs: no division, power, log, sqrt, exp, reduction, ..."""
+    if isinstance(node, BinOp):
+        return node.op in "+-*"
+    if isinstance(node, Call):
+        return node.func in ("abs", "max", "min")
+    return isinstance(node, (Num, Operand, Neg))
 
 
 def parse(text: str, *, library: Library = BUILTIN, allow_scalar: bool = False) -> Metric:

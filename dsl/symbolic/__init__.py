@@ -26,6 +26,7 @@ from ..ast import Expr
 from ..checker import check
 from ..parser import parse_expr
 from ..printer import latex_text, pretty_text, to_text
+from .abs_rules import drop_redundant_abs
 from .canonical_forms import canonical_sympy
 from .core import to_sympy
 from .functions import Unsupported, shape_of, sign_of
@@ -87,7 +88,7 @@ def _simplified(key: _Key) -> tuple[Expr, Expr]:
     """(tree to print, the same checked): ``1 / 3`` stays a division for printing."""
     expr = key.expr
     try:
-        display = from_sympy(to_sympy(expr, exact=False))
+        display = from_sympy(drop_redundant_abs(to_sympy(expr, exact=False)))
         checked = check(parse_expr(to_text(display)))
     except _FALLBACK:
         return expr, expr
@@ -97,7 +98,7 @@ def _simplified(key: _Key) -> tuple[Expr, Expr]:
 @functools.lru_cache(maxsize=65536)
 def _canonical(key: _Key, group: str) -> str:
     try:
-        s = to_sympy(key.expr, exact=True)
+        s = drop_redundant_abs(to_sympy(key.expr, exact=True))
         for _ in range(MAX_ROUNDS):
             # settle: what the printed text reads back as, so the output is a fixpoint
             t = to_sympy(check(from_sympy(canonical_sympy(s, group), group_powers=False)))

@@ -157,6 +157,8 @@ class Extremum(DSLFunction):
         pick = max if cls.dsl_name == "max" else min
         if a == b:
             return a
+        if a == -b:  # max(x, -x) = |x|, min(x, -x) = -|x|
+            return Abs(a) if cls.dsl_name == "max" else -Abs(a)
         if a.is_Rational and b.is_Rational:
             return pick(a, b)
         if a.is_number and b.is_number:  # min(1, sqrt(2)): compare numerically
