@@ -60,7 +60,9 @@ def _add_model_data(p):
     g.add_argument("--data-dir", default=None,
                    help="directory with WikiText-2 (wiki.test.raw, wiki.valid.tokens); "
                         "default: ../shared/data/wikitext-2 or $PRUNEDSL_DATA_DIR")
-    g.add_argument("--seqlen", type=int, default=512, help="tokens per window (default 512)")
+    g.add_argument("--seqlen", type=int, default=None,
+                   help="tokens per window (default 512; eval of a directory prunedsl saved: the seqlen "
+                        "its pruning.json was evaluated with)")
     g.add_argument("--eval-windows", type=int, default=None, metavar="N",
                    help="evaluate on the first N test windows only (default: all)")
     g.add_argument("--json", action="store_true", help="print one JSON object on stdout")
@@ -123,7 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a text file to calibrate on instead of WikiText-2 validation")
     g = p.add_argument_group("output")
     g.add_argument("--output", default=None, metavar="DIR",
-                   help="save the pruned model (save_pretrained) and pruning.json here")
+                   help="save the pruned model (save_pretrained) and pruning.json here; never the input "
+                        "model's directory, and a non-empty one only if prunedsl wrote it (or --overwrite)")
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace a non-empty --output directory that is not an earlier prunedsl output")
     g.add_argument("--no-eval", action="store_true", help="skip the perplexity evaluation")
     p.set_defaults(handler=prune_commands.cmd_prune)
 

@@ -1,6 +1,8 @@
 """``prunedsl prune`` and ``prunedsl eval``: torch and transformers load inside the handlers."""
 from __future__ import annotations
 
+import sys
+
 from ..dsl.library import Library
 from .output import markdown_table, print_json
 
@@ -18,35 +20,35 @@ def cmd_prune(args) -> int:
     pattern = parse_pattern(args.pattern)
     sparsity = resolve_sparsity(args.sparsity, pattern)
     job = PruneJob(model=args.model, metric=metric, sparsity=sparsity, pattern=pattern, group=args.group,
-                   nsamples=args.nsamples, seqlen=args.seqlen, seed=args.seed, calib_data=args.calib_data,
+                   nsamples=args.nsamples, seqlen=512 if args.seqlen is None else args.seqlen, seed=args.seed, calib_data=args.calib_data,
                    data_dir=args.data_dir, eval_windows=args.eval_windows, output=args.output,
                    evaluate=not args.no_eval, allow_nonfinite=args.allow_nonfinite, allocation=allocation,
-                   reconstruct=args.reconstruct)
+                   reconstruct=args.reconstruct, overwrite=args.overwrite)
     result = run_prune(job)
     if args.json:
-        print_json(result)
+        print_json(result.to_dict())
         return 0
-    ppl = f"ppl {result['ppl']:.3f}" if result.get("ppl") is not None else "not evaluated"
-    print(f"prunedsl prune: {args.model} | {result['pretty']} | sparsity {result['sparsity']:.4f} "
-          f"({result['pattern']}, group={result['group']}{', + OBS update' if result.get('reconstruct') else ''})"
-          f" | {ppl} | prune {result['prune_seconds']:.1f} s"
-          + (f", eval {result['eval_seconds']:.1f} s" if result.get("eval_seconds") is not None else ""))
+    ppl = f"ppl {result.ppl:.3f}" if result.ppl is not None else "not evaluated"
+    ev, cal = result.evaluation, result.calibration
+    print(f"prunedsl prune: {args.model} | {result.pretty} | sparsity {result.sparsity:.4f} "
+          f"({result.pattern}, group={result.group}{', + OBS update' if result.reconstruct else ''})"
+          f" | {ppl} | prune {result.prune_seconds:.1f} s"
+          + (f", eval {ev.eval_seconds:.1f} s" if ev is not None else ""))
     print()
-    rows = [["formula", result["formula"]], ["canonical", result["canonical"]],
-            ["sparsity", f"{result['sparsity']:.4f}"], ["pattern", result["pattern"]],
-            ["group", result["group"]],
-            ["reconstruct", "SparseGPT's OBS weight update" if result.get("reconstruct") else "no"],
-            ["calibration", f"{result['calibration']['nsamples']}×{result['calibration']['seqlen']} "
-                            f"tokens from {result['calibration']['source']} (seed {result['calibration']['seed']})"]]
-    if result.get("allocation"):
-        a = result["allocation"]
+    rows = [["formula", result.formula], ["canonical", result.canonical],
+            ["sparsity", f"{result.sparsity:.4f}"], ["pattern", result.pattern],
+            ["group", result.group],
+            ["reconstruct", "SparseGPT's OBS weight update" if result.reconstruct else "no"],
+            ["calibration", f"{cal.nsamples}×{cal.seqlen} tokens from {cal.source} (seed {cal.seed})"]]
+    if result.allocation:
+        a = result.allocation
         rows.append(["allocation", f"{a['rule']}: blocks {min(a['block_sparsity']):.3f}–"
                                    f"{max(a['block_sparsity']):.3f}, {a['statistics_pass']} pass "
-                                   f"{result['allocation_seconds']:.1f} s"])
-    if result.get("ppl") is not None:
-        rows.append(["wikitext-2 test ppl", f"{result['ppl']:.3f} ({result['eval_windows']} windows of {args.seqlen})"])
-    if result.get("output"):
-        rows.append(["saved to", result["output"]])
+                                   f"{result.allocation_seconds:.1f} s"])
+    if ev is not None:
+        rows.append(["wikitext-2 test ppl", f"{ev.ppl:.3f} ({ev.eval_windows} windows of {result.seqlen})"])
+    if result.output:
+        rows.append(["saved to", result.output])
     print(markdown_table(["", ""], rows))
     return 0
 
@@ -55,8 +57,11 @@ def cmd_eval(args) -> int:
     from ..runtime.job import run_eval
     result = run_eval(args.model, seqlen=args.seqlen, eval_windows=args.eval_windows, data_dir=args.data_dir)
     if args.json:
-        print_json(result)
+        print_json(result.to_dict())
         return 0
-    print(f"prunedsl eval: {args.model} | wikitext-2 test ppl {result['ppl']:.3f} | "
-          f"{result['windows']} windows of {args.seqlen} tokens | {result['eval_seconds']:.1f} s")
+    if result.settings_from:
+        print(f"prunedsl eval: seqlen {result.seqlen} and {result.windows} windows as in "
+              f"{result.settings_from} (--seqlen / --eval-windows override)", file=sys.stderr)
+    print(f"prunedsl eval: {args.model} | wikitext-2 test ppl {result.ppl:.3f} | "
+          f"{result.windows} windows of {result.seqlen} tokens | {result.evaluation.eval_seconds:.1f} s")
     return 0

@@ -5,16 +5,19 @@ search share one code path.
 """
 from __future__ import annotations
 
+import json
 import platform
 import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import torch
 
-from ..config import check_prune_settings, check_seqlen, default_group
-from ..errors import PruneRuntimeError
+from ..config import check_prune_settings, check_seqlen, default_group, pattern_text
+from ..errors import ConfigError, PruneRuntimeError
 from . import data
 from .models import load_model
+from .results import Calibration, EvalResult, Perplexity, PruneResult
 
 
 @dataclass
@@ -36,6 +39,7 @@ class PruneJob:
     reconstruct: bool = False           # SparseGPT's OBS weight update after masking (runtime/obs.py)
     progress: bool = True
     allocation: object | None = None    # a dsl.allocation.Allocation: per-block sparsity (DESIGN.md §3)
+    overwrite: bool = False             # replace a non-empty output directory that prunedsl did not write
 
 
 def _validate(job: PruneJob) -> None:
@@ -51,16 +55,21 @@ def calibration_ids(tokenizer, job: PruneJob) -> tuple[torch.Tensor, str]:
     return data.calibration_windows(ids, job.nsamples, job.seqlen, job.seed), source
 
 
-def run_prune(job: PruneJob) -> dict:
-    from .save import save_pruned
+def run_prune(job: PruneJob) -> PruneResult:
+    from .save import check_output_dir, save_pruned
     from .workbench import Workbench
     job = replace(job, group=default_group(job.group, job.reconstruct))
     _validate(job)
     job.metric.compile()  # a metric that does not compile fails before the model loads
+    if job.output:  # cheap checks first: a bad --output used to surface after the whole run
+        check_output_dir(job.output, model=job.model, overwrite=job.overwrite)
+    if job.calib_data:
+        data.load_text("validation", path=job.calib_data)  # missing, binary or empty: before the load
 
     t0 = time.perf_counter()
     loaded = load_model(job.model)
     load_seconds = time.perf_counter() - t0
+    check_context(loaded.model, job.seqlen)
     calib, calib_source = calibration_ids(loaded.tokenizer, job)
     bench = Workbench(loaded, calib, progress=job.progress, keep_dense=False)
     pruned = bench.prune(job.metric, sparsity=job.sparsity, pattern=job.pattern, group=job.group,
@@ -69,63 +78,78 @@ def run_prune(job: PruneJob) -> dict:
     report, plan, prune_seconds = pruned.report, pruned.plan, pruned.seconds["prune"]
     bench.release()  # free G before evaluation
 
-    pattern = "unstructured" if job.pattern is None else f"{job.pattern[0]}:{job.pattern[1]}"
-    record = {
-        "model": job.model,
-        "model_source": loaded.source,
-        "input": job.metric.source,
-        "name": job.metric.name,
-        "formula": job.metric.formula(),
-        "pretty": job.metric.pretty(),
-        "latex": job.metric.latex(),
-        "text": job.metric.text(),
-        "canonical": job.metric.canonical(job.group),
-        "type": str(job.metric.type),
-        "requires": sorted(job.metric.requires),
-        "target_sparsity": job.sparsity,
-        "sparsity": report.sparsity,
-        "pattern": pattern,
-        "group": job.group,
-        "reconstruct": job.reconstruct,
-        "calibration": {"source": calib_source, "nsamples": job.nsamples, "seqlen": job.seqlen,
-                        "seed": job.seed},
-        "layers": [vars(layer) if not isinstance(layer, dict) else layer for layer in report.layers],
-        "load_seconds": load_seconds,
-        "prune_seconds": prune_seconds,
-        "allocation": plan.to_dict(report.layers) if plan else None,  # + realized_block_sparsity
-        "allocation_seconds": sum(plan.seconds.values()) if plan else None,
-        "ppl": None,
-        "eval_seconds": None,
-        "eval_windows": None,
-        "seqlen": job.seqlen,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-    }
+    result = PruneResult(
+        model=job.model, model_source=loaded.source, input=job.metric.source, name=job.metric.name,
+        formula=job.metric.formula(), pretty=job.metric.pretty(), latex=job.metric.latex(),
+        text=job.metric.text(), canonical=job.metric.canonical(job.group), type=str(job.metric.type),
+        requires=sorted(job.metric.requires), target_sparsity=job.sparsity, sparsity=report.sparsity,
+        pattern=pattern_text(job.pattern), group=job.group, reconstruct=job.reconstruct,
+        calibration=Calibration(source=calib_source, nsamples=job.nsamples, seqlen=job.seqlen, seed=job.seed),
+        layers=[vars(layer) if not isinstance(layer, dict) else layer for layer in report.layers],
+        load_seconds=load_seconds, prune_seconds=prune_seconds,
+        allocation=plan.to_dict(report.layers) if plan else None,  # + realized_block_sparsity
+        allocation_seconds=sum(plan.seconds.values()) if plan else None,
+        seqlen=job.seqlen, torch=torch.__version__, python=platform.python_version())
     if job.evaluate:
-        record.update(_evaluate(bench, job.seqlen, job.eval_windows, job.data_dir))
+        result = replace(result, evaluation=_evaluate(bench, job.seqlen, job.eval_windows, job.data_dir))
     if job.output:
-        save_pruned(loaded, job.output, record)
-        record["output"] = str(job.output)
-    return record
+        save_pruned(loaded, job.output, result.to_dict())
+        result = replace(result, output=str(job.output))
+    return result
 
 
-def _evaluate(bench, seqlen: int, eval_windows: int | None, data_dir: str | None) -> dict:
+def check_context(model, seqlen: int) -> None:
+    """A window longer than the model's context: fail now, not after minutes of calibration."""
+    context = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if isinstance(context, int) and seqlen > context:
+        raise ConfigError("{seqlen} {value} is longer than the model's context of {context} tokens",
+                          hint="use at most {context} tokens per window", value=seqlen, context=context)
+
+
+def _evaluate(bench, seqlen: int, eval_windows: int | None, data_dir: str | None) -> Perplexity:
     ids = data.tokenize(bench.loaded.tokenizer, data.load_text("test", data_dir=data_dir))
     if ids.shape[1] < seqlen:
-        raise PruneRuntimeError(f"the test split has {ids.shape[1]} tokens, fewer than --seqlen {seqlen}")
+        raise PruneRuntimeError(f"the test split has {ids.shape[1]} tokens, fewer than seqlen {seqlen}")
     res = bench.perplexity(ids, seqlen=seqlen, max_windows=eval_windows)
-    return {"ppl": res["ppl"], "nll": res["nll"], "eval_seconds": res["seconds"],
-            "eval_windows": res["windows"], "eval_tokens": res["tokens"]}
+    return Perplexity(ppl=res["ppl"], nll=res["nll"], eval_seconds=res["seconds"],
+                      eval_windows=res["windows"], eval_tokens=res["tokens"])
 
 
-def run_eval(model: str, *, seqlen: int = 512, eval_windows: int | None = None,
-             data_dir: str | None = None, progress: bool = True) -> dict:
+def saved_eval_settings(model: str) -> tuple[dict, str] | None:
+    """seqlen / eval_windows that ``prunedsl prune`` evaluated a saved directory with."""
+    record = Path(model).expanduser() / "pruning.json"
+    if not record.is_file():
+        return None
+    try:
+        saved = json.loads(record.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # an unreadable record is no reason to refuse the model; defaults apply
+    if not isinstance(saved, dict):
+        return None
+    settings = {k: saved[k] for k in ("seqlen", "eval_windows") if isinstance(saved.get(k), int)}
+    return settings, str(record)
+
+
+def run_eval(model: str, *, seqlen: int | None = None, eval_windows: int | None = None,
+             data_dir: str | None = None, progress: bool = True) -> EvalResult:
+    """Perplexity of a model. For a directory ``prunedsl prune`` saved, the seqlen and window
+    count it was evaluated with are the defaults (so the plain command reproduces its ppl)."""
     from .workbench import Workbench
+    settings_from = None
+    saved = saved_eval_settings(model)
+    if saved is not None:
+        settings, record = saved
+        if seqlen is None and "seqlen" in settings:
+            seqlen, settings_from = settings["seqlen"], record
+        if eval_windows is None and "eval_windows" in settings:
+            eval_windows, settings_from = settings["eval_windows"], record
+    seqlen = 512 if seqlen is None else seqlen
     check_seqlen(seqlen)
     t0 = time.perf_counter()
     loaded = load_model(model)
     load_seconds = time.perf_counter() - t0
-    res = _evaluate(Workbench(loaded, None, progress=progress, keep_dense=False), seqlen, eval_windows,
-                    data_dir)
-    return {"model": model, "model_source": loaded.source, "seqlen": seqlen,
-            "windows": res["eval_windows"], "load_seconds": load_seconds, **res}
+    check_context(loaded.model, seqlen)
+    evaluation = _evaluate(Workbench(loaded, None, progress=progress, keep_dense=False), seqlen,
+                           eval_windows, data_dir)
+    return EvalResult(model=model, model_source=loaded.source, seqlen=seqlen, load_seconds=load_seconds,
+                      evaluation=evaluation, settings_from=settings_from)

@@ -222,8 +222,8 @@ def test_gradients_are_computed_once_when_the_rule_reads_scores(tiny_dir, monkey
                    allocation=parse_allocation("sdsa(lam = 0.2)"))
     rec = run_prune(job)
     assert len(calls) == 1 and len(given) == 1 and given[0] is not None
-    assert "gradients" in rec["allocation"]["seconds"] and abs(rec["sparsity"] - 0.6) < 1e-3
-    assert "gradients" not in rec["allocation"]  # the tensors are not recorded
+    assert "gradients" in rec.allocation["seconds"] and abs(rec.sparsity - 0.6) < 1e-3
+    assert "gradients" not in rec.allocation  # the tensors are not recorded
 
 
 @pytest.mark.parametrize("dtype, device", [
