@@ -130,7 +130,7 @@ def _parse_cached(text: str, library: Library, allow_scalar: bool) -> Metric:
 
 
 def parse_allocation(text: str, *, library: Library = BUILTIN):
-    """Parse and check an allocation rule (DESIGN.md §3): a library name (``owl``,
+    """Parse and check an allocation rule (docs/design.md §3): a library name (``owl``,
     ``owl(M = 3)``), a rule (``spread(skew(score), 0.1)``, ``0``), or one
     ``allocation name(params) = rule`` definition. Returns a ``dsl.allocation.Allocation``
     with ``text()/formula()/pretty()/latex()`` and ``requires`` (block statistics)."""

@@ -132,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-eval", action="store_true", help="skip the perplexity evaluation")
     p.set_defaults(handler=prune_commands.cmd_prune)
 
-    p = command("eval", "WikiText-2 test perplexity of a model (DESIGN.md §5 protocol)")
+    p = command("eval", "WikiText-2 test perplexity of a model (docs/design.md §5 protocol)")
     _add_model_data(p)
     p.set_defaults(handler=prune_commands.cmd_eval)
     # Commands that live with their subsystems; their modules import heavy things lazily.

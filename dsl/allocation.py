@@ -1,4 +1,4 @@
-"""Allocation rules: per-block sparsity written in the language (DESIGN.md §3).
+"""Allocation rules: per-block sparsity written in the language (docs/design.md §3).
 
     allocation owl(M = 5, lam = 0.08) = spread(outlier_ratio(score, M), lam)
 

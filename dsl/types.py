@@ -1,4 +1,4 @@
-"""Shape and sign types of metric expressions (DESIGN.md §1).
+"""Shape and sign types of metric expressions (docs/design.md §1).
 
 Shapes are relative to the layer's weight W (out × in). Signs form a small lattice
 ``pos ⊂ nonneg ⊂ signed``; a sign is a *guarantee* about every element.

@@ -1,4 +1,4 @@
-"""Per-block sparsity from an allocation rule (DESIGN.md §3): block statistics, the mapping,
+"""Per-block sparsity from an allocation rule (docs/design.md §3): block statistics, the mapping,
 and per-layer sparsities that prune_model takes as ``layer_sparsity=``.
 
 1. Block statistics, only those the rule names: ``depth`` and ``params`` are read off the

@@ -26,7 +26,7 @@ from ..errors import PruneRuntimeError
 from .models import find_blocks, linear_layers
 from .progress import progress_bar
 
-# Keyword arguments that carry a KV cache: never replayed (see DESIGN.md §2).
+# Keyword arguments that carry a KV cache: never replayed (see docs/design.md §2).
 _CACHE_KWARGS = frozenset({"cache", "past_key_values", "past_key_value", "layer_past"})
 _MISSING = object()
 

@@ -1,4 +1,4 @@
-"""WikiText-2 text, tokenization and windows (DESIGN.md §5).
+"""WikiText-2 text, tokenization and windows (docs/design.md §5).
 
 Perplexity uses the test split, calibration and search use the validation split. The
 text is normalized once (line ends to ``\\n``, lines joined with blank lines), tokenized

@@ -38,7 +38,7 @@ class PruneJob:
     allow_nonfinite: bool = False
     reconstruct: bool = False           # SparseGPT's OBS weight update after masking (runtime/obs.py)
     progress: bool = True
-    allocation: object | None = None    # a dsl.allocation.Allocation: per-block sparsity (DESIGN.md §3)
+    allocation: object | None = None    # a dsl.allocation.Allocation: per-block sparsity (docs/design.md §3)
     overwrite: bool = False             # replace a non-empty output directory that prunedsl did not write
 
 

@@ -1,4 +1,4 @@
-"""Exact, deterministic selection of the weights to prune (DESIGN.md §2).
+"""Exact, deterministic selection of the weights to prune (docs/design.md §2).
 
 Every group prunes exactly ``round(sparsity · size)`` entries (Python ``round``). Ties
 (common: quantized checkpoints repeat weight values) are broken by position: among

@@ -1,4 +1,4 @@
-"""Perplexity on non-overlapping windows (DESIGN.md §5).
+"""Perplexity on non-overlapping windows (docs/design.md §5).
 
 Mean token NLL over every predicted token (seqlen - 1 per window), ppl = exp(mean).
 Per-batch NLL sums are added in float64, so the result barely depends on the batch size.

@@ -1,4 +1,4 @@
-"""Sequential, block-streaming pruning with a user metric (DESIGN.md §2).
+"""Sequential, block-streaming pruning with a user metric (docs/design.md §2).
 
 One capture forward records every decoder block's call (see ``capture.py``); then each
 block runs once over the whole calibration batch. A forward pre-hook on each of the

@@ -3,7 +3,7 @@
 Everything expensive is done once per search (``Fitness.__init__``): load the model,
 tokenize WikiText-2 validation, keep a copy of the dense weights, and run the dense
 model once over the calibration batch to collect, for the *screened* layers, every
-input statistic a metric can read plus the Gram matrix XᵀX (DESIGN.md §4).
+input statistic a metric can read plus the Gram matrix XᵀX (docs/design.md §4).
 
 Data split (validation only; test is for the final report): the validation token
 stream is cut at ``val_windows · seqlen``. The evaluation windows are the
@@ -250,7 +250,7 @@ class Fitness:
 
     def test_ppl(self, metric, *, seqlen: int, windows: int | None, reconstruct: bool = False,
                  group: str | None = None) -> dict[str, Any]:
-        """WikiText-2 *test* perplexity (DESIGN.md §5) after pruning with ``metric``
+        """WikiText-2 *test* perplexity (docs/design.md §5) after pruning with ``metric``
         (None: the dense model). For the final report only. ``reconstruct``/``group``: the
         report's SparseGPT-proper row (OBS weight update, layer-wise selection)."""
         ids = data.tokenize(self.loaded.tokenizer, data.load_text("test", data_dir=self.settings.data_dir))

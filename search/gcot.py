@@ -1,4 +1,4 @@
-"""The GCoT graph: sketches with typed holes, linked by grammar refinements (DESIGN.md §4).
+"""The GCoT graph: sketches with typed holes, linked by grammar refinements (docs/design.md §4).
 
     g = Graph(root="?Mat")
     node, created = g.refine(0, parse_sketch("|W| * ?Col"))     # an edge 0 -> node

@@ -1,6 +1,6 @@
 """The final report of a search: ``DIR/report.md``, ``progress.png``, the graph / lineage.
 
-Test perplexity (WikiText-2 test, DESIGN.md §5) is measured here and only here: for the
+Test perplexity (WikiText-2 test, docs/design.md §5) is measured here and only here: for the
 dense model, the baselines (magnitude, wanda, ria, sparsegpt: the seeds), SparseGPT
 proper (``sparsegpt +R``: the sparsegpt mask with the OBS weight update, layer-wise
 selection; a reference row only, the search's fitness never reconstructs) and the best
@@ -207,7 +207,7 @@ def write_report(engine) -> None:
     md += ["", "## Best formulas vs baselines (WikiText-2 test perplexity)", "",
            markdown_table(["metric", "formula", "complexity", "proxy", "val ppl", "test ppl"], rows), "",
            verdict, "",
-           f"Test: {cfg.test_windows or 'all'} windows of {cfg.test_seqlen} tokens (DESIGN.md §5), every model "
+           f"Test: {cfg.test_windows or 'all'} windows of {cfg.test_seqlen} tokens (docs/design.md §5), every model "
            f"pruned with the search's calibration batch ({f['nsamples']}×{f['seqlen']} validation tokens). "
            f"Validation ppl: {f['val_windows']} held-out validation windows of {f['seqlen']} tokens, disjoint "
            f"from the calibration windows. `sparsegpt (mask only)` is the OBS saliency as a metric "

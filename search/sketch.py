@@ -7,7 +7,7 @@ holes (``dsl.ast.Hole``); ``prunedsl.parse`` rejects them. ``check_sketch`` (in
 and a hole typed as its shape with sign ``pos``, the most permissive sign: a sketch
 type-checks when *some* filling of its holes could (``sqrt(?Mat)`` is fine, ``sqrt(W)`` is not).
 
-Refinement (what the LLM's answers must satisfy, DESIGN.md §4):
+Refinement (what the LLM's answers must satisfy, docs/design.md §4):
 
 - ``B`` refines ``A`` in **one step** when ``B`` is ``A`` with exactly one hole replaced by
   an expression of that hole's shape (a number for ``?c``), which may contain new holes.

@@ -1,4 +1,4 @@
-"""Text normalization, data lookup, token cache and windows (DESIGN.md §5)."""
+"""Text normalization, data lookup, token cache and windows (docs/design.md §5)."""
 import pytest
 import torch
 

@@ -254,7 +254,7 @@ def test_the_contract_imports_neither_torch_nor_openai():
 
 
 def test_a_refinement_filling_several_productions_becomes_a_chain_of_one_production_steps():
-    """DESIGN.md §4: an edge is one hole replaced by one production. An answer that fills
+    """docs/design.md §4: an edge is one hole replaced by one production. An answer that fills
     more (two holes, or one hole with a whole subexpression) is expanded: the intermediate
     sketches become nodes, and "Reached by" explains the path one production per line."""
     g = Graph()

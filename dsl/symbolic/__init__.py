@@ -1,4 +1,4 @@
-"""The sympy layer (DESIGN.md §1, "What sympy is for"): simplify, print, canonicalize.
+"""The sympy layer (docs/design.md §1, "What sympy is for"): simplify, print, canonicalize.
 
     formula(expr)           lightly simplified DSL text; parses back to an equivalent metric
     pretty(expr)            the same formula in Unicode math on one line: |W|·‖X‖, √|W|, W²

@@ -1,4 +1,4 @@
-"""Canonical form up to rank equivalence within a comparison group (DESIGN.md §1).
+"""Canonical form up to rank equivalence within a comparison group (docs/design.md §1).
 
 Two metrics prune the same weights when their scores order every group the same way.
 The rules below rewrite the *outermost* structure of an exact sympy form (all numbers

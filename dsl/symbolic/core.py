@@ -1,4 +1,4 @@
-"""Checked AST → sympy (DESIGN.md §1, "What sympy is for").
+"""Checked AST → sympy (docs/design.md §1, "What sympy is for").
 
 Only ASTs are converted, never text (no ``sympify``). Sign facts are what sympy is told
 (``sym_functions``): W is real, statistics are nonnegative, hinv and n_in/n_out
