@@ -21,6 +21,7 @@ from ..errors import PruneRuntimeError
 from . import gradients as gradients_module
 from . import prune as prune_module
 from .perplexity import perplexity
+from .rank_guard import rank_safe
 from .prune import PruneReport, linear_state, restore_linear_state
 
 
@@ -98,7 +99,11 @@ class Workbench:
             if plan.gradients is not None:  # the statistics pass computed G: keep it
                 self._gradients, plan.gradients = plan.gradients, None
             seconds["allocation"] = sum(plan.seconds.values())
-            layer_sparsity, scorer, prune_pattern = plan.layer_sparsity, plan.wrap(scorer), None  # N:M: per block
+            layer_sparsity, prune_pattern = plan.layer_sparsity, None  # N:M: per block
+        if not reconstruct:
+            scorer = rank_safe(metric, group, scorer, on_nonfinite=on_nonfinite)
+        if plan is not None:
+            scorer = plan.wrap(scorer)
         t0 = time.perf_counter()
         grads = self.gradients() if "G" in requires else None
         self._pruned = True
