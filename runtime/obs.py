@@ -40,16 +40,13 @@ Score = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 def inverse_cholesky(h: torch.Tensor, damp: float = HINV_DAMP) -> tuple[torch.Tensor, torch.Tensor]:
     """(U, dead): upper Cholesky factor of the damped (H)⁻¹ (in, in) float64, dead-input mask (in,)."""
-    # H = R Rᵀ with R upper (the Cholesky factor of H with its index order reversed); then
-    # H⁻¹ = R⁻ᵀR⁻¹, so U = R⁻¹: one factorisation and one triangular solve instead of
-    # cholesky → cholesky_inverse → cholesky(upper) (~15% less time at 1536 inputs).
     h, dead = damped_gram(h, damp)
-    flipped, info = torch.linalg.cholesky_ex(h.flip(0, 1))
+    chol, info = torch.linalg.cholesky_ex(h)
+    if int(info) == 0:
+        chol, info = torch.linalg.cholesky_ex(torch.cholesky_inverse(chol), upper=True)
     if int(info) != 0:
         raise not_positive_definite(h)
-    r = flipped.flip(0, 1)                                             # (in, in) upper, H = R Rᵀ
-    eye = torch.eye(h.shape[0], dtype=h.dtype)
-    return torch.linalg.solve_triangular(r, eye, upper=True), dead
+    return chol, dead
 
 
 @contextlib.contextmanager
@@ -99,24 +96,24 @@ def _sweep(w: torch.Tensor, u: torch.Tensor, hinv: torch.Tensor, mask: torch.Ten
     out, n = w.shape
     for i1 in range(0, n, blocksize):
         i2 = min(i1 + blocksize, n)
-        w1 = w[:, i1:i2]                            # (out, B) view: updated eagerly, in place
-        err = torch.empty_like(w1)                  # (out, B) scaled errors for the lazy update
+        w1 = w[:, i1:i2].clone()                    # (out, B) eagerly updated block
+        err = torch.zeros_like(w1)                  # (out, B) scaled errors for the lazy update
         u1 = u[i1:i2, i1:i2]
-        inv_d = u1.diagonal().reciprocal().tolist()  # 1/U_jj, once per block, not per column
         for j in range(i2 - i1):
             c = i1 + j
-            if j % step == 0:                       # decide the next columns on current weights
+            if (c - i1) % step == 0:                # decide the next columns on current weights
+                w[:, i1:i2] = w1
                 end = min(c + step, i2)
                 mask[:, c:end] = _checked(select(w, hinv, c, end), (out, end - c))
-                keep = ~mask[:, c:end]                                 # (out, end - c)
-            col = w1[:, j]
-            e = err[:, j]
-            torch.mul(col, inv_d[j], out=e).masked_fill_(keep[:, j % step], 0.0)  # pruned only
-            col.masked_fill_(mask[:, c], 0.0)
-            if j + 1 < i2 - i1:                                        # in-place rank-1 update
-                w1[:, j + 1:].addr_(e, u1[j, j + 1:], alpha=-1.0)
+            d = u1[j, j]
+            q = w1[:, j].masked_fill(mask[:, c], 0.0)             # (out,)
+            e = (w1[:, j] - q) / d                                 # (out,)
+            w1[:, j + 1:] -= e.unsqueeze(1) * u1[j, j + 1:].unsqueeze(0)
+            w1[:, j] = q
+            err[:, j] = e
+        w[:, i1:i2] = w1
         if i2 < n:
-            w[:, i2:].addmm_(err, u[i1:i2, i2:], alpha=-1.0)          # lazy batch update
+            w[:, i2:] -= err @ u[i1:i2, i2:]                       # lazy batch update
 
 
 def _checked(m: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
@@ -126,31 +123,25 @@ def _checked(m: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
 
 
 def metric_select(score: Score, sparsity: float, *, group: str = "row",
-                  pattern: tuple[int, int] | None = None, columnwise: bool = False) -> Select:
+                  pattern: tuple[int, int] | None = None) -> Select:
     """SparseGPT-style selection from a metric re-evaluated on the current weights.
 
     Unstructured: the columns start..end of each row (group "row") or of the whole block
     (group "layer") prune ``round(s·end) − round(s·start)`` of their entries, so every row
     (layer) ends with exactly the count ``masks.prune_mask`` gives. N:M: n of each group.
     The whole current weight is scored (row/column reductions keep their meaning) and the
-    columns start..end are used. ``columnwise=True`` promises that a weight's score depends
-    only on its own column (no reduction along a row, e.g. w²/hinv): only the columns
-    start..end are scored then, ``score(w[:, a:b], hinv[:, a:b])`` — the same masks at a
-    fraction of the cost (N:M re-scores every M columns).
+    columns start..end are used.
     """
     if group not in ("row", "layer"):
         raise PruneRuntimeError(f"reconstruction selects per row or per layer, not {group!r}")
 
     def select(w: torch.Tensor, hinv: torch.Tensor, a: int, b: int) -> torch.Tensor:
-        out = w.shape[0]
-        lo = a                                                        # first scored column
-        if columnwise:                                                # score the block only
-            w, hinv, lo = w[:, a:b], hinv[:, a:b], 0
+        out, n = w.shape
         scores = score(w, hinv)
-        if tuple(scores.shape) != tuple(w.shape):
-            raise PruneRuntimeError(f"reconstruction needs per-weight scores {tuple(w.shape)}, "
+        if tuple(scores.shape) != (out, n):
+            raise PruneRuntimeError(f"reconstruction needs per-weight scores {(out, n)}, "
                                     f"got {tuple(scores.shape)}")
-        block = scores[:, lo:lo + b - a]                              # (out, b - a)
+        block = scores[:, a:b]                                        # (out, b - a)
         if pattern is not None:
             return prune_mask(block, 0.0, pattern=pattern)
         if torch.isnan(block).any():
