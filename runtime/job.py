@@ -48,8 +48,9 @@ def _validate(job: PruneJob) -> None:
                          nsamples=job.nsamples, seqlen=job.seqlen, eval_windows=job.eval_windows)
 
 
-def calibration_ids(tokenizer, job: PruneJob) -> tuple[torch.Tensor, str]:
-    text = data.load_text("validation", data_dir=job.data_dir, path=job.calib_data)
+def calibration_ids(tokenizer, job: PruneJob, text: str | None = None) -> tuple[torch.Tensor, str]:
+    if text is None:
+        text = data.load_text("validation", data_dir=job.data_dir, path=job.calib_data)
     ids = data.tokenize(tokenizer, text)
     source = job.calib_data or "wikitext-2 validation"
     return data.calibration_windows(ids, job.nsamples, job.seqlen, job.seed), source
@@ -63,14 +64,15 @@ def run_prune(job: PruneJob) -> PruneResult:
     job.metric.compile()  # a metric that does not compile fails before the model loads
     if job.output:  # cheap checks first: a bad --output used to surface after the whole run
         check_output_dir(job.output, model=job.model, overwrite=job.overwrite)
-    if job.calib_data:
-        data.load_text("validation", path=job.calib_data)  # missing, binary or empty: before the load
+    calib_text = None
+    if job.calib_data:  # missing, binary or empty: said before the load, and read once
+        calib_text = data.load_text("validation", path=job.calib_data)
 
     t0 = time.perf_counter()
     loaded = load_model(job.model)
     load_seconds = time.perf_counter() - t0
     check_context(loaded.model, job.seqlen)
-    calib, calib_source = calibration_ids(loaded.tokenizer, job)
+    calib, calib_source = calibration_ids(loaded.tokenizer, job, calib_text)
     bench = Workbench(loaded, calib, progress=job.progress, keep_dense=False)
     pruned = bench.prune(job.metric, sparsity=job.sparsity, pattern=job.pattern, group=job.group,
                          reconstruct=job.reconstruct, allocation=job.allocation,

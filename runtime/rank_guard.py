@@ -50,8 +50,9 @@ def rank_safe(metric, group: str, scorer: Scorer, *, on_nonfinite: str = "error"
 
     def score(layer: str, stats: dict) -> torch.Tensor:
         written = scorer(layer, stats)
-        if written.dim() == 0 or written.numel() < 2:
-            return written
+        n = written.numel()
+        if written.dim() == 0 or n < 2 or n - torch.unique(written).numel() <= TIE_SHARE * n:
+            return written  # too few ties to hide a collapse: the canonical form is not computed
         rank_form = compiled(stats, layer=layer, on_nonfinite=on_nonfinite).expand_as(written)
         share = extra_ties(written, rank_form)
         if share <= TIE_SHARE:
