@@ -117,6 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="SparseGPT's OBS weight update on the kept weights (masks chosen per "
                         "128-column block on the updated weights, by default over all rows of the block "
                         "as SparseGPT does; --metric sparsegpt --reconstruct is SparseGPT)")
+    g.add_argument("--within-block", choices=("sequential", "parallel"), default="sequential",
+                   help="sequential (default): each linear is scored on the output of the linears "
+                        "pruned before it in its block; parallel: every linear of a block on the "
+                        "block's unpruned input, as Wanda's and OWL's code do (one extra forward per block)")
     _add_library(g)
     g = p.add_argument_group("calibration")
     g.add_argument("--nsamples", type=int, default=32, help="calibration windows (default 32)")

@@ -23,7 +23,8 @@ def cmd_prune(args) -> int:
                    nsamples=args.nsamples, seqlen=512 if args.seqlen is None else args.seqlen, seed=args.seed, calib_data=args.calib_data,
                    data_dir=args.data_dir, eval_windows=args.eval_windows, output=args.output,
                    evaluate=not args.no_eval, allow_nonfinite=args.allow_nonfinite, allocation=allocation,
-                   reconstruct=args.reconstruct, overwrite=args.overwrite)
+                   reconstruct=args.reconstruct, overwrite=args.overwrite,
+                   within_block=args.within_block)
     result = run_prune(job)
     if args.json:
         print_json(result.to_dict())
@@ -39,6 +40,7 @@ def cmd_prune(args) -> int:
             ["sparsity", f"{result.sparsity:.4f}"], ["pattern", result.pattern],
             ["group", result.group],
             ["reconstruct", "SparseGPT's OBS weight update" if result.reconstruct else "no"],
+            ["within block", result.within_block],
             ["calibration", f"{cal.nsamples}×{cal.seqlen} tokens from {cal.source} (seed {cal.seed})"]]
     if result.allocation:
         a = result.allocation

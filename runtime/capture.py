@@ -11,6 +11,10 @@ the blocks before them from ``run_blocks``.
 ``run_blocks`` replays each block once over the whole batch with a forward pre-hook on
 each of its nn.Linear layers, so a callback sees every layer's input just before the
 layer runs (and may change the layer's weight, which the layer then uses).
+With ``within_block="parallel"`` each block runs twice instead: once unchanged, recording
+every linear's input, then the callback sees each layer with its *unpruned* block input
+(as Wanda's, OWL's and llm-compressor's code score a block), then once more to give the
+next block the outputs of the (now pruned) block.
 """
 from __future__ import annotations
 
@@ -125,13 +129,20 @@ def replay(block: nn.Module, hidden: torch.Tensor, call: BlockCall) -> torch.Ten
     return out[0] if isinstance(out, (tuple, list)) else out
 
 
+WITHIN_BLOCK = ("sequential", "parallel")
+
+
 @torch.no_grad()
 def run_blocks(model: nn.Module, ids: torch.Tensor, on_linear: LinearCallback, *,
-               progress: bool = True, desc: str = "blocks") -> dict[str, Any]:
-    """Capture, then run each block once with ``on_linear`` called before each linear.
+               progress: bool = True, desc: str = "blocks",
+               within_block: str = "sequential") -> dict[str, Any]:
+    """Capture, then run each block once with ``on_linear`` called before each linear
+    (``within_block="parallel"``: after a dense run of the block, on its recorded inputs).
 
     Returns timings and the names of linear layers that never ran (e.g. unused experts).
     """
+    if within_block not in WITHIN_BLOCK:
+        raise PruneRuntimeError(f"unknown within-block order {within_block!r}; expected one of {WITHIN_BLOCK}")
     t0 = time.perf_counter()
     cap = capture_inputs(model, ids)
     t1 = time.perf_counter()
@@ -141,13 +152,21 @@ def run_blocks(model: nn.Module, ids: torch.Tensor, on_linear: LinearCallback, *
     for i, block in enumerate(bar):
         names = {f"{cap.prefix}.{i}.{local}": layer for local, layer in linear_layers(block).items()}
         ran: set[str] = set()
-        handles = [layer.register_forward_pre_hook(_hook(on_linear, i, name, ran), with_kwargs=True)
+        seen: list[tuple[int, str, nn.Linear, torch.Tensor]] = []
+        callback = on_linear if within_block == "sequential" else lambda *a: seen.append(a)
+        handles = [layer.register_forward_pre_hook(_hook(callback, i, name, ran), with_kwargs=True)
                    for name, layer in names.items()]
         try:
-            hidden = replay(block, hidden, cap.calls[i])
+            out = replay(block, hidden, cap.calls[i])
         finally:
             for h in handles:
                 h.remove()
+        if within_block == "parallel":  # every linear decided on the unpruned block input
+            for args in seen:
+                on_linear(*args)
+            del seen, out
+            out = replay(block, hidden, cap.calls[i])
+        hidden = out
         not_run += [name for name in names if name not in ran]
     return {"capture_seconds": t1 - t0, "blocks_seconds": time.perf_counter() - t1,
             "not_run": not_run, "output": hidden}

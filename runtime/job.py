@@ -40,6 +40,7 @@ class PruneJob:
     progress: bool = True
     allocation: object | None = None    # a dsl.allocation.Allocation: per-block sparsity (docs/design.md §3)
     overwrite: bool = False             # replace a non-empty output directory that prunedsl did not write
+    within_block: str = "sequential"    # or "parallel": each block's linears scored on its unpruned input
 
 
 def _validate(job: PruneJob) -> None:
@@ -76,7 +77,8 @@ def run_prune(job: PruneJob) -> PruneResult:
     bench = Workbench(loaded, calib, progress=job.progress, keep_dense=False)
     pruned = bench.prune(job.metric, sparsity=job.sparsity, pattern=job.pattern, group=job.group,
                          reconstruct=job.reconstruct, allocation=job.allocation,
-                         on_nonfinite="allow" if job.allow_nonfinite else "error")
+                         on_nonfinite="allow" if job.allow_nonfinite else "error",
+                         within_block=job.within_block)
     report, plan, prune_seconds = pruned.report, pruned.plan, pruned.seconds["prune"]
     bench.release()  # free G before evaluation
 
@@ -86,6 +88,7 @@ def run_prune(job: PruneJob) -> PruneResult:
         text=job.metric.text(), canonical=job.metric.canonical(job.group), type=str(job.metric.type),
         requires=sorted(job.metric.requires), target_sparsity=job.sparsity, sparsity=report.sparsity,
         pattern=pattern_text(job.pattern), group=job.group, reconstruct=job.reconstruct,
+        within_block=job.within_block,
         calibration=Calibration(source=calib_source, nsamples=job.nsamples, seqlen=job.seqlen, seed=job.seed),
         layers=[vars(layer) if not isinstance(layer, dict) else layer for layer in report.layers],
         load_seconds=load_seconds, prune_seconds=prune_seconds,

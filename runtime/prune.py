@@ -10,9 +10,12 @@ block's nn.Linear layers, in the order the block calls them:
    layer's sparsity, zeroing those weights in place,
 3. lets the layer run with its pruned weight.
 
-So pruning is *true-sequential within a block*: o_proj sees the output of the pruned
-q/k/v, the MLP sees the pruned attention, and block i+1 sees the outputs of the pruned
-blocks <= i. The cost is one forward per block, i.e. about one forward of the model.
+So pruning is *true-sequential within a block* by default: o_proj sees the output of the
+pruned q/k/v, the MLP sees the pruned attention, and block i+1 sees the outputs of the
+pruned blocks <= i. The cost is one forward per block, i.e. about one forward of the model.
+``within_block="parallel"`` scores every linear of a block on the block's unpruned input
+(Wanda's, OWL's and llm-compressor's order; still sequential across blocks), at the cost
+of a second forward per block.
 
 ``group="global"`` first scores every layer on the dense model (``dense_scores``), picks
 one global threshold (``masks.global_sparsities``) and then prunes sequentially with
@@ -152,13 +155,16 @@ def prune_model(model: nn.Module, calib_ids: torch.Tensor, scorer: Scorer,
                 pattern: tuple[int, int] | None = None,
                 layer_sparsity: dict[str, float] | None = None,
                 progress: bool = True, reconstruct: bool = False,
-                gradients: dict[str, torch.Tensor] | None = None) -> PruneReport:
+                gradients: dict[str, torch.Tensor] | None = None,
+                within_block: str = "sequential") -> PruneReport:
     """Prune every decoder-block linear of ``model`` in place; see the module docstring.
 
     calib_ids: (nsamples, seqlen) token ids. requires: the statistics the scorer reads.
     layer_sparsity: {full layer name: fraction} overriding ``sparsity`` per layer.
     reconstruct: apply SparseGPT's OBS weight update (blockwise mask selection).
     gradients: a ``gradient_norms`` result of this dense model to reuse for ``G``.
+    within_block: "sequential" (each linear sees the pruned layers before it in its block)
+    or "parallel" (each linear sees the block's unpruned input); see the module docstring.
     """
     requires = frozenset(requires)
     check_requires(requires)
@@ -217,7 +223,8 @@ def prune_model(model: nn.Module, calib_ids: torch.Tensor, scorer: Scorer,
         pruned, total = int(mask.sum()), mask.numel()
         results.append(LayerResult(name, tuple(mask.shape), pruned, total, pruned / total))
 
-    run = run_blocks(model, calib_ids, on_linear, progress=progress, desc="pruning")
+    run = run_blocks(model, calib_ids, on_linear, progress=progress, desc="pruning",
+                     within_block=within_block)
     seconds["capture"] = run["capture_seconds"]
     seconds["blocks"] = run["blocks_seconds"]
     pruned = sum(r.pruned for r in results)

@@ -41,6 +41,7 @@ class PruneResult:
     pattern: str                        # "unstructured" or "N:M"
     group: str
     reconstruct: bool
+    within_block: str                   # "sequential" or "parallel" (runtime/capture.py)
     calibration: Calibration
     layers: list[dict[str, Any]]
     load_seconds: float

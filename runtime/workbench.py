@@ -76,13 +76,14 @@ class Workbench:
     def prune(self, metric, *, sparsity: float, pattern: tuple[int, int] | None = None,
               group: str = "row", reconstruct: bool = False, allocation=None,
               on_nonfinite: str = "error", block_stats: dict[str, list[float]] | None = None,
-              calib: torch.Tensor | None = None) -> Pruned:
+              calib: torch.Tensor | None = None, within_block: str = "sequential") -> Pruned:
         """Prune the dense model in place with ``metric``; ``restore`` undoes it.
 
         allocation: a dsl.allocation.Allocation giving per-block sparsity (planned on the
         dense model before any block is pruned); block_stats: its block statistics known
         from an earlier plan (see ``plan_allocation``). calib: other calibration windows for
-        this pass only (e.g. one window for a metric that reads no statistic)."""
+        this pass only (e.g. one window for a metric that reads no statistic).
+        within_block: "sequential" or "parallel" (see ``prune.prune_model``)."""
         self.restore()
         calib = self.calib if calib is None else calib
         scorer = self.scorer(metric, on_nonfinite=on_nonfinite)
@@ -110,7 +111,8 @@ class Workbench:
         report = prune_module.prune_model(self.model, calib, scorer, requires, sparsity=sparsity,
                                           group=group, pattern=prune_pattern,
                                           layer_sparsity=layer_sparsity, progress=self.progress,
-                                          reconstruct=reconstruct, gradients=grads)
+                                          reconstruct=reconstruct, gradients=grads,
+                                          within_block=within_block)
         seconds["prune"] = time.perf_counter() - t0
         return Pruned(report, plan, seconds)
 
