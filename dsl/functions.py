@@ -15,9 +15,11 @@ Where an addition goes (see also docs/extending.md):
   checker, the compiler's plan and torch executor, the interpreter, the sympy conversion
   both ways, canonical forms, the allocation evaluator, the search grammar and the
   enumerator all read this table; nothing else needs editing.
-* **A statistic (operand)**: ``dsl/operands.py`` (its type and spelling) and, for the data,
-  ``runtime/stats.py``; the search's default vocabulary (``search/grammar.py``) lists
-  operands by shape, and block statistics of allocation rules live in ``dsl/allocation.py``.
+* **A statistic (operand)**: one entry in ``dsl/operands.py`` (spellings, type, data source,
+  searchable) and, for data computed from the layer input, its torch code in
+  ``runtime/stats.py``; everything else (parser, checker, printers, search vocabulary,
+  runtime statistic names) is derived. Block statistics of allocation rules live in
+  ``dsl/allocation_eval.py``.
 * **A reduction** (``row_*``/``col_*``/whole-tensor) or **a normalizer**: ``REDUCERS``,
   ``WHOLE`` or ``NORMALIZERS`` below, plus its torch code in ``compiler/torch_exec.py`` and
   ``compiler/interpret.py`` (reductions have per-axis semantics, not one callable).

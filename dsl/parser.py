@@ -15,7 +15,7 @@ from lark.exceptions import (LarkError, UnexpectedCharacters, UnexpectedEOF,
 
 from ..errors import DSLSyntaxError, PruneDSLError, Span
 from .ast import BinOp, Call, Definition, Expr, Hole, Name, Neg, Num, Operand, Param, Program
-from .operands import X_NORMS
+from .operands import X_NORM_TOKENS
 
 GRAMMAR_PATH = Path(__file__).resolve().parent.parent / "grammar.lark"
 MAX_SOURCE_CHARS = 100_000  # a formula this long is a mistake (or an attack)
@@ -24,9 +24,6 @@ MAX_DEPTH = 200  # nesting: parentheses, calls, unary minus; a chain of a + b + 
 # clear of Python's recursion limit (a 400-term sum checks, simplifies and compiles; 1000 does not).
 MAX_PATH = 400
 _CHAINS = {"add": "sum", "sub": "sum", "mul": "product", "div": "product"}
-
-_XNORM_KEYS = {"‖X‖": X_NORMS["2"], "‖X‖₂": X_NORMS["2"], "‖X‖₁": X_NORMS["1"],
-               "‖X‖∞": X_NORMS["inf"]}
 
 # How terminals are spelled in "expected ..." messages.
 _SPELLING = {
@@ -127,7 +124,7 @@ class _ToAST(Transformer):
         return Name(str(c[0]), span=_span(meta))
 
     def xnorm(self, meta, c):
-        return Operand(_XNORM_KEYS[str(c[0])], span=_span(meta))
+        return Operand(X_NORM_TOKENS[str(c[0])], span=_span(meta))
 
     def hole(self, meta, c):
         return Hole(str(c[0])[1:], span=_span(meta))

@@ -110,26 +110,6 @@ def restore_linear_state(model: nn.Module, state: dict[str, torch.Tensor]) -> No
         m.weight.copy_(state[name])
 
 
-def collect_statistics(model: nn.Module, calib_ids: torch.Tensor, requires: frozenset[str], *,
-                       with_gram: bool = False, progress: bool = True) -> dict[str, dict[str, Any]]:
-    """Dense-model statistics of every block linear: {name: stats (+ "gram" (in, in))}.
-
-    Nothing is pruned. ``W`` is the live weight (not a copy). Layers sharing an input
-    share the same statistic tensors.
-    """
-    requires = frozenset(requires)
-    check_requires(requires)
-    grads = gradient_norms(model, calib_ids, progress=progress) if "G" in requires else {}
-    cache = StatsCache(requires, with_gram)
-    out: dict[str, dict[str, Any]] = {}
-
-    def on_linear(i: int, name: str, layer: nn.Linear, x: torch.Tensor) -> None:
-        out[name] = layer_stats(name, layer, cache.get(i, x), grads)
-
-    run_blocks(model, calib_ids, on_linear, progress=progress, desc="statistics")
-    return out
-
-
 def dense_scores(model: nn.Module, calib_ids: torch.Tensor, scorer: Scorer,
                  requires: frozenset[str], *, progress: bool = True) -> dict[str, torch.Tensor]:
     """Scores of every block linear on the dense model (nothing is pruned)."""

@@ -1,7 +1,10 @@
 """Per-input-channel statistics of a linear layer's input X (tokens, in).
 
 Only the requested statistics are computed (the compiler reports which). Shapes follow
-``dsl/operands.py``: every X statistic is a float32 ``(1, in)`` row.
+``dsl/operands.py``: every X statistic is a float32 ``(1, in)`` row. The statistic names
+(``X_STATISTICS``, ``INPUT_STATISTICS``, ``KNOWN_STATISTICS``) are derived from that
+operand table; the torch code of each input statistic is one entry of ``STATISTICS`` below
+(``register_statistic`` adds one at run time).
 
 Precision: torch's CPU reductions over tokens are cascade sums (norms, means) and
 Welford (variance), accurate to ~1e-7 relative in float32 over 16k tokens even for a
@@ -11,14 +14,46 @@ does matter, is done in float64.
 """
 from __future__ import annotations
 
+import functools
+from collections.abc import Set
+from typing import Callable, Iterator
+
 import torch
 
+from ..dsl.operands import GRADIENT, GRAM, INPUT, LAYER, OPERANDS, operands_from
 from ..errors import PruneRuntimeError
 
-X_STATISTICS = frozenset({"x_norm2", "x_norm1", "x_norminf", "x_mean", "x_std", "x_var"})
-INPUT_STATISTICS = X_STATISTICS | {"hinv"}   # what input_statistics can compute from X
-LAYER_STATISTICS = frozenset({"W", "n_in", "n_out"})  # read off the layer itself
-KNOWN_STATISTICS = INPUT_STATISTICS | LAYER_STATISTICS | {"G"}
+
+class DerivedSet(Set):
+    """A read-only set recomputed from the tables on every use, so a statistic registered
+    later (``dsl.operands.register_operand`` + ``register_statistic``) is in it."""
+
+    def __init__(self, compute: Callable[[], frozenset[str]]):
+        self._compute = compute
+
+    def __contains__(self, key) -> bool:
+        return key in self._compute()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._compute())
+
+    def __len__(self) -> int:
+        return len(self._compute())
+
+    def __repr__(self) -> str:
+        return f"{{{', '.join(map(repr, sorted(self)))}}}"
+
+    @classmethod
+    def _from_iterable(cls, it) -> frozenset[str]:  # results of | & - are plain frozensets
+        return frozenset(it)
+
+
+# The statistic names, derived from the operand table (dsl/operands.py: each key's source).
+X_STATISTICS = DerivedSet(lambda: operands_from(INPUT))            # statistics of X itself
+INPUT_STATISTICS = DerivedSet(lambda: operands_from(INPUT, GRAM))  # what input_statistics computes
+LAYER_STATISTICS = DerivedSet(lambda: operands_from(LAYER))        # read off the layer itself
+GRADIENT_STATISTICS = DerivedSet(lambda: operands_from(GRADIENT))  # backward passes (G)
+KNOWN_STATISTICS = DerivedSet(lambda: frozenset(OPERANDS))
 HINV_DAMP = 0.01  # SparseGPT's percdamp: λ in (XᵀX + λ·mean(diag XᵀX)·I)⁻¹
 
 
@@ -68,27 +103,50 @@ def not_positive_definite(h: torch.Tensor) -> PruneRuntimeError:
         hint="the layer input has NaN/inf values or the damping is too small")
 
 
+class LayerInput:
+    """A layer input X as (tokens, in) float32, with what several statistics share
+    (the population variance and mean, the Gram matrix) computed once, on first use."""
+
+    def __init__(self, x: torch.Tensor):
+        x = x.reshape(-1, x.shape[-1])  # (tokens, in)
+        self.x = x if x.dtype == torch.float32 else x.float()
+
+    @functools.cached_property
+    def var_mean(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.var_mean(self.x, dim=0, correction=0, keepdim=True)  # population, (1, in) each
+
+    @functools.cached_property
+    def gram(self) -> torch.Tensor:
+        return gram(self.x)
+
+
+# statistic name -> its torch code: LayerInput -> float32 (1, in). One entry per INPUT and
+# GRAM operand of dsl/operands.py (tests/test_runtime_stats.py checks the two tables agree).
+STATISTICS: dict[str, Callable[[LayerInput], torch.Tensor]] = {
+    "x_norm2": lambda i: i.x.square().sum(0, keepdim=True).sqrt_(),
+    "x_norm1": lambda i: i.x.abs().sum(0, keepdim=True),
+    "x_norminf": lambda i: i.x.abs().amax(0, keepdim=True),
+    "x_mean": lambda i: i.var_mean[1],
+    "x_var": lambda i: i.var_mean[0],
+    "x_std": lambda i: i.var_mean[0].sqrt(),
+    "hinv": lambda i: hinv_diag(i.gram),
+}
+
+
+def register_statistic(key: str, compute: Callable[[LayerInput], torch.Tensor]) -> None:
+    """Add the torch code of an input statistic (its operand: ``dsl.operands.register_operand``)."""
+    if key in STATISTICS:
+        raise ValueError(f"statistic {key!r} already exists")
+    STATISTICS[key] = compute
+
+
+def unregister_statistic(key: str) -> None:
+    """Remove a statistic added by ``register_statistic`` (tests that add one)."""
+    del STATISTICS[key]
+
+
 def input_statistics(x: torch.Tensor, requires: set[str] | frozenset[str]) -> dict[str, torch.Tensor]:
     """The requested statistics of X (…, in) → {name: float32 (1, in)}; others ignored."""
-    x = x.reshape(-1, x.shape[-1])  # (tokens, in)
-    if x.dtype != torch.float32:
-        x = x.float()
-    need = set(requires) & INPUT_STATISTICS
-    out: dict[str, torch.Tensor] = {}
-    if "x_norm2" in need:
-        out["x_norm2"] = x.square().sum(0, keepdim=True).sqrt_()
-    if "x_norm1" in need:
-        out["x_norm1"] = x.abs().sum(0, keepdim=True)
-    if "x_norminf" in need:
-        out["x_norminf"] = x.abs().amax(0, keepdim=True)
-    if need & {"x_mean", "x_std", "x_var"}:
-        var, mean = torch.var_mean(x, dim=0, correction=0, keepdim=True)  # population
-        if "x_mean" in need:
-            out["x_mean"] = mean
-        if "x_var" in need:
-            out["x_var"] = var
-        if "x_std" in need:
-            out["x_std"] = var.sqrt()
-    if "hinv" in need:
-        out["hinv"] = hinv_diag(gram(x))
-    return out
+    layer_input = LayerInput(x)
+    wanted = set(requires) & INPUT_STATISTICS
+    return {key: compute(layer_input) for key, compute in STATISTICS.items() if key in wanted}

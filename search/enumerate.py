@@ -16,9 +16,9 @@ Size = number of AST nodes (``dsl.ast.size``), the search's complexity measure.
 The enumerated language is a fixed *subset* of the DSL (not derived from
 ``dsl.functions``), exactly:
 
-- leaves: the statistics the run provides (``Vocabulary``: W, G with --gradients, the X
-  statistics ‖X‖ ‖X‖₁ ‖X‖∞ mean(X) std(X) var(X), hinv, n_in, n_out) and the constants
-  1, 2, 0.5 (no other numbers);
+- leaves: the statistics the run provides (``Vocabulary``: the searchable operands of
+  ``dsl.operands``, today W, G with --gradients, the X statistics ‖X‖ ‖X‖₁ ‖X‖∞ mean(X)
+  std(X) var(X), hinv, n_in, n_out) and the constants 1, 2, 0.5 (no other numbers);
 - binary: ``+ - * /`` and ``min``/``max`` (two Scalars are never combined);
 - powers ``e ^ 2``, ``e ^ 0.5``, ``e ^ -1`` of non-Scalar ``e`` only;
 - unary: the searchable elementwise functions (``dsl.functions``), negation, ``minmax`` (Mat/Row/Col);
@@ -45,7 +45,8 @@ from ..dsl.ast import BinOp, Call, Expr, Neg, Num, Operand
 from ..dsl.functions import searchable_elementwise
 from ..dsl.library import BUILTIN, Library
 from ..dsl.printer import to_text
-from ..dsl.types import COL, MAT, ROW, SCALAR
+from ..dsl.operands import OPERANDS, search_operands
+from ..dsl.types import COL, MAT, ROW, SCALAR, SIGNED
 from ..errors import PruneDSLError
 from .base import Outcome, Proposal
 from .grammar import Vocabulary, reads_weights, typecheck
@@ -68,15 +69,23 @@ def _unary() -> list[str]:
 
 
 def _fingerprint_stats(seed: int = 1234) -> dict[str, Any]:
+    """One random value of every operand, drawn in the search's operand order (so the
+    built-in operands' values stay those of earlier runs): signed ones normal, the others
+    in [0.1, 2.1); n_in and n_out the sample's sizes."""
     g = torch.Generator().manual_seed(seed)
     out, inp = 5, 7
-
-    def pos(*shape):
-        return torch.rand(*shape, generator=g) * 2 + 0.1
-
-    return {"W": torch.randn(out, inp, generator=g), "G": pos(out, inp), "x_norm2": pos(1, inp),
-            "x_norm1": pos(1, inp), "x_norminf": pos(1, inp), "x_mean": torch.randn(1, inp, generator=g),
-            "x_std": pos(1, inp), "x_var": pos(1, inp), "hinv": pos(1, inp), "n_in": 7.0, "n_out": 5.0}
+    dims = {MAT: (out, inp), ROW: (out, 1), COL: (1, inp), SCALAR: ()}
+    sizes = {"n_in": float(inp), "n_out": float(out)}
+    stats: dict[str, Any] = {}
+    for key in search_operands() + tuple(k for k in OPERANDS if not OPERANDS[k].searchable):
+        t = OPERANDS[key].type
+        if key in sizes:
+            stats[key] = sizes[key]
+        elif t.sign == SIGNED:
+            stats[key] = torch.randn(*dims[t.shape], generator=g)
+        else:
+            stats[key] = torch.rand(*dims[t.shape], generator=g) * 2 + 0.1
+    return stats
 
 
 class EnumerateProposer:

@@ -27,10 +27,10 @@ from ..dsl.ast import BinOp, Call, Expr, Num, Operand, size
 from ..dsl.functions import ELEMENTWISE_FUNCTIONS, searchable_elementwise
 from ..dsl.library import BUILTIN, Library
 from ..dsl.printer import to_text
-from ..dsl.types import MAT
+from ..dsl.types import COL, MAT
 from ..errors import PruneDSLError
 from .base import Outcome, Proposal
-from .grammar import (ARITH, COL_OPERANDS, NORMALIZERS, PAIRWISE, REDUCERS, WHOLE, Grower,
+from .grammar import (ARITH, NORMALIZERS, PAIRWISE, REDUCERS, WHOLE, Grower,
                       Vocabulary, is_exponent, nodes, reads_weights, replace_at, typecheck)
 
 OPERATORS = ("crossover", "mutate", "point", "constant", "hoist", "wrap")
@@ -187,7 +187,7 @@ class EvolveProposer:
         r = self.rng
         if isinstance(node, Operand):
             same = (self.vocab.mat if node.type.shape == MAT else
-                    self.vocab.col if node.key in COL_OPERANDS else self.vocab.scalar)
+                    self.vocab.col if node.type.shape == COL else self.vocab.scalar)
             others = [k for k in same if k != node.key]
             return replace_at(tree, path, Operand(r.choice(others))) if others else None
         if isinstance(node, BinOp) and node.op != "^":

@@ -48,11 +48,12 @@ from ..runtime import data
 from ..runtime.capture import run_blocks
 from ..runtime.models import find_blocks, load_model
 from ..runtime.statcache import StatsCache, layer_stats
-from ..runtime.stats import X_STATISTICS
+from ..runtime.stats import GRADIENT_STATISTICS, INPUT_STATISTICS, KNOWN_STATISTICS, DerivedSet
 from ..runtime.workbench import Workbench
 from .select import select_mask
 
-BASE_STATISTICS = frozenset(X_STATISTICS | {"hinv", "W", "n_in", "n_out"})
+# Every statistic but the gradient ones (G needs --gradients), read live from the operand table.
+BASE_STATISTICS = DerivedSet(lambda: frozenset(KNOWN_STATISTICS - GRADIENT_STATISTICS))
 
 
 @dataclass
@@ -126,7 +127,7 @@ class Fitness:
         self.val_ids, self.calib = self._data()
         self.bench = Workbench(self.loaded, self.calib, progress=progress)  # dense copies, G once
         self.dense = self.bench.dense
-        self.available = BASE_STATISTICS | ({"G"} if s.gradients else frozenset())
+        self.available = BASE_STATISTICS | (GRADIENT_STATISTICS if s.gradients else frozenset())
         t0 = time.perf_counter()
         self.layers = self._collect()
         self.timings["statistics"] = time.perf_counter() - t0
@@ -148,7 +149,7 @@ class Fitness:
         blocks, prefix = find_blocks(self.model)
         keep = set(screened_blocks(len(blocks), s.proxy_blocks))
         grads = self.bench.gradients() if s.gradients else {}
-        cache = StatsCache(X_STATISTICS | {"hinv"}, with_gram=True)  # the runtime's statistics
+        cache = StatsCache(frozenset(INPUT_STATISTICS), with_gram=True)  # the runtime's statistics
         quads: dict[tuple[int, int], dict[str, torch.Tensor]] = {}  # (block, id(Gram)): one per input
         gen = torch.Generator().manual_seed(s.seed)       # which rows the proxy measures
         layers: list[_Layer] = []

@@ -8,13 +8,14 @@ Paths address nodes: a tuple of child indices from the root (``ast.children`` or
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Iterator
 
 from ..dsl.ast import BinOp, Call, Expr, Neg, Num, Operand, children
 from ..dsl.checker import Env, check
 from ..dsl.functions import ELEMENTWISE_FUNCTIONS, searchable_elementwise
-from ..dsl.types import COL, MAT, ROW, SCALAR
+from ..dsl.operands import GRADIENT, OPERANDS, search_operands
+from ..dsl.types import COL, MAT, ROW, SCALAR, SIGNED
 from ..errors import PruneDSLError
 
 ARITH = ("+", "-", "*", "/")
@@ -24,24 +25,31 @@ WHOLE = ("sum", "mean", "std", "max", "min", "fro")
 NORMALIZERS = ("minmax", "zscore")
 EXPONENTS = (2.0, 0.5, -1.0, 3.0, 0.25, 1.5, -0.5)
 CONSTANTS = (1.0, 2.0, 0.5, 0.1, 1e-3, 10.0)
-COL_OPERANDS = ("x_norm2", "x_norm1", "x_norminf", "x_mean", "x_std", "x_var", "hinv")
-SIGNED_OPERANDS = frozenset({"W", "x_mean"})
-SCALAR_OPERANDS = ("n_in", "n_out")
+
+
+def _default(shape: str):
+    """The searchable operands of ``shape`` (those needing gradients only when asked for),
+    read from the operand table when a vocabulary is made."""
+    return field(default_factory=lambda: tuple(
+        k for k in search_operands(shape) if OPERANDS[k].source != GRADIENT))
 
 
 @dataclass(frozen=True)
 class Vocabulary:
     """Which operands a search may use (G only when gradients are collected)."""
 
-    mat: tuple[str, ...] = ("W",)
-    col: tuple[str, ...] = COL_OPERANDS
-    scalar: tuple[str, ...] = SCALAR_OPERANDS
+    mat: tuple[str, ...] = _default(MAT)
+    col: tuple[str, ...] = _default(COL)
+    scalar: tuple[str, ...] = _default(SCALAR)
 
     @classmethod
     def from_available(cls, available) -> "Vocabulary":
-        return cls(mat=tuple(k for k in ("W", "G") if k in available),
-                   col=tuple(k for k in COL_OPERANDS if k in available),
-                   scalar=tuple(k for k in SCALAR_OPERANDS if k in available))
+        return cls(*(tuple(k for k in search_operands(shape) if k in available)
+                     for shape in (MAT, COL, SCALAR)))
+
+
+def _signed(key: str) -> bool:
+    return OPERANDS[key].type.sign == SIGNED
 
 
 def typecheck(tree: Expr) -> Expr | None:
@@ -116,12 +124,12 @@ class Grower:
     def leaf(self, shape: str, nonneg: bool = False) -> Expr:
         r, v = self.rng, self.vocab
         if shape == MAT:
-            options = [Operand(k) for k in v.mat if not (nonneg and k in SIGNED_OPERANDS)]
+            options = [Operand(k) for k in v.mat if not (nonneg and _signed(k))]
             if "W" in v.mat:
                 options += [Call("abs", (Operand("W"),))] * 2  # |W| is the usual building block
             return r.choice(options)
         if shape == COL:
-            return Operand(r.choice([k for k in v.col if not (nonneg and k in SIGNED_OPERANDS)]))
+            return Operand(r.choice([k for k in v.col if not (nonneg and _signed(k))]))
         if shape == ROW:
             red = r.choice(REDUCERS)
             return Call(f"row_{red}", (self.leaf(MAT, nonneg=True),))
@@ -188,4 +196,5 @@ class Grower:
 
 
 def reads_weights(e: Expr) -> bool:
-    return any(isinstance(n, Operand) and n.key in ("W", "G") for _, n in nodes(e))
+    """Does ``e`` read a Mat operand (W, G)?"""
+    return any(isinstance(n, Operand) and OPERANDS[n.key].type.shape == MAT for _, n in nodes(e))

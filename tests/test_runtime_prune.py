@@ -6,8 +6,8 @@ from torch import nn
 from prunedsl.errors import NonFiniteScoreError, PruneRuntimeError
 from prunedsl.runtime.capture import capture_inputs, replay, run_blocks
 from prunedsl.runtime.models import find_blocks, linear_layers
-from prunedsl.runtime.prune import (collect_statistics, dense_scores, linear_state, prune_model,
-                                    restore_linear_state)
+from prunedsl.runtime.prune import dense_scores, linear_state, prune_model, restore_linear_state
+from prunedsl.runtime.statcache import StatsCache, layer_stats
 from prunedsl.runtime.stats import input_statistics
 from prunedsl.runtime.testing import VOCAB, tiny_gemma3, tiny_llama
 
@@ -211,8 +211,13 @@ def test_scorer_errors_name_the_layer(ids):
 
 def test_statistics_are_shared_and_complete(ids):
     model = tiny_llama()
-    stats = collect_statistics(model, ids, frozenset({"x_norm2", "hinv", "x_mean"}),
-                               with_gram=True, progress=False)
+    cache = StatsCache(frozenset({"x_norm2", "hinv", "x_mean"}), with_gram=True)
+    stats = {}
+
+    def on_linear(i, name, layer, x):  # what every pass over the blocks does
+        stats[name] = layer_stats(name, layer, cache.get(i, x), {})
+
+    run_blocks(model, ids, on_linear, progress=False)
     q = stats["model.layers.0.self_attn.q_proj"]
     k = stats["model.layers.0.self_attn.k_proj"]
     assert q["x_norm2"] is k["x_norm2"]  # one computation for the shared input

@@ -73,3 +73,36 @@ def test_unknown_statistic_names():
     check_requires({"x_norm2", "hinv", "G", "W", "n_in", "n_out"})
     with pytest.raises(PruneRuntimeError, match="x_norm3"):
         check_requires({"x_norm3"})
+
+
+def test_the_runtime_table_implements_exactly_the_input_operands():
+    """Every operand whose data comes from X or its Gram matrix has torch code, and the
+    runtime computes nothing the language cannot name."""
+    from prunedsl.dsl.operands import GRADIENT, GRAM, INPUT, LAYER, OPERANDS
+    from prunedsl.runtime.stats import (GRADIENT_STATISTICS, INPUT_STATISTICS, KNOWN_STATISTICS,
+                                        LAYER_STATISTICS, STATISTICS)
+    from_input = {k for k, o in OPERANDS.items() if o.source in (INPUT, GRAM)}
+    assert set(STATISTICS) == from_input == set(INPUT_STATISTICS)
+    assert set(X_STATISTICS) == {k for k, o in OPERANDS.items() if o.source == INPUT}
+    assert set(LAYER_STATISTICS) == {k for k, o in OPERANDS.items() if o.source == LAYER}
+    assert set(GRADIENT_STATISTICS) == {k for k, o in OPERANDS.items() if o.source == GRADIENT}
+    assert set(KNOWN_STATISTICS) == set(OPERANDS)
+    # today's names, so a table edit that drops or renames one is seen
+    assert set(X_STATISTICS) == {"x_norm2", "x_norm1", "x_norminf", "x_mean", "x_std", "x_var"}
+    assert set(INPUT_STATISTICS) - set(X_STATISTICS) == {"hinv"}
+    assert set(LAYER_STATISTICS) == {"W", "n_in", "n_out"} and set(GRADIENT_STATISTICS) == {"G"}
+
+
+def test_statistics_are_the_same_float32_ops_as_before(x):
+    """Bit-identical to the former if-chain (same ops, same order): printed digits of
+    every metric depend on it."""
+    x = x.view(3, 100, 7)
+    s = input_statistics(x, set(X_STATISTICS) | {"hinv"})
+    f = x.reshape(-1, 7).float()
+    var, mean = torch.var_mean(f, dim=0, correction=0, keepdim=True)
+    before = {"x_norm2": f.square().sum(0, keepdim=True).sqrt_(), "x_norm1": f.abs().sum(0, keepdim=True),
+              "x_norminf": f.abs().amax(0, keepdim=True), "x_mean": mean, "x_var": var, "x_std": var.sqrt(),
+              "hinv": hinv_diag(gram(f))}
+    assert list(s) == list(before)  # the same dict order too
+    for k, v in before.items():
+        assert torch.equal(s[k], v), k

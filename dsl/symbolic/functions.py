@@ -36,9 +36,22 @@ class OperandSymbol(sympy.Symbol):
 
 
 _ASSUMPTIONS = {SIGNED: {"real": True}, NONNEG: {"nonnegative": True}, POS: {"positive": True}}
-SYMBOLS: dict[str, OperandSymbol] = {
-    key: OperandSymbol(key, **_ASSUMPTIONS[info.type.sign]) for key, info in OPERANDS.items()}
-OPERAND_RANK = {key: i for i, key in enumerate(OPERANDS)}  # W first: |W| * ‖X‖, not ‖X‖ * |W|
+
+
+class _Symbols(dict):
+    """key -> its OperandSymbol, made on first use, so an operand registered later has one
+    (sympy caches symbols by name and assumptions: the same key gives the same symbol)."""
+
+    def __missing__(self, key: str) -> OperandSymbol:
+        return OperandSymbol(key, **_ASSUMPTIONS[OPERANDS[key].type.sign])
+
+
+SYMBOLS: dict[str, OperandSymbol] = _Symbols()
+
+
+def operand_rank(key: str) -> int:
+    """Position in the operand table: W first (|W| * ‖X‖, not ‖X‖ * |W|)."""
+    return list(OPERANDS).index(key)
 
 
 # --- functions sympy has no class for ------------------------------------------------------
@@ -283,5 +296,5 @@ def shape_of(e) -> str:
 
 def order_key(e):
     """Factors and terms: the ones on W first, then G, hinv, ‖X‖...; then sympy's order."""
-    ranks = [OPERAND_RANK[s.name] for s in e.free_symbols if isinstance(s, OperandSymbol)]
+    ranks = [operand_rank(s.name) for s in e.free_symbols if isinstance(s, OperandSymbol)]
     return (min(ranks) if ranks else -1, sympy.default_sort_key(e))
