@@ -11,10 +11,10 @@ inputs (``--tokens`` rows), it times one layer at 50% unstructured sparsity:
             block, per column the OBS step as a rank-1 update inside the block, and one
             matmul (the lazy batch update) for the columns right of the block;
   prunedsl  what ``runtime/prune.py`` runs for a layer with ``--reconstruct`` and the
-            ``sparsegpt`` metric (group "layer"): ``stats.hinv_diag`` (the metric's hinv),
-            the metric's first scores, ``obs.inverse_cholesky`` (float64) and
-            ``prune._reconstruct_layer``, which re-scores the compiled metric on the whole
-            current weight at each 128-column block.
+            ``sparsegpt`` metric (group "layer"): ``statcache.gram_statistics`` (the
+            metric's hinv, float64), the metric's first scores, ``prune.obs_factor`` (the
+            OBS factor, float64) and ``prune._reconstruct_layer``, which re-scores the
+            compiled metric on the whole current weight at each 128-column block.
 Both include their factorisations; the Gram matrix itself (capture) is not timed. Each
 repetition runs plain then prunedsl (interleaved), after one warm-up of each; the table
 gives the median seconds per layer, their ratio, how many mask entries differ and the
@@ -35,10 +35,8 @@ import torch
 from torch import nn
 
 import prunedsl
-from prunedsl.runtime.obs import inverse_cholesky
-from prunedsl.runtime.prune import _reconstruct_layer, _score
-from prunedsl.runtime.stats import hinv_diag
-from prunedsl.runtime.statcache import layer_stats
+from prunedsl.runtime.prune import _reconstruct_layer, _score, obs_factor
+from prunedsl.runtime.statcache import gram_statistics, layer_stats
 
 SHAPES = [("q/o", 576, 576), ("k/v", 192, 576), ("gate/up", 1536, 576), ("down", 576, 1536)]
 BLOCKSIZE = 128
@@ -91,7 +89,9 @@ def plain_sparsegpt(w: torch.Tensor, h: torch.Tensor, sparsity: float,
 def sparsegpt_scorer() -> Callable:
     """The library `sparsegpt` metric compiled, called the way the CLI calls a scorer."""
     metric = prunedsl.parse("sparsegpt").compile()
-    return lambda name, stats: metric(stats, layer=name)
+    scorer = lambda name, stats: metric(stats, layer=name)  # noqa: E731
+    scorer.requires = metric.requires
+    return scorer
 
 
 @torch.no_grad()
@@ -103,11 +103,11 @@ def prunedsl_sparsegpt(w: torch.Tensor, h: torch.Tensor, sparsity: float,
     layer = nn.Linear(n, out, bias=False)
     layer.weight.copy_(w)
     name = "bench.layer"
-    x_stats = {"hinv": hinv_diag(h), "gram": h}       # what StatsCache keeps with --reconstruct
+    x_stats = gram_statistics(h, scorer.requires, with_gram=True, keep_inverse=True)  # as StatsCache
     stats = layer_stats(name, layer, x_stats, {})
     scores = _score(scorer, name, stats)
-    chol = inverse_cholesky(h)
-    mask = _reconstruct_layer(scorer, name, layer, stats, scores, chol, sparsity, "layer", None)
+    mask = _reconstruct_layer(scorer, name, layer, stats, scores, obs_factor(x_stats), sparsity,
+                              "layer", None)
     return layer.weight.detach(), mask
 
 
