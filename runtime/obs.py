@@ -29,7 +29,7 @@ import torch
 
 from ..errors import NonFiniteScoreError, PruneRuntimeError
 from .masks import lowest_k, prune_mask
-from .stats import HINV_DAMP, damped_gram, not_positive_definite
+from .stats import HINV_DAMP, damped_inverse, not_positive_definite
 
 BLOCKSIZE = 128  # SparseGPT's default
 # select(current w (out, in), conditioned hinv (1, in), start, end) -> mask (out, end - start)
@@ -38,14 +38,17 @@ Select = Callable[[torch.Tensor, torch.Tensor, int, int], torch.Tensor]
 Score = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def inverse_cholesky(h: torch.Tensor, damp: float = HINV_DAMP) -> tuple[torch.Tensor, torch.Tensor]:
-    """(U, dead): upper Cholesky factor of the damped (H)⁻¹ (in, in) float64, dead-input mask (in,)."""
-    h, dead = damped_gram(h, damp)
-    chol, info = torch.linalg.cholesky_ex(h)
-    if int(info) == 0:
-        chol, info = torch.linalg.cholesky_ex(torch.cholesky_inverse(chol), upper=True)
+def inverse_cholesky(h: torch.Tensor, damp: float = HINV_DAMP, *,
+                     inverse: tuple[torch.Tensor, torch.Tensor] | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(U, dead): upper Cholesky factor of the damped (H)⁻¹ (in, in) float64, dead-input mask (in,).
+
+    inverse: ``stats.damped_inverse(h, damp)`` if already computed (for the metric's hinv).
+    """
+    inv, dead = inverse if inverse is not None else damped_inverse(h, damp)
+    chol, info = torch.linalg.cholesky_ex(inv, upper=True)
     if int(info) != 0:
-        raise not_positive_definite(h)
+        raise not_positive_definite(inv)
     return chol, dead
 
 

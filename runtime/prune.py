@@ -175,7 +175,7 @@ def prune_model(model: nn.Module, calib_ids: torch.Tensor, scorer: Scorer,
         grads = gradients if gradients is not None else gradient_norms(model, calib_ids,
                                                                         progress=progress)
         seconds["gradients"] = time.perf_counter() - t
-    cache = StatsCache(requires, with_gram=reconstruct)
+    cache = StatsCache(requires, with_gram=reconstruct, keep_inverse=reconstruct)
     results: list[LayerResult] = []
     seconds["reconstruct"] = 0.0
 
@@ -187,9 +187,7 @@ def prune_model(model: nn.Module, calib_ids: torch.Tensor, scorer: Scorer,
         try:
             if reconstruct:
                 t = time.perf_counter()
-                if "obs_chol" not in x_stats:  # layers sharing an input share the factor
-                    x_stats["obs_chol"] = inverse_cholesky(x_stats["gram"])
-                mask = _reconstruct_layer(scorer, name, layer, stats, scores, x_stats["obs_chol"],
+                mask = _reconstruct_layer(scorer, name, layer, stats, scores, obs_factor(x_stats),
                                           target, mask_group, pattern)
                 seconds["reconstruct"] += time.perf_counter() - t
             else:
@@ -213,6 +211,14 @@ def prune_model(model: nn.Module, calib_ids: torch.Tensor, scorer: Scorer,
         del seconds["reconstruct"]
     return PruneReport(results, pruned, total, pruned / max(total, 1), group, pattern,
                        seconds, run["not_run"], reconstruct)
+
+
+def obs_factor(x_stats: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The OBS factor ``obs.inverse_cholesky`` of a StatsCache entry's Gram, computed once
+    per input (layers sharing an input share it), from the inverse behind hinv if kept."""
+    if "obs_chol" not in x_stats:
+        x_stats["obs_chol"] = inverse_cholesky(x_stats["gram"], inverse=x_stats.pop("gram_inverse", None))
+    return x_stats["obs_chol"]
 
 
 def _reconstruct_layer(scorer: Scorer, name: str, layer: nn.Linear, stats: dict[str, Any],

@@ -78,11 +78,25 @@ def hinv_diag(h: torch.Tensor, damp: float = HINV_DAMP) -> torch.Tensor:
     Dead inputs (zero diagonal: the channel was always 0) get H[i, i] = 1, as in
     SparseGPT, so the matrix stays positive definite.
     """
-    h, _ = damped_gram(h, damp)
+    return inverse_diag(damped_inverse(h, damp)[0])
+
+
+def inverse_diag(inverse: torch.Tensor) -> torch.Tensor:
+    """The float32 (1, in) diagonal of a ``damped_inverse`` (in, in)."""
+    return torch.diagonal(inverse).to(torch.float32).unsqueeze(0)
+
+
+def damped_inverse(h: torch.Tensor, damp: float = HINV_DAMP) -> tuple[torch.Tensor, torch.Tensor]:
+    """((H + damp·mean(diag H)·I)⁻¹ float64 (in, in) via Cholesky, the dead-input mask (in,)).
+
+    hinv's diagonal and the OBS factor (``obs.inverse_cholesky``) both start from it, so a
+    layer input computed once gives both (bit for bit what each computed on its own).
+    """
+    h, dead = damped_gram(h, damp)
     chol, info = torch.linalg.cholesky_ex(h)
     if int(info) != 0:
         raise not_positive_definite(h)
-    return torch.diagonal(torch.cholesky_inverse(chol)).to(torch.float32).unsqueeze(0)
+    return torch.cholesky_inverse(chol), dead
 
 
 def damped_gram(h: torch.Tensor, damp: float = HINV_DAMP) -> tuple[torch.Tensor, torch.Tensor]:
