@@ -19,12 +19,15 @@ key             shape        meaning
 ``n_in``        scalar       in_features  (python float or 0-d tensor)
 ``n_out``       scalar       out_features
 ==============  ===========  ==================================================
+
+``block_influence`` (0-d, per decoder block: 1 − mean over tokens of cos(x_in, x_out), ShortGPT)
+is a block statistic of structure scores only (``dsl/structure_vocab.py``); its type is Struct.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .types import COL, MAT, NONNEG, POS, SCALAR, SIGNED, Type
+from .types import COL, MAT, NONNEG, POS, SCALAR, SIGNED, STRUCT, Type
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,8 @@ OPERANDS: dict[str, OperandInfo] = {o.key: o for o in [
                 "number of input features of the layer"),
     OperandInfo("n_out", "n_out", "n_out", "n_out", r"n_{\mathrm{out}}", Type(SCALAR, POS),
                 "number of output features of the layer"),
+    OperandInfo("block_influence", "block_influence", "block_influence", "BI", r"\mathrm{BI}",
+                Type(STRUCT, NONNEG), "ShortGPT block influence 1 - cos(x_in, x_out) (structure scores, blocks)"),
 ]}
 
 # Bare names that denote an operand.

@@ -30,7 +30,7 @@ _XNORM_KEYS = {"‖X‖": X_NORMS["2"], "‖X‖₂": X_NORMS["2"], "‖X‖₁"
 
 # How terminals are spelled in "expected ..." messages.
 _SPELLING = {
-    "NAME": "a name", "NUMBER": "a number", "XNORM": "‖X‖", "KIND": "'metric' or 'allocation'",
+    "NAME": "a name", "NUMBER": "a number", "XNORM": "‖X‖", "KIND": "'metric', 'allocation' or 'structure'",
     "MULOP": "'*'", "POWOP": "'^'", "$END": "end of input", "HOLE": "a hole (?Mat)",
 }
 
