@@ -156,6 +156,31 @@ def _parse_allocation_cached(text: str, library: Library):
         raise err.with_source(text) from None
 
 
+def parse_structure_metric(text: str, *, library: Library = BUILTIN, kind: str | None = None):
+    """Parse and check a structure score (docs/structures.md): a library name (``taylor``), a
+    formula (``group_sum(|W| * G)``) or one ``structure name(params) = formula`` definition;
+    with ``kind`` ("channels", "heads", "blocks") also check it is valid for that kind.
+    Returns a ``dsl.structure_metric.StructureMetric`` (``requires``, ``kinds``, ``compile()``)."""
+    from .dsl.structure_metric import parse_structure_metric as parse_structure
+    return parse_structure(text, library=library, kind=kind)
+
+
+def is_structure(text: str, *, library: Library = BUILTIN) -> bool:
+    """Whether ``text`` reads as a structure score: a ``structure`` definition, a library
+    structure name, or a formula using a structure reducer or a block statistic."""
+    from .dsl.structure_vocab import BLOCK_OPERANDS, STRUCT_FUNCTIONS
+    try:
+        tree = _parse_any(text)
+    except PruneDSLError:
+        return False
+    if hasattr(tree, "definitions"):
+        return any(d.kind == "structure" for d in tree.definitions)
+    structures = library.of_kind("structure")
+    return any((isinstance(n, Call) and (n.func in STRUCT_FUNCTIONS or n.func in structures)) or
+               (getattr(n, "name", None) in structures or getattr(n, "name", None) in BLOCK_OPERANDS)
+               for n in walk(tree))
+
+
 def is_allocation(text: str, *, library: Library = BUILTIN) -> bool:
     """Whether ``text`` reads as an allocation rule rather than a metric (False if it
     does not parse); ``prunedsl check`` uses it to pick the checker."""
