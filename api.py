@@ -17,7 +17,7 @@ from .dsl.checker import Env, check
 from .dsl.library import BUILTIN, Library
 from .dsl.parser import parse as _parse_any
 from .dsl.printer import to_text
-from .dsl.types import SCALAR, Type
+from .dsl.types import SCALAR, STRUCT, Type
 from .errors import DSLSyntaxError, DSLTypeError, PruneDSLError, Span
 
 
@@ -120,6 +120,11 @@ def _parse_cached(text: str, library: Library, allow_scalar: bool) -> Metric:
             expr = check(tree, Env(metrics=metrics))
             if getattr(tree, "name", None) in metrics or getattr(tree, "func", None) in metrics:
                 name = getattr(tree, "name", None) or tree.func
+        if expr.type.shape == STRUCT:
+            raise DSLTypeError("this is a structure score (one value per coupled structure), not a "
+                               "per-weight metric", span=Span(0, len(text)),
+                               hint="structure scores are read by parse_structure_metric (CLI: prunedsl "
+                                    "check shows them); a metric scores each weight, e.g. |W| * G")
         if expr.type.shape == SCALAR and not allow_scalar:
             raise DSLTypeError("a metric must score weights, but this formula is a Scalar "
                                "(one value per layer)", span=Span(0, len(text)),
