@@ -20,8 +20,6 @@ import torch
 from ..dsl.structure_vocab import CONSUMER, PRODUCER, ROLES, WHOLE_MEMBER
 from ..errors import CompileError
 
-_F32 = torch.float32
-
 
 @dataclass(frozen=True)
 class Member:
