@@ -17,7 +17,7 @@ from .dsl.checker import Env, check
 from .dsl.library import BUILTIN, Library
 from .dsl.parser import parse as _parse_any
 from .dsl.printer import to_text
-from .dsl.types import SCALAR, Type
+from .dsl.types import SCALAR, STRUCT, Type
 from .errors import DSLSyntaxError, DSLTypeError, PruneDSLError, Span
 
 
@@ -120,6 +120,11 @@ def _parse_cached(text: str, library: Library, allow_scalar: bool) -> Metric:
             expr = check(tree, Env(metrics=metrics))
             if getattr(tree, "name", None) in metrics or getattr(tree, "func", None) in metrics:
                 name = getattr(tree, "name", None) or tree.func
+        if expr.type.shape == STRUCT:
+            raise DSLTypeError("this is a structure score (one value per coupled structure), not a "
+                               "per-weight metric", span=Span(0, len(text)),
+                               hint="structure scores are read by parse_structure_metric (CLI: prunedsl "
+                                    "check shows them); a metric scores each weight, e.g. |W| * G")
         if expr.type.shape == SCALAR and not allow_scalar:
             raise DSLTypeError("a metric must score weights, but this formula is a Scalar "
                                "(one value per layer)", span=Span(0, len(text)),
@@ -154,6 +159,31 @@ def _parse_allocation_cached(text: str, library: Library):
         return Allocation(text, check_allocation(tree, rules), head if head in rules else None)
     except PruneDSLError as err:
         raise err.with_source(text) from None
+
+
+def parse_structure_metric(text: str, *, library: Library = BUILTIN, kind: str | None = None):
+    """Parse and check a structure score (docs/structures.md): a library name (``taylor``), a
+    formula (``group_sum(|W| * G)``) or one ``structure name(params) = formula`` definition;
+    with ``kind`` ("channels", "heads", "blocks") also check it is valid for that kind.
+    Returns a ``dsl.structure_metric.StructureMetric`` (``requires``, ``kinds``, ``compile()``)."""
+    from .dsl.structure_metric import parse_structure_metric as parse_structure
+    return parse_structure(text, library=library, kind=kind)
+
+
+def is_structure(text: str, *, library: Library = BUILTIN) -> bool:
+    """Whether ``text`` reads as a structure score: a ``structure`` definition, a library
+    structure name, or a formula using a structure reducer or a block statistic."""
+    from .dsl.structure_vocab import BLOCK_OPERANDS, STRUCT_FUNCTIONS
+    try:
+        tree = _parse_any(text)
+    except PruneDSLError:
+        return False
+    if hasattr(tree, "definitions"):
+        return any(d.kind == "structure" for d in tree.definitions)
+    structures = library.of_kind("structure")
+    return any((isinstance(n, Call) and (n.func in STRUCT_FUNCTIONS or n.func in structures)) or
+               (getattr(n, "name", None) in structures or getattr(n, "name", None) in BLOCK_OPERANDS)
+               for n in walk(tree))
 
 
 def is_allocation(text: str, *, library: Library = BUILTIN) -> bool:

@@ -27,6 +27,7 @@ EXAMPLES = {
   prunedsl check "sqrt(abs(W) * norm(X))" --group row --json
   prunedsl check "ria(a = 0.3)"
   prunedsl check owl                                   # an allocation rule (per-block sparsity)
+  prunedsl check "stdnorm(taylor) + stdnorm(wanda_sp)"  # a structure score (channels, heads)
   prunedsl check --allocation "spread(skew(score) - depth, 0.1)"
 """,
     "metrics": """examples:
@@ -85,6 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="check FORMULA as an allocation rule (per-block sparsity); automatic when it "
                         "starts with 'allocation', names a library rule (uniform, owl, alpha, sdsa) or "
                         "uses spread/score/depth/params or a block statistic")
+    p.add_argument("--structure", action="store_true",
+                   help="check FORMULA as a structure score (one value per MLP channel, head or block); "
+                        "automatic when it starts with 'structure', names a library structure score "
+                        "(taylor, flap, ...) or uses group_sum/producers/consumers/group_max/stdnorm or "
+                        "block_influence")
     p.add_argument("--group", choices=GROUPS, default="row",
                    help="comparison group for the canonical (rank-equivalence) form")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")

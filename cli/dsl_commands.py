@@ -23,8 +23,10 @@ def metric_record(metric, group: str) -> dict:
 
 
 def cmd_check(args) -> int:
-    from ..api import is_allocation, parse
+    from ..api import is_allocation, is_structure, parse
     library = Library.from_files(args.library)
+    if getattr(args, "structure", False) or (not args.allocation and is_structure(args.formula, library=library)):
+        return _check_structure(args, library)
     if args.allocation or is_allocation(args.formula, library=library):
         return _check_allocation(args, library)
     metric = parse(args.formula, library=library)
@@ -66,6 +68,34 @@ def _check_allocation(args, library: Library) -> int:
     return 0
 
 
+def structure_record(sm, group: str) -> dict:
+    from ..dsl.operands import OPERANDS
+    group = "layer" if group == "row" else group  # structures are ranked per layer (or globally)
+    return {"input": sm.source, "name": sm.name, "kind": "structure", "text": sm.text(),
+            "formula": sm.formula(), "pretty": sm.pretty(), "latex": sm.latex(),
+            "type": {"shape": sm.type.shape, "sign": sm.type.sign}, "kinds": sorted(sm.kinds),
+            "group": group, "canonical": sm.canonical(group), "requires": sorted(sm.requires),
+            "requires_pretty": [OPERANDS[k].pretty for k in sorted(sm.requires)]}
+
+
+def _check_structure(args, library: Library) -> int:
+    from ..api import parse_structure_metric
+    sm = parse_structure_metric(args.formula, library=library)
+    rec = structure_record(sm, args.group)
+    if args.json:
+        print_json(rec)
+        return 0
+    rows = [("structure score", rec["formula"]), ("pretty", rec["pretty"]), ("latex", rec["latex"]),
+            ("type", str(sm.type)), ("kinds", ", ".join(rec["kinds"])),
+            (f"canonical ({rec['group']})", rec["canonical"]), ("requires", ", ".join(rec["requires_pretty"]))]
+    if rec["text"] != rec["formula"]:
+        rows.insert(1, ("as written", rec["text"]))
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        print(f"{k:<{width}}  {v}")
+    return 0
+
+
 def cmd_metrics(args) -> int:
     from ..api import parse, parse_allocation
     from ..dsl.printer import format_number, to_text
@@ -81,8 +111,11 @@ def cmd_metrics(args) -> int:
             for n, d in lib.of_kind("metric").items()]
     rules = [entry(n, d, parse_allocation(n, library=lib))
              for n, d in lib.of_kind("allocation").items()]
+    from ..api import parse_structure_metric
+    structures = [{**entry(n, d, sm := parse_structure_metric(n, library=lib)), "kinds": sorted(sm.kinds)}
+                  for n, d in lib.of_kind("structure").items()]
     if args.json:
-        print_json({"metrics": rows, "allocations": rules})
+        print_json({"metrics": rows, "allocations": rules, "structures": structures})
         return 0
     print(f"{len(rows)} metrics\n")
     print(markdown_table(["metric", "definition", "formula", "type", "source"],
@@ -91,4 +124,8 @@ def cmd_metrics(args) -> int:
     print(markdown_table(["rule", "definition", "formula", "block statistics", "source"],
                          [[r["signature"], r["definition"], r["pretty"], ", ".join(r["requires"]) or "–",
                            r["doc"]] for r in rules]))
+    print(f"\n{len(structures)} structure scores (one value per MLP channel, head or block; docs/structures.md)\n")
+    print(markdown_table(["structure score", "definition", "formula", "kinds", "source"],
+                         [[r["signature"], r["definition"], r["pretty"], ", ".join(r["kinds"]), r["doc"]]
+                          for r in structures]))
     return 0

@@ -15,7 +15,8 @@ from .ast import BinOp, Call, Definition, Expr, Name, Neg, Num, Operand, walk
 from .functions import (ALL_FUNCTIONS, ARITY, AXIS_FUNCTIONS, AXIS_RESULT, BINARY, ELEMENTWISE,
                         NORMALIZERS, WHOLE, reduction_sign)
 from .operands import NAMED_OPERANDS, OPERANDS, X_NORMS, X_STATISTICS
-from .types import MAT, NONNEG, POS, SCALAR, SIGNED, Type, broadcast_shape, weakest
+from .structure_vocab import BLOCK_OPERANDS, STRUCT_NORMALIZERS, STRUCT_REDUCERS, stdnorm_sign
+from .types import MAT, NONNEG, PER_WEIGHT_SHAPES, POS, SCALAR, SIGNED, STRUCT, Type, broadcast_shape, weakest
 
 MAX_INLINE_DEPTH = 16
 
@@ -69,6 +70,9 @@ class _Checker:
             return Operand(key, span=e.span, type=OPERANDS[key].type)
         if e.name in self.env.metrics:
             return self.inline(self.env.metrics[e.name], (), (), e.span)
+        if e.name in BLOCK_OPERANDS:  # a block statistic: Struct, so only structure scores take it
+            key = BLOCK_OPERANDS[e.name]
+            return Operand(key, span=e.span, type=OPERANDS[key].type)
         if e.name == "X":
             raise DSLNameError("X on its own has no value", span=e.span,
                                hint="use a statistic of the input: ‖X‖ (norm(X)), norm(X, 1), "
@@ -99,7 +103,7 @@ class _Checker:
         left, right = self.visit(e.left), self.visit(e.right)
         if e.op == "^":
             return self.power(e, left, right)
-        shape = broadcast_shape(left.type.shape, right.type.shape)
+        shape = _combined_shape(e, left, right)
         a, b = left.type.sign, right.type.sign
         if e.op == "+":
             sign = POS if (POS in (a, b) and SIGNED not in (a, b)) else (NONNEG if SIGNED not in (a, b) else SIGNED)
@@ -139,6 +143,8 @@ class _Checker:
         if f in X_STATISTICS and len(e.args) == 1 and _is_x(e.args[0]) and not e.kwargs:
             key = X_STATISTICS[f]  # mean(X), std(X), var(X): statistics of the input
             return Operand(key, span=e.span, type=OPERANDS[key].type)
+        if f in STRUCT_REDUCERS or f in STRUCT_NORMALIZERS:
+            return self.structure_call(e)
         if f == "var":
             raise DSLTypeError("var() takes the input X: var(X)", span=e.span,
                                hint="for the spread of a weight expression use std(e) ^ 2")
@@ -162,7 +168,7 @@ class _Checker:
                 raise DSLTypeError(f"{f}(X) is not a statistic", span=raw.span,
                                    hint="statistics of X: ‖X‖, norm(X, 1), norm(X, inf), mean(X), std(X), var(X)")
         if len(args) == 2:  # min(a, b), max(a, b)
-            shape = broadcast_shape(args[0].type.shape, args[1].type.shape)
+            shape = _combined_shape(e, *args)
             return replace(e, args=args, type=Type(shape, BINARY[f](args[0].type.sign, args[1].type.sign)))
         (arg,) = args
         t = arg.type
@@ -175,6 +181,10 @@ class _Checker:
         if f in AXIS_FUNCTIONS:
             axis, reducer = AXIS_FUNCTIONS[f]
             result = AXIS_RESULT[axis].get(t.shape)
+            if result is None and t.shape == STRUCT:
+                raise DSLTypeError(f"{f} expects Mat or {'Col' if axis == 'row' else 'Row'}, got Struct",
+                                   span=e.span, hint="a structure score has no rows or columns; over the "
+                                                     f"structures use the whole-tensor {reducer if reducer != 'norm' else 'fro'}(...)")
             if result is None:
                 ok = " or ".join(AXIS_RESULT[axis])
                 other = "col" if axis == "row" else "row"
@@ -189,6 +199,28 @@ class _Checker:
         if f in NORMALIZERS:
             return replace(e, args=args, type=Type(t.shape, NORMALIZERS[f]))
         raise AssertionError(f)  # pragma: no cover - the tables above are exhaustive
+
+    def structure_call(self, e: Call) -> Expr:
+        """group_sum(m) & co. (a per-weight metric → Struct) and stdnorm(s) (Struct → Struct);
+        docs/structures.md."""
+        f = e.func
+        if e.kwargs or len(e.args) != 1:
+            raise DSLTypeError(f"{f}() takes 1 argument, got {len(e.args) + len(e.kwargs)}", span=e.span)
+        (arg,) = (self.visit(a) for a in e.args)
+        t = arg.type
+        if f in STRUCT_NORMALIZERS:
+            if t.shape != STRUCT:
+                raise DSLTypeError(f"{f} expects a structure score (Struct), got {t.shape}", span=e.span,
+                                   hint=f"normalize a reduced score: {f}(group_sum({_show(arg)}))"
+                                   if t.shape in PER_WEIGHT_SHAPES else None)
+            return replace(e, args=(arg,), type=Type(STRUCT, stdnorm_sign(t.sign)))
+        if t.shape not in PER_WEIGHT_SHAPES:
+            what = "a structure score" if t.shape == STRUCT else "one value per layer"
+            raise DSLTypeError(f"{f} takes a per-weight metric (Mat, Row or Col), got {t.shape} ({what})",
+                               span=e.args[0].span,
+                               hint=f"{f} reduces a per-weight score over each structure's owned entries"
+                                    + ("; combine structure scores outside it" if t.shape == STRUCT else ""))
+        return replace(e, args=(arg,), type=Type(STRUCT, t.sign))
 
     def x_norm(self, e: Call) -> Expr:
         if not e.args or not _is_x(e.args[0]):
@@ -240,6 +272,16 @@ class _Checker:
             if err.source is None and d.source:  # error inside a library definition
                 err.with_source(d.source)
             raise
+
+
+def _combined_shape(e: Expr, left: Expr, right: Expr) -> str:
+    shape = broadcast_shape(left.type.shape, right.type.shape)
+    if shape is None:  # a per-structure score with a per-weight one
+        per_weight = left if right.type.shape == STRUCT else right
+        raise DSLTypeError(f"cannot combine {left.type.shape} and {right.type.shape}: a structure score "
+                           "(Struct, one value per structure) with a per-weight one", span=e.span,
+                           hint=f"reduce the per-weight side over each structure: group_sum({_show(per_weight)})")
+    return shape
 
 
 def _is_x(e: Expr) -> bool:

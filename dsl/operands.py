@@ -38,14 +38,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .types import COL, MAT, NONNEG, POS, SCALAR, SIGNED, Type
+from .types import COL, MAT, NONNEG, POS, SCALAR, SIGNED, STRUCT, Type
 
 # Where the runtime gets an operand's data.
 LAYER = "layer"        # read off the linear layer itself (W, n_in, n_out)
 INPUT = "input"        # a statistic of the layer input X (tokens, in): runtime/stats.py
 GRADIENT = "gradient"  # backward passes over the calibration batch (runtime/gradients.py)
 GRAM = "gram"          # derived from the Gram matrix XᵀX (runtime/stats.py)
-SOURCES = (LAYER, INPUT, GRADIENT, GRAM)
+BLOCK = "block"        # a statistic of a whole decoder block (structure scores only)
+SOURCES = (LAYER, INPUT, GRADIENT, GRAM, BLOCK)
 
 
 @dataclass(frozen=True)
@@ -166,3 +167,10 @@ def operands_from(*sources: str) -> frozenset[str]:
 
 for _o in _BUILTIN:
     register_operand(_o)
+
+# ``block_influence`` (0-d per decoder block: 1 − mean over tokens of cos(x_in, x_out),
+# ShortGPT) is a block statistic of structure scores only: it has an entry for its type and
+# spellings, but no place in the metric views (``dsl/structure_vocab.py`` names it).
+OPERANDS["block_influence"] = OperandInfo(
+    "block_influence", "block_influence", "block_influence", "BI", r"\mathrm{BI}", Type(STRUCT, NONNEG),
+    "ShortGPT block influence 1 - cos(x_in, x_out) (structure scores, blocks)", BLOCK, searchable=False)

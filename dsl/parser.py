@@ -27,7 +27,7 @@ _CHAINS = {"add": "sum", "sub": "sum", "mul": "product", "div": "product"}
 
 # How terminals are spelled in "expected ..." messages.
 _SPELLING = {
-    "NAME": "a name", "NUMBER": "a number", "XNORM": "‖X‖", "KIND": "'metric' or 'allocation'",
+    "NAME": "a name", "NUMBER": "a number", "XNORM": "‖X‖", "KIND": "'metric', 'allocation' or 'structure'",
     "MULOP": "'*'", "POWOP": "'^'", "$END": "end of input", "HOLE": "a hole (?Mat)",
 }
 

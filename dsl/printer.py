@@ -10,6 +10,7 @@ import math
 from .ast import BinOp, Call, Expr, Hole, Name, Neg, Num, Operand
 from .functions import ELEMENTWISE_FUNCTIONS
 from .operands import OPERANDS
+from .structure_vocab import STRUCT_REDUCERS
 
 # Binding strength; higher binds tighter. _ROOT: Unicode's √x binds above a unary minus
 # and below a power, so (√x)² keeps its parentheses.
@@ -135,6 +136,7 @@ class _Unicode(_Spelling):
 
 
 _LATEX_NAMED = {"min": r"\min", "max": r"\max"}  # elementwise functions: their registry entry's latex
+_LATEX_NAMED.update({name: r.latex for name, r in STRUCT_REDUCERS.items()})  # \Sigma_{\mathrm{group}}
 
 
 class _Latex(_Spelling):

@@ -8,8 +8,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 MAT, ROW, COL, SCALAR = "Mat", "Row", "Col", "Scalar"
-SHAPES = (MAT, ROW, COL, SCALAR)
-SHAPE_DIMS = {MAT: "out × in", ROW: "out × 1", COL: "1 × in", SCALAR: "1"}
+# Struct: one value per coupled structure (an MLP channel, a head, a block) of a structure
+# score (docs/structures.md); it never mixes with the per-weight shapes above.
+STRUCT = "Struct"
+SHAPES = (MAT, ROW, COL, SCALAR, STRUCT)
+PER_WEIGHT_SHAPES = (MAT, ROW, COL)
+SHAPE_DIMS = {MAT: "out × in", ROW: "out × 1", COL: "1 × in", SCALAR: "1"}  # of metrics
 
 SIGNED, NONNEG, POS = "signed", "nonneg", "pos"
 SIGNS = (SIGNED, NONNEG, POS)
@@ -37,13 +41,16 @@ class Type:
 
 
 def broadcast_shape(a: str, b: str) -> str | None:
-    """Typed broadcasting: Scalar ⊕ T → T, Row ⊕ Col → Mat, Mat ⊕ Row|Col → Mat."""
+    """Typed broadcasting: Scalar ⊕ T → T, Row ⊕ Col → Mat, Mat ⊕ Row|Col → Mat;
+    None where the shapes do not combine (Struct with a per-weight shape)."""
     if a == b:
         return a
     if a == SCALAR:
         return b
     if b == SCALAR:
         return a
+    if STRUCT in (a, b):
+        return None
     return MAT  # Row⊕Col, Mat⊕Row, Mat⊕Col, and symmetric cases
 
 

@@ -43,7 +43,7 @@ def language_summary(shape: str = "Mat", available: frozenset[str] | None = None
                "argument (|W|, not W).")
     out.append("Operands:")
     for o in OPERANDS.values():
-        if not usable(o.key):
+        if not usable(o.key) or o.type.shape not in SHAPE_DIMS:  # Struct: structure scores only
             continue
         spell = o.text if o.text == o.ascii else f"{o.text} (or {o.ascii})"
         out.append(f"  {spell}: {o.type.shape}, {o.type.sign}; {o.doc}")

@@ -8,7 +8,7 @@ rational, so ``sqrt(x)`` and ``x ^ 0.5`` coincide) until nothing changes:
 * additive terms constant within the group are dropped (a shift keeps the order);
 * strictly increasing outer functions are stripped (``increasing`` in ``dsl.functions``), and for
   ``row``/``layer`` the whole-tensor normalizations minmax and zscore (a positive affine
-  map per layer);
+  map per layer) and a structure score's stdnorm (a positive factor per layer);
 * in a product, positive numbers and nonneg factors constant within the group are
   dropped (numbers and Scalars for row/layer, Rows too for row; numbers only for
   global, where n_in and sum(...) differ between layers), a negative number becomes -1;
@@ -26,7 +26,7 @@ import math
 import sympy
 from sympy import Abs, Integer, Mul
 
-from .functions import NORMALIZER_CLASSES, increasing_classes, order_key, shape_of, sign_of
+from .functions import NORMALIZER_CLASSES, StdNorm, increasing_classes, order_key, shape_of, sign_of
 from ..types import NONNEG, POS, ROW, SCALAR, SIGNED
 
 MAX_STEPS = 64
@@ -57,7 +57,8 @@ def _step(e, group: str):
         return sympy.S.Zero
     if e.is_Add:
         return _add(e, group)
-    if isinstance(e, increasing_classes()) or (group != "global" and type(e) in NORMALIZER_CLASSES.values()):
+    if isinstance(e, increasing_classes()) or (group != "global" and (
+            type(e) in NORMALIZER_CLASSES.values() or isinstance(e, StdNorm))):
         return e.args[0]
     if isinstance(e, Abs) and sign_of(e.args[0]) != SIGNED:
         return e.args[0]

@@ -17,7 +17,7 @@ from sympy import Float, Integer, Pow, Rational
 
 from ..ast import BinOp, Call, Expr, Neg, Num, Operand
 from ..functions import ELEMENTWISE_FUNCTIONS, NORMALIZERS
-from .functions import (AXIS_CLASSES, EXTREMA, NORMALIZER_CLASSES, SYMBOLS, WHOLE_CLASSES,
+from .functions import (AXIS_CLASSES, EXTREMA, NORMALIZER_CLASSES, STRUCT_CLASSES, SYMBOLS, WHOLE_CLASSES,
                         Unsupported, elementwise_sympy, shape_of)
 
 MAX_NUMERIC_POWER = 16  # number ^ k with |k| above this is folded in floating point
@@ -163,7 +163,7 @@ class _Builder:
             return EXTREMA[f](*args)
         if f in ELEMENTWISE_FUNCTIONS:
             return elementwise_sympy(f)(args[0])
-        cls = NORMALIZER_CLASSES.get(f) or AXIS_CLASSES.get(f) or WHOLE_CLASSES.get(f)
+        cls = NORMALIZER_CLASSES.get(f) or AXIS_CLASSES.get(f) or WHOLE_CLASSES.get(f) or STRUCT_CLASSES.get(f)
         if cls is None:
             raise Unsupported(f"unknown function {f}")
         # sympy may have simplified the argument to a smaller shape (0 * W + ‖X‖ → ‖X‖), which

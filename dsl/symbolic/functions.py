@@ -13,7 +13,9 @@ from sympy import Abs, default_sort_key
 from ..functions import (AXIS_FUNCTIONS, AXIS_RESULT, ELEMENTWISE, ELEMENTWISE_FUNCTIONS, NORMALIZERS, WHOLE,
                          reduction_sign)
 from ..operands import OPERANDS
-from ..types import NONNEG, POS, SCALAR, SIGNED, broadcast_shape, strongest, weakest
+from ..structure_vocab import STDNORM, STRUCT_REDUCERS, stdnorm_sign
+from ..types import (NONNEG, PER_WEIGHT_SHAPES, POS, SCALAR, SIGNED, STRUCT, broadcast_shape, strongest,
+                     weakest)
 
 
 class Unsupported(Exception):
@@ -190,6 +192,46 @@ class Extremum(DSLFunction):
         return rule(*(sign_of(a) for a in self.args))
 
 
+class StructReduction(DSLFunction):
+    """group_sum/group_max/producers/consumers (docs/structures.md): opaque, a per-weight
+    argument, Struct result. A numeric factor moves out (Σ c·m = c·Σ m; max only for c > 0),
+    so group_sum(2·|W|) and 2·group_sum(|W|) have one form."""
+
+    reducer = ""
+
+    @classmethod
+    def eval(cls, arg):
+        c, rest = arg.as_coeff_Mul()
+        if arg.is_number or c == 1 or not c.is_Rational or (c <= 0 and cls.reducer != "sum"):
+            return None
+        return c * cls(rest)
+
+    def result_sign(self):
+        return sign_of(self.args[0])
+
+    def result_shape(self, arg_shape):
+        if arg_shape not in PER_WEIGHT_SHAPES:
+            raise Unsupported(f"{self.dsl_name} of a {arg_shape}")
+        return STRUCT
+
+
+class StdNorm(DSLFunction):
+    """stdnorm(s) = s / std(s) over the structures, 0 if they tie: invariant under a positive
+    factor (stdnorm(2·s) = stdnorm(s)), odd under a negative one."""
+
+    @classmethod
+    def eval(cls, arg):
+        if arg.is_number:
+            return sympy.S.Zero
+        c, rest = arg.as_coeff_Mul()
+        if c == 1 or not c.is_Rational or c == 0:
+            return None
+        return cls(rest) if c > 0 else -cls(rest)
+
+    def result_sign(self):
+        return stdnorm_sign(sign_of(self.args[0]))
+
+
 def _latex_op(name: str) -> str:
     return r"\operatorname{" + name.replace("_", r"\_") + "}"
 
@@ -205,6 +247,9 @@ WHOLE_CLASSES = {name: _make(WholeReduction, "tensor_" + name, name, reducer=r)
 NORMALIZER_CLASSES = {name: _make(Normalizer, name, name) for name in NORMALIZERS}
 EXTREMA = {name: _make(Extremum, "elementwise_" + name, name, latex_name="\\" + name)
            for name in ("max", "min")}
+STRUCT_CLASSES = {**{name: _make(StructReduction, "struct_" + name, name, reducer=r.reducer, latex_name=r.latex)
+                     for name, r in STRUCT_REDUCERS.items()},
+                  STDNORM: _make(StdNorm, STDNORM, STDNORM)}
 
 
 
