@@ -53,7 +53,7 @@ X_STATISTICS = DerivedSet(lambda: operands_from(INPUT))            # statistics 
 INPUT_STATISTICS = DerivedSet(lambda: operands_from(INPUT, GRAM))  # what input_statistics computes
 LAYER_STATISTICS = DerivedSet(lambda: operands_from(LAYER))        # read off the layer itself
 GRADIENT_STATISTICS = DerivedSet(lambda: operands_from(GRADIENT))  # backward passes (G)
-KNOWN_STATISTICS = DerivedSet(lambda: frozenset(OPERANDS))
+KNOWN_STATISTICS = DerivedSet(lambda: operands_from(LAYER, INPUT, GRADIENT, GRAM))  # per layer (not BLOCK)
 HINV_DAMP = 0.01  # SparseGPT's percdamp: λ in (XᵀX + λ·mean(diag XᵀX)·I)⁻¹
 
 

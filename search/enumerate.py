@@ -79,6 +79,8 @@ def _fingerprint_stats(seed: int = 1234) -> dict[str, Any]:
     stats: dict[str, Any] = {}
     for key in search_operands() + tuple(k for k in OPERANDS if not OPERANDS[k].searchable):
         t = OPERANDS[key].type
+        if t.shape not in dims:  # a block statistic of structure scores: no metric reads it
+            continue
         if key in sizes:
             stats[key] = sizes[key]
         elif t.sign == SIGNED:

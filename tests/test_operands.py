@@ -37,7 +37,7 @@ def test_derived_lists_are_todays():
     assert Vocabulary.from_available({"hinv", "x_mean", "n_out", "W"}) == \
         Vocabulary(mat=("W",), col=("x_mean", "hinv"), scalar=("n_out",))
     assert list(_fingerprint_stats()) == ["W", "G", *COLS, "n_in", "n_out"]
-    assert set(BASE_STATISTICS) == set(OPERANDS) - {"G"}
+    assert set(BASE_STATISTICS) == set(OPERANDS) - {"G", "block_influence"}
     assert NAMED_OPERANDS == {"W": "W", "G": "G", "hinv": "hinv", "n_in": "n_in", "n_out": "n_out"}
     assert list(NAMED_OPERANDS) == ["W", "G", "hinv", "n_in", "n_out"]  # error messages list them
     assert X_STATISTICS == {"mean": "x_mean", "std": "x_std", "var": "x_var"}
@@ -45,11 +45,13 @@ def test_derived_lists_are_todays():
     assert X_NORM_TOKENS == {"‖X‖": "x_norm2", "‖X‖₂": "x_norm2", "‖X‖₁": "x_norm1", "‖X‖∞": "x_norminf"}
     # the printing order of canonical forms: W first, then G, hinv, the X statistics
     assert list(OPERANDS) == ["W", "G", "hinv", "x_norm2", "x_norm1", "x_norminf", "x_mean", "x_std",
-                              "x_var", "n_in", "n_out"]
+                              "x_var", "n_in", "n_out", "block_influence"]  # the block statistic last
 
 
 def test_every_spelling_parses_to_its_operand():
     for key, info in OPERANDS.items():
+        if info.source == "block":  # structure scores only: tests/test_structure_lang.py
+            continue
         for spelling in info.spellings:
             assert prunedsl.parse(f"|W| * {spelling}", allow_scalar=True).requires == {"W", key}, spelling
 
