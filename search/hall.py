@@ -14,8 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
-from .records import (Candidate, SearchState, outcome_from_dict, outcome_to_dict,  # noqa: F401
-                      proposal_from_dict, proposal_to_dict, to_json)
+from .records import Candidate, SearchState, to_json
 from .state import read_state  # noqa: F401  (search.cli reads the state through here)
 
 
