@@ -30,10 +30,11 @@ connection, 429 or 5xx) is not counted: the engine waits until the endpoint may 
 again, for at most ``max_outage`` seconds of failures in a row (default 600, ``--llm-max-outage``);
 then it stops with an error, everything saved, and ``--resume`` continues.
 
-Persistence: the state (candidates, counters, pending proposals, outcomes not yet
-observed, the proposer's state with its RNG) is written after every evaluation, so a
-SIGKILL loses at most the candidate in flight; Ctrl-C (or SIGTERM) stops without
-writing a half-updated state.
+Persistence: the state (``records.SearchState``: candidates, counters, pending
+proposals, outcomes not yet observed, the proposer's state with its RNG) is written
+after every evaluation, so a SIGKILL loses at most the candidate in flight; Ctrl-C (or
+SIGTERM) stops without writing a half-updated state. One candidate's screening and full
+evaluation are ``search/screening.py``'s.
 """
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ from ..dsl.library import BUILTIN, Library
 from ..errors import SearchError
 from .base import Proposal
 from .hall import best_record, hall_markdown, label, write_hall, write_json
-from .records import SearchConfig, SearchState, to_json
+from .records import Candidate, SearchConfig, SearchState, to_json
 from .screening import Screening, next_full_eval
 from .state import STATE_FILE, read_state
 
@@ -240,7 +241,7 @@ class Engine:
             self.config.full_evals, sum(1 for r in recs if not r.seed))
 
     # --- full evaluations ---------------------------------------------------------------
-    def _full(self, rec) -> None:
+    def _full(self, rec: Candidate) -> None:
         t0 = time.perf_counter()
         best = self.screening.full(self.fitness, rec, self._elapsed)
         self.save()

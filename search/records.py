@@ -19,7 +19,7 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from .base import Outcome, Proposal
 
-STATE_VERSION = 2
+STATE_VERSION = 2  # a change of the layout bumps it, with a migration in search/state.py
 PHASES = ("seeds", "search", "report", "done")
 
 
