@@ -142,7 +142,7 @@ def cmd_search(args) -> int:
     saved_state = read_state(args.output) if args.resume else None
     if args.resume and saved_state is None:
         raise SearchError(f"nothing to resume in {args.output} (no state.json)")
-    saved = saved_state["config"]["cli"] if saved_state else None
+    saved = saved_state.config.cli if saved_state else None
     s = _settings(args, saved)
     pattern = parse_pattern(s["pattern"])
     try:
@@ -185,7 +185,7 @@ def cmd_search(args) -> int:
           f"{c['full_evals']} full evals | best val ppl "
           + (f"{best['val_ppl']:.3f} ({best['pretty']})" if best else "–"))
     print()
-    print(hall_markdown(engine.state["candidates"]))
+    print(hall_markdown(engine.state.candidates))
     if summary["report"]:
         print(f"\nreport: {summary['report']}")
     return 0

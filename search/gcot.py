@@ -32,12 +32,12 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterable
 
-from ..dsl.ast import Expr, Hole, Num, children, size
+from ..dsl.ast import Expr, Hole, size
 from ..dsl.printer import to_text
 from ..errors import PruneDSLError
-from .sketch import HOLE_SHAPES, NotARefinement, holes, match, parse_sketch, replace_at
-
-SHAPE_HOLES = {shape: kind for kind, shape in HOLE_SHAPES.items() if kind != "c"}
+from .gcot_steps import is_one_step, one_production_steps
+from .gcot_text import graph_text, render_tree, score_text
+from .sketch import HOLE_SHAPES, NotARefinement, holes, match, parse_sketch
 
 DEFAULT_SEEDS = ("?Mat * ?Col", "|W| * ?Col", "|W| ^ ?c * ‖X‖ ^ ?c")
 MAX_NODES = 5000  # a runaway search stops growing the graph, not the process
@@ -81,10 +81,6 @@ class Edge:
 def _better(a: float | None, b: float | None) -> bool:
     """Is ``a`` a better (lower) score than ``b``?"""
     return a is not None and math.isfinite(a) and (b is None or a < b)
-
-
-def _fmt(v: float | None) -> str:
-    return "-" if v is None else f"{v:.4g}"
 
 
 class Graph:
@@ -213,58 +209,9 @@ class Graph:
             prev = step.id
         self._edge(prev, node.id, round)
 
-    @staticmethod
-    def steps(a: Expr, b: Expr) -> list[Expr]:
-        """The sketches from ``a`` (excluded) to ``b`` (included, last), one production
-        each; intermediate ones that do not type-check are left out (module doc)."""
-        fills, _ = match(a, b)
-        if not fills:
-            return [b]
-        out: list[Expr] = []
-        cur = a
-        work = [(f.path, f.expr) for f in reversed(fills)]   # a stack: holes left to right
-        while work:
-            path, e = work.pop()
-            kids = children(e)
-            if isinstance(e, Hole) or not kids:
-                head = e
-            else:
-                head, todo = e, []
-                for i, k in enumerate(kids):
-                    if isinstance(k, Hole):
-                        continue  # a hole the answer left open stays
-                    kind = "c" if isinstance(k, Num) else SHAPE_HOLES.get(k.type.shape if k.type else "")
-                    if kind is None:
-                        return [b]
-                    try:
-                        head = replace_at(head, (i,), Hole(kind))
-                    except IndexError:  # e.g. a keyword argument: no one-production split
-                        return [b]
-                    todo.append((path + (i,), k))
-                work.extend(reversed(todo))
-            cur = replace_at(cur, path, head)
-            out.append(cur)
-        if not out or to_text(out[-1]) != to_text(b):
-            return [b]
-        checked = []
-        for mid in out[:-1]:
-            try:
-                checked.append(parse_sketch(to_text(mid)))  # resolved and typed, or left out
-            except PruneDSLError:
-                continue
-        return checked + [b]
-
-    @staticmethod
-    def one_step(edge: "Edge") -> bool:
-        """Is ``edge`` a single production (one hole, filled by a leaf or by one operator
-        or function over new holes)?"""
-        if len(edge.fills) != 1:
-            return False
-        try:
-            e = parse_sketch(edge.fills[0].split(" := ", 1)[1])
-        except (PruneDSLError, IndexError):
-            return False
-        return all(isinstance(k, Hole) for k in children(e))
+    # one-production chains (gcot_steps.py)
+    steps = staticmethod(one_production_steps)
+    one_step = staticmethod(is_one_step)
 
     def most_specific(self, expr: Expr) -> int | None:
         """The sketch with the most structure (non-hole nodes) that ``expr`` refines."""
@@ -343,64 +290,16 @@ class Graph:
 
     # --- printing -------------------------------------------------------------------
     def score_text(self, node: Node, ref: str = "#") -> str:
-        if node.complete:
-            if node.status == "error":
-                return "error: " + (node.error or "failed").splitlines()[0]
-            if node.status == "pending":
-                return "pending"
-            dup = f"  (duplicate of {node.duplicate_of})" if node.duplicate_of else ""
-            return f"ppl {_fmt(node.val_ppl)}  proxy {_fmt(node.proxy)}{dup}"
-        parts = [f"best {what} {_fmt(v)} ({ref}{i})" for what, v, i in
-                 (("ppl", node.best_ppl, node.best_ppl_node), ("proxy", node.best_proxy, node.best_proxy_node))
-                 if i is not None]
-        return "  ".join(parts) or "no score yet"
+        return score_text(node, ref)
 
     def render_tree(self, label: Callable[[Node, Edge | None], str],
                     visible: set[int] | None = None) -> list[str]:
         """Tree lines along first parents; a node shown under a later parent is a reference."""
-        lines, shown = [], set()
-
-        def walk(i: int, prefix: str, tail: str, edge: Edge | None) -> None:
-            node = self.nodes[i]
-            if i in shown:
-                lines.append(f"{prefix}{tail}#{i} (see above)")
-                return
-            shown.add(i)
-            lines.append(f"{prefix}{tail}{label(node, edge)}")
-            kids = [c for c in node.children if visible is None or c in visible]
-            hidden = len(node.children) - len(kids)
-            inner = prefix + ("" if not tail else ("   " if tail.startswith("└") else "│  "))
-            for k, c in enumerate(kids):
-                last = k == len(kids) - 1 and not hidden
-                walk(c, inner, "└─ " if last else "├─ ", self.edges[(i, c)])
-            if hidden:
-                lines.append(f"{inner}└─ … {hidden} more")
-
-        walk(0, "", "", None)
-        return lines
+        return render_tree(self, label, visible)
 
     def graph_text(self) -> str:
         """The whole graph as a tree, then the path that reached the best formula."""
-        n_sketch = sum(not n.complete for n in self.nodes)
-        best = self.best()
-        head = (f"GCoT graph: {len(self.nodes)} nodes ({n_sketch} sketches, "
-                f"{len(self.nodes) - n_sketch} formulas), {len(self.edges)} edges")
-
-        def label(node: Node, edge: Edge | None) -> str:
-            via = f"   [{', '.join(edge.fills)}]" if edge else ""
-            name = f" ({node.name})" if node.name else ""
-            return f"#{node.id} {node.text}{name}{via}   {self.score_text(node)}"
-
-        lines = [head, *self.render_tree(label)]
-        if best is not None:
-            lines += ["", f"Best formula: #{best.id} {best.text}   {self.score_text(best)}",
-                      "Reached by:"]
-            path = self.path(best.id)
-            width = max(len(self.nodes[i].text) for i in path)
-            for a, b in zip([None] + path, path):
-                fills = f"   {', '.join(self.edges[(a, b)].fills)}" if a is not None else ""
-                lines.append(f"  #{b:<4} {self.nodes[b].text:<{width}}{fills}".rstrip())
-        return "\n".join(lines)
+        return graph_text(self)
 
     def graph_json(self) -> dict[str, Any]:
         best = self.best()

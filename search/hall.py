@@ -11,12 +11,10 @@ import json
 import math
 import os
 import tempfile
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Iterable
 
-from .base import Outcome, Proposal
-
+from .records import Candidate, SearchState, to_json
 from .state import read_state  # noqa: F401  (search.cli reads the state through here)
 
 
@@ -47,43 +45,28 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 def _json_default(o: Any) -> Any:
     if isinstance(o, (set, frozenset, tuple)):
         return list(o)
+    if callable(getattr(o, "to_json", None)):  # the records of search/records.py
+        return o.to_json()
     return str(o)
 
 
-# --- outcomes <-> JSON ------------------------------------------------------------------
-def proposal_to_dict(p: Proposal) -> dict[str, Any]:
-    return asdict(p)
-
-
-def proposal_from_dict(d: dict[str, Any]) -> Proposal:
-    return Proposal(**{**d, "parents": tuple(d.get("parents", ()))})
-
-
-def outcome_to_dict(o: Outcome) -> dict[str, Any]:
-    return {**asdict(o), "proposal": proposal_to_dict(o.proposal)}
-
-
-def outcome_from_dict(d: dict[str, Any]) -> Outcome:
-    return Outcome(**{**d, "proposal": proposal_from_dict(d["proposal"])})
-
-
 # --- the hall of fame -------------------------------------------------------------------
-def pareto_front(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+def pareto_front(records: Iterable[Candidate]) -> list[Candidate]:
     """Fully evaluated records no other record beats in both complexity and val ppl,
     simplest first (each row is strictly better on validation than every simpler one)."""
-    done = [r for r in records if r.get("val_ppl") is not None]
-    done.sort(key=lambda r: (r["complexity"], r["val_ppl"], r["id"]))
+    done = [r for r in records if r.val_ppl is not None]
+    done.sort(key=lambda r: (r.complexity, r.val_ppl, r.id))
     front, best = [], math.inf
     for r in done:
-        if r["val_ppl"] < best:
+        if r.val_ppl < best:
             front.append(r)
-            best = r["val_ppl"]
+            best = r.val_ppl
     return front
 
 
-def best_record(records: Iterable[dict[str, Any]]) -> dict[str, Any] | None:
-    done = [r for r in records if r.get("val_ppl") is not None]
-    return min(done, key=lambda r: (r["val_ppl"], r["complexity"], r["id"])) if done else None
+def best_record(records: Iterable[Candidate]) -> Candidate | None:
+    done = [r for r in records if r.val_ppl is not None]
+    return min(done, key=lambda r: (r.val_ppl, r.complexity, r.id)) if done else None
 
 
 def fmt(v: float | None, digits: int = 3) -> str:
@@ -104,36 +87,37 @@ def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
                      + [line(r) for r in cells[1:]])
 
 
-def label(r: dict[str, Any]) -> str:
-    return f"{r['name']}: {r['pretty']}" if r.get("name") else r["pretty"]
+def label(r: Candidate) -> str:
+    return f"{r.name}: {r.pretty}" if r.name else r.pretty
 
 
-def hall_rows(records: list[dict[str, Any]]) -> list[list[Any]]:
+def hall_rows(records: list[Candidate]) -> list[list[Any]]:
     best = best_record(records)
-    return [[("★ " if r is best else "") + label(r), r["complexity"], fmt(r.get("proxy"), 4),
-             fmt(r.get("val_ppl")), r["origin"]] for r in pareto_front(records)]
+    return [[("★ " if r is best else "") + label(r), r.complexity, fmt(r.proxy, 4),
+             fmt(r.val_ppl), r.origin] for r in pareto_front(records)]
 
 
 HALL_HEADER = ["formula", "complexity", "proxy", "val ppl", "origin"]
 
 
-def hall_markdown(records: list[dict[str, Any]]) -> str:
+def hall_markdown(records: list[Candidate]) -> str:
     rows = hall_rows(records)
     if not rows:
         return "(no candidate fully evaluated yet)"
     return markdown_table(HALL_HEADER, rows)
 
 
-def write_hall(directory: str | os.PathLike, state: dict[str, Any]) -> None:
+def write_hall(directory: str | os.PathLike, state: SearchState) -> None:
     """hall.json and hall.md in ``directory`` from the search state."""
-    records = state["candidates"]
+    records = state.candidates
     front = pareto_front(records)
     best = best_record(records)
-    c = state["counters"]
+    c = state.counters
     write_json(Path(directory) / "hall.json",
-               {"front": front, "best": best, "counters": c, "phase": state["phase"]})
-    summary = (f"{c['screened']} candidates screened ({c['seeds']} seeds), {c['full_evals']} fully "
-               f"evaluated, {c['duplicates']} duplicates, {c['failed']} failed")
+               {"front": [r.to_json() for r in front], "best": best and best.to_json(),
+                "counters": to_json(c), "phase": state.phase})
+    summary = (f"{c.screened} candidates screened ({c.seeds} seeds), {c.full_evals} fully "
+               f"evaluated, {c.duplicates} duplicates, {c.failed} failed")
     atomic_write(Path(directory) / "hall.md",
                  "# Hall of fame: complexity vs validation perplexity\n\n" + summary + "\n\n"
                  + hall_markdown(records) + "\n")

@@ -17,9 +17,10 @@ from typing import Any
 from ..api import parse
 from ..dsl.library import BUILTIN, Library
 from .hall import atomic_write, best_record, fmt, hall_markdown, label, markdown_table, write_json
+from .records import Candidate, SearchState
 
 BASELINES = ("magnitude", "wanda", "ria", "sparsegpt")
-SPARSEGPT_R = "sparsegpt +R"   # state["test"] key of SparseGPT proper (mask + OBS update)
+SPARSEGPT_R = "sparsegpt +R"   # SearchState.test key of SparseGPT proper (mask + OBS update)
 
 
 def _spearman(xs: list[float], ys: list[float]) -> float | None:
@@ -41,45 +42,45 @@ def _spearman(xs: list[float], ys: list[float]) -> float | None:
     return cov / (va * vb) if va and vb else None
 
 
-def report_candidates(state: dict[str, Any], top: int) -> list[dict[str, Any]]:
+def report_candidates(state: SearchState, top: int) -> list[Candidate]:
     """Baselines (in BASELINES order, then other seeds) and the best ``top`` discoveries."""
-    recs = state["candidates"]
-    seeds = [r for r in recs if r["seed"] and r.get("val_ppl") is not None]
-    seeds.sort(key=lambda r: (BASELINES.index(r["name"]) if r["name"] in BASELINES else 99, r["id"]))
-    found = [r for r in recs if not r["seed"] and r.get("val_ppl") is not None]
-    found.sort(key=lambda r: (r["val_ppl"], r["complexity"], r["id"]))
+    recs = state.candidates
+    seeds = [r for r in recs if r.seed and r.val_ppl is not None]
+    seeds.sort(key=lambda r: (BASELINES.index(r.name) if r.name in BASELINES else 99, r.id))
+    found = [r for r in recs if not r.seed and r.val_ppl is not None]
+    found.sort(key=lambda r: (r.val_ppl, r.complexity, r.id))
     return seeds + found[:top]
 
 
 def measure_test(engine) -> None:
     """Test ppl of the dense model and of every report candidate (saved one by one)."""
     cfg, state = engine.config, engine.state
-    todo: list[tuple[str, Any]] = [("dense", None)]
-    todo += [(r["canonical"], r) for r in report_candidates(state, cfg.report_top)]
+    todo: list[tuple[str, Candidate | None]] = [("dense", None)]
+    todo += [(r.canonical, r) for r in report_candidates(state, cfg.report_top)]
     sgpt = sparsegpt_seed(state)
     if sgpt is not None:
         todo.append((SPARSEGPT_R, sgpt))
     for key, rec in todo:
-        if key in state["test"]:
+        if key in state.test:
             continue
         what = "dense model" if rec is None else label(rec)
         extra = {"reconstruct": True, "group": "layer"} if key == SPARSEGPT_R else {}
         engine.log(f"test perplexity: {what}" + (" with the OBS update (SparseGPT proper)" if extra else ""))
         try:
-            res = engine.fitness.test_ppl(None if rec is None else parse(rec["text"]),
+            res = engine.fitness.test_ppl(None if rec is None else parse(rec.text),
                                           seqlen=cfg.test_seqlen, windows=cfg.test_windows, **extra)
         except Exception as err:  # one failed baseline must not lose the report
             res = {"error": f"{type(err).__name__}: {err}"}
-        state["test"][key] = res
+        state.test[key] = res
         engine.save()
 
 
-def sparsegpt_seed(state: dict[str, Any]) -> dict[str, Any] | None:
+def sparsegpt_seed(state: SearchState) -> Candidate | None:
     """The ``sparsegpt`` seed candidate, if the search screened it."""
-    return next((r for r in state["candidates"] if r["seed"] and r["name"] == "sparsegpt"), None)
+    return next((r for r in state.candidates if r.seed and r.name == "sparsegpt"), None)
 
 
-def derivation_graph(state: dict[str, Any], library: Library = BUILTIN):
+def derivation_graph(state: SearchState, library: Library = BUILTIN):
     """A GCoT graph of the fully evaluated candidates (seeds as library nodes), for the
     report of a proposer without one (evolve, enumerate): each formula under the most
     specific sketch it refines, reached from the root by one-production steps."""
@@ -87,29 +88,29 @@ def derivation_graph(state: dict[str, Any], library: Library = BUILTIN):
     from .gcot import Graph
     from .sketch import parse_sketch
     g = Graph()
-    for r in sorted((r for r in state["candidates"] if r.get("val_ppl") is not None),
-                    key=lambda r: (not r["seed"], r["id"])):
+    for r in sorted((r for r in state.candidates if r.val_ppl is not None),
+                    key=lambda r: (not r.seed, r.id)):
         try:
-            node, _ = g.attach(parse_sketch(r["text"], library), origin=r["origin"])
+            node, _ = g.attach(parse_sketch(r.text, library), origin=r.origin)
         except PruneDSLError:
             continue  # e.g. a formula of another shape than the root's
-        if r["seed"]:
-            node.origin, node.name = "library", node.name or r["name"]
-        g.record(node.id, ok=True, val_ppl=r["val_ppl"], proxy=r["proxy"], canonical=r["canonical"])
+        if r.seed:
+            node.origin, node.name = "library", node.name or r.name
+        g.record(node.id, ok=True, val_ppl=r.val_ppl, proxy=r.proxy, canonical=r.canonical)
     return g
 
 
-def lineage(state: dict[str, Any], rec: dict[str, Any], depth: int = 12) -> dict[str, Any]:
+def lineage(state: SearchState, rec: Candidate, depth: int = 12) -> dict[str, Any]:
     """How ``rec`` was bred: a tree over Proposal.parents (canonical forms)."""
-    by = {r["canonical"]: r for r in state["candidates"]}
+    by = {r.canonical: r for r in state.candidates}
 
-    def node(r, d, seen):
-        out = {"id": r["id"], "formula": r["pretty"], "canonical": r["canonical"], "origin": r["origin"],
-               "proxy": r["proxy"], "val_ppl": r.get("val_ppl"), "parents": []}
-        if d < depth and r["canonical"] not in seen:
-            for c in r.get("parents", []):
+    def node(r: Candidate, d: int, seen: frozenset[str]) -> dict[str, Any]:
+        out = {"id": r.id, "formula": r.pretty, "canonical": r.canonical, "origin": r.origin,
+               "proxy": r.proxy, "val_ppl": r.val_ppl, "parents": []}
+        if d < depth and r.canonical not in seen:
+            for c in r.parents:
                 if c in by:
-                    out["parents"].append(node(by[c], d + 1, seen | {r["canonical"]}))
+                    out["parents"].append(node(by[c], d + 1, seen | {r.canonical}))
         return out
     return node(rec, 0, frozenset())
 
@@ -128,29 +129,29 @@ def lineage_text(tree: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def plot_progress(state: dict[str, Any], path: Path, baseline: dict[str, Any] | None) -> bool:
+def plot_progress(state: SearchState, path: Path, baseline: Candidate | None) -> bool:
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    hist = [h for h in state["history"] if h["best_val_ppl"] is not None]
+    hist = [h for h in state.history if h.best_val_ppl is not None]
     if not hist:
         return False
     fig, ax = plt.subplots(figsize=(7, 4))
-    xs = [h["screened"] for h in hist]
-    ax.step(xs, [h["best_val_ppl"] for h in hist], where="post", label="best validation ppl")
-    pts = [h for h in hist if h["val_ppl"] is not None]
-    ax.scatter([h["screened"] for h in pts], [h["val_ppl"] for h in pts], s=12, alpha=0.6,
-               c=["tab:gray" if h["seed"] else "tab:orange" for h in pts],
+    xs = [h.screened for h in hist]
+    ax.step(xs, [h.best_val_ppl for h in hist], where="post", label="best validation ppl")
+    pts = [h for h in hist if h.val_ppl is not None]
+    ax.scatter([h.screened for h in pts], [h.val_ppl for h in pts], s=12, alpha=0.6,
+               c=["tab:gray" if h.seed else "tab:orange" for h in pts],
                label="full evaluations (gray: seeds)")
-    base = baseline.get("val_ppl") if baseline is not None else None  # None: its evaluation failed
+    base = baseline.val_ppl if baseline is not None else None  # None: its evaluation failed
     if base:
-        ax.axhline(base, ls="--", c="tab:green", lw=1, label=f"{baseline['name']} (seed)")
+        ax.axhline(base, ls="--", c="tab:green", lw=1, label=f"{baseline.name} (seed)")
     ax.set_xlabel("candidates screened by the proxy")
     ax.set_ylabel("validation perplexity")
-    best = min(h["best_val_ppl"] for h in hist)
+    best = min(h.best_val_ppl for h in hist)
     ax.set_ylim(best * 0.97, max(best * 1.5, base * 1.1 if base else best * 1.5))
     ax.legend(fontsize=8)
     ax.set_title("prunedsl search: best validation perplexity vs evaluations")
@@ -164,46 +165,46 @@ def write_report(engine) -> None:
     cfg, state = engine.config, engine.state
     out = Path(cfg.output)
     measure_test(engine)
-    recs = state["candidates"]
-    c = state["counters"]
+    recs = state.candidates
+    c = state.counters
     f = cfg.fitness
     best = best_record(recs)
-    wanda = next((r for r in recs if r["seed"] and r["name"] == "wanda"), None)
+    wanda = next((r for r in recs if r.seed and r.name == "wanda"), None)
     pattern = "unstructured" if not f.get("pattern") else f"{f['pattern'][0]}:{f['pattern'][1]}"
-    test = state["test"]
+    test = state.test
 
-    def tp(r):
-        t = test.get("dense" if r is None else r["canonical"], {})
+    def tp(r: Candidate | None) -> float | None:
+        t = test.get("dense" if r is None else r.canonical, {})
         return t.get("test_ppl")
     rows = []
     sgpt = sparsegpt_seed(state)
     for r in report_candidates(state, cfg.report_top):
-        if r["seed"]:
-            name = r["name"] + (" (mask only)" if r is sgpt else "")
+        if r.seed:
+            name = r.name + (" (mask only)" if r is sgpt else "")
         else:
-            name = r["name"] or ("★ " if r is best else "") + "discovered"
-        rows.append([name, r["pretty"], r["complexity"], fmt(r["proxy"], 4), fmt(r["val_ppl"]), fmt(tp(r))])
+            name = r.name or ("★ " if r is best else "") + "discovered"
+        rows.append([name, r.pretty, r.complexity, fmt(r.proxy, 4), fmt(r.val_ppl), fmt(tp(r))])
         if r is sgpt:
             t = test.get(SPARSEGPT_R, {})
-            rows.append([f"{SPARSEGPT_R} (OBS update)", r["pretty"] + " + OBS weight update, layer-wise",
+            rows.append([f"{SPARSEGPT_R} (OBS update)", r.pretty + " + OBS weight update, layer-wise",
                          "", "", "", fmt(t.get("test_ppl")) if "test_ppl" in t else
                          "error" if "error" in t else "–"])
     rows.append(["dense", "(no pruning)", "", "", "", fmt(tp(None))])
-    found = [r for r in report_candidates(state, cfg.report_top) if not r["seed"]]
+    found = [r for r in report_candidates(state, cfg.report_top) if not r.seed]
     verdict = "No formula beyond the seeds was fully evaluated."
     if found and wanda is not None and tp(found[0]) is not None and tp(wanda) is not None:
         a, b = tp(found[0]), tp(wanda)
-        verdict = (f"The best discovered formula (by validation ppl), `{found[0]['pretty']}`, has test ppl "
+        verdict = (f"The best discovered formula (by validation ppl), `{found[0].pretty}`, has test ppl "
                    f"{a:.3f} vs wanda's {b:.3f}: it **{'beats' if a < b else 'does not beat'}** wanda "
                    f"on test perplexity ({100 * (a - b) / b:+.2f}%).")
-    evald = [r for r in recs if r.get("val_ppl") is not None]
-    rho = _spearman([r["proxy"] for r in evald], [r["val_ppl"] for r in evald])
-    proxy_s = [r["proxy_seconds"] for r in recs]
-    full_s = [r["full"]["prune_seconds"] + r["full"]["eval_seconds"] for r in recs
-              if r.get("full") and "val_ppl" in r["full"]]
+    evald = [r for r in recs if r.val_ppl is not None]
+    rho = _spearman([r.proxy for r in evald], [r.val_ppl for r in evald])
+    proxy_s = [r.proxy_seconds for r in recs]
+    full_s = [r.full["prune_seconds"] + r.full["eval_seconds"] for r in recs
+              if r.full and "val_ppl" in r.full]
     md = [f"# prunedsl search report: {f['model']} at {f['sparsity']:.0%} {pattern} (group {f['group']})", ""]
     md.append(f"Proposer `{cfg.proposer}`, budget {cfg.budget}, {cfg.full_evals} full evaluations, "
-              f"seed {f['seed']}; {state['seconds']['total'] / 60:.1f} min in total.")
+              f"seed {f['seed']}; {state.seconds / 60:.1f} min in total.")
     md += ["", "## Best formulas vs baselines (WikiText-2 test perplexity)", "",
            markdown_table(["metric", "formula", "complexity", "proxy", "val ppl", "test ppl"], rows), "",
            verdict, "",
@@ -233,7 +234,7 @@ def write_report(engine) -> None:
         target = found[0] if found else best  # the best *discovered* formula, if any
         tree = lineage(state, target)
         write_json(out / "lineage.json", tree)
-        md += [f"Lineage of the best discovered formula, `{target['pretty']}` (each node lists the "
+        md += [f"Lineage of the best discovered formula, `{target.pretty}` (each node lists the "
                "candidates it was bred from, via `Proposal.parents`; JSON in `lineage.json`):", "",
                "```", lineage_text(tree), "```"]
     md += ["", "## Progress", ""]
@@ -242,30 +243,30 @@ def write_report(engine) -> None:
     else:
         md += ["(matplotlib is not installed: no plot)"]
     md += ["", "## Counts and timings", "", markdown_table(["", ""], [
-        ["proposals (seeds + proposer)", c["proposed"]],
-        ["failed (parse, type, non-finite, …)", c["failed"]],
-        ["deduplicated (canonical form seen before)", c["duplicates"]],
-        ["screened by the proxy (unique)", f"{c['screened']} ({c['seeds']} seeds)"],
-        ["proxy twins (same masks as a simpler candidate; not fully evaluated)", c.get("twins", 0)],
-        ["fully evaluated", c["full_evals"]],
+        ["proposals (seeds + proposer)", c.proposed],
+        ["failed (parse, type, non-finite, …)", c.failed],
+        ["deduplicated (canonical form seen before)", c.duplicates],
+        ["screened by the proxy (unique)", f"{c.screened} ({c.seeds} seeds)"],
+        ["proxy twins (same masks as a simpler candidate; not fully evaluated)", c.twins],
+        ["fully evaluated", c.full_evals],
         ["proxy time per candidate (mean)", f"{sum(proxy_s) / max(1, len(proxy_s)):.2f} s"],
         ["full evaluation time (mean)", f"{sum(full_s) / max(1, len(full_s)):.1f} s" if full_s else "–"],
         ["Spearman(proxy, val ppl) over full evaluations", fmt(rho, 3)],
         ["proxy settings", f"{f['proxy_blocks'] or 'all'} blocks, {f['proxy_rows']:g} of rows, "
                            f"rank {f['proxy_rank'] or 'exact'}"],
     ])]
-    top = sorted([r for r in recs if not r["seed"]], key=lambda r: r["proxy"])[:10]
+    top = sorted([r for r in recs if not r.seed], key=lambda r: r.proxy)[:10]
     md += ["", "## Best candidates by proxy", "", markdown_table(
         ["#", "formula", "complexity", "proxy", "val ppl", "origin"],
-        [[r["id"], r["pretty"], r["complexity"], fmt(r["proxy"], 4), fmt(r["val_ppl"]), r["origin"]] for r in top])]
-    if state.get("skipped_seeds"):
+        [[r.id, r.pretty, r.complexity, fmt(r.proxy, 4), fmt(r.val_ppl), r.origin] for r in top])]
+    if state.skipped_seeds:
         md += ["", "Library metrics not used as seeds: " + "; ".join(
-            f"`{k}` ({v})" for k, v in state["skipped_seeds"].items()) + "."]
-    fails = state["failures"][:5]
+            f"`{k}` ({v})" for k, v in state.skipped_seeds.items()) + "."]
+    fails = state.failures[:5]
     if fails:
         md += ["", "## Some failed proposals", ""]
         for x in fails:
-            md += [f"- `{x['input'][:100]}` ({x['origin']}): {x['error'].splitlines()[0]}"]
+            md += [f"- `{x.input[:100]}` ({x.origin}): {x.error.splitlines()[0]}"]
     atomic_write(out / "report.md", "\n".join(md) + "\n")
     engine.log(f"report: {out / 'report.md'}")
-    engine.log(json.dumps({"best": best and best["pretty"], "verdict": verdict}, ensure_ascii=False))
+    engine.log(json.dumps({"best": best and best.pretty, "verdict": verdict}, ensure_ascii=False))

@@ -3,7 +3,9 @@ error for a file that is not a search state (empty, truncated, a list, ``{}``).
 
 Version 1 is the layout written before the version bump, where ``skipped_seeds`` was
 added on first use; version 2 always holds it. Older files are migrated in memory on
-read and written back as the current version by the next save.
+read and written back as the current version by the next save. The migrated JSON is
+then read into a ``SearchState`` (``search/records.py``): a missing, unknown or mistyped
+key anywhere in it is the same clear error, never a KeyError.
 """
 from __future__ import annotations
 
@@ -13,9 +15,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import SearchError
+from .records import STATE_VERSION, RecordError, SearchState
 
 STATE_FILE = "state.json"
-STATE_VERSION = 2
 
 # the keys every version holds; a JSON object without them is not a search state
 _REQUIRED = ("version", "config", "phase", "candidates", "failures", "history", "pending",
@@ -39,7 +41,7 @@ def _not_a_state(path: Path, why: str) -> SearchError:
                             f"--output, or move {path.name} away to start one in this directory")
 
 
-def read_state(directory: str | os.PathLike) -> dict[str, Any] | None:
+def read_state(directory: str | os.PathLike) -> SearchState | None:
     """The search state in ``directory`` at the current version, or None when there is none."""
     path = Path(directory) / STATE_FILE
     if not path.is_file():
@@ -59,10 +61,13 @@ def read_state(directory: str | os.PathLike) -> dict[str, Any] | None:
     if not isinstance(state["config"], dict) or not isinstance(state["config"].get("cli"), dict):
         raise _not_a_state(path, "its config has no cli settings")
     version = state["version"]
-    while version in _MIGRATIONS:
+    while isinstance(version, int) and version in _MIGRATIONS:
         state = _MIGRATIONS[version](state)
         version = state["version"]
     if version != STATE_VERSION:
         raise SearchError(f"{path} has state version {version}, this prunedsl reads versions 1 to "
                           f"{STATE_VERSION}", hint="resume it with the prunedsl that wrote it")
-    return state
+    try:
+        return SearchState.from_json(state)
+    except RecordError as err:
+        raise _not_a_state(path, str(err)) from None

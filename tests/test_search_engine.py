@@ -19,6 +19,7 @@ from prunedsl.search.evolve import EvolveProposer
 from prunedsl.search.fitness import BASE_STATISTICS, FitnessSettings
 from prunedsl.search.grammar import Vocabulary
 from prunedsl.search.hall import atomic_write, pareto_front, read_state
+from prunedsl.search.records import Candidate
 
 
 class FakeFitness:
@@ -102,27 +103,27 @@ def test_seeds_dedup_failures_budget_and_schedule(tmp_path):
     engine = Engine(_config(tmp_path), lambda: fit, proposer, log=lambda m: None)
     summary = engine.run()
     st = engine.state
-    c = st["counters"]
-    seeds = [r for r in st["candidates"] if r["seed"]]
+    c = st.counters
+    seeds = [r for r in st.candidates if r.seed]
     usable = [n for n, t in seed_metrics() if "G" not in parse(t).requires]
-    assert sorted(r["name"] for r in seeds) == sorted(usable)
-    assert all(r["val_ppl"] is not None for r in seeds)          # seeds are always evaluated
-    assert set(st["skipped_seeds"]) == {n for n, _ in seed_metrics()} - set(usable)
-    assert c["screened"] - c["seeds"] == 6                        # the budget, exactly
-    assert c["duplicates"] >= 1 and c["failed"] == 3  # sqrt(wanda); "(", log, row_sum (Row)
-    assert sum(1 for r in st["candidates"] if not r["seed"] and r["full"]) == 2
-    errors = [f["error"] for f in st["failures"]]
+    assert sorted(r.name for r in seeds) == sorted(usable)
+    assert all(r.val_ppl is not None for r in seeds)          # seeds are always evaluated
+    assert set(st.skipped_seeds) == {n for n, _ in seed_metrics()} - set(usable)
+    assert c.screened - c.seeds == 6                        # the budget, exactly
+    assert c.duplicates >= 1 and c.failed == 3  # sqrt(wanda); "(", log, row_sum (Row)
+    assert sum(1 for r in st.candidates if not r.seed and r.full) == 2
+    errors = [f.error for f in st.failures]
     assert any("syntax error" in e and "^" in e for e in errors)  # rendered with a caret
     assert any("NaN" in e for e in errors)
     dup = next(o for o in proposer.seen if o.duplicate_of)
     assert dup.ok and dup.proxy is not None
     # the best reported is never worse than the best seed on validation
-    assert summary["best"]["val_ppl"] <= min(r["val_ppl"] for r in seeds)
+    assert summary["best"]["val_ppl"] <= min(r.val_ppl for r in seeds)
     hall = json.loads((tmp_path / "run" / "hall.json").read_text())
-    assert [r["id"] for r in hall["front"]] == [r["id"] for r in pareto_front(st["candidates"])]
+    assert [r["id"] for r in hall["front"]] == [r.id for r in pareto_front(st.candidates)]
     # full evaluations went to the best by proxy
-    new = sorted((r for r in st["candidates"] if not r["seed"]), key=lambda r: r["proxy"])
-    assert {r["id"] for r in new[:2]} == {r["id"] for r in new if r["full"]}
+    new = sorted((r for r in st.candidates if not r.seed), key=lambda r: r.proxy)
+    assert {r.id for r in new[:2]} == {r.id for r in new if r.full}
 
 
 def test_existing_output_needs_resume(tmp_path):
@@ -149,17 +150,23 @@ def test_resume_after_crash_matches_uninterrupted(tmp_path, when):
     before = read_state(tmp_path / "b" / "run")
     resumed = Engine(_config(tmp_path / "b", **cfg), FakeFitness, _evolve(), log=lambda m: None)
     resumed.run(resume=True)
-    a, b = ref.state["candidates"], resumed.state["candidates"]
+    a, b = ref.state.candidates, resumed.state.candidates
     # nothing saved was lost (the saved candidates are a prefix), and the run is the same
-    assert [r["canonical"] for r in before["candidates"]] == [r["canonical"] for r in b][:len(before["candidates"])]
-    assert [(r["canonical"], r["proxy"], r["val_ppl"]) for r in a] == [(r["canonical"], r["proxy"], r["val_ppl"]) for r in b]
-    assert ref.state["counters"] == resumed.state["counters"]
+    assert [r.canonical for r in before.candidates] == [r.canonical for r in b][:len(before.candidates)]
+    assert [(r.canonical, r.proxy, r.val_ppl) for r in a] == [(r.canonical, r.proxy, r.val_ppl) for r in b]
+    assert ref.state.counters == resumed.state.counters
 
 
 def test_pareto_front():
-    recs = [{"id": i, "complexity": c, "val_ppl": v} for i, (c, v) in
+    recs = [_candidate(id=i, complexity=c, val_ppl=v) for i, (c, v) in
             enumerate([(2, 30.0), (4, 25.0), (3, 31.0), (6, 25.0), (8, 20.0), (5, None)])]
-    assert [r["id"] for r in pareto_front(recs)] == [0, 1, 4]
+    assert [r.id for r in pareto_front(recs)] == [0, 1, 4]
+
+
+def _candidate(**kw) -> Candidate:
+    base = dict(id=0, input="W", text="W", pretty="W", name=None, canonical="W", complexity=1,
+                origin="test", parents=(), node=None, note="", proxy=0.5, proxy_seconds=0.0)
+    return Candidate(**{**base, **kw})
 
 
 def test_atomic_write_keeps_old_content_on_failure(tmp_path):
@@ -181,7 +188,7 @@ def test_non_mat_metric_is_a_failed_outcome(tmp_path):
     engine.run()
     failed = [o for o in proposer.seen if not o.ok]
     assert failed and "Mat" in failed[0].error
-    assert not math.isnan(engine.state["candidates"][-1]["proxy"])
+    assert not math.isnan(engine.state.candidates[-1].proxy)
 
 
 def test_report_with_lineage_and_plot(tmp_path):
@@ -195,29 +202,29 @@ def test_report_with_lineage_and_plot(tmp_path):
     assert "test ppl" in text and "Hall of fame" in text and "Lineage of the best" in text
     # full_evals=3 evaluates discovered formulas, and with this fake fitness the best of them
     # (by validation ppl) has a lower test ppl than wanda: the verdict must say so
-    test, recs = engine.state["test"], engine.state["candidates"]
-    best = min((r for r in recs if not r["seed"] and r["val_ppl"] is not None),
-               key=lambda r: (r["val_ppl"], r["complexity"], r["id"]))
-    wanda = next(r for r in recs if r["seed"] and r["name"] == "wanda")
-    assert test[best["canonical"]]["test_ppl"] < test[wanda["canonical"]]["test_ppl"]
-    assert f"`{best['pretty']}`" in text and "it **beats** wanda" in text
+    test, recs = engine.state.test, engine.state.candidates
+    best = min((r for r in recs if not r.seed and r.val_ppl is not None),
+               key=lambda r: (r.val_ppl, r.complexity, r.id))
+    wanda = next(r for r in recs if r.seed and r.name == "wanda")
+    assert test[best.canonical]["test_ppl"] < test[wanda.canonical]["test_ppl"]
+    assert f"`{best.pretty}`" in text and "it **beats** wanda" in text
     assert "No formula beyond the seeds" not in text
     assert (out / "progress.png").stat().st_size > 1000
     lineage = json.loads((out / "lineage.json").read_text())
     assert lineage["formula"] and "parents" in lineage
-    assert set(engine.state["test"]) >= {"dense"}
-    assert engine.state["phase"] == "done"
+    assert set(engine.state.test) >= {"dense"}
+    assert engine.state.phase == "done"
 
 
 def test_proxy_twins_are_not_fully_evaluated_twice(tmp_path):
     proposer = Scripted(["min(|W| * ‖X‖ ^ 2, 1e9)", "|W| * ‖X‖ ^ 2", "|W| ^ 3 / hinv"])
     engine = Engine(_config(tmp_path, budget=3, full_evals=3), FakeFitness, proposer, log=lambda m: None)
     engine.run()
-    recs = {r["text"]: r for r in engine.state["candidates"]}
+    recs = {r.text: r for r in engine.state.candidates}
     bloated, simple = recs["min(|W| * ‖X‖ ^ 2, 1000000000)"], recs["|W| * ‖X‖ ^ 2"]
-    assert bloated["proxy"] == simple["proxy"] and bloated["canonical"] != simple["canonical"]
-    assert bloated["twin_of"] == simple["id"] and bloated["full"] is None   # the simpler one is kept
-    assert simple["val_ppl"] is not None and engine.state["counters"]["twins"] == 1
+    assert bloated.proxy == simple.proxy and bloated.canonical != simple.canonical
+    assert bloated.twin_of == simple.id and bloated.full is None   # the simpler one is kept
+    assert simple.val_ppl is not None and engine.state.counters.twins == 1
 
 
 def test_cli_settings_on_resume():
@@ -238,9 +245,9 @@ def test_resume_with_a_larger_budget_extends_a_finished_search(tmp_path):
     Engine(_config(tmp_path, budget=4, full_evals=1), FakeFitness, _evolve(), log=lambda m: None).run()
     more = Engine(_config(tmp_path, budget=8, full_evals=2), FakeFitness, _evolve(), log=lambda m: None)
     more.run(resume=True)
-    c = more.state["counters"]
-    assert c["screened"] - c["seeds"] == 8 and more.state["phase"] == "done"
-    assert sum(1 for r in more.state["candidates"] if not r["seed"] and r["full"]) == 2
+    c = more.state.counters
+    assert c.screened - c.seeds == 8 and more.state.phase == "done"
+    assert sum(1 for r in more.state.candidates if not r.seed and r.full) == 2
 
 
 class Stuttering(Scripted):
@@ -261,7 +268,7 @@ def test_a_few_empty_rounds_do_not_end_the_search(tmp_path):
     prop = Stuttering(["|W| * ‖X‖ ^ 2", "|W| * ‖X‖₁", "|W| * var(X)"], empty_rounds=range(1, EMPTY_ROUNDS))
     eng = Engine(_config(tmp_path, budget=3, batch=3), FakeFitness, prop, log=lambda m: None)
     eng.run()
-    assert eng.state["counters"]["screened"] - eng.state["counters"]["seeds"] == 3
+    assert eng.state.counters.screened - eng.state.counters.seeds == 3
 
 
 def test_a_proposer_that_stays_empty_ends_the_search(tmp_path):
@@ -270,7 +277,7 @@ def test_a_proposer_that_stays_empty_ends_the_search(tmp_path):
     prop = Stuttering(["|W| * ‖X‖ ^ 2"], empty_rounds=range(2, 100))
     eng = Engine(_config(tmp_path, budget=5, batch=3), FakeFitness, prop, log=logs.append)
     eng.run()
-    assert prop.rounds == 1 + EMPTY_ROUNDS and eng.state["phase"] == "done"
+    assert prop.rounds == 1 + EMPTY_ROUNDS and eng.state.phase == "done"
     assert any("proposed nothing in" in m for m in logs)
 
 

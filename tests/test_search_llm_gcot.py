@@ -282,6 +282,7 @@ def test_a_refinement_filling_several_productions_becomes_a_chain_of_one_product
 
 def test_an_intermediate_sketch_that_does_not_type_check_is_skipped(monkeypatch):
     import prunedsl.search.gcot as gcot
+    import prunedsl.search.gcot_steps as gcot_steps  # where the chains are built
     from prunedsl.errors import DSLTypeError
     real = gcot.parse_sketch
 
@@ -290,6 +291,7 @@ def test_an_intermediate_sketch_that_does_not_type_check_is_skipped(monkeypatch)
             raise DSLTypeError("not on its own")
         return real(text, *a)
     monkeypatch.setattr(gcot, "parse_sketch", picky)
+    monkeypatch.setattr(gcot_steps, "parse_sketch", picky)
     texts = [to_text(e) for e in Graph.steps(real("|W| * ?Col"), real("|W| * ‖X‖ ^ 2"))]
     assert texts == ["|W| * ‖X‖ ^ ?c", "|W| * ‖X‖ ^ 2"]
     g = Graph(sketches=("|W| * ?Col",))

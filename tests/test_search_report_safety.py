@@ -81,9 +81,14 @@ def test_report_survives_a_failed_wanda_and_shows_sparsegpt_proper_and_the_graph
 
 def test_plot_progress_without_a_wanda_val_ppl(tmp_path):
     pytest.importorskip("matplotlib")
+    from prunedsl.search.records import Candidate, HistoryPoint, SearchState
     from prunedsl.search.report import plot_progress
-    state = {"history": [{"screened": 1, "best_val_ppl": 30.0, "val_ppl": 30.0, "seed": True}]}
-    assert plot_progress(state, tmp_path / "p.png", {"name": "wanda", "val_ppl": None})
+    state = SearchState(config=SearchConfig(output=str(tmp_path)), history=[HistoryPoint(
+        screened=1, full_evals=1, id=0, best_val_ppl=30.0, val_ppl=30.0, seed=True, seconds=0.0)])
+    wanda = Candidate(id=1, input=WANDA, text=WANDA, pretty=WANDA, name="wanda", canonical=WANDA, complexity=4,
+                      origin="seed", parents=(), node=None, note="wanda", proxy=0.1, proxy_seconds=0.0,
+                      val_ppl=None, seed=True)
+    assert plot_progress(state, tmp_path / "p.png", wanda)
 
 
 # --- safety: model text reaches lark, nothing else --------------------------------------------

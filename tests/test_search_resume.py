@@ -13,6 +13,7 @@ import time
 import pytest
 
 from prunedsl.search.hall import pareto_front
+from prunedsl.search.records import Candidate
 
 BUDGET, FULL = 24, 4
 
@@ -83,7 +84,8 @@ def test_sigkill_then_resume_equals_uninterrupted(tiny, tmp_path):
     assert c["screened"] - c["seeds"] == BUDGET and c["screened"] == len(after["candidates"])
     assert sum(1 for r in after["candidates"] if not r["seed"] and r["full"]) == FULL
     hall = json.loads((out / "hall.json").read_text())
-    assert [r["id"] for r in hall["front"]] == [r["id"] for r in pareto_front(after["candidates"])]
+    front = pareto_front([Candidate.from_json(r) for r in after["candidates"]])
+    assert [r["id"] for r in hall["front"]] == [r.id for r in front]
     assert after["phase"] == "done" and (out / "report.md").is_file() and (out / "progress.png").is_file()
     assert not [p for p in os.listdir(out) if p.endswith(".tmp")]
 

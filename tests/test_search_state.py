@@ -28,13 +28,13 @@ def test_v1_state_without_skipped_seeds_gets_them(tmp_path):
     del raw["skipped_seeds"]  # version 1 added the key on first use only
     (tmp_path / "state.json").write_text(json.dumps(raw))
     state = read_state(tmp_path)
-    assert state["version"] == 2 and state["skipped_seeds"] == {}
+    assert state.version == 2 and state.skipped_seeds == {}
 
 
 def test_v1_fixture_migrates_to_current_version():
     raw = json.loads((V1 / "state.json").read_text())
     assert raw["version"] == 1 and "skipped_seeds" in raw
-    assert read_state(V1)["version"] == STATE_VERSION == 2
+    assert read_state(V1).version == STATE_VERSION == 2
     assert json.loads((V1 / "state.json").read_text())["version"] == 1  # reading changes nothing
 
 

@@ -1,0 +1,150 @@
+"""One candidate at a time, for the engine (``search/engine.py``, whose module doc has the
+rules): screen a proposal (parse and check → canonical dedup → proxy → proxy twins), fully
+evaluate a candidate, and pick the next candidate for the full-evaluation quota. Each
+records what happened in the ``SearchState``; saving it is the engine's job.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Callable
+
+from ..api import parse
+from ..dsl.ast import size
+from ..dsl.library import Library
+from ..errors import PruneDSLError, SearchError
+from .base import Outcome, Proposal
+from .hall import best_record, fmt
+from .records import Candidate, Failure, HistoryPoint, SearchConfig, SearchState
+
+
+def render_error(err: BaseException) -> str:
+    return err.render() if isinstance(err, PruneDSLError) else f"{type(err).__name__}: {err}"
+
+
+class Screening:
+    """The state's candidates indexed by canonical form and by proxy value, and the texts
+    that failed after parsing (a repeat fails again without a retry)."""
+
+    def __init__(self, state: SearchState, config: SearchConfig, library: Library,
+                 log: Callable[[str], None]):
+        self.state, self.config, self.library, self.log = state, config, library, log
+        self.group = config.fitness.get("group", "row")
+        self.by_canonical: dict[str, Candidate] = {r.canonical: r for r in state.candidates}
+        # proxy value -> the primary of its twins
+        self.by_proxy: dict[float, Candidate] = {r.proxy: r for r in state.candidates if r.twin_of is None}
+        self.failed_texts: dict[str, str] = {f.text: f.error for f in state.failures if f.resolved}
+
+    def fail(self, p: Proposal, err: BaseException, resolved: str | None = None,
+             seed: str | None = None) -> Outcome:
+        msg = render_error(err)
+        self.state.counters.failed += 1
+        self.state.failures.append(Failure(text=resolved or p.text, input=p.text, origin=p.origin,
+                                           error=msg, resolved=resolved is not None, seed=seed))
+        if resolved is not None:
+            self.failed_texts[resolved] = msg
+        self.log(f"  ✗ {p.origin}: {p.text[:80]} — {msg.splitlines()[0]}")
+        return Outcome(p, ok=False, error=msg)
+
+    def screen(self, fitness: Any, p: Proposal, seed: str | None = None) -> Outcome:
+        c = self.state.counters
+        c.proposed += 1
+        try:
+            metric = parse(p.text, library=self.library)
+            if metric.type.shape != "Mat":
+                raise SearchError(f"the search looks for per-weight metrics (Mat); this formula is "
+                                  f"{metric.type.shape}-typed", hint="multiply by a weight term such as |W|")
+            canonical = metric.canonical(self.group)
+        except Exception as err:  # bad text, or sympy choking on an odd formula: a failed outcome
+            return self.fail(p, err, seed=seed)
+        text = metric.text()
+        complexity = size(metric.expr)
+        orig = self.by_canonical.get(canonical)
+        if orig is not None:
+            c.duplicates += 1
+            return Outcome(p, ok=True, canonical=canonical, duplicate_of=canonical, proxy=orig.proxy,
+                           val_ppl=orig.val_ppl, complexity=orig.complexity, extra={"pretty": orig.pretty})
+        if text in self.failed_texts:
+            c.failed += 1
+            return Outcome(p, ok=False, error=self.failed_texts[text], canonical=canonical)
+        t0 = time.perf_counter()
+        try:
+            proxy = fitness.proxy(metric)
+        except Exception as err:  # any failure of one candidate is its outcome, not the search's
+            return self.fail(p, err, resolved=text, seed=seed)
+        seconds = time.perf_counter() - t0
+        try:
+            pretty = metric.pretty()
+        except Exception:  # printing must never end a search
+            pretty = text
+        rec = Candidate(id=len(self.state.candidates), input=p.text, text=text, pretty=pretty,
+                        name=seed or metric.name, canonical=canonical, complexity=complexity,
+                        origin=p.origin, parents=tuple(p.parents), node=p.node, note=p.note,
+                        proxy=proxy, proxy_seconds=seconds, val_ppl=None, full=None,
+                        seed=seed is not None, screened_at=c.screened + 1)
+        extra: dict[str, Any] = {"pretty": pretty, "name": rec.name, "seconds": seconds}
+        twin = self.by_proxy.get(proxy)
+        if twin is not None:
+            c.twins += 1
+            primary, other = (rec, twin) if (complexity < twin.complexity and twin.full is None
+                                            and not twin.seed) else (twin, rec)
+            other.twin_of = primary.id
+            primary.twin_of = None
+            self.by_proxy[proxy] = primary
+            extra["twin_of"] = primary.canonical
+        else:
+            self.by_proxy[proxy] = rec
+        self.state.candidates.append(rec)
+        self.by_canonical[canonical] = rec
+        c.screened += 1
+        c.seeds += seed is not None
+        n = f"seed {seed}" if seed else f"{c.screened_new}/{self.config.budget}"
+        self.log(f"[{n}] proxy {fmt(proxy, 4)}  {pretty}  ({p.origin}, {seconds:.2f} s)")
+        return Outcome(p, ok=True, canonical=canonical, proxy=proxy, complexity=complexity, extra=extra)
+
+    def full(self, fitness: Any, rec: Candidate, elapsed: Callable[[], float]) -> Candidate | None:
+        """Prune with ``rec`` for real; record the result, the history point and the outcome
+        the proposer is told. Returns the best candidate so far."""
+        c = self.state.counters
+        try:
+            res = fitness.full(parse(rec.text))
+            rec.full, rec.val_ppl = res, res["val_ppl"]
+        except Exception as err:  # recorded; the search goes on
+            msg = render_error(err)
+            rec.full = {"error": msg}
+            self.log(f"  ✗ full evaluation of {rec.pretty} failed: {msg.splitlines()[0]}")
+        c.full_evals += 1
+        best = best_record(self.state.candidates)
+        self.state.history.append(HistoryPoint(
+            screened=c.screened, full_evals=c.full_evals, id=rec.id, val_ppl=rec.val_ppl, seed=rec.seed,
+            best_val_ppl=best.val_ppl if best else None, seconds=elapsed()))
+        self._update_outcome(rec)
+        return best
+
+    def _update_outcome(self, rec: Candidate) -> None:
+        """Give the proposer the val ppl: in the pending outcome, or as an update."""
+        for o in self.state.unobserved:
+            if o.canonical == rec.canonical and not o.duplicate_of:
+                o.val_ppl = rec.val_ppl
+                return
+        p = Proposal(rec.input, rec.origin, tuple(rec.parents), rec.node, rec.note)
+        self.state.unobserved.append(Outcome(
+            p, ok=rec.val_ppl is not None, canonical=rec.canonical, proxy=rec.proxy,
+            val_ppl=rec.val_ppl, complexity=rec.complexity,
+            error=(rec.full or {}).get("error"), extra={"update": True, "pretty": rec.pretty}))
+
+
+def next_full_eval(state: SearchState, config: SearchConfig, final: bool = False) -> Candidate | None:
+    """The next candidate the full-evaluation quota goes to, or None (engine module doc):
+    the quota is floor(K · screened / budget) (K at the end), spent on the best by proxy
+    among the top K whose proxy beats the worst seed's (at the end: on the best remaining)."""
+    k, budget = config.full_evals, max(1, config.budget)
+    quota = k if final else math.floor(k * min(1.0, state.counters.screened_new / budget))
+    seeds = [r.proxy for r in state.candidates if r.seed and r.val_ppl is not None]
+    bar = max(seeds) if seeds and not final else math.inf  # beat the worst baseline's proxy
+    pool = [r for r in state.candidates if not r.seed and r.twin_of is None]
+    if sum(r.full is not None for r in pool) >= quota:
+        return None
+    ranked = sorted(pool, key=lambda r: (r.proxy, r.complexity, r.id))
+    eligible = ranked if final else [r for r in ranked[:k] if r.proxy < bar]
+    return next((r for r in eligible if r.full is None), None)
