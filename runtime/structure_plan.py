@@ -54,6 +54,8 @@ class RemovalPlan:
         d["keep"] = [list(k) for k in self.keep]
         d["total"] = list(self.total)
         d["removed_per_block"] = [t - w for t, w in zip(self.total, self.widths)]
+        d["removed"] = self.removed
+        d["widths"] = list(self.widths)
         d["uniform"] = self.uniform
         return d
 
