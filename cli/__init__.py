@@ -18,7 +18,7 @@ import sys
 
 from ..config import GROUPS
 from ..errors import ConfigError, PruneDSLError
-from . import dsl_commands, prune_commands
+from . import dsl_commands, prune_commands, structure_commands
 from .output import print_json
 
 EXAMPLES = {
@@ -41,6 +41,9 @@ EXAMPLES = {
   prunedsl prune --model smollm2-135m --metric wanda --sparsity 0.7 --allocation owl
   prunedsl prune --model smollm2-135m --metric wanda --pattern 4:8 --allocation "sdsa(lam = 0.1)"
   prunedsl prune --model ./my-model --metric "ria(a = 0.3)" --sparsity 0.5 --calib-data notes.txt --json
+  prunedsl prune --model smollm2-135m --structure channels --ratio 0.2 --output out/ch20
+  prunedsl prune --model smollm2-135m --structure heads --ratio 0.34 --structure-metric taylor
+  prunedsl prune --model smollm2-135m --structure blocks --ratio 0.15 --structure-metric block_influence
 """,
     "eval": """examples:
   prunedsl eval --model smollm2-135m --seqlen 512 --eval-windows 40
@@ -105,7 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("prune", "prune a model with a metric and report its perplexity")
     _add_model_data(p)
     g = p.add_argument_group("pruning")
-    g.add_argument("--metric", required=True, help="a formula or a library name, e.g. wanda or \"ria(a=0.3)\"")
+    g.add_argument("--metric", default=None,
+                   help="a formula or a library name, e.g. wanda or \"ria(a=0.3)\" (required unless --structure)")
     g.add_argument("--sparsity", type=float, default=None,
                    help="fraction of weights to prune in each linear layer (default 0.5; N:M sets it)")
     g.add_argument("--pattern", default="unstructured", help="unstructured (default) or N:M, e.g. 2:4")
@@ -128,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "pruned before it in its block; parallel: every linear of a block on the "
                         "block's unpruned input, as Wanda's and OWL's code do (one extra forward per block)")
     _add_library(g)
+    structure_commands.add_structure_arguments(p)
     g = p.add_argument_group("calibration")
     g.add_argument("--nsamples", type=int, default=32, help="calibration windows (default 32)")
     g.add_argument("--seed", type=int, default=0, help="seed for choosing calibration windows")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import sys
 
 from ..dsl.library import Library
+from ..errors import ConfigError
 from .output import markdown_table, print_json
 
 
@@ -11,6 +12,12 @@ def cmd_prune(args) -> int:
     from ..api import parse
     from ..config import parse_pattern, resolve_sparsity
     from ..runtime.job import PruneJob, run_prune
+    if args.structure is not None or args.ratio is not None:
+        from .structure_commands import cmd_prune_structure
+        return cmd_prune_structure(args)
+    if args.metric is None:
+        raise ConfigError("{metric} is required (or {structure} with {ratio} for structured removal)",
+                          hint="e.g. --metric wanda --sparsity 0.5")
     library = Library.from_files(args.library)
     metric = parse(args.metric, library=library)
     allocation = None

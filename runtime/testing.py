@@ -1,6 +1,6 @@
 """Tiny random models and a tiny tokenizer for tests (no download, milliseconds to build).
 
-    from prunedsl.runtime.testing import tiny_llama, tiny_gemma3, tiny_tokenizer
+    from prunedsl.runtime.testing import tiny_llama, tiny_gemma3, tiny_qwen2, tiny_tokenizer
 """
 from __future__ import annotations
 
@@ -31,6 +31,21 @@ def tiny_gemma3(seed: int = 0) -> nn.Module:
                                         "sliding_attention", "full_attention"],
                            use_cache=False)
     return Gemma3ForCausalLM(cfg).eval()
+
+
+def tiny_qwen2(seed: int = 0) -> nn.Module:
+    """A random Qwen2ForCausalLM: q/k/v biases, GQA (4 query heads over 2 KV heads), untied lm_head."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+    torch.manual_seed(seed)
+    cfg = Qwen2Config(hidden_size=64, intermediate_size=96, num_hidden_layers=3,
+                      num_attention_heads=4, num_key_value_heads=2, vocab_size=VOCAB,
+                      max_position_embeddings=256, tie_word_embeddings=False, use_cache=False)
+    model = Qwen2ForCausalLM(cfg).eval()
+    with torch.no_grad():  # random init leaves the biases at 0; make them matter
+        for name, p in model.named_parameters():
+            if name.endswith("proj.bias"):
+                p.normal_(0, 0.5)
+    return model
 
 
 def tiny_tokenizer():

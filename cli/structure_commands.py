@@ -1,0 +1,81 @@
+"""``prunedsl prune --structure channels|heads|blocks --ratio R``: remove coupled structures
+for real (a physically smaller model), see docs/structured.md. torch loads inside the handler."""
+from __future__ import annotations
+
+import argparse
+
+from ..errors import ConfigError
+from .output import markdown_table, print_json
+
+# Spelled here too so building the parser imports no torch (runtime/structures.py has them).
+STRUCTURES = ("channels", "heads", "blocks")
+HEADS_MODES = ("kv_groups", "query_heads")
+STRUCTURE_METRICS = ("magnitude", "taylor", "wanda_sp", "block_influence")
+# Options of unstructured / masked pruning that mean nothing with --structure.
+_MASK_ONLY = {"metric": None, "sparsity": None, "pattern": "unstructured", "group": None,
+              "allocation": None, "reconstruct": False, "allow_nonfinite": False}
+
+
+def add_structure_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group(
+        "structured removal (physically smaller model: the saved config has the new widths)")
+    g.add_argument("--structure", choices=STRUCTURES, default=None,
+                   help="remove whole MLP channels, attention heads (GQA-aware) or decoder blocks "
+                        "instead of masking weights; needs --ratio")
+    g.add_argument("--ratio", type=float, default=None, metavar="R",
+                   help="fraction in [0, 1) of the structures to remove (per block for channels/heads, "
+                        "of all blocks for blocks), rounded to whole structures")
+    g.add_argument("--structure-metric", default=None, metavar="NAME",
+                   help=f"structure score, one of {', '.join(STRUCTURE_METRICS)} (default: wanda_sp; "
+                        "block_influence for blocks)")
+    g.add_argument("--heads-mode", choices=HEADS_MODES, default="kv_groups",
+                   help="heads: remove whole KV groups with their query heads (default), or the same "
+                        "number of query heads from every KV group")
+    g.add_argument("--structure-allocation", choices=("uniform", "global"), default="uniform",
+                   help="uniform (default): the same count in every block, loadable by plain "
+                        "transformers; global: one ranking over all blocks (per-block widths, "
+                        "in-memory evaluation only, cannot be saved)")
+
+
+def cmd_prune_structure(args) -> int:
+    from ..runtime.structured_job import StructuredJob, run_structured
+    if args.structure is None or args.ratio is None:
+        raise ConfigError("{structure} and {ratio} go together", hint="e.g. --structure channels --ratio 0.2")
+    given = [name for name, default in _MASK_ONLY.items() if getattr(args, name) != default]
+    if given:
+        flags = ", ".join("--" + n.replace("_", "-") for n in given)
+        raise ConfigError("{structure} removes whole structures; " + flags.replace("{", "{{")
+                          + " only apply to masked pruning", hint="use --structure-metric to choose the score")
+    job = StructuredJob(model=args.model, structure=args.structure, ratio=args.ratio,
+                        metric=args.structure_metric, heads_mode=args.heads_mode,
+                        allocation=args.structure_allocation, nsamples=args.nsamples,
+                        seqlen=512 if args.seqlen is None else args.seqlen, seed=args.seed,
+                        calib_data=args.calib_data, data_dir=args.data_dir,
+                        eval_windows=args.eval_windows, output=args.output, evaluate=not args.no_eval,
+                        overwrite=args.overwrite)
+    record = run_structured(job)
+    if args.json:
+        print_json(record)
+        return 0
+    s = record["structured"]
+    plan = s["plan"]
+    ppl = f"ppl {record['ppl']:.3f}" if record["ppl"] is not None else "not evaluated"
+    print(f"prunedsl prune: {args.model} | {args.structure} removed by {record['structure_metric']} | "
+          f"{s['decoder_fraction_removed']:.1%} of decoder parameters | {ppl}")
+    print()
+    widths = sorted(set(plan["widths"]))
+    rows = [["structure", args.structure + (f" ({args.heads_mode})" if args.structure == "heads" else "")],
+            ["score", f"{record['structure_metric']}: {record['structure_metric_doc']}"],
+            ["allocation", plan["allocation"]],
+            ["removed", f"{plan['removed']} of {sum(plan['total'])} structures"],
+            ["kept per block" if args.structure != "blocks" else "kept blocks",
+             ", ".join(map(str, widths)) if args.structure != "blocks" else str(plan["keep"][0])],
+            ["parameters", f"{s['params_before']:,} → {s['params_after']:,}"],
+            ["calibration", f"{args.nsamples}×{record['seqlen']} tokens from {record['calibration']['source']}"]]
+    if record["ppl"] is not None:
+        rows.append(["wikitext-2 test ppl", f"{record['ppl']:.3f} ({record['eval_windows']} windows "
+                                            f"of {record['seqlen']})"])
+    if record.get("output"):
+        rows.append(["saved to", f"{record['output']} (loads with AutoModelForCausalLM.from_pretrained)"])
+    print(markdown_table(["", ""], rows))
+    return 0

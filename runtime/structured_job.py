@@ -1,0 +1,109 @@
+"""The job behind ``prunedsl prune --structure …``: load, calibrate, score structures on the
+dense model, remove them, evaluate, save a smaller plain Hugging Face model.
+
+The saved directory loads with ``AutoModelForCausalLM.from_pretrained`` (the config carries
+the new widths / layer count) and ``pruning.json`` records what was removed
+(``structured.plan.keep``: the kept structure indices per block, in the dense model's numbering).
+"""
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..config import check_seqlen
+from ..errors import ConfigError
+from . import data
+from .structure_plan import ALLOCATIONS
+from .structure_scoring import reference_score
+from .structures import check_kind, check_ratio
+
+DEFAULT_METRIC = {"channels": "wanda_sp", "heads": "wanda_sp", "blocks": "block_influence"}
+
+
+@dataclass
+class StructuredJob:
+    model: str
+    structure: str                       # channels | heads | blocks
+    ratio: float                         # fraction of the structures removed (blocks: of the blocks)
+    metric: str | None = None            # a reference score name; None: DEFAULT_METRIC[structure]
+    heads_mode: str = "kv_groups"
+    allocation: str = "uniform"
+    nsamples: int = 32
+    seqlen: int = 512
+    seed: int = 0
+    calib_data: str | None = None
+    data_dir: str | None = None
+    eval_windows: int | None = None
+    output: str | None = None
+    evaluate: bool = True
+    overwrite: bool = False
+    progress: bool = True
+
+    @property
+    def metric_name(self) -> str:
+        return self.metric or DEFAULT_METRIC[self.structure]
+
+
+def validate(job: StructuredJob) -> None:
+    """Every setting checked before the model loads."""
+    check_kind(job.structure, job.heads_mode)
+    check_ratio(job.ratio)
+    reference_score(job.metric_name, job.structure)
+    if job.allocation not in ALLOCATIONS:
+        raise ConfigError("unknown {structure_allocation} {value!r}; choose one of {choices}",
+                          value=job.allocation, choices=", ".join(ALLOCATIONS))
+    if job.output and job.allocation == "global" and job.structure != "blocks":
+        raise ConfigError("{structure_allocation} global gives each block its own width, which a "
+                          "Hugging Face config cannot hold, so {output} is refused",
+                          hint="use uniform allocation to save a model plain transformers loads")
+    for name in ("nsamples", "seqlen"):
+        if getattr(job, name) < 1:
+            raise ConfigError("{%s} must be >= 1, got {value}" % name, value=getattr(job, name))
+    check_seqlen(job.seqlen)
+
+
+def run_structured(job: StructuredJob) -> dict[str, Any]:
+    """Run the job; returns the record written to pruning.json (and printed with --json)."""
+    from .job import calibration_ids, check_context
+    from .models import load_model
+    from .perplexity import perplexity
+    from .remove import check_loadable
+    from .save import check_output_dir, save_pruned
+    from .structured_prune import prune_structures
+    validate(job)
+    score = reference_score(job.metric_name, job.structure)
+    if job.output:
+        check_output_dir(job.output, model=job.model, overwrite=job.overwrite)
+    calib_text = data.load_text("validation", path=job.calib_data) if job.calib_data else None
+    t0 = time.perf_counter()
+    loaded = load_model(job.model)
+    load_seconds = time.perf_counter() - t0
+    check_context(loaded.model, job.seqlen)
+    calib, calib_source = calibration_ids(loaded.tokenizer, job, calib_text)
+    result = prune_structures(loaded.model, calib, kind=job.structure, score_fn=score.fn,
+                              requires=score.requires, ratio=job.ratio, allocation=job.allocation,
+                              heads_mode=job.heads_mode, progress=job.progress)
+    record: dict[str, Any] = {
+        "model": job.model, "model_source": loaded.source,
+        "structure": job.structure, "structure_metric": score.name, "structure_metric_doc": score.doc,
+        "ratio": job.ratio, "heads_mode": job.heads_mode if job.structure == "heads" else None,
+        "allocation": result.plan.allocation, "structured": result.to_dict(),
+        "calibration": {"source": calib_source, "nsamples": job.nsamples, "seqlen": job.seqlen,
+                        "seed": job.seed},
+        "load_seconds": load_seconds, "ppl": None, "seqlen": job.seqlen, "eval_windows": None,
+        "loadable_by_transformers": result.plan.uniform or result.plan.kind == "blocks",
+        "torch": torch.__version__, "python": platform.python_version()}
+    if job.evaluate:
+        ids = data.tokenize(loaded.tokenizer, data.load_text("test", data_dir=job.data_dir))
+        ev = perplexity(loaded.model, ids, seqlen=job.seqlen, max_windows=job.eval_windows,
+                        progress=job.progress)
+        record.update(ppl=ev["ppl"], nll=ev["nll"], eval_windows=ev["windows"], eval_seconds=ev["seconds"])
+    if job.output:
+        check_loadable(result.plan)
+        save_pruned(loaded, job.output, record)
+        record["output"] = str(job.output)
+    return record

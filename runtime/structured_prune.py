@@ -1,0 +1,77 @@
+"""Structured pruning end to end: find → score on the dense model → select → remove.
+
+    from prunedsl.runtime.structured_prune import prune_structures
+    from prunedsl.runtime.structure_scoring import reference_score
+    s = reference_score("wanda_sp", "channels")
+    result = prune_structures(model, calib_ids, kind="channels", score_fn=s.fn,
+                              requires=s.requires, ratio=0.2)
+    result.plan.to_dict(), result.params_before, result.params_after
+
+The model is changed in place and becomes physically smaller (see ``remove.py``).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from .remove import decoder_parameters, parameter_count, remove_structures
+from .structure_plan import RemovalPlan, select_removal
+from .structure_scoring import ScoreFn, collect_dense, score_structures
+from .structures import check_kind, find_structures
+
+
+@dataclass(frozen=True)
+class StructuredResult:
+    plan: RemovalPlan
+    params_before: int               # all parameters (tied embedding once)
+    params_after: int
+    decoder_params_before: int       # parameters of the decoder blocks only
+    decoder_params_after: int
+    seconds: dict[str, float] = field(default_factory=dict)   # statistics, removal
+
+    @property
+    def decoder_fraction_removed(self) -> float:
+        return 1.0 - self.decoder_params_after / self.decoder_params_before
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"plan": self.plan.to_dict(), "params_before": self.params_before,
+                "params_after": self.params_after, "decoder_params_before": self.decoder_params_before,
+                "decoder_params_after": self.decoder_params_after,
+                "decoder_fraction_removed": self.decoder_fraction_removed, "seconds": dict(self.seconds)}
+
+
+def plan_structures(model: nn.Module, calib_ids: torch.Tensor, *, kind: str, score_fn: ScoreFn,
+                    requires: frozenset[str], ratio: float | None = None, count: int | None = None,
+                    allocation: str = "uniform", heads_mode: str = "kv_groups",
+                    progress: bool = False) -> tuple[RemovalPlan, float]:
+    """The removal plan from dense-model scores, and the seconds the statistics took.
+
+    The structures are found (and the settings checked) before any statistics pass.
+    """
+    check_kind(kind, heads_mode)
+    groups = find_structures(model, kind, heads_mode)
+    if ratio is not None or count is not None:  # a bad ratio/count fails before the costly pass
+        select_removal(groups, [torch.zeros(g.count) for g in groups], ratio=ratio, count=count,
+                       allocation=allocation, heads_mode=heads_mode)
+    t = time.perf_counter()
+    dense = collect_dense(model, calib_ids, frozenset(requires), progress=progress)
+    scores = score_structures(groups, dense, score_fn)
+    seconds = time.perf_counter() - t
+    del dense
+    plan = select_removal(groups, scores, ratio=ratio, count=count, allocation=allocation,
+                          heads_mode=heads_mode)
+    return plan, seconds
+
+
+def prune_structures(model: nn.Module, calib_ids: torch.Tensor, **kwargs: Any) -> StructuredResult:
+    """``plan_structures`` then ``remove_structures``; same keyword arguments."""
+    before, dec_before = parameter_count(model), decoder_parameters(model)
+    plan, stat_seconds = plan_structures(model, calib_ids, **kwargs)
+    t = time.perf_counter()
+    remove_structures(model, plan)
+    return StructuredResult(plan, before, parameter_count(model), dec_before, decoder_parameters(model),
+                            {"statistics": stat_seconds, "removal": time.perf_counter() - t})

@@ -1,0 +1,181 @@
+"""Physical removal of coupled structures (channels, heads, blocks) on tiny LLaMA, Gemma-3
+and Qwen2 models: removal equals masking, save/reload equals in-memory, GQA stays valid,
+bad requests give clear errors."""
+import copy
+
+import pytest
+import torch
+
+from prunedsl.errors import ConfigError, PruneDSLError, PruneRuntimeError
+from prunedsl.runtime.remove import (check_loadable, decoder_parameters, mask_structures,
+                                     remove_structures)
+from prunedsl.runtime.structure_plan import select_removal
+from prunedsl.runtime.structure_scoring import REFERENCE_SCORES, collect_dense, reference_score
+from prunedsl.runtime.structured_prune import prune_structures
+from prunedsl.runtime.structures import find_structures
+from prunedsl.runtime.testing import VOCAB, tiny_gemma3, tiny_llama, tiny_qwen2
+
+ARCHS = {"llama": tiny_llama, "gemma3": tiny_gemma3, "qwen2": tiny_qwen2}
+CASES = [("channels", "kv_groups", 0.3), ("heads", "kv_groups", 0.5),
+         ("heads", "query_heads", 0.5), ("blocks", "kv_groups", 0.5)]
+
+
+@pytest.fixture
+def ids():
+    return torch.randint(0, VOCAB, (2, 20), generator=torch.Generator().manual_seed(1))
+
+
+def _random_plan(model, kind, heads_mode, ratio, seed=0):
+    groups = find_structures(model, kind, heads_mode)
+    gen = torch.Generator().manual_seed(seed)
+    scores = [torch.rand(g.count, generator=gen) for g in groups]
+    return select_removal(groups, scores, ratio=ratio, heads_mode=heads_mode)
+
+
+def _logits(model, ids):
+    with torch.no_grad():
+        return model(input_ids=ids, use_cache=False).logits
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("kind,heads_mode,ratio", CASES)
+def test_removal_equals_masking(arch, kind, heads_mode, ratio, ids):
+    model = ARCHS[arch]()
+    plan = _random_plan(model, kind, heads_mode, ratio)
+    assert plan.removed > 0 and plan.uniform
+    masked = mask_structures(copy.deepcopy(model), plan)
+    before = decoder_parameters(model)
+    remove_structures(model, plan)
+    assert decoder_parameters(model) < before
+    torch.testing.assert_close(_logits(model, ids), _logits(masked, ids), atol=1e-5, rtol=0)
+    # and the masking changed something, so the comparison is not vacuous
+    assert not torch.allclose(_logits(masked, ids), _logits(ARCHS[arch](), ids), atol=1e-4)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("kind,heads_mode,ratio", CASES)
+def test_saved_model_loads_in_plain_transformers(arch, kind, heads_mode, ratio, ids, tmp_path):
+    from transformers import AutoModelForCausalLM
+    model = ARCHS[arch]()
+    plan = _random_plan(model, kind, heads_mode, ratio, seed=3)
+    remove_structures(model, plan)
+    model.save_pretrained(tmp_path)
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    assert decoder_parameters(loaded) == decoder_parameters(model)
+    torch.testing.assert_close(_logits(loaded, ids), _logits(model, ids), atol=1e-6, rtol=0)
+
+
+def _greedy_without_cache(model, ids, n):
+    out = ids
+    for _ in range(n):
+        nxt = _logits(model, out)[:, -1].argmax(-1, keepdim=True)
+        out = torch.cat([out, nxt], 1)
+    return out
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("kind,heads_mode,ratio", CASES[1:])
+def test_generation_with_cache_after_removal(arch, kind, heads_mode, ratio, ids):
+    """GQA head removal (and block removal: layer_idx, layer_types) keeps the KV cache valid."""
+    model = ARCHS[arch]()
+    remove_structures(model, _random_plan(model, kind, heads_mode, ratio, seed=5))
+    prompt = ids[:1, :6]
+    out = model.generate(prompt, max_new_tokens=5, do_sample=False, use_cache=True,
+                         pad_token_id=0)
+    assert out.shape == (1, 11)
+    assert torch.equal(out, _greedy_without_cache(model, prompt, 5))
+
+
+def test_config_updated():
+    model = tiny_qwen2()
+    remove_structures(model, _random_plan(model, "heads", "query_heads", 0.5))
+    cfg = model.config
+    assert (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim) == (2, 2, 16)
+    model = tiny_gemma3()
+    plan = _random_plan(model, "blocks", "kv_groups", 0.5, seed=2)
+    types = [model.config.layer_types[i] for i in plan.keep[0]]
+    remove_structures(model, plan)
+    assert model.config.num_hidden_layers == 2 and model.config.layer_types == types
+    model = tiny_llama()
+    remove_structures(model, _random_plan(model, "channels", "kv_groups", 0.25))
+    assert model.config.intermediate_size == 96
+
+
+def test_magnitude_keeps_the_largest_channels(ids):
+    model = tiny_llama()
+    mlps = [b.mlp for b in model.model.layers]
+    expect = [(m.gate_proj.weight.abs().sum(1) + m.up_proj.weight.abs().sum(1)
+               + m.down_proj.weight.abs().sum(0)).topk(96).indices.sort().values.tolist() for m in mlps]
+    s = reference_score("magnitude", "channels")
+    result = prune_structures(model, ids, kind="channels", score_fn=s.fn, requires=s.requires, ratio=0.25)
+    assert [list(k) for k in result.plan.keep] == expect
+    assert result.decoder_params_after < result.decoder_params_before
+
+
+def test_block_influence_matches_hidden_states(ids):
+    model = tiny_llama(layers=3)
+    dense = collect_dense(model, ids, frozenset({"block_influence"}))
+    with torch.no_grad():
+        hs = model(input_ids=ids, output_hidden_states=True).hidden_states
+    for i in range(2):  # the last entry of hidden_states is after the final norm
+        cos = torch.nn.functional.cosine_similarity(hs[i], hs[i + 1], dim=-1).mean()
+        assert float(dense.blocks[i]["block_influence"]) == pytest.approx(1 - float(cos), abs=1e-5)
+    with_g = collect_dense(model, ids, frozenset({"block_influence", "G"}))  # G's forwards not counted
+    assert [float(b["block_influence"]) for b in with_g.blocks] == \
+        [float(b["block_influence"]) for b in dense.blocks]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("name", REFERENCE_SCORES)
+def test_reference_scores_run(arch, name, ids):
+    score = REFERENCE_SCORES[name]
+    for kind in sorted(score.kinds):
+        model = ARCHS[arch]()
+        res = prune_structures(model, ids, kind=kind, score_fn=score.fn, requires=score.requires,
+                               ratio=0.5)
+        assert res.plan.removed > 0
+        assert torch.isfinite(_logits(model, ids)).all()
+
+
+def test_global_allocation_differs_per_block_and_cannot_be_saved():
+    model = tiny_llama(layers=3)
+    groups = find_structures(model, "channels")
+    scores = [torch.arange(g.count, dtype=torch.float32) + 200 * b for b, g in enumerate(groups)]
+    plan = select_removal(groups, scores, ratio=0.5, allocation="global")
+    assert plan.removed == round(0.5 * 3 * 128) and not plan.uniform
+    assert plan.widths == (1, 63, 128)   # block 0 keeps its best channel, block 1 gives the rest
+    remove_structures(model, plan)
+    assert torch.isfinite(_logits(model, torch.zeros(1, 4, dtype=torch.long))).all()
+    with pytest.raises(PruneRuntimeError, match="plain transformers"):
+        check_loadable(plan)
+
+
+def test_bad_requests():
+    model = tiny_llama()
+    groups = find_structures(model, "heads")
+    zeros = [torch.zeros(g.count) for g in groups]
+    for ratio in (1.0, 1.5, -0.1):
+        with pytest.raises(ConfigError, match=r"\[0, 1\)"):
+            select_removal(groups, zeros, ratio=ratio)
+    with pytest.raises(ConfigError, match="every one"):   # 2 KV groups: round(0.8 * 2) = 2
+        select_removal(groups, zeros, ratio=0.8)
+    q = find_structures(model, "heads", "query_heads")
+    with pytest.raises(ConfigError, match="every head of the group"):
+        select_removal(q, [torch.zeros(g.count) for g in q], ratio=0.8, heads_mode="query_heads")
+    b = find_structures(model, "blocks")
+    with pytest.raises(ConfigError, match="leave none"):
+        select_removal(b, [torch.zeros(1) for _ in b], count=2)
+    with pytest.raises(ConfigError, match="unknown"):
+        find_structures(model, "experts")
+    with pytest.raises(ConfigError, match="blocks only"):
+        reference_score("block_influence", "channels")
+    with pytest.raises(PruneDSLError, match="not finite"):
+        select_removal(groups, [torch.tensor([1.0, float("nan")])] * 2, ratio=0.5)
+
+
+def test_architecture_without_the_structure():
+    from transformers import GPT2Config, GPT2LMHeadModel
+    gpt2 = GPT2LMHeadModel(GPT2Config(n_embd=32, n_layer=2, n_head=2, vocab_size=VOCAB)).eval()
+    for kind in ("channels", "heads"):
+        with pytest.raises(PruneRuntimeError, match=f"no {kind} structure"):
+            find_structures(gpt2, kind)
