@@ -1,7 +1,7 @@
 """Score coupled structures on the dense model (STRUCTURES_CONTRACT.md).
 
-One pass over the blocks (``prune.collect_statistics``, the same per-layer statistics every
-per-weight metric gets) collects the member layers' statistics; a forward hook on each block
+One pass over the blocks (``run_blocks`` with the one statistics cache, ``statcache.py``: the
+same per-layer statistics every per-weight metric gets) collects the member layers' statistics; a forward hook on each block
 measures its block influence 1 - mean_tokens cos(x_in, x_out) (ShortGPT) when the score
 ``requires`` it. Then ``score_fn(members, block)`` is called once per decoder block and gives
 one score per structure (higher = keep). Nothing is changed in the model.
@@ -19,7 +19,11 @@ import torch
 from torch import nn
 
 from ..errors import PruneRuntimeError
+from .capture import run_blocks
+from .gradients import gradient_norms
 from .models import find_blocks
+from .statcache import StatsCache, layer_stats
+from .stats import check_requires
 from .structures import Member, StructureGroup
 
 BLOCK_STATISTICS = frozenset({"block_influence"})
@@ -68,10 +72,9 @@ class DenseStatistics:
 def collect_dense(model: nn.Module, calib_ids: torch.Tensor, requires: frozenset[str], *,
                   progress: bool = False) -> DenseStatistics:
     """Member statistics and block statistics of the dense model over ``calib_ids``."""
-    from .prune import collect_statistics  # read-only use of the shared statistics pass
     layer_requires = frozenset(requires) - BLOCK_STATISTICS
     with block_influence_hooks(model) as sums:
-        layers = collect_statistics(model, calib_ids, layer_requires, progress=progress)
+        layers = _layer_statistics(model, calib_ids, layer_requires, progress=progress)
     blocks = []
     for i, (cos_sum, n) in enumerate(sums):
         if "block_influence" in requires and n == 0:
@@ -79,6 +82,22 @@ def collect_dense(model: nn.Module, calib_ids: torch.Tensor, requires: frozenset
         stats = {"block_influence": torch.tensor(1.0 - cos_sum / n, dtype=torch.float32)} if n else {}
         blocks.append(stats)
     return DenseStatistics(layers, blocks)
+
+
+def _layer_statistics(model: nn.Module, calib_ids: torch.Tensor, requires: frozenset[str], *,
+                      progress: bool) -> dict[str, dict[str, Any]]:
+    """Dense-model statistics of every block linear (``W`` is the live weight, not a copy);
+    layers sharing an input share the same statistic tensors."""
+    check_requires(requires)
+    grads = gradient_norms(model, calib_ids, progress=progress) if "G" in requires else {}
+    cache = StatsCache(requires)
+    out: dict[str, dict[str, Any]] = {}
+
+    def on_linear(i: int, name: str, layer: nn.Linear, x: torch.Tensor) -> None:
+        out[name] = layer_stats(name, layer, cache.get(i, x), grads)
+
+    run_blocks(model, calib_ids, on_linear, progress=progress, desc="structure statistics")
+    return out
 
 
 def score_structures(groups: Sequence[StructureGroup], dense: DenseStatistics,
