@@ -10,7 +10,6 @@ from .output import markdown_table, print_json
 # Spelled here too so building the parser imports no torch (runtime/structures.py has them).
 STRUCTURES = ("channels", "heads", "blocks")
 HEADS_MODES = ("kv_groups", "query_heads")
-STRUCTURE_METRICS = ("magnitude", "taylor", "wanda_sp", "block_influence")
 # Options of unstructured / masked pruning that mean nothing with --structure.
 _MASK_ONLY = {"metric": None, "sparsity": None, "pattern": "unstructured", "group": None,
               "allocation": None, "reconstruct": False, "allow_nonfinite": False}
@@ -25,9 +24,10 @@ def add_structure_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--ratio", type=float, default=None, metavar="R",
                    help="fraction in [0, 1) of the structures to remove (per block for channels/heads, "
                         "of all blocks for blocks), rounded to whole structures")
-    g.add_argument("--structure-metric", default=None, metavar="NAME",
-                   help=f"structure score, one of {', '.join(STRUCTURE_METRICS)} (default: wanda_sp; "
-                        "block_influence for blocks)")
+    g.add_argument("--structure-metric", default=None, metavar="NAME|FORMULA",
+                   help="structure score in the language: a library name (prunedsl metrics lists "
+                        "them: magnitude_sp, taylor, wanda_sp, flap, shortgpt, saap_fusion) or a formula "
+                        "such as \"group_sum(|W| * G)\" (default: wanda_sp; shortgpt for blocks)")
     g.add_argument("--heads-mode", choices=HEADS_MODES, default="kv_groups",
                    help="heads: remove whole KV groups with their query heads (default), or the same "
                         "number of query heads from every KV group")

@@ -166,6 +166,20 @@ REFERENCE_SCORES: dict[str, ReferenceScore] = {s.name: s for s in (
 )}
 
 
+def language_score(text: str, kind: str, library=None) -> ReferenceScore:
+    """A structure score written in the language (a library name such as ``taylor`` or
+    ``shortgpt``, or a formula such as ``group_sum(|W| * ‖X‖)``), checked for ``kind`` and
+    compiled; the reference scores above are the tests' oracle for the library entries."""
+    from ..api import parse_structure_metric
+    from ..dsl.library import BUILTIN
+    sm = parse_structure_metric(text, library=library or BUILTIN, kind=kind)
+    compiled = sm.compile()
+
+    def fn(members: Sequence[Member], block: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return compiled(members, block)
+    return ReferenceScore(sm.name or text, fn, frozenset(sm.requires), frozenset(sm.kinds), sm.pretty())
+
+
 def reference_score(name: str, kind: str) -> ReferenceScore:
     """A reference score by name, checked against the structure kind."""
     from ..errors import ConfigError

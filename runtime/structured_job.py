@@ -18,10 +18,12 @@ from ..config import check_seqlen
 from ..errors import ConfigError
 from . import data
 from .structure_plan import ALLOCATIONS
-from .structure_scoring import reference_score
+from .structure_scoring import language_score
 from .structures import check_kind, check_ratio
 
-DEFAULT_METRIC = {"channels": "wanda_sp", "heads": "wanda_sp", "blocks": "block_influence"}
+DEFAULT_METRIC = {"channels": "wanda_sp", "heads": "wanda_sp", "blocks": "shortgpt"}
+# The runtime's reference scores by their first names, as library structure scores.
+ALIASES = {"magnitude": "magnitude_sp", "block_influence": "shortgpt"}
 
 
 @dataclass
@@ -29,7 +31,7 @@ class StructuredJob:
     model: str
     structure: str                       # channels | heads | blocks
     ratio: float                         # fraction of the structures removed (blocks: of the blocks)
-    metric: str | None = None            # a reference score name; None: DEFAULT_METRIC[structure]
+    metric: str | None = None            # a structure score (library name or formula); None: DEFAULT_METRIC
     heads_mode: str = "kv_groups"
     allocation: str = "uniform"
     nsamples: int = 32
@@ -45,14 +47,18 @@ class StructuredJob:
 
     @property
     def metric_name(self) -> str:
-        return self.metric or DEFAULT_METRIC[self.structure]
+        name = self.metric or DEFAULT_METRIC[self.structure]
+        return ALIASES.get(name, name)
+
+    def score(self):
+        return language_score(self.metric_name, self.structure)
 
 
 def validate(job: StructuredJob) -> None:
     """Every setting checked before the model loads."""
     check_kind(job.structure, job.heads_mode)
     check_ratio(job.ratio)
-    reference_score(job.metric_name, job.structure)
+    job.score()  # parse and check the formula for this kind before anything loads
     if job.allocation not in ALLOCATIONS:
         raise ConfigError("unknown {structure_allocation} {value!r}; choose one of {choices}",
                           value=job.allocation, choices=", ".join(ALLOCATIONS))
@@ -75,7 +81,7 @@ def run_structured(job: StructuredJob) -> dict[str, Any]:
     from .save import check_output_dir, save_pruned
     from .structured_prune import prune_structures
     validate(job)
-    score = reference_score(job.metric_name, job.structure)
+    score = job.score()
     if job.output:
         check_output_dir(job.output, model=job.model, overwrite=job.overwrite)
     calib_text = data.load_text("validation", path=job.calib_data) if job.calib_data else None

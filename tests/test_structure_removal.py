@@ -179,3 +179,27 @@ def test_architecture_without_the_structure():
     for kind in ("channels", "heads"):
         with pytest.raises(PruneRuntimeError, match=f"no {kind} structure"):
             find_structures(gpt2, kind)
+
+
+LANGUAGE_TWINS = {"magnitude": "magnitude_sp", "taylor": "taylor", "wanda_sp": "wanda_sp",
+                  "block_influence": "shortgpt"}
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("reference", LANGUAGE_TWINS)
+def test_the_language_library_scores_equal_the_reference_scores(arch, reference, ids):
+    """The compiled library structure scores (dsl/library.pdsl) give the runtime's plain-Python
+    reference values on every member layout of each architecture."""
+    from prunedsl.runtime.structure_scoring import language_score, score_structures
+    ref = REFERENCE_SCORES[reference]
+    model = ARCHS[arch]()
+    for kind, heads_mode in [("channels", "kv_groups"), ("heads", "kv_groups"),
+                             ("heads", "query_heads"), ("blocks", "kv_groups")]:
+        if kind not in ref.kinds:
+            continue
+        mine = language_score(LANGUAGE_TWINS[reference], kind)
+        assert mine.requires == ref.requires | ({"W"} if "W" in mine.requires else set())
+        dense = collect_dense(model, ids, ref.requires | mine.requires)
+        groups = find_structures(model, kind, heads_mode)
+        for a, b in zip(score_structures(groups, dense, ref.fn), score_structures(groups, dense, mine.fn)):
+            torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
