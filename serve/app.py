@@ -33,7 +33,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from .generate import MAX_ATTEMPTS, Generator
-from .prompts import language_summary
+from .prompts import system_prompt
 from .protocol import ApiError, chat_response, model_ids, models_response, parse_chat_request
 
 log = logging.getLogger("prunedsl.serve")
@@ -93,7 +93,7 @@ def build_app(gen: Generator, *, model_id: str | None = None, max_tokens_limit: 
                                      default_max_tokens=default_max_tokens, max_attempts=max_attempts)
             messages = list(req.messages)
             if req.params.grammar and not any(m["role"] == "system" for m in messages):
-                messages.insert(0, {"role": "system", "content": language_summary(req.params.grammar)})
+                messages.insert(0, {"role": "system", "content": system_prompt(req.params.grammar)})
             try:
                 ids = await run_in_threadpool(gen.prompt_ids, messages)
             except Exception as err:  # e.g. a chat template that rejects the role order
