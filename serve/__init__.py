@@ -15,8 +15,9 @@ a greedy request's retries sample at temperature 0.3, or they would repeat the r
 
 Modules: ``constrained`` (the grammar, derived from grammar.lark; no torch),
 ``replies`` (checking replies; the reply format and its reader are ``llm_contract``'s,
-shared with the search), ``generate`` (sampling loop with a KV cache, the grammar mask
-and the closer that finishes a formula in budget), ``protocol`` (request validation,
+shared with the search), ``sampling`` (request parameters, ``Completion``, the sampler),
+``constraint`` (llguidance matchers, token masks and the closer that finishes a formula
+in budget), ``generate`` (the decoding loop with a KV cache, resampling), ``protocol`` (request validation,
 response bodies), ``prompts`` (the language summary a constrained request gets as its
 system prompt when it brings none), ``app`` (starlette + uvicorn: ``serve``,
 ``start_server``). Importing this package is cheap: the CLI wiring below

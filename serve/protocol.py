@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .constrained import MODES
-from .generate import MAX_ATTEMPTS, Completion, SamplingParams
+from .sampling import MAX_ATTEMPTS, Completion, SamplingParams
 
 GRAMMAR_FIELD = "prunedsl_grammar"
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}

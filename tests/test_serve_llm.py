@@ -32,7 +32,8 @@ from prunedsl.dsl.parser import GRAMMAR_PATH, parse_expr  # noqa: E402
 from prunedsl.serve import constrained  # noqa: E402
 from prunedsl.serve.constrained import MODES, GrammarDerivationError, grammar_text  # noqa: E402
 from prunedsl.serve.replies import check_reply, split_reply  # noqa: E402
-from prunedsl.serve.generate import Generator, SamplingParams, _sample  # noqa: E402
+from prunedsl.serve.generate import Generator, SamplingParams  # noqa: E402
+from prunedsl.serve.sampling import sample as _sample  # noqa: E402
 from prunedsl.serve.protocol import ApiError, parse_chat_request  # noqa: E402
 
 PROMPT = [{"role": "user", "content": "Propose a pruning metric formula."}]
