@@ -35,6 +35,12 @@ forward pass each, tokens the fallback dropped included, the closer's tokens not
 ``decode_s`` covers all attempts, so tokens per second (``sampled_tokens / decode_s``)
 include the rejected ones. ``ended_by`` says how the returned attempt ended.
 
+``Limits`` bound a generation from outside, checked before every token (one forward
+pass; the prompt's prefill is one pass and is not interrupted): a set ``cancel`` event
+(the server's client went away) raises ``GenerationCancelled``; past the ``deadline``
+the reply is cut as at ``max_tokens`` (``finish_reason="length"``, ``ended_by="time"``,
+a formula closed as above) and no further attempt is sampled.
+
 The KV cache of the last prompt is kept: a request that shares its prefix (the same
 system prompt, or a resampled attempt) only runs the new tokens through the model.
 """
@@ -45,16 +51,18 @@ import logging
 import os
 import threading
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
+from ..errors import PruneRuntimeError
 from .constraint import CLOSER_MAX, Constraint
 from .replies import check_completion
 from .sampling import MAX_ATTEMPTS, Completion, SamplingParams, attempt_rng, sample
 
-__all__ = ["Generator", "SamplingParams", "Completion", "MAX_ATTEMPTS", "MAX_FORMULA_TOKENS"]
+__all__ = ["Generator", "Limits", "GenerationCancelled", "SamplingParams", "Completion", "MAX_ATTEMPTS",
+           "MAX_FORMULA_TOKENS"]
 
 log = logging.getLogger("prunedsl.serve")
 
@@ -75,6 +83,30 @@ def _cache_keyword(model) -> str:
 def _output_cache(out):
     cache = getattr(out, "cache", None)
     return cache if cache is not None else getattr(out, "past_key_values", None)
+
+
+class GenerationCancelled(PruneRuntimeError):
+    """``Limits.cancel`` was set (the client went away): the generation stopped unfinished."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """When to stop a generation early, checked before every token. ``cancel``: set from
+    another thread when the reply is no longer wanted; ``generate`` raises
+    ``GenerationCancelled``. ``deadline`` (``time.monotonic()``): the reply is cut there, as
+    at ``max_tokens`` (``finish_reason="length"``, ``ended_by="time"``; a formula is closed)."""
+
+    cancel: threading.Event | None = None
+    deadline: float | None = None
+
+    def cancelled(self) -> bool:
+        return self.cancel is not None and self.cancel.is_set()
+
+    def expired(self) -> bool:
+        return self.deadline is not None and time.monotonic() >= self.deadline
+
+
+NO_LIMITS = Limits()
 
 
 class Generator:
@@ -121,22 +153,23 @@ class Generator:
         self.constraint.warm_up()
 
     # --- generation ---------------------------------------------------------------
-    def generate(self, prompt_ids: list[int], p: SamplingParams) -> Completion:
+    def generate(self, prompt_ids: list[int], p: SamplingParams, limits: Limits = NO_LIMITS) -> Completion:
         """Sample a reply; a constrained one is sampled again while the checker rejects it
-        (at most ``p.max_attempts`` replies; see the module docstring)."""
+        (at most ``p.max_attempts`` replies; see the module docstring), and not after
+        ``limits.deadline``. Raises ``GenerationCancelled`` once ``limits.cancel`` is set."""
         seed = p.seed if p.seed is not None else int.from_bytes(os.urandom(8), "little") >> 1
         with self.lock, torch.inference_mode():
             if not p.grammar:
-                c = self._generate(prompt_ids, p, attempt_rng(seed, 0))
+                c = self._generate(prompt_ids, p, attempt_rng(seed, 0), limits)
                 return replace(c, generated_tokens=c.completion_tokens)
             tried: list[Completion] = []
             for attempt in range(max(1, p.max_attempts)):
                 # Greedy decoding would give the rejected reply again: after a greedy first
                 # attempt, sample at RETRY_TEMPERATURE with the attempt's own seed.
                 q = p if attempt == 0 or p.temperature > 0 else replace(p, temperature=RETRY_TEMPERATURE)
-                tried.append(self._generate(prompt_ids, q, attempt_rng(seed, attempt)))
+                tried.append(self._generate(prompt_ids, q, attempt_rng(seed, attempt), limits))
                 check = check_completion(tried[-1].text, p.grammar)
-                if check.ok:
+                if check.ok or limits.expired():
                     break
         if not check.ok:
             log.warning("none of %d %s replies type-checks; returning the last: %s", len(tried), p.grammar,
@@ -147,7 +180,8 @@ class Generator:
                        prefill_s=sum(c.prefill_s for c in tried), decode_s=sum(c.decode_s for c in tried),
                        cached_tokens=tried[0].cached_tokens)
 
-    def _generate(self, prompt_ids: list[int], p: SamplingParams, rng: np.random.Generator) -> Completion:
+    def _generate(self, prompt_ids: list[int], p: SamplingParams, rng: np.random.Generator,
+                  limits: Limits = NO_LIMITS) -> Completion:
         matcher = self.matcher(p.grammar) if p.grammar else None
         _, _, calm, tame, newline = self.constraint.token_tables if matcher is not None else (None,) * 5
         close, allowed = self.constraint.close, self.constraint.allowed
@@ -164,9 +198,21 @@ class Generator:
         line = 0                          # where the current formula (reply line) starts in `tokens`
         while len(tokens) < p.max_tokens:
             left = p.max_tokens - len(tokens)
-            zone = False
             if matcher is not None:
                 left = min(left, MAX_FORMULA_TOKENS - (len(tokens) - line))
+            if limits.cancelled():
+                raise GenerationCancelled(f"cancelled after {len(tokens)} tokens")
+            if limits.expired():  # cut here as at the budget; a formula is closed first
+                if matcher is not None:
+                    now = None if matcher.is_error() else close(matcher, text)
+                    if now is not None and len(now) <= left:
+                        tokens, closed = tokens + now, bool(now)
+                    else:
+                        tokens, closed = self._fall_back(tokens, safe), True
+                ended = "time"
+                break
+            zone = False
+            if matcher is not None:
                 if matcher.is_error():
                     log.warning("grammar matcher error, back to the last safe point: %s", matcher.get_error())
                     tokens, closed, ended = self._fall_back(tokens, safe), True, "fallback"

@@ -48,7 +48,8 @@ class Completion:
     ended_by: str = "budget"  # how the returned attempt ended: "eos" (the model), "grammar" (the
     #                           grammar accepts nothing more), "stop" (a stop string), "closer"
     #                           (completed by the closer at the budget), "fallback" (cut back to a
-    #                           safe point), "budget" (max_tokens reached, free text)
+    #                           safe point), "budget" (max_tokens reached, free text), "time"
+    #                           (cut at the generation's deadline, see generate.Limits)
 
 
 def attempt_rng(seed: int, attempt: int) -> np.random.Generator:

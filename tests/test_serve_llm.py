@@ -339,7 +339,7 @@ def test_generation_failure_is_a_500_server_error():
         def prompt_ids(self, messages):
             return [1, 2, 3]
 
-        def generate(self, ids, params):
+        def generate(self, ids, params, limits=None):
             raise RuntimeError("out of memory")
 
     with start_server(Broken()) as srv:
