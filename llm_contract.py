@@ -7,7 +7,8 @@ The reply format: an optional first line ``node <id>`` (the sketch the answer re
 then 1 to ``MAX_LINES`` lines with one formula or sketch each, nothing else. The server
 constrains decoding to exactly this (``serve/constrained.py`` builds its grammar from
 these bounds) and checks replies with ``split_reply``; the search prompts for it
-(``REPLY_FORMAT``) and reads every answer with the same ``split_reply``, which also
+(``llm_prompt.REPLY_FORMAT``: the prompt texts, the language summary included, live in
+``llm_prompt``) and reads every answer with the same ``split_reply``, which also
 tolerates what an unconstrained chat model adds around the format. No torch, no openai:
 both sides import this module.
 """
@@ -15,35 +16,11 @@ from __future__ import annotations
 
 import re
 
-from .dsl.printer import format_number
-
 MAX_LINES = 8           # formulas per reply (the server's grammar allows 1..8)
 MAX_LINE_CHARS = 400    # a longer line is not a formula worth parsing
 MAX_NODE_DIGITS = 6     # `node <integer>`
 NODE_RE = re.compile(rf"node\s*#?\s*(\d{{1,{MAX_NODE_DIGITS}}})\s*:?", re.IGNORECASE)
 _THINK_RE = re.compile(r"<think>.*?</think>", re.DOTALL)
-
-REPLY_FORMAT = f"""Reply format, nothing else (no prose, no code fences, no numbering):
-node <id>
-<formula or sketch>
-... 1 to {MAX_LINES} lines after the node line, one formula or sketch per line.
-Each line must be a refinement of node <id>: the node's text with one or more of its
-holes replaced by expressions of the hole's shape (a number for ?c); everything outside
-the holes stays as it is. A line without holes is a complete formula and gets evaluated;
-a line with holes becomes a new node of the graph."""
-
-# The short answer instructions of the server's default system prompt, per grammar mode.
-ANSWER_FORMATS = {
-    "formula": "Answer with exactly one formula on one line, nothing else.",
-    "reply": (f"Answer with an optional first line `node <number>` (the sketch you refine), then 1 to "
-              f"{MAX_LINES} lines with one formula each, nothing else. A formula may keep typed holes "
-              "?Mat ?Row ?Col ?Scalar (an expression of that shape) and ?c (a constant)."),
-}
-
-
-def library_call(definition) -> str:
-    """A parameterized library metric called with its defaults: ``ria(alpha = 0.5)``."""
-    return f"{definition.name}({', '.join(f'{p.name} = {format_number(p.default)}' for p in definition.params)})"
 
 
 def split_reply(text: str) -> tuple[int | None, list[str], list[str]]:

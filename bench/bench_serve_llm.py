@@ -44,7 +44,7 @@ import torch
 
 from prunedsl.runtime.models import load_model
 from prunedsl.serve.generate import MAX_ATTEMPTS, Generator, SamplingParams
-from prunedsl.serve.prompts import language_summary
+from prunedsl.serve.prompts import system_prompt
 from prunedsl.serve.replies import check_reply
 
 REQUESTS = (
@@ -73,7 +73,7 @@ def log(msg: str) -> None:
 
 
 def run(gen: Generator, args) -> dict:
-    system = {"role": "system", "content": language_summary("formula")}
+    system = {"role": "system", "content": system_prompt("formula")}
     stats = {m: {"sampled": 0, "tokens": 0, "returned_tokens": 0, "decode_s": 0.0, "prefill_s": 0.0, "parses": 0,
                  "typed": 0, "lenient_parses": 0, "lenient_typed": 0, "attempts": 0, "first_attempt_typed": 0,
                  "ended_by": {e: 0 for e in ENDINGS}, "examples": [], "rejected_examples": []} for m in MODES}

@@ -1,9 +1,9 @@
 """The LLM proposer's prompt: language summary, GCoT graph, last errors, reply format.
 
-The language summary is generated from the tables the checker uses (``dsl.operands``,
-``dsl.functions``, ``dsl.types``, the metric library), so it cannot drift from the
-language. The reply format and its reader are ``llm_contract``'s, shared with the
-offline server (serve/), which constrains decoding to exactly it:
+The language summary, the sketch holes and the reply format are ``llm_prompt``'s, the
+same texts the offline server (serve/) puts in its system prompt; the summary is
+generated from the tables the checker uses, so it cannot drift from the language. The
+reply format's reader is ``llm_contract``'s; the server constrains decoding to it:
 
     node <id>          (optional first line: the node the answer refines)
     <formula or sketch>
@@ -11,77 +11,18 @@ offline server (serve/), which constrains decoding to exactly it:
 """
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 
-from ..dsl.functions import (AXIS_FUNCTIONS, AXIS_RESULT, BINARY, DOCS, ELEMENTWISE, NORMALIZERS,
-                             WHOLE)
 from ..dsl.library import BUILTIN, Library
-from ..dsl.operands import OPERANDS
-from ..dsl.printer import to_text
-from ..dsl.types import SHAPE_DIMS
-from ..errors import PruneDSLError
-from ..llm_contract import MAX_LINES, REPLY_FORMAT, library_call
+from ..llm_contract import MAX_LINES
+from ..llm_prompt import REPLY_FORMAT, ROLE, SKETCH_HOLES, language_summary
 from .gcot import Edge, Graph, Node
-from .sketch import HOLE_DOCS
+
+__all__ = ["Feedback", "build_messages", "language_summary", "render_errors", "render_graph"]
 
 
-@functools.lru_cache(maxsize=None)
-def language_summary(shape: str = "Mat", available: frozenset[str] | None = None,
-                     library: Library = BUILTIN) -> str:
-    """What the model needs to write formulas, from the checker's own tables; ``shape`` is
-    what a metric must produce (the graph's root); ``available`` the statistic keys this
-    run provides (None: all), so the model is not offered what would fail."""
-    def usable(key: str) -> bool:
-        return available is None or key in available
-    out = ["A pruning metric scores every weight of one linear layer W (out × in); the lowest "
-           "scores are pruned within each output row. Formulas are typed by shape:"]
-    out += [f"  {s}: {d}" for s, d in SHAPE_DIMS.items()]
-    out.append("Broadcasting: Scalar ⊕ T → T, Row ⊕ Col → Mat, Mat ⊕ Row|Col → Mat. The result "
-               f"must be a {shape}. Signs matter: sqrt, log and fractional powers need a nonnegative "
-               "argument (|W|, not W).")
-    out.append("Operands:")
-    for o in OPERANDS.values():
-        if not usable(o.key) or o.type.shape not in SHAPE_DIMS:  # Struct: structure scores only
-            continue
-        spell = o.text if o.text == o.ascii else f"{o.text} (or {o.ascii})"
-        out.append(f"  {spell}: {o.type.shape}, {o.type.sign}; {o.doc}")
-    out.append("  numbers: Scalar constants")
-    out.append("Operators: + - * / and ^ (the exponent must be a number), unary -, |e| (absolute "
-               "value), parentheses.")
-    out.append("Elementwise functions (shape preserved): " + ", ".join(
-        f"{f}{' (argument ≥ 0)' if ELEMENTWISE[f][0] else ''}" for f in ELEMENTWISE))
-    out.append("Two-argument elementwise: " + ", ".join(f"{f}(a, b)" for f in BINARY))
-    for axis, what in (("row", "the input dimension"), ("col", "the output dimension")):
-        fs = [f for f, (a, _) in AXIS_FUNCTIONS.items() if a == axis]
-        shapes = ", ".join(f"{a} → {b}" for a, b in AXIS_RESULT[axis].items())
-        out.append(f"Reductions along {what} ({shapes}): {', '.join(fs)}")
-    out.append("Whole-tensor reductions (→ Scalar): " + ", ".join(f"{f}(e)" for f in WHOLE))
-    out.append("Normalizations over the whole tensor (shape preserved): " + ", ".join(
-        f"{f}(e): {DOCS[f]}" for f in NORMALIZERS))
-    lib = {n: d for n, d in library.of_kind("metric").items()
-           if available is None or _requires(n, library) <= available}
-    if lib:
-        out.append("Library metrics (usable by name, parameters by keyword):")
-        for d in lib.values():
-            cite = d.doc.split(', "')[0]  # "Wanda: Sun et al. 2023", without the title
-            doc = f"   # {cite}" if d.doc else ""
-            out.append(f"  {library_call(d) if d.params else d.name} = {to_text(d.body)}{doc}")
-    out.append("Holes (in sketches only): " + "; ".join(f"?{k}: {v}" for k, v in HOLE_DOCS.items()))
-    return "\n".join(out)
-
-
-def _requires(name: str, library: Library) -> frozenset[str]:
-    from ..api import parse
-    try:
-        return parse(name, library=library).requires
-    except PruneDSLError:
-        return frozenset({"?"})  # never shown
-
-
-SYSTEM = ("You design pruning metrics for large language models in a small typed formula "
-          "language, by refining sketches in a search graph.\n\n{summary}\n\n{reply}")
+SYSTEM = "{role} You refine sketches in a search graph.\n\n{summary}\n\n{holes}\n\n{reply}"
 
 
 @dataclass
@@ -146,6 +87,6 @@ def build_messages(graph: Graph, errors: list[Feedback], n: int, max_nodes: int 
     parts.append(f"Choose the node (a sketch with holes) whose refinements look most promising "
                  f"and answer with `node <id>` and then {k} refinement{'s' * (k > 1)} of it. "
                  "Prefer new complete formulas that are not in the graph yet.")
-    system = SYSTEM.format(summary=language_summary(graph.shape, available, library),
-                           reply=REPLY_FORMAT)
+    system = SYSTEM.format(role=ROLE, summary=language_summary(graph.shape, available, library),
+                           holes=SKETCH_HOLES, reply=REPLY_FORMAT)
     return [{"role": "system", "content": system}, {"role": "user", "content": "\n\n".join(parts)}]

@@ -15,8 +15,9 @@ a greedy request's retries sample at temperature 0.3, or they would repeat the r
 
 Modules: ``constrained`` (the grammar, derived from grammar.lark; no torch),
 ``replies`` (checking replies; the reply format and its reader are ``llm_contract``'s,
-shared with the search), ``generate`` (sampling loop with a KV cache, the grammar mask
-and the closer that finishes a formula in budget), ``protocol`` (request validation,
+shared with the search), ``sampling`` (request parameters, ``Completion``, the sampler),
+``constraint`` (llguidance matchers, token masks and the closer that finishes a formula
+in budget), ``generate`` (the decoding loop with a KV cache, resampling), ``protocol`` (request validation,
 response bodies), ``prompts`` (the language summary a constrained request gets as its
 system prompt when it brings none), ``app`` (starlette + uvicorn: ``serve``,
 ``start_server``). Importing this package is cheap: the CLI wiring below
@@ -37,13 +38,22 @@ EXAMPLES = """examples:
   how many attempts it took and whether the reply checks. A prompt plus max_tokens over
   the model's context gets max_tokens clamped to the room left (400 only when the prompt
   alone fills it). SIGINT / SIGTERM: graceful shutdown, exit status 0.
+
+  queueing: requests are served one at a time, in order of arrival. While one
+  generates, up to --max-queue others wait (one more gets a 503 with Retry-After); a
+  request that waits --queue-timeout seconds gets a 503 with Retry-After; a generation
+  that runs --max-generation-seconds is cut there and returned as it is, with
+  finish_reason "length" and prunedsl.ended_by "time" (as at max_tokens). A client
+  that disconnects is not served: its queued request is dropped, its running
+  generation stops before the next token.
 """
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Add the ``serve-llm`` subcommand to an ``argparse`` subparsers object."""
     help = "serve a local model as an OpenAI-compatible chat API, with grammar-constrained formulas"
-    p = subparsers.add_parser("serve-llm", help=help, description=help, epilog=EXAMPLES,
+    description = f"{help}. Requests are served one at a time (see --max-queue)."
+    p = subparsers.add_parser("serve-llm", help=help, description=description, epilog=EXAMPLES,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="smollm2-135m",
                    help="alias (smollm2-135m, gemma3-270m), a .gguf file, a local directory, or a hub id "
@@ -55,6 +65,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--max-attempts", type=int, default=8, metavar="K",
                    help="constrained replies sampled per request until one type-checks (default 8; "
                         "1: no resampling); the response's `prunedsl.attempts` says how many")
+    q = p.add_argument_group("queueing (requests are served one at a time)")
+    q.add_argument("--max-queue", type=int, default=8, metavar="N",
+                   help="requests that may wait while one generates (default 8; 0: none); "
+                        "one more gets a 503 with Retry-After")
+    q.add_argument("--queue-timeout", type=float, default=60.0, metavar="S",
+                   help="the longest a request waits for its turn before a 503 with Retry-After (default 60)")
+    q.add_argument("--max-generation-seconds", type=float, default=180.0, metavar="S",
+                   help="the longest one request generates (default 180); the reply is cut there and "
+                        "returned with finish_reason \"length\", as at max_tokens")
     p.set_defaults(handler=cmd_serve_llm)
     return p
 
@@ -62,13 +81,21 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def cmd_serve_llm(args) -> int:
     import logging
 
+    import math
+
+    from ..errors import PruneRuntimeError
     from .app import serve
-    for opt in ("max_tokens_limit", "max_attempts"):
-        if getattr(args, opt) < 1:
-            from ..errors import PruneRuntimeError
-            raise PruneRuntimeError(f"--{opt.replace('_', '-')} must be at least 1, got {getattr(args, opt)}")
+    for opt, low in (("max_tokens_limit", 1), ("max_attempts", 1), ("max_queue", 0)):
+        if getattr(args, opt) < low:
+            raise PruneRuntimeError(f"--{opt.replace('_', '-')} must be at least {low}, got {getattr(args, opt)}")
+    for opt in ("queue_timeout", "max_generation_seconds"):
+        if not (getattr(args, opt) > 0 and math.isfinite(getattr(args, opt))):
+            raise PruneRuntimeError(f"--{opt.replace('_', '-')} must be a positive number of seconds, "
+                                    f"got {getattr(args, opt)}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")  # stderr
-    serve(args.model, args.host, args.port, max_tokens_limit=args.max_tokens_limit, max_attempts=args.max_attempts)
+    serve(args.model, args.host, args.port, max_tokens_limit=args.max_tokens_limit, max_attempts=args.max_attempts,
+          max_queue=args.max_queue, queue_timeout=args.queue_timeout,
+          max_generation_seconds=args.max_generation_seconds)
     return 0
 
 

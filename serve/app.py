@@ -10,12 +10,21 @@ Routes: ``GET /v1/models``, ``GET /v1/models/{id}``, ``POST /v1/chat/completions
 model's context gets ``max_tokens`` clamped to the room the prompt leaves (the reply
 then ends with ``finish_reason: "length"`` at the latest there; ``prunedsl.max_tokens``
 gives the budget used); only a prompt that fills the context alone is a 400
-``context_length_exceeded``. Generation runs in a worker thread (the event loop stays responsive)
-and holds the generator's lock, so requests queue. Errors are OpenAI-style JSON
-(see ``protocol.py``).
+``context_length_exceeded``. Errors are OpenAI-style JSON (see ``protocol.py``).
+
+Requests are served one at a time, in order (``queue.py``): a request that finds
+``max_queue`` others waiting gets a 503 (``queue_full``) at once, one that waits
+``queue_timeout`` seconds a 503 (``queue_timeout``), both with ``Retry-After``. Its turn
+come, a request is tokenized and generated in a worker thread (the event loop stays
+responsive) for at most ``max_generation_seconds``: then the reply is cut as at
+``max_tokens`` (``finish_reason: "length"``, ``prunedsl.ended_by: "time"``), the
+OpenAI-like answer for a budget spent, rather than an error that would throw away what
+was generated. A client that disconnects is noticed within ``queue.POLL_S``: a waiting
+request leaves the queue unserved, a running generation stops before its next token.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import signal
@@ -29,12 +38,13 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .generate import MAX_ATTEMPTS, Generator
-from .prompts import language_summary
+from .generate import MAX_ATTEMPTS, GenerationCancelled, Generator, Limits
+from .prompts import system_prompt
 from .protocol import ApiError, chat_response, model_ids, models_response, parse_chat_request
+from .queue import POLL_S, ClientGone, GenerationQueue, QueueFull, QueueRefusal
 
 log = logging.getLogger("prunedsl.serve")
 
@@ -42,10 +52,24 @@ DEFAULT_MAX_TOKENS = 96      # when a request gives none
 MAX_TOKENS_LIMIT = 512       # the most a request may ask for (--max-tokens-limit)
 MAX_BODY_BYTES = 1 << 20
 GRACEFUL_SHUTDOWN_S = 60     # on SIGINT/SIGTERM, how long a generation in progress may finish
+MAX_QUEUE = 8                # requests waiting behind the running one (--max-queue)
+QUEUE_TIMEOUT_S = 60.0       # the longest a request waits for its turn (--queue-timeout)
+MAX_GENERATION_S = 180.0     # the longest one request's generation runs (--max-generation-seconds)
+CLIENT_GONE = 499            # the status logged for a request whose client disconnected (nginx's)
 
 
 def _error(err: ApiError) -> JSONResponse:
-    return JSONResponse(err.body(), status_code=err.status)
+    return JSONResponse(err.body(), status_code=err.status, headers=err.headers())
+
+
+async def _watch_disconnect(request: Request, cancel: threading.Event) -> None:
+    """Set ``cancel`` once the client has disconnected (polled: the generation thread
+    reads the event before each token)."""
+    while not cancel.is_set():
+        if await request.is_disconnected():
+            cancel.set()
+            return
+        await asyncio.sleep(POLL_S)
 
 
 async def _read_body(request: Request) -> bytes:
@@ -59,9 +83,12 @@ async def _read_body(request: Request) -> bytes:
 
 
 def build_app(gen: Generator, *, model_id: str | None = None, max_tokens_limit: int = MAX_TOKENS_LIMIT,
-              default_max_tokens: int = DEFAULT_MAX_TOKENS, max_attempts: int = MAX_ATTEMPTS) -> Starlette:
+              default_max_tokens: int = DEFAULT_MAX_TOKENS, max_attempts: int = MAX_ATTEMPTS,
+              max_queue: int = MAX_QUEUE, queue_timeout: float = QUEUE_TIMEOUT_S,
+              max_generation_seconds: float = MAX_GENERATION_S) -> Starlette:
     model_id = model_id or gen.spec
     created = int(time.time())
+    queue = GenerationQueue(max_queue, queue_timeout)
 
     async def models(request: Request):
         return JSONResponse(models_response(model_id, created))
@@ -91,9 +118,27 @@ def build_app(gen: Generator, *, model_id: str | None = None, max_tokens_limit: 
         try:
             req = parse_chat_request(body, model_id=model_id, max_tokens_limit=max_tokens_limit,
                                      default_max_tokens=default_max_tokens, max_attempts=max_attempts)
+        except ApiError as err:
+            log.info("rejected request: %s %s", err.status, err.message)
+            return _error(err)
+        try:
+            async with queue.slot(request.is_disconnected):
+                return await run_request(request, req)
+        except QueueRefusal as err:
+            log.warning("refused request: %s (%d waiting)", err, queue.waiting)
+            return _error(ApiError(503, str(err), type="server_error", retry_after=err.retry_after,
+                                   code="queue_full" if isinstance(err, QueueFull) else "queue_timeout"))
+        except ClientGone:
+            log.info("the client disconnected while its request waited; dropped unserved")
+            return Response(status_code=CLIENT_GONE)
+
+    async def run_request(request: Request, req) -> Response:
+        """Tokenize and generate ``req`` (holding the queue's slot)."""
+        deadline = time.monotonic() + max_generation_seconds
+        try:
             messages = list(req.messages)
             if req.params.grammar and not any(m["role"] == "system" for m in messages):
-                messages.insert(0, {"role": "system", "content": language_summary(req.params.grammar)})
+                messages.insert(0, {"role": "system", "content": system_prompt(req.params.grammar)})
             try:
                 ids = await run_in_threadpool(gen.prompt_ids, messages)
             except Exception as err:  # e.g. a chat template that rejects the role order
@@ -111,11 +156,19 @@ def build_app(gen: Generator, *, model_id: str | None = None, max_tokens_limit: 
         except ApiError as err:
             log.info("rejected request: %s %s", err.status, err.message)
             return _error(err)
+        cancel = threading.Event()
+        watcher = asyncio.create_task(_watch_disconnect(request, cancel))
         try:
-            c = await run_in_threadpool(gen.generate, ids, req.params)
+            c = await run_in_threadpool(gen.generate, ids, req.params, Limits(cancel, deadline))
+        except GenerationCancelled as err:
+            log.info("the client disconnected; generation stopped (%s)", err)
+            return Response(status_code=CLIENT_GONE)
         except Exception as err:
             log.exception("generation failed")
             return _error(ApiError(500, f"generation failed: {type(err).__name__}: {err}", type="server_error"))
+        finally:
+            cancel.set()  # ends the watcher
+            watcher.cancel()
         sampled = c.sampled_tokens
         checked = "" if c.check is None else \
             f" attempts={c.attempts} valid={c.check.ok}" + (f" lines={c.check.valid_lines}/{c.check.lines}"
@@ -144,7 +197,9 @@ def build_app(gen: Generator, *, model_id: str | None = None, max_tokens_limit: 
               Route("/v1/models/{model:path}", model, methods=["GET"]),
               Route("/v1/chat/completions", chat, methods=["POST"]),
               Route("/health", health, methods=["GET"])]
-    return Starlette(routes=routes, exception_handlers={HTTPException: http_error, Exception: server_error})
+    app = Starlette(routes=routes, exception_handlers={HTTPException: http_error, Exception: server_error})
+    app.state.queue = queue  # for tests and logs: how many wait
+    return app
 
 
 class _Server(uvicorn.Server):
@@ -214,9 +269,10 @@ def start_server(gen: Generator, host: str = "127.0.0.1", port: int = 0, *, log_
 
 def serve(model_spec: str = "smollm2-135m", host: str = "127.0.0.1", port: int = 8000, *,
           max_tokens_limit: int = MAX_TOKENS_LIMIT, max_attempts: int = MAX_ATTEMPTS,
-          log_level: str = "info") -> None:
+          log_level: str = "info", **limits) -> None:
     """Load ``model_spec`` once and serve it until SIGINT or SIGTERM (blocks; returns
-    after a graceful shutdown, the port closed)."""
+    after a graceful shutdown, the port closed). ``limits``: ``build_app``'s ``max_queue``,
+    ``queue_timeout``, ``max_generation_seconds``."""
     from ..runtime.models import load_model
     t0 = time.perf_counter()
     log.info("loading %s", model_spec)
@@ -226,7 +282,8 @@ def serve(model_spec: str = "smollm2-135m", host: str = "127.0.0.1", port: int =
     log.info("loaded %s (%s) in %.1f s; serving %s on http://%s:%d/v1", model_spec, loaded.source,
              time.perf_counter() - t0, ", ".join(model_ids(model_spec)), host, port)
     app = build_app(gen, model_id=model_spec, max_tokens_limit=max_tokens_limit,
-                    default_max_tokens=min(DEFAULT_MAX_TOKENS, max_tokens_limit), max_attempts=max_attempts)
+                    default_max_tokens=min(DEFAULT_MAX_TOKENS, max_tokens_limit), max_attempts=max_attempts,
+                    **limits)
     server = _Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="off",
                                     timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S))
     server.run()

@@ -12,6 +12,9 @@ Pure functions, no HTTP and no model, so they are unit-tested alone. Errors are
     422  a known field with the wrong type or value (``messages`` missing or empty,
          ``temperature: "hot"``, ``max_tokens`` out of bounds)
     500  generation failed (``type: server_error``)
+    503  the server is busy (``code: queue_full``, ``--max-queue`` requests already wait)
+         or the request waited ``--queue-timeout`` seconds for its turn
+         (``code: queue_timeout``); both with a ``Retry-After`` header (``queue.py``)
 
 Grammar-constrained decoding is asked for with ``"prunedsl_grammar": "formula" | "reply"``
 in the body (the openai client sends it with ``extra_body=``) or a model-name suffix,
@@ -29,7 +32,8 @@ the returned one did (false only when every attempt failed; ``error`` says why; 
 free text); ``generated_tokens``: the tokens of every attempt's text, while
 ``usage.completion_tokens`` counts the returned text's tokens only; ``sampled_tokens``:
 tokens the model sampled over all attempts (one forward pass each; the closer's tokens
-are not); ``ended_by``: eos, grammar, stop, closer, fallback or budget (``generate.py``);
+are not); ``ended_by``: eos, grammar, stop, closer, fallback, budget or time (cut at
+``--max-generation-seconds``; ``generate.py``);
 ``max_tokens``: the budget used, after clamping to the context.
 """
 from __future__ import annotations
@@ -40,7 +44,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .constrained import MODES
-from .generate import MAX_ATTEMPTS, Completion, SamplingParams
+from .sampling import MAX_ATTEMPTS, Completion, SamplingParams
 
 GRAMMAR_FIELD = "prunedsl_grammar"
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
@@ -52,9 +56,13 @@ KNOWN = {"model", "messages", "max_tokens", "max_completion_tokens", "temperatur
 
 class ApiError(Exception):
     def __init__(self, status: int, message: str, *, type: str = "invalid_request_error",
-                 param: str | None = None, code: str | None = None):
+                 param: str | None = None, code: str | None = None, retry_after: int | None = None):
         super().__init__(message)
         self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
+        self.retry_after = retry_after  # seconds, sent as a Retry-After header
+
+    def headers(self) -> dict[str, str] | None:
+        return None if self.retry_after is None else {"Retry-After": str(self.retry_after)}
 
     def body(self) -> dict:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}

@@ -175,8 +175,9 @@ def test_language_summary_is_generated_from_the_tables():
             assert f in text, f
     for name in library("metric"):
         assert f"  {name}" in text
+    system = build_messages(Graph(), [], 3)[0]["content"]
     for kind in HOLE_SHAPES:
-        assert f"?{kind}" in text
+        assert f"?{kind}" in system
 
 
 def test_language_summary_leaves_out_unavailable_statistics():
@@ -228,16 +229,16 @@ def test_split_reply_reads_at_most_eight_lines():
 def test_search_and_server_share_one_llm_contract():
     """The search reads replies with the very function the server checks them with, and
     the server's grammar, its prompt and the search's prompt take their bounds and
-    texts from the same module (llm_contract), so the two cannot drift apart."""
-    from prunedsl import llm_contract
+    texts from the same modules (llm_contract, llm_prompt), so the two cannot drift apart."""
+    from prunedsl import llm_contract, llm_prompt
     from prunedsl.search import llm, prompt
     from prunedsl.serve import constrained, prompts, replies
     assert llm.split_reply is replies.split_reply is llm_contract.split_reply
     assert constrained.MAX_LINES == prompt.MAX_LINES == llm_contract.MAX_LINES
     assert llm.MAX_LINE_CHARS == llm_contract.MAX_LINE_CHARS
-    assert prompt.REPLY_FORMAT is llm_contract.REPLY_FORMAT
-    assert prompts.library_call is prompt.library_call is llm_contract.library_call
-    assert llm_contract.ANSWER_FORMATS["reply"] in prompts.language_summary("reply")
+    assert prompt.REPLY_FORMAT is llm_prompt.REPLY_FORMAT
+    assert prompts.library_call is llm_prompt.library_call
+    assert llm_prompt.ANSWER_FORMATS["reply"] in prompts.system_prompt("reply")
     grammar = constrained.grammar_text("reply")
     assert f"{{0,{llm_contract.MAX_LINES - 1}}}" in grammar
     assert f"[0-9]{{1,{llm_contract.MAX_NODE_DIGITS}}}" in grammar
@@ -248,7 +249,8 @@ def test_search_and_server_share_one_llm_contract():
 
 
 def test_the_contract_imports_neither_torch_nor_openai():
-    code = ("import sys; import prunedsl.llm_contract, prunedsl.serve.replies, prunedsl.serve.prompts; "
+    code = ("import sys; import prunedsl.llm_contract, prunedsl.llm_prompt, prunedsl.serve.replies, "
+            "prunedsl.serve.prompts; "
             "assert not {'torch', 'openai', 'transformers'} & set(sys.modules), sorted(sys.modules)")
     subprocess.run([sys.executable, "-c", code], check=True)
 

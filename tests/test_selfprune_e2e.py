@@ -35,8 +35,8 @@ def served(tmp_path_factory):
     calls = []
     real = gen.generate
 
-    def generate(ids, params):
-        c = real(ids, params)
+    def generate(ids, params, *limits):
+        c = real(ids, params, *limits)
         calls.append((params, c))
         return c
 

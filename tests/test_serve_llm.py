@@ -32,7 +32,8 @@ from prunedsl.dsl.parser import GRAMMAR_PATH, parse_expr  # noqa: E402
 from prunedsl.serve import constrained  # noqa: E402
 from prunedsl.serve.constrained import MODES, GrammarDerivationError, grammar_text  # noqa: E402
 from prunedsl.serve.replies import check_reply, split_reply  # noqa: E402
-from prunedsl.serve.generate import Generator, SamplingParams, _sample  # noqa: E402
+from prunedsl.serve.generate import Generator, SamplingParams  # noqa: E402
+from prunedsl.serve.sampling import sample as _sample  # noqa: E402
 from prunedsl.serve.protocol import ApiError, parse_chat_request  # noqa: E402
 
 PROMPT = [{"role": "user", "content": "Propose a pruning metric formula."}]
@@ -338,7 +339,7 @@ def test_generation_failure_is_a_500_server_error():
         def prompt_ids(self, messages):
             return [1, 2, 3]
 
-        def generate(self, ids, params):
+        def generate(self, ids, params, limits=None):
             raise RuntimeError("out of memory")
 
     with start_server(Broken()) as srv:

@@ -37,7 +37,7 @@ def _script(gen, monkeypatch, texts: list[str]) -> list[float]:
     returns the first draw of each attempt's RNG."""
     draws: list[float] = []
 
-    def attempt(prompt_ids, p, rng):
+    def attempt(prompt_ids, p, rng, limits=None):
         draws.append(rng.random())
         text = texts[min(len(draws), len(texts)) - 1]
         return Completion(text=text, finish_reason="stop", prompt_tokens=len(prompt_ids),
@@ -125,7 +125,7 @@ def test_greedy_request_resamples_differently(fake_gen, monkeypatch):
                                                      max_attempts=1))
     temps = []
     real = gen._generate
-    monkeypatch.setattr(gen, "_generate", lambda ids, p, rng: temps.append(p.temperature) or real(ids, p, rng))
+    monkeypatch.setattr(gen, "_generate", lambda ids, p, rng, limits: temps.append(p.temperature) or real(ids, p, rng, limits))
     monkeypatch.setattr(g, "check_completion", lambda text, mode: Check(False, "rejected by the test", 1, 0))
     c = gen.generate(PROMPT_IDS, SamplingParams(max_tokens=16, temperature=0, grammar="formula", seed=3,
                                                 max_attempts=5))
