@@ -202,8 +202,18 @@ def nll_difference(nll: torch.Tensor, reference_nll: torch.Tensor, windows: int 
     if nll.shape != reference_nll.shape:
         raise PruneRuntimeError(f"paired NLLs must be on the same tokens: shapes {tuple(nll.shape)} "
                                 f"and {tuple(reference_nll.shape)}")
-    diff = (nll[:windows].double() - reference_nll[:windows].double())   # (n, T)
-    per_window = diff.mean(dim=1)
-    n = per_window.numel()
-    se = float(per_window.std(unbiased=True) / math.sqrt(n)) if n > 1 else math.nan
-    return PairedDifference(mean=float(diff.sum() / diff.numel()), se=se, windows=n)
+    return window_difference(nll[:windows].double().sum(1).tolist(),
+                             reference_nll[:windows].double().sum(1).tolist(), nll.shape[1])
+
+
+def window_difference(window_sums: list[float], reference_sums: list[float],
+                      tokens_per_window: int) -> PairedDifference:
+    """The same from per-window NLL sums (what a results file keeps) of equal-length windows."""
+    if len(window_sums) != len(reference_sums) or not window_sums:
+        raise PruneRuntimeError(f"paired NLLs must be on the same tokens: {len(window_sums)} and "
+                                f"{len(reference_sums)} windows")
+    per_window = [(a - b) / tokens_per_window for a, b in zip(window_sums, reference_sums)]
+    n = len(per_window)
+    mean = math.fsum(per_window) / n
+    se = math.sqrt(math.fsum((d - mean) ** 2 for d in per_window) / (n - 1) / n) if n > 1 else math.nan
+    return PairedDifference(mean=mean, se=se, windows=n)
