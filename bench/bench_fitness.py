@@ -10,7 +10,7 @@ Each candidate is pruned once, then measured by every fitness:
   candidate gets its metric's proxy: the proxy cannot see the OBS update);
 - validation ppl on the search's default slice (16 windows of 256) and on 4x it (64 windows;
   the first 16 are the default slice), from one forward pass;
-- KL(dense ‖ pruned) of the next-token distributions on the same windows (dense top-256
+- KL(dense ‖ pruned) of the next-token distributions on the same windows (dense top-1024
   + tail, runtime/divergence.py), at both sizes;
 - the mean per-token NLL difference to wanda (no +R) on the same tokens, at both sizes
   (rank-identical to val ppl on a fixed slice; its standard error says how paired noise is);
@@ -48,7 +48,7 @@ import fitness_table  # noqa: E402
 import prunedsl  # noqa: E402
 from prunedsl.dsl.library import BUILTIN  # noqa: E402
 from prunedsl.runtime import data  # noqa: E402
-from prunedsl.runtime.divergence import dense_reference, evaluate_windows  # noqa: E402
+from prunedsl.runtime.divergence import DEFAULT_TOP_K, dense_reference, evaluate_windows  # noqa: E402
 from prunedsl.runtime.models import load_model  # noqa: E402
 from prunedsl.search.fitness import Fitness, FitnessSettings  # noqa: E402
 
@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--scale", type=int, default=4, help="the larger slice is this many times the default")
     p.add_argument("--test-seqlen", type=int, default=512)
     p.add_argument("--test-windows", type=int, default=40)
-    p.add_argument("--top-k", type=int, default=256, help="dense log-probs kept per position for the KL")
+    p.add_argument("--top-k", type=int, default=DEFAULT_TOP_K, help="dense log-probs kept per position for the KL")
     p.add_argument("--reconstruct-group", choices=("layer", "row"), default="layer")
     p.add_argument("--proxies", nargs="+", choices=list(PROXIES), default=list(PROXIES))
     p.add_argument("--only", nargs="+", default=None, metavar="KEY", help="panel keys to run (e.g. wanda \"wanda +R\")")
