@@ -16,13 +16,13 @@ from .dsl.ast import BinOp, Call, Expr, Neg, Num, Operand, walk
 from .dsl.checker import Env, check
 from .dsl.library import BUILTIN, Library
 from .dsl.parser import parse as _parse_any
-from .dsl.printer import to_text
+from .dsl.views import FormulaViews
 from .dsl.types import SCALAR, STRUCT, Type
 from .errors import DSLSyntaxError, DSLTypeError, PruneDSLError, Span
 
 
 @dataclass(frozen=True, eq=False)
-class Metric:
+class Metric(FormulaViews):
     """A checked pruning metric. Build it with :func:`parse`."""
 
     source: str          # the text the user wrote
@@ -50,21 +50,6 @@ class Metric:
         if _requires(simple) < _requires(self.expr) and all(map(_finite_node, walk(self.expr))):
             return simple
         return self.expr
-
-    def text(self) -> str:
-        """The resolved formula as DSL text, without simplification (what is compiled)."""
-        return to_text(self.expr)
-
-    def formula(self) -> str:
-        """Simplified formula as DSL text (parses back to an equivalent metric)."""
-        return symbolic.formula(self.expr)
-
-    def pretty(self) -> str:
-        """Simplified formula in Unicode math."""
-        return symbolic.pretty(self.expr)
-
-    def latex(self) -> str:
-        return symbolic.latex(self.expr)
 
     def canonical(self, group: str = "row") -> str:
         """Text equal for metrics that rank weights identically under ``group``."""

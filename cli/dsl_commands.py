@@ -37,6 +37,11 @@ def cmd_check(args) -> int:
     rows = [("formula", rec["formula"]), ("pretty", rec["pretty"]), ("latex", rec["latex"]),
             ("type", str(metric.type)), (f"canonical ({args.group})", rec["canonical"]),
             ("requires", ", ".join(rec["requires_pretty"]))]
+    return _print_check(rows, rec)
+
+
+def _print_check(rows: list[tuple[str, str]], rec: dict) -> int:
+    """``prunedsl check``'s aligned key/value lines ("as written" when simplification changed it)."""
     if rec["text"] != rec["formula"]:
         rows.insert(1, ("as written", rec["text"]))
     width = max(len(k) for k, _ in rows)
@@ -88,12 +93,7 @@ def _check_structure(args, library: Library) -> int:
     rows = [("structure score", rec["formula"]), ("pretty", rec["pretty"]), ("latex", rec["latex"]),
             ("type", str(sm.type)), ("kinds", ", ".join(rec["kinds"])),
             (f"canonical ({rec['group']})", rec["canonical"]), ("requires", ", ".join(rec["requires_pretty"]))]
-    if rec["text"] != rec["formula"]:
-        rows.insert(1, ("as written", rec["text"]))
-    width = max(len(k) for k, _ in rows)
-    for k, v in rows:
-        print(f"{k:<{width}}  {v}")
-    return 0
+    return _print_check(rows, rec)
 
 
 def cmd_metrics(args) -> int:

@@ -13,7 +13,7 @@ from ..errors import DSLNameError, DSLTypeError, Span
 from .allocation_eval import (BLOCK_NAMES, SCORE_STATISTICS, STAT_USAGE as _STAT_USAGE, WEIGHT_STATISTICS,
                               scalar_functions)
 from .ast import BinOp, Call, Definition, Expr, Hole, Name, Neg, Num, Operand, walk
-from .checker import constant_value, number_type
+from .checker import bind_parameters, constant_value, number_type
 from .functions import ALL_FUNCTIONS, BINARY, ELEMENTWISE
 from .operands import NAMED_OPERANDS, OPERANDS
 from .printer import format_number, to_text
@@ -84,23 +84,12 @@ class _Checker:
     def inline(self, d: Definition, args, kwargs, span: Span) -> Expr:
         if d.name in self.stack or len(self.stack) >= MAX_INLINE_DEPTH:
             raise DSLTypeError(f"allocation {d.name!r} refers to itself", span=span)
-        names = [p.name for p in d.params]
-        if len(args) > len(names):
-            raise DSLTypeError(f"{d.name} takes {len(names)} parameter{'s' * (len(names) != 1)}"
-                               f"{' (' + ', '.join(names) + ')' if names else ''}, got {len(args)}", span=span)
-        values = {p.name: p.default for p in d.params}
-        seen: set[str] = set()
-        for pname, arg in list(zip(names, args)) + list(kwargs):
-            if pname not in values:
-                raise DSLTypeError(f"{d.name} has no parameter {pname!r}", span=arg.span,
-                                   hint=f"parameters: {', '.join(names) or 'none'}")
-            if pname in seen:
-                raise DSLTypeError(f"parameter {pname!r} given twice", span=arg.span)
-            seen.add(pname)
+        def value_of(pname: str, arg: Expr) -> float:
             value = constant_value(self.visit(arg))
             if value is None or not math.isfinite(value):
                 raise DSLTypeError(f"parameter {pname!r} of {d.name} must be a finite number", span=arg.span)
-            values[pname] = value
+            return value
+        values = bind_parameters(d, args, kwargs, span, value_of)
         try:
             return _Checker(values, self.allocations, self.stack + (d.name,)).top(d.body)
         except (DSLNameError, DSLTypeError) as err:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import math
 from dataclasses import dataclass, field, replace
+from typing import Callable
 
 from ..errors import DSLNameError, DSLTypeError, Span
 from .ast import BinOp, Call, Definition, Expr, Name, Neg, Num, Operand, walk
@@ -242,29 +243,15 @@ class _Checker:
     def inline(self, d: Definition, args, kwargs, span: Span) -> Expr:
         if d.name in self.env.stack or len(self.env.stack) >= MAX_INLINE_DEPTH:
             raise DSLTypeError(f"metric {d.name!r} refers to itself", span=span)
-        names = [p.name for p in d.params]
-        if len(args) > len(names):
-            raise DSLTypeError(f"{d.name} takes {len(names)} parameter{'s' * (len(names) != 1)}"
-                               f"{' (' + ', '.join(names) + ')' if names else ''}, got {len(args)}",
-                               span=span)
-        values = {p.name: p.default for p in d.params}
-        given = list(zip(names, args)) + list(kwargs)
-        seen = set()
-        for pname, arg in given:
-            if pname not in values:
-                raise DSLTypeError(f"{d.name} has no parameter {pname!r}", span=arg.span,
-                                   hint=f"parameters: {', '.join(names) or 'none'}")
-            if pname in seen:
-                raise DSLTypeError(f"parameter {pname!r} given twice", span=arg.span)
-            seen.add(pname)
-            checked = self.visit(arg)
-            value = constant_value(checked)
+        def value_of(pname: str, arg: Expr) -> float:
+            value = constant_value(self.visit(arg))
             if value is None:
                 raise DSLTypeError(f"parameter {pname!r} of {d.name} must be a number", span=arg.span)
             if not math.isfinite(value):
                 raise DSLTypeError(f"parameter {pname!r} of {d.name} is not a finite number",
                                    span=arg.span)
-            values[pname] = value
+            return value
+        values = bind_parameters(d, args, kwargs, span, value_of)
         inner = _Checker(Env(params=values, metrics=self.env.metrics, stack=self.env.stack + (d.name,)))
         try:
             return inner.visit(d.body)
@@ -335,3 +322,24 @@ def _fold(e: Expr) -> float:
     a, b = _fold(e.left), _fold(e.right)
     return {"+": lambda: a + b, "-": lambda: a - b, "*": lambda: a * b, "/": lambda: a / b,
             "^": lambda: float(a ** b)}[e.op]()
+
+
+def bind_parameters(d: Definition, args, kwargs, span: Span,
+                    value_of: Callable[[str, Expr], float]) -> dict[str, float]:
+    """A library definition's parameter values for a call: defaults, then the positional and
+    keyword arguments, each turned into a number by ``value_of(name, argument)``."""
+    names = [p.name for p in d.params]
+    if len(args) > len(names):
+        raise DSLTypeError(f"{d.name} takes {len(names)} parameter{'s' * (len(names) != 1)}"
+                           f"{' (' + ', '.join(names) + ')' if names else ''}, got {len(args)}", span=span)
+    values = {p.name: p.default for p in d.params}
+    seen: set[str] = set()
+    for pname, arg in list(zip(names, args)) + list(kwargs):
+        if pname not in values:
+            raise DSLTypeError(f"{d.name} has no parameter {pname!r}", span=arg.span,
+                               hint=f"parameters: {', '.join(names) or 'none'}")
+        if pname in seen:
+            raise DSLTypeError(f"parameter {pname!r} given twice", span=arg.span)
+        seen.add(pname)
+        values[pname] = value_of(pname, arg)
+    return values

@@ -29,6 +29,7 @@ from .printer import to_text
 from .structure_vocab import (ACROSS_STRUCTURES_KINDS, BLOCK_KINDS, BLOCK_OPERANDS, KINDS, STRUCT_NORMALIZERS,
                               STRUCT_REDUCERS)
 from .types import STRUCT, Type
+from .views import FormulaViews
 from ..errors import DSLSyntaxError, DSLTypeError, PruneDSLError, Span
 
 ALL_KINDS = frozenset(KINDS)
@@ -36,7 +37,7 @@ STRUCTURE_GROUP = "layer"  # structures are ranked within one layer (one score_f
 
 
 @dataclass(frozen=True, eq=False)
-class StructureMetric:
+class StructureMetric(FormulaViews):
     """A checked structure score. Build it with :func:`parse_structure_metric`."""
 
     source: str       # the text the user wrote
@@ -59,18 +60,6 @@ class StructureMetric:
     def kinds(self) -> frozenset[str]:
         """The structure kinds (``channels``, ``heads``, ``blocks``) the formula is valid for."""
         return kinds_of(self.expr)
-
-    def text(self) -> str:
-        return to_text(self.expr)
-
-    def formula(self) -> str:
-        return symbolic.formula(self.expr)
-
-    def pretty(self) -> str:
-        return symbolic.pretty(self.expr)
-
-    def latex(self) -> str:
-        return symbolic.latex(self.expr)
 
     def canonical(self, group: str = STRUCTURE_GROUP) -> str:
         """Text equal for scores that rank the structures of a layer identically (``layer``),
