@@ -48,6 +48,7 @@ from torch import nn
 from ..config import GROUPS
 from ..errors import NonFiniteScoreError, PruneRuntimeError
 from .capture import run_blocks
+from .device import Placement
 from .gradients import gradient_norms
 from .masks import global_sparsities, prune_mask
 from .models import find_blocks, linear_layers
@@ -111,7 +112,9 @@ def restore_linear_state(model: nn.Module, state: dict[str, torch.Tensor]) -> No
 
 
 def collect_statistics(model: nn.Module, calib_ids: torch.Tensor, requires: frozenset[str], *,
-                       with_gram: bool = False, progress: bool = True) -> dict[str, dict[str, Any]]:
+                       with_gram: bool = False, progress: bool = True,
+                       placement: Placement | None = None,
+                       calib_batch: int | None = None) -> dict[str, dict[str, Any]]:
     """Dense-model statistics of every block linear: {name: stats (+ "gram" (in, in))}.
 
     Nothing is pruned. ``W`` is the live weight (not a copy). Layers sharing an input
@@ -119,23 +122,28 @@ def collect_statistics(model: nn.Module, calib_ids: torch.Tensor, requires: froz
     """
     requires = frozenset(requires)
     check_requires(requires)
-    grads = gradient_norms(model, calib_ids, progress=progress) if "G" in requires else {}
+    grads = gradient_norms(model, calib_ids, progress=progress,
+                           placement=placement) if "G" in requires else {}
     cache = StatsCache(requires, with_gram)
     out: dict[str, dict[str, Any]] = {}
 
     def on_linear(i: int, name: str, layer: nn.Linear, x: torch.Tensor) -> None:
         out[name] = layer_stats(name, layer, cache.get(i, x), grads)
 
-    run_blocks(model, calib_ids, on_linear, progress=progress, desc="statistics")
+    run_blocks(model, calib_ids, on_linear, progress=progress, desc="statistics",
+               placement=placement, calib_batch=calib_batch, stats=cache)
     return out
 
 
 def dense_scores(model: nn.Module, calib_ids: torch.Tensor, scorer: Scorer,
-                 requires: frozenset[str], *, progress: bool = True) -> dict[str, torch.Tensor]:
+                 requires: frozenset[str], *, progress: bool = True,
+                 placement: Placement | None = None,
+                 calib_batch: int | None = None) -> dict[str, torch.Tensor]:
     """Scores of every block linear on the dense model (nothing is pruned)."""
     requires = frozenset(requires)
     check_requires(requires)
-    grads = gradient_norms(model, calib_ids, progress=progress) if "G" in requires else {}
+    grads = gradient_norms(model, calib_ids, progress=progress,
+                           placement=placement) if "G" in requires else {}
     cache = StatsCache(requires)
     out: dict[str, torch.Tensor] = {}
 
@@ -145,7 +153,8 @@ def dense_scores(model: nn.Module, calib_ids: torch.Tensor, scorer: Scorer,
             scores = scores.clone()
         out[name] = scores.detach()
 
-    run_blocks(model, calib_ids, on_linear, progress=progress, desc="dense scores")
+    run_blocks(model, calib_ids, on_linear, progress=progress, desc="dense scores",
+               placement=placement, calib_batch=calib_batch, stats=cache)
     return out
 
 
@@ -156,7 +165,8 @@ def prune_model(model: nn.Module, calib_ids: torch.Tensor, scorer: Scorer,
                 layer_sparsity: dict[str, float] | None = None,
                 progress: bool = True, reconstruct: bool = False,
                 gradients: dict[str, torch.Tensor] | None = None,
-                within_block: str = "sequential") -> PruneReport:
+                within_block: str = "sequential", placement: Placement | None = None,
+                calib_batch: int | None = None) -> PruneReport:
     """Prune every decoder-block linear of ``model`` in place; see the module docstring.
 
     calib_ids: (nsamples, seqlen) token ids. requires: the statistics the scorer reads.
@@ -165,6 +175,8 @@ def prune_model(model: nn.Module, calib_ids: torch.Tensor, scorer: Scorer,
     gradients: a ``gradient_norms`` result of this dense model to reuse for ``G``.
     within_block: "sequential" (each linear sees the pruned layers before it in its block)
     or "parallel" (each linear sees the block's unpruned input); see the module docstring.
+    placement: where blocks compute (``device.py``; default: where the model is).
+    calib_batch: micro-batches of this many windows (``microbatch.py``); None: one batch.
     """
     requires = frozenset(requires)
     check_requires(requires)
@@ -185,7 +197,8 @@ def prune_model(model: nn.Module, calib_ids: torch.Tensor, scorer: Scorer,
                                     "it cannot be combined with layer_sparsity or an N:M pattern")
         t = time.perf_counter()
         fractions = global_sparsities(dense_scores(model, calib_ids, scorer, requires,
-                                                   progress=progress), sparsity)
+                                                   progress=progress, placement=placement,
+                                                   calib_batch=calib_batch), sparsity)
         seconds["dense_scores"] = time.perf_counter() - t
         layer_sparsity, mask_group = fractions, "layer"
 
@@ -193,7 +206,8 @@ def prune_model(model: nn.Module, calib_ids: torch.Tensor, scorer: Scorer,
     if "G" in requires:
         t = time.perf_counter()
         grads = gradients if gradients is not None else gradient_norms(model, calib_ids,
-                                                                        progress=progress)
+                                                                        progress=progress,
+                                                                        placement=placement)
         seconds["gradients"] = time.perf_counter() - t
     cache = StatsCache(requires, with_gram=reconstruct)
     results: list[LayerResult] = []
@@ -224,7 +238,8 @@ def prune_model(model: nn.Module, calib_ids: torch.Tensor, scorer: Scorer,
         results.append(LayerResult(name, tuple(mask.shape), pruned, total, pruned / total))
 
     run = run_blocks(model, calib_ids, on_linear, progress=progress, desc="pruning",
-                     within_block=within_block)
+                     within_block=within_block, placement=placement, calib_batch=calib_batch,
+                     stats=cache)
     seconds["capture"] = run["capture_seconds"]
     seconds["blocks"] = run["blocks_seconds"]
     pruned = sum(r.pruned for r in results)
