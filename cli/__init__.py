@@ -19,6 +19,7 @@ import sys
 from ..config import GROUPS
 from ..errors import ConfigError, PruneDSLError
 from . import dsl_commands, prune_commands
+from .device_options import add_device_arguments
 from .output import print_json
 
 EXAMPLES = {
@@ -40,6 +41,7 @@ EXAMPLES = {
   prunedsl prune --model smollm2-135m --metric wanda --sparsity 0.7 --allocation owl
   prunedsl prune --model smollm2-135m --metric wanda --pattern 4:8 --allocation "sdsa(lam = 0.1)"
   prunedsl prune --model ./my-model --metric "ria(a = 0.3)" --sparsity 0.5 --calib-data notes.txt --json
+  prunedsl prune --model smollm2-135m --metric wanda --device cuda --dtype bfloat16 --nsamples 128 --calib-batch 8
 """,
     "eval": """examples:
   prunedsl eval --model smollm2-135m --seqlen 512 --eval-windows 40
@@ -134,10 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--overwrite", action="store_true",
                    help="replace a non-empty --output directory that is not an earlier prunedsl output")
     g.add_argument("--no-eval", action="store_true", help="skip the perplexity evaluation")
+    add_device_arguments(p)
     p.set_defaults(handler=prune_commands.cmd_prune)
 
     p = command("eval", "WikiText-2 test perplexity of a model (docs/design.md §5 protocol)")
     _add_model_data(p)
+    add_device_arguments(p, calibration=False)
     p.set_defaults(handler=prune_commands.cmd_eval)
     # Commands that live with their subsystems; their modules import heavy things lazily.
     from ..serve import add_parser as add_serve_llm_parser
