@@ -14,11 +14,11 @@ of the block on the first micro-batch. Then, per block:
 - ``within_block="parallel"``: one full run over the micro-batches accumulates every
   stage's input of the unpruned block; then every linear is decided.
 
-Finally one more run per micro-batch gives the next block its (pruned) inputs. Cost:
-about (stages + 1) / 2 + 1 forwards of a block instead of one (sequential), 2 (parallel);
-memory: the block's input and output hidden states (windows × seqlen × hidden, as the
-single pass) plus one micro-batch's activations (attention, MLP intermediate), whatever
-the number of windows. Results equal the single pass's up to float rounding of the sums
+Finally one more run per micro-batch gives the next block its (pruned) inputs, replacing
+that micro-batch's input in place. Cost: about (stages + 1) / 2 + 1 forwards of a block
+instead of one (sequential), 2 (parallel); memory: the hidden states of all windows once
+(windows × seqlen × hidden; the single pass holds a block's input and output) plus one
+micro-batch's activations (attention, MLP intermediate), whatever the number of windows. Results equal the single pass's up to float rounding of the sums
 (the statistics add per-micro-batch sums instead of one sum over all tokens).
 
 Capture runs per micro-batch too, so recorded arguments (masks, position tables) have
@@ -146,8 +146,10 @@ def run_micro_batched(model: nn.Module, ids: torch.Tensor, on_linear: LinearCall
                 for stage in stages:
                     for name in stage:
                         on_linear(i, name, names[name], accs[stage[0]])
-            hidden = [replay(block, h, call) for h, call in zip(hidden, calls)]
+            for c, call in enumerate(calls):  # in place: one micro-batch's input and output at a time
+                hidden[c] = replay(block, hidden[c], call)
         seen = {name for stage in stages for name in stage}
         not_run += [name for name in names if name not in seen]
+    # "outputs": the last block's output per micro-batch (not concatenated: no second copy)
     return {"capture_seconds": t1 - t0, "blocks_seconds": time.perf_counter() - t1,
-            "not_run": not_run, "output": torch.cat(hidden)}
+            "not_run": not_run, "output": None, "outputs": hidden}

@@ -152,3 +152,14 @@ def test_calib_batch_at_least_nsamples_is_the_single_pass():
     restore_linear_state(model, dense)
     _, got = _prune(model, calib, "sparsegpt", reconstruct=True, calib_batch=4)
     assert all(torch.equal(got[k], ref[k]) for k in ref)  # bit-identical: the same code path
+
+
+def test_micro_batched_block_outputs_equal_the_single_pass():
+    model = tiny_llama()
+    calib = _calib(n=5)
+    cache = StatsCache(frozenset({"W", "x_norm2"}))
+    single = run_blocks(model, calib, lambda *a: None, progress=False)["output"]
+    micro = run_blocks(model, calib, lambda i, n, l, x: cache.get(i, x), progress=False, calib_batch=2,
+                       stats=cache)
+    assert micro["output"] is None and [o.shape[0] for o in micro["outputs"]] == [2, 2, 1]
+    torch.testing.assert_close(torch.cat(micro["outputs"]), single, rtol=1e-5, atol=1e-5)
