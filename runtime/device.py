@@ -240,6 +240,10 @@ def resolve_placement(device: str | None = "auto", dtype: str | None = "auto",
 
 
 def model_placement(model: nn.Module) -> Placement:
-    """The placement a model already has (where its first parameter is, its dtype)."""
-    p = next(model.parameters())
+    """The placement a model already has (where its first parameter is, its dtype); CPU for
+    an object without parameters (a test double)."""
+    params = getattr(model, "parameters", None)
+    p = next(iter(params()), None) if callable(params) else None
+    if p is None:
+        return CPU
     return Placement(device=p.device, dtype=p.dtype, offload=False)
