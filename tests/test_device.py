@@ -158,3 +158,13 @@ def test_load_model_in_bfloat16_and_the_cli_records_the_placement(tmp_path, caps
     assert main(["eval", "--model", str(out), "--data-dir", str(tiny / "data"), "--dtype", "bfloat16",
                  "--device", "cpu", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["ppl"] == pytest.approx(record["ppl"], rel=1e-6)
+
+
+def test_search_takes_the_device_options_and_passes_them_on():
+    from prunedsl.cli import build_parser
+    from prunedsl.cli.device_options import device_settings
+    args = build_parser().parse_args(["search", "--output", "x", "--device", "cpu", "--dtype", "bfloat16",
+                                      "--offload", "--calib-batch", "2"])
+    assert device_settings(args) == {"device": "cpu", "dtype": "bfloat16", "offload": True, "calib_batch": 2}
+    plain = build_parser().parse_args(["eval", "--model", "m"])
+    assert device_settings(plain, calibration=False) == {"device": "auto", "dtype": "auto", "offload": False}
