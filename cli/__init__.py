@@ -19,6 +19,7 @@ import sys
 from ..config import GROUPS
 from ..errors import ConfigError, PruneDSLError
 from . import dsl_commands, prune_commands, structure_commands
+from .device_options import add_device_arguments
 from .output import print_json
 
 EXAMPLES = {
@@ -44,6 +45,7 @@ EXAMPLES = {
   prunedsl prune --model smollm2-135m --structure channels --ratio 0.2 --output out/ch20
   prunedsl prune --model smollm2-135m --structure heads --ratio 0.34 --structure-metric taylor
   prunedsl prune --model smollm2-135m --structure blocks --ratio 0.15 --structure-metric block_influence
+  prunedsl prune --model smollm2-135m --metric wanda --device cuda --dtype bfloat16 --nsamples 128 --calib-batch 8
 """,
     "eval": """examples:
   prunedsl eval --model smollm2-135m --seqlen 512 --eval-windows 40
@@ -145,10 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--overwrite", action="store_true",
                    help="replace a non-empty --output directory that is not an earlier prunedsl output")
     g.add_argument("--no-eval", action="store_true", help="skip the perplexity evaluation")
+    add_device_arguments(p)
     p.set_defaults(handler=prune_commands.cmd_prune)
 
     p = command("eval", "WikiText-2 test perplexity of a model (docs/design.md §5 protocol)")
     _add_model_data(p)
+    add_device_arguments(p, calibration=False)
     p.set_defaults(handler=prune_commands.cmd_eval)
     # Commands that live with their subsystems; their modules import heavy things lazily.
     from ..serve import add_parser as add_serve_llm_parser

@@ -5,6 +5,7 @@ import sys
 
 from ..dsl.library import Library
 from ..errors import ConfigError
+from .device_options import device_settings
 from .output import markdown_table, print_json
 
 
@@ -31,7 +32,7 @@ def cmd_prune(args) -> int:
                    data_dir=args.data_dir, eval_windows=args.eval_windows, output=args.output,
                    evaluate=not args.no_eval, allow_nonfinite=args.allow_nonfinite, allocation=allocation,
                    reconstruct=args.reconstruct, overwrite=args.overwrite,
-                   within_block=args.within_block)
+                   within_block=args.within_block, **device_settings(args))
     result = run_prune(job)
     if args.json:
         print_json(result.to_dict())
@@ -64,7 +65,8 @@ def cmd_prune(args) -> int:
 
 def cmd_eval(args) -> int:
     from ..runtime.job import run_eval
-    result = run_eval(args.model, seqlen=args.seqlen, eval_windows=args.eval_windows, data_dir=args.data_dir)
+    result = run_eval(args.model, seqlen=args.seqlen, eval_windows=args.eval_windows, data_dir=args.data_dir,
+                      **device_settings(args, calibration=False))
     if args.json:
         print_json(result.to_dict())
         return 0

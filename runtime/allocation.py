@@ -179,7 +179,8 @@ def score_statistics(chunks: Sequence[torch.Tensor], keys: Sequence[str]) -> dic
 def dense_score_statistics(model: nn.Module, calib_ids: torch.Tensor, scorer: Scorer,
                            metric_requires: frozenset[str], keys: Sequence[str], *,
                            progress: bool = True,
-                           gradients: dict[str, torch.Tensor] | None = None) -> list[dict[str, float]]:
+                           gradients: dict[str, torch.Tensor] | None = None,
+                           placement=None, calib_batch: int | None = None) -> list[dict[str, float]]:
     """One pass of the dense model: per block, statistics of the metric's scores over all
     of the block's linears. Scores are kept for one block at a time.
 
@@ -187,7 +188,8 @@ def dense_score_statistics(model: nn.Module, calib_ids: torch.Tensor, scorer: Sc
     the metric needs it and none is given)."""
     from . import gradients as gradients_module
     grads = gradients if gradients is not None else \
-        gradients_module.gradient_norms(model, calib_ids, progress=progress) if "G" in metric_requires else {}
+        gradients_module.gradient_norms(model, calib_ids, progress=progress,
+                                        placement=placement) if "G" in metric_requires else {}
     cache = StatsCache(frozenset(metric_requires))
     per_block: dict[int, dict[str, float]] = {}
     current: dict[str, Any] = {"block": -1, "chunks": []}
@@ -204,7 +206,8 @@ def dense_score_statistics(model: nn.Module, calib_ids: torch.Tensor, scorer: Sc
         scores = scorer(name, layer_stats(name, layer, cache.get(i, x), grads))
         current["chunks"].append(scores.detach())  # nothing is pruned in this pass
 
-    run_blocks(model, calib_ids, on_linear, progress=progress, desc="allocation statistics")
+    run_blocks(model, calib_ids, on_linear, progress=progress, desc="allocation statistics",
+               placement=placement, calib_batch=calib_batch, stats=cache)
     finish()
     blocks, _ = find_blocks(model)
     missing = [b for b in range(len(blocks)) if b not in per_block]
@@ -285,7 +288,8 @@ def plan_allocation(alloc, model: nn.Module, calib_ids: torch.Tensor | None, sco
                     metric_requires: frozenset[str], *, sparsity: float, group: str = "row",
                     pattern: tuple[int, int] | None = None, metric_shape: str = "Mat",
                     progress: bool = True, block_stats: dict[str, list[float]] | None = None,
-                    gradients: dict[str, torch.Tensor] | None = None) -> AllocationPlan:
+                    gradients: dict[str, torch.Tensor] | None = None,
+                    placement=None, calib_batch: int | None = None) -> AllocationPlan:
     """Block statistics (only those ``alloc.requires``), mapping and per-layer sparsities.
 
     block_stats: statistics computed before for this model and metric (they do not depend
@@ -325,11 +329,13 @@ def plan_allocation(alloc, model: nn.Module, calib_ids: torch.Tensor | None, sco
         if "G" in metric_requires and gradients is None:  # once, here; handed on to the pruning pass
             from . import gradients as gradients_module
             t = time.perf_counter()
-            grads = gradients_module.gradient_norms(model, calib_ids, progress=progress)
+            grads = gradients_module.gradient_norms(model, calib_ids, progress=progress,
+                                                    placement=placement)
             seconds["gradients"] = time.perf_counter() - t
         t = time.perf_counter()
         stats = dense_score_statistics(model, calib_ids, scorer, metric_requires, score_keys,
-                                       progress=progress, gradients=grads or gradients)
+                                       progress=progress, gradients=grads or gradients,
+                                       placement=placement, calib_batch=calib_batch)
         seconds["dense_pass"] = time.perf_counter() - t
         for k in score_keys:
             values[k] = [s[k] for s in stats]

@@ -15,6 +15,11 @@ With ``within_block="parallel"`` each block runs twice instead: once unchanged, 
 every linear's input, then the callback sees each layer with its *unpruned* block input
 (as Wanda's, OWL's and llm-compressor's code score a block), then once more to give the
 next block the outputs of the (now pruned) block.
+
+``calib_batch=B`` (fewer than the calibration windows) runs the same passes over
+micro-batches of B windows (``microbatch.py``): statistics accumulate across them, so
+peak activation memory no longer grows with the number of windows. ``placement`` (see
+``device.py``) says where blocks compute and whether each is onloaded for its pass.
 """
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ import torch
 from torch import nn
 
 from ..errors import PruneRuntimeError
+from .device import Placement, model_placement
 from .models import find_blocks, linear_layers
 from .progress import progress_bar
 
@@ -88,8 +94,12 @@ def _clean_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
 
 
 @torch.no_grad()
-def capture_inputs(model: nn.Module, ids: torch.Tensor) -> Captured:
-    """One model forward over ``ids`` (batch, seqlen) recording every block's call."""
+def capture_inputs(model: nn.Module, ids: torch.Tensor, placement: Placement | None = None) -> Captured:
+    """One model forward over ``ids`` (batch, seqlen) recording every block's call.
+
+    placement: where to compute (default: where the model's weights are); with offload,
+    the embeddings and the rest outside the blocks are onloaded for this forward."""
+    placement = placement or model_placement(model)
     blocks, prefix = find_blocks(model)
     calls: list[BlockCall | None] = [None] * len(blocks)
     first: list[torch.Tensor] = []
@@ -106,10 +116,10 @@ def capture_inputs(model: nn.Module, ids: torch.Tensor) -> Captured:
             return hidden  # transformers 5.x decoder layers return the hidden states
         return forward
 
-    with patched_forwards(blocks, lambda i, _: recorder(i)):
+    with patched_forwards(blocks, lambda i, _: recorder(i)), \
+            placement.outside_blocks_onloaded(model, blocks):
         try:
-            device = next(model.parameters()).device
-            model(input_ids=ids.to(device), use_cache=False)
+            model(input_ids=placement.to_device(ids), use_cache=False)
         except _StopForward:
             pass
     missing = [i for i, c in enumerate(calls) if c is None]
@@ -135,16 +145,27 @@ WITHIN_BLOCK = ("sequential", "parallel")
 @torch.no_grad()
 def run_blocks(model: nn.Module, ids: torch.Tensor, on_linear: LinearCallback, *,
                progress: bool = True, desc: str = "blocks",
-               within_block: str = "sequential") -> dict[str, Any]:
+               within_block: str = "sequential", placement: Placement | None = None,
+               calib_batch: int | None = None, stats=None) -> dict[str, Any]:
     """Capture, then run each block once with ``on_linear`` called before each linear
     (``within_block="parallel"``: after a dense run of the block, on its recorded inputs).
 
+    calib_batch: micro-batches of this many windows (None or ≥ the batch: one batch);
+    then ``stats`` (a ``statcache.StatsCache``) says what to accumulate, and ``on_linear``
+    gets an ``InputAccumulator`` instead of the input tensor (``stats.get`` reads both).
     Returns timings and the names of linear layers that never ran (e.g. unused experts).
     """
     if within_block not in WITHIN_BLOCK:
         raise PruneRuntimeError(f"unknown within-block order {within_block!r}; expected one of {WITHIN_BLOCK}")
+    placement = placement or model_placement(model)
+    if calib_batch is not None and calib_batch < 1:
+        raise PruneRuntimeError(f"the calibration micro-batch must be at least 1 window, got {calib_batch}")
+    if calib_batch is not None and calib_batch < ids.shape[0]:
+        from .microbatch import run_micro_batched
+        return run_micro_batched(model, ids, on_linear, calib_batch, stats, progress=progress,
+                                 desc=desc, within_block=within_block, placement=placement)
     t0 = time.perf_counter()
-    cap = capture_inputs(model, ids)
+    cap = capture_inputs(model, ids, placement)
     t1 = time.perf_counter()
     hidden = cap.hidden
     not_run: list[str] = []
@@ -156,16 +177,17 @@ def run_blocks(model: nn.Module, ids: torch.Tensor, on_linear: LinearCallback, *
         callback = on_linear if within_block == "sequential" else lambda *a: seen.append(a)
         handles = [layer.register_forward_pre_hook(_hook(callback, i, name, ran), with_kwargs=True)
                    for name, layer in names.items()]
-        try:
-            out = replay(block, hidden, cap.calls[i])
-        finally:
-            for h in handles:
-                h.remove()
-        if within_block == "parallel":  # every linear decided on the unpruned block input
-            for args in seen:
-                on_linear(*args)
-            del seen, out
-            out = replay(block, hidden, cap.calls[i])
+        with placement.onloaded(block):
+            try:
+                out = replay(block, hidden, cap.calls[i])
+            finally:
+                for h in handles:
+                    h.remove()
+            if within_block == "parallel":  # every linear decided on the unpruned block input
+                for args in seen:
+                    on_linear(*args)
+                del seen, out
+                out = replay(block, hidden, cap.calls[i])
         hidden = out
         not_run += [name for name in names if name not in ran]
     return {"capture_seconds": t1 - t0, "blocks_seconds": time.perf_counter() - t1,

@@ -15,7 +15,9 @@ recomputes its activations then, so one block's activations are alive at a time 
 the whole model's; each weight gradient is folded into the running sum of squares as soon
 as it is ready and freed (``register_post_accumulate_grad_hook``), so the gradients of all
 layers never exist at once either. Extra memory: one float32 copy of the block linears (the
-sums) and the LM head's logits for one window.
+sums) and the LM head's logits for one window. The sums are float32 whatever the model's
+dtype. With block offloading (``Placement.offload``) the backward runs where the model
+lives (CPU): onloading blocks inside a backward is not supported.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint as _checkpoint
 
 from .capture import patched_forwards
+from .device import Placement, model_placement
 from .models import find_blocks, linear_layers
 from .progress import progress_bar
 
@@ -41,7 +44,7 @@ def _checkpointed(blocks: nn.ModuleList):
 
 
 def gradient_norms(model: nn.Module, ids: torch.Tensor, *, progress: bool = True,
-                   checkpoint: bool = True) -> dict[str, torch.Tensor]:
+                   checkpoint: bool = True, placement: Placement | None = None) -> dict[str, torch.Tensor]:
     """{layer name: sqrt(Σ_samples (dloss_s/dW)²)} float32 (out, in) for every block linear.
 
     ids: (nsamples, seqlen) calibration windows, one backward pass each.
@@ -50,7 +53,7 @@ def gradient_norms(model: nn.Module, ids: torch.Tensor, *, progress: bool = True
     layers = {f"{prefix}.{i}.{n}": m for i, b in enumerate(blocks) for n, m in linear_layers(b).items()}
     sq = {name: torch.zeros_like(m.weight, dtype=torch.float32) for name, m in layers.items()}
     saved = [(p, p.requires_grad) for p in model.parameters()]
-    device = next(model.parameters()).device
+    placement = placement or model_placement(model)
 
     def fold(name: str):
         def hook(p: torch.Tensor) -> None:
@@ -68,7 +71,7 @@ def gradient_norms(model: nn.Module, ids: torch.Tensor, *, progress: bool = True
         ctx = _checkpointed(blocks) if checkpoint else contextlib.nullcontext()
         with ctx, torch.enable_grad():
             for row in progress_bar(ids, desc="gradients", unit="sample", progress=progress):
-                sample = row.unsqueeze(0).to(device)  # (1, seqlen)
+                sample = placement.to_home(row.unsqueeze(0))  # (1, seqlen)
                 loss = model(input_ids=sample, labels=sample, use_cache=False).loss
                 loss.backward()
     finally:

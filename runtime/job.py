@@ -16,6 +16,7 @@ import torch
 from ..config import check_prune_settings, check_seqlen, default_group, pattern_text
 from ..errors import ConfigError, PruneRuntimeError
 from . import data
+from .device import resolve_placement
 from .models import load_model
 from .results import Calibration, EvalResult, Perplexity, PruneResult
 
@@ -41,12 +42,24 @@ class PruneJob:
     allocation: object | None = None    # a dsl.allocation.Allocation: per-block sparsity (docs/design.md §3)
     overwrite: bool = False             # replace a non-empty output directory that prunedsl did not write
     within_block: str = "sequential"    # or "parallel": each block's linears scored on its unpruned input
+    device: str = "auto"                # auto | cpu | cuda | cuda:N | mps (runtime/device.py)
+    dtype: str = "auto"                 # auto (checkpoint's on GPU, float32 on CPU) | float32 | bfloat16 | float16
+    offload: bool = False               # model on CPU, each block onloaded to the device for its pass
+    calib_batch: int | None = None      # calibration micro-batch (windows); None: the whole batch at once
 
 
 def _validate(job: PruneJob) -> None:
     check_prune_settings(sparsity=job.sparsity, group=job.group, pattern=job.pattern,
                          metric_shape=job.metric.type.shape, allocation=job.allocation is not None,
                          nsamples=job.nsamples, seqlen=job.seqlen, eval_windows=job.eval_windows)
+    check_calib_batch(job.calib_batch)
+
+
+def check_calib_batch(calib_batch: int | None) -> None:
+    if calib_batch is not None and (isinstance(calib_batch, bool) or not isinstance(calib_batch, int)
+                                    or calib_batch < 1):
+        raise ConfigError("{calib_batch} must be a whole number of windows ≥ 1, got {value}",
+                          value=calib_batch)
 
 
 def calibration_ids(tokenizer, job: PruneJob, text: str | None = None) -> tuple[torch.Tensor, str]:
@@ -69,12 +82,15 @@ def run_prune(job: PruneJob) -> PruneResult:
     if job.calib_data:  # missing, binary or empty: said before the load, and read once
         calib_text = data.load_text("validation", path=job.calib_data)
 
+    placement = resolve_placement(job.device, job.dtype, job.offload)  # "cuda but none": before the load
+
     t0 = time.perf_counter()
-    loaded = load_model(job.model)
+    loaded = load_model(job.model, placement=placement)
     load_seconds = time.perf_counter() - t0
     check_context(loaded.model, job.seqlen)
     calib, calib_source = calibration_ids(loaded.tokenizer, job, calib_text)
-    bench = Workbench(loaded, calib, progress=job.progress, keep_dense=False)
+    bench = Workbench(loaded, calib, progress=job.progress, keep_dense=False,
+                      calib_batch=job.calib_batch)
     pruned = bench.prune(job.metric, sparsity=job.sparsity, pattern=job.pattern, group=job.group,
                          reconstruct=job.reconstruct, allocation=job.allocation,
                          on_nonfinite="allow" if job.allow_nonfinite else "error",
@@ -89,6 +105,7 @@ def run_prune(job: PruneJob) -> PruneResult:
         requires=sorted(job.metric.requires), target_sparsity=job.sparsity, sparsity=report.sparsity,
         pattern=pattern_text(job.pattern), group=job.group, reconstruct=job.reconstruct,
         within_block=job.within_block,
+        placement={**loaded.placement.describe(), "calib_batch": job.calib_batch},
         calibration=Calibration(source=calib_source, nsamples=job.nsamples, seqlen=job.seqlen, seed=job.seed),
         layers=[vars(layer) if not isinstance(layer, dict) else layer for layer in report.layers],
         load_seconds=load_seconds, prune_seconds=prune_seconds,
@@ -136,7 +153,8 @@ def saved_eval_settings(model: str) -> tuple[dict, str] | None:
 
 
 def run_eval(model: str, *, seqlen: int | None = None, eval_windows: int | None = None,
-             data_dir: str | None = None, progress: bool = True) -> EvalResult:
+             data_dir: str | None = None, progress: bool = True, device: str = "auto",
+             dtype: str = "auto", offload: bool = False) -> EvalResult:
     """Perplexity of a model. For a directory ``prunedsl prune`` saved, the seqlen and window
     count it was evaluated with are the defaults (so the plain command reproduces its ppl)."""
     from .workbench import Workbench
@@ -150,8 +168,9 @@ def run_eval(model: str, *, seqlen: int | None = None, eval_windows: int | None 
             eval_windows, settings_from = settings["eval_windows"], record
     seqlen = 512 if seqlen is None else seqlen
     check_seqlen(seqlen)
+    placement = resolve_placement(device, dtype, offload)
     t0 = time.perf_counter()
-    loaded = load_model(model)
+    loaded = load_model(model, placement=placement)
     load_seconds = time.perf_counter() - t0
     check_context(loaded.model, seqlen)
     evaluation = _evaluate(Workbench(loaded, None, progress=progress, keep_dense=False), seqlen,

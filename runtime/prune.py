@@ -48,6 +48,7 @@ from torch import nn
 from ..config import GROUPS
 from ..errors import NonFiniteScoreError, PruneRuntimeError
 from .capture import run_blocks
+from .device import Placement
 from .gradients import gradient_norms
 from .masks import global_sparsities, prune_mask
 from .models import find_blocks, linear_layers
@@ -111,11 +112,14 @@ def restore_linear_state(model: nn.Module, state: dict[str, torch.Tensor]) -> No
 
 
 def dense_scores(model: nn.Module, calib_ids: torch.Tensor, scorer: Scorer,
-                 requires: frozenset[str], *, progress: bool = True) -> dict[str, torch.Tensor]:
+                 requires: frozenset[str], *, progress: bool = True,
+                 placement: Placement | None = None,
+                 calib_batch: int | None = None) -> dict[str, torch.Tensor]:
     """Scores of every block linear on the dense model (nothing is pruned)."""
     requires = frozenset(requires)
     check_requires(requires)
-    grads = gradient_norms(model, calib_ids, progress=progress) if "G" in requires else {}
+    grads = gradient_norms(model, calib_ids, progress=progress,
+                           placement=placement) if "G" in requires else {}
     cache = StatsCache(requires)
     out: dict[str, torch.Tensor] = {}
 
@@ -125,7 +129,8 @@ def dense_scores(model: nn.Module, calib_ids: torch.Tensor, scorer: Scorer,
             scores = scores.clone()
         out[name] = scores.detach()
 
-    run_blocks(model, calib_ids, on_linear, progress=progress, desc="dense scores")
+    run_blocks(model, calib_ids, on_linear, progress=progress, desc="dense scores",
+               placement=placement, calib_batch=calib_batch, stats=cache)
     return out
 
 
@@ -136,7 +141,8 @@ def prune_model(model: nn.Module, calib_ids: torch.Tensor, scorer: Scorer,
                 layer_sparsity: dict[str, float] | None = None,
                 progress: bool = True, reconstruct: bool = False,
                 gradients: dict[str, torch.Tensor] | None = None,
-                within_block: str = "sequential") -> PruneReport:
+                within_block: str = "sequential", placement: Placement | None = None,
+                calib_batch: int | None = None) -> PruneReport:
     """Prune every decoder-block linear of ``model`` in place; see the module docstring.
 
     calib_ids: (nsamples, seqlen) token ids. requires: the statistics the scorer reads.
@@ -145,6 +151,8 @@ def prune_model(model: nn.Module, calib_ids: torch.Tensor, scorer: Scorer,
     gradients: a ``gradient_norms`` result of this dense model to reuse for ``G``.
     within_block: "sequential" (each linear sees the pruned layers before it in its block)
     or "parallel" (each linear sees the block's unpruned input); see the module docstring.
+    placement: where blocks compute (``device.py``; default: where the model is).
+    calib_batch: micro-batches of this many windows (``microbatch.py``); None: one batch.
     """
     requires = frozenset(requires)
     check_requires(requires)
@@ -165,7 +173,8 @@ def prune_model(model: nn.Module, calib_ids: torch.Tensor, scorer: Scorer,
                                     "it cannot be combined with layer_sparsity or an N:M pattern")
         t = time.perf_counter()
         fractions = global_sparsities(dense_scores(model, calib_ids, scorer, requires,
-                                                   progress=progress), sparsity)
+                                                   progress=progress, placement=placement,
+                                                   calib_batch=calib_batch), sparsity)
         seconds["dense_scores"] = time.perf_counter() - t
         layer_sparsity, mask_group = fractions, "layer"
 
@@ -173,7 +182,8 @@ def prune_model(model: nn.Module, calib_ids: torch.Tensor, scorer: Scorer,
     if "G" in requires:
         t = time.perf_counter()
         grads = gradients if gradients is not None else gradient_norms(model, calib_ids,
-                                                                        progress=progress)
+                                                                        progress=progress,
+                                                                        placement=placement)
         seconds["gradients"] = time.perf_counter() - t
     cache = StatsCache(requires, with_gram=reconstruct, keep_inverse=reconstruct)
     results: list[LayerResult] = []
@@ -202,7 +212,8 @@ def prune_model(model: nn.Module, calib_ids: torch.Tensor, scorer: Scorer,
         results.append(LayerResult(name, tuple(mask.shape), pruned, total, pruned / total))
 
     run = run_blocks(model, calib_ids, on_linear, progress=progress, desc="pruning",
-                     within_block=within_block)
+                     within_block=within_block, placement=placement, calib_batch=calib_batch,
+                     stats=cache)
     seconds["capture"] = run["capture_seconds"]
     seconds["blocks"] = run["blocks_seconds"]
     pruned = sum(r.pruned for r in results)

@@ -42,6 +42,7 @@ class PruneResult:
     group: str
     reconstruct: bool
     within_block: str                   # "sequential" or "parallel" (runtime/capture.py)
+    placement: dict[str, Any]           # device, dtype, offload, calib_batch (runtime/device.py)
     calibration: Calibration
     layers: list[dict[str, Any]]
     load_seconds: float

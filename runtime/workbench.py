@@ -20,6 +20,7 @@ import torch
 from ..errors import PruneRuntimeError
 from . import gradients as gradients_module
 from . import prune as prune_module
+from .device import Placement, model_placement
 from .perplexity import perplexity
 from .rank_guard import rank_safe
 from .prune import PruneReport, linear_state, restore_linear_state
@@ -35,14 +36,19 @@ class Pruned:
 
 class Workbench:
     def __init__(self, loaded, calib: torch.Tensor | None, *, progress: bool = True,
-                 keep_dense: bool = True):
+                 keep_dense: bool = True, placement: Placement | None = None,
+                 calib_batch: int | None = None):
         """loaded: a models.LoadedModel (dense); calib: (nsamples, seqlen) token ids (None:
         evaluation only). keep_dense=False: no copy of the dense weights (one pruning pass
-        for good, as ``prunedsl prune`` does; ``restore`` then cannot undo it)."""
+        for good, as ``prunedsl prune`` does; ``restore`` then cannot undo it).
+        placement: where blocks compute and whether they are onloaded (default: the one the
+        model was loaded with); calib_batch: calibration micro-batch size (None: one batch)."""
         self.loaded = loaded
         self.model = loaded.model
         self.calib = calib
         self.progress = progress
+        self.placement = placement or getattr(loaded, "placement", None) or model_placement(loaded.model)
+        self.calib_batch = calib_batch
         self.dense = linear_state(self.model) if keep_dense else None  # copies: undo a pruning pass
         self._gradients: dict[str, torch.Tensor] | None = None
         self._pruned = False
@@ -52,7 +58,8 @@ class Workbench:
         if self._gradients is None:
             self.restore()
             self._gradients = gradients_module.gradient_norms(self.model, self.calib,
-                                                              progress=self.progress)
+                                                              progress=self.progress,
+                                                              placement=self.placement)
         return self._gradients
 
     def restore(self) -> None:
@@ -96,7 +103,8 @@ class Workbench:
                                    sparsity=sparsity, group=group, pattern=pattern,
                                    metric_shape=metric.type.shape, progress=self.progress,
                                    block_stats=block_stats,
-                                   gradients=self._gradients if "G" in requires else None)
+                                   gradients=self._gradients if "G" in requires else None,
+                                   placement=self.placement, calib_batch=self.calib_batch)
             if plan.gradients is not None:  # the statistics pass computed G: keep it
                 self._gradients, plan.gradients = plan.gradients, None
             seconds["allocation"] = sum(plan.seconds.values())
@@ -112,11 +120,12 @@ class Workbench:
                                           group=group, pattern=prune_pattern,
                                           layer_sparsity=layer_sparsity, progress=self.progress,
                                           reconstruct=reconstruct, gradients=grads,
-                                          within_block=within_block)
+                                          within_block=within_block, placement=self.placement,
+                                          calib_batch=self.calib_batch)
         seconds["prune"] = time.perf_counter() - t0
         return Pruned(report, plan, seconds)
 
     def perplexity(self, ids: torch.Tensor, *, seqlen: int, max_windows: int | None = None) -> dict:
         """Perplexity of the model as it is now (pruned or dense) on token ids (1, N)."""
         return perplexity(self.model, ids, seqlen=seqlen, max_windows=max_windows,
-                          progress=self.progress)
+                          progress=self.progress, placement=self.placement)

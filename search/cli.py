@@ -108,6 +108,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         pass
     else:
         add_llm_arguments(p.add_argument_group("llm proposer"), suppress=True)
+    from ..cli.device_options import add_device_arguments
+    add_device_arguments(p)  # where this run computes: not saved in the state, give them again on --resume
     p.set_defaults(handler=cmd_search)
     return p
 
@@ -172,7 +174,12 @@ def cmd_search(args) -> int:
         print(msg, file=sys.stderr, flush=True)
 
     bars = not args.quiet and sys.stderr.isatty()
-    engine = Engine(config, lambda: Fitness(fs, progress=bars, log=stderr), proposer,
+    from ..cli.device_options import device_settings
+    from ..runtime.device import resolve_placement
+    device = device_settings(args)
+    placement = resolve_placement(device["device"], device["dtype"], device["offload"])
+    engine = Engine(config, lambda: Fitness(fs, progress=bars, log=stderr, placement=placement,
+                                            calib_batch=device["calib_batch"]), proposer,
                     log=(lambda msg: None) if args.quiet else stderr)
     summary = engine.run(resume=args.resume)
     if args.json:

@@ -88,6 +88,12 @@ class _Layer:
     quad: dict[str, torch.Tensor]       # "gram" (in, in) | "factor" (in, r) + "resid" (in,)
 
 
+def _on_cpu(d: dict[str, Any]) -> dict[str, Any]:
+    """The proxy runs on CPU (its mask selection is numpy's): statistics collected on a GPU
+    come back once, at collection (on CPU this copies nothing)."""
+    return {k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in d.items()}
+
+
 def screened_blocks(n_blocks: int, k: int) -> list[int]:
     """``k`` evenly spaced block indices out of ``n_blocks``, first and last included."""
     if k <= 0 or k >= n_blocks:
@@ -115,17 +121,22 @@ def split_validation(ids: torch.Tensor, val_windows: int, seqlen: int, nsamples:
 class Fitness:
     """Model, data and cached statistics shared by every candidate of one search."""
 
-    def __init__(self, settings: FitnessSettings, *, progress: bool = True, log=print, loaded=None):
-        """``loaded``: an already loaded ``LoadedModel`` of ``settings.model`` (dense) to reuse."""
+    def __init__(self, settings: FitnessSettings, *, progress: bool = True, log=print, loaded=None,
+                 placement=None, calib_batch: int | None = None):
+        """``loaded``: an already loaded ``LoadedModel`` of ``settings.model`` (dense) to reuse.
+        placement (runtime/device.py) and calib_batch: where and in what micro-batches this
+        run computes; neither is part of the fitness settings."""
         self.settings = s = settings
         self.progress = progress
+        self.calib_batch = calib_batch
         self.timings: dict[str, float] = {}
         t0 = time.perf_counter()
-        self.loaded = loaded or load_model(s.model)
+        self.loaded = loaded or load_model(s.model, placement=placement)
         self.model = self.loaded.model
         self.timings["load"] = time.perf_counter() - t0
         self.val_ids, self.calib = self._data()
-        self.bench = Workbench(self.loaded, self.calib, progress=progress)  # dense copies, G once
+        self.bench = Workbench(self.loaded, self.calib, progress=progress,  # dense copies, G once
+                               calib_batch=calib_batch)
         self.dense = self.bench.dense
         self.available = BASE_STATISTICS | (GRADIENT_STATISTICS if s.gradients else frozenset())
         t0 = time.perf_counter()
@@ -163,18 +174,19 @@ class Fitness:
             if key not in quads:
                 if any(b != i for b, _ in quads):
                     quads.clear()                  # only this block's inputs
-                quads[key] = self._quad(g)
-            stats = layer_stats(name, layer, {k: v for k, v in entry.items() if k != "gram"}, grads,
-                                weight=self.dense[name])
+                quads[key] = _on_cpu(self._quad(g))
+            stats = _on_cpu(layer_stats(name, layer, {k: v for k, v in entry.items() if k != "gram"},
+                                        grads, weight=self.dense[name]))
             w = stats["W"]                          # (out, in) dense, float32
             out, inp = w.shape
             m = max(1, min(out, round(s.proxy_rows * out)))
             rows = torch.randperm(out, generator=gen)[:m].sort().values if m < out else torch.arange(out)
             wr = w[rows].contiguous()               # (m, in)
-            energy = float(((wr @ g) * wr).sum())
+            energy = float(((wr @ g.cpu()) * wr).sum())
             layers.append(_Layer(name, (out, inp), rows, wr, stats, energy, quads[key]))
 
-        run_blocks(self.model, self.calib, on_linear, progress=self.progress, desc="statistics")
+        run_blocks(self.model, self.calib, on_linear, progress=self.progress, desc="statistics",
+                   placement=self.bench.placement, calib_batch=self.calib_batch, stats=cache)
         if not layers:
             raise SearchError("no linear layer was reached by the calibration batch")
         return layers

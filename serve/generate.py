@@ -114,7 +114,9 @@ class Generator:
     ``generate`` hold ``self.lock``: one at a time, from any thread."""
 
     def __init__(self, loaded):
+        from ..runtime.device import model_placement
         self.model = loaded.model
+        self.placement = getattr(loaded, "placement", None) or model_placement(loaded.model)  # token ids go there
         self._cache_kw = _cache_keyword(self.model)
         self.tokenizer = loaded.tokenizer
         self.spec = loaded.spec
@@ -188,7 +190,7 @@ class Generator:
         t0 = time.perf_counter()
         out, cached = self._prefill(prompt_ids)
         t1 = time.perf_counter()
-        past, logits = _output_cache(out), out.logits[0, -1].float().numpy()
+        past, logits = _output_cache(out), out.logits[0, -1].float().cpu().numpy()
         tokens: list[int] = []
         text, finish, closed, ended = "", "length", False, "budget"
         sampled = 0                       # tokens drawn from the model's logits
@@ -265,8 +267,9 @@ class Generator:
                 break
             if len(tokens) == p.max_tokens:
                 break
-            out = self.model(input_ids=torch.tensor([[tok]]), **{self._cache_kw: past}, use_cache=True)
-            past, logits = _output_cache(out), out.logits[0, -1].float().numpy()
+            out = self.model(input_ids=self.placement.to_device(torch.tensor([[tok]])), **{self._cache_kw: past},
+                             use_cache=True)
+            past, logits = _output_cache(out), out.logits[0, -1].float().cpu().numpy()
         if finish != "stop" or not p.stop:
             text = self.tokenizer.decode(tokens, skip_special_tokens=True)
         return Completion(text=text, finish_reason=finish, prompt_tokens=len(prompt_ids),
@@ -294,7 +297,8 @@ class Generator:
                     start = n
                 except Exception:  # a cache kind that cannot be cut back: prefill everything
                     cache, start = None, 0
-        out = self.model(input_ids=torch.tensor([prompt_ids[start:]]), **{self._cache_kw: cache}, use_cache=True)
+        out = self.model(input_ids=self.placement.to_device(torch.tensor([prompt_ids[start:]])),
+                         **{self._cache_kw: cache}, use_cache=True)
         self._prefix = (list(prompt_ids), copy.deepcopy(_output_cache(out)))
         return out, start
 

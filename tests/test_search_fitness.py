@@ -109,3 +109,11 @@ def test_missing_statistic_and_nonfinite_are_errors(tiny):
         fit.proxy(parse("|W| * G"))
     with pytest.raises(NonFiniteScoreError):
         fit.proxy(parse("|W| / (‖X‖ - ‖X‖)"))
+
+
+def test_micro_batched_statistics_give_the_same_proxy(tiny):
+    """--calib-batch: the cached statistics and Gram matrices accumulate across micro-batches."""
+    whole = Fitness(_settings(tiny), progress=False, log=lambda m: None)
+    micro = Fitness(_settings(tiny), progress=False, log=lambda m: None, calib_batch=1)
+    for text in ("wanda", "sparsegpt", "|W| * std(X)"):
+        assert micro.proxy(parse(text)) == pytest.approx(whole.proxy(parse(text)), rel=1e-4)
