@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..dsl.library import Library
-from .output import markdown_table, print_json
+from .output import output_format, print_json, print_table
 
 
 def metric_record(metric, group: str) -> dict:
@@ -81,14 +81,15 @@ def cmd_metrics(args) -> int:
             for n, d in lib.of_kind("metric").items()]
     rules = [entry(n, d, parse_allocation(n, library=lib))
              for n, d in lib.of_kind("allocation").items()]
-    if args.json:
+    fmt = output_format(args)
+    if fmt == "json":
         print_json({"metrics": rows, "allocations": rules})
         return 0
     print(f"{len(rows)} metrics\n")
-    print(markdown_table(["metric", "definition", "formula", "type", "source"],
-                         [[r["signature"], r["definition"], r["pretty"], r["type"], r["doc"]] for r in rows]))
+    print_table(["metric", "definition", "formula", "type", "source"],
+                [[r["signature"], r["definition"], r["pretty"], r["type"], r["doc"]] for r in rows], fmt)
     print(f"\n{len(rules)} allocation rules (prunedsl prune --allocation NAME)\n")
-    print(markdown_table(["rule", "definition", "formula", "block statistics", "source"],
-                         [[r["signature"], r["definition"], r["pretty"], ", ".join(r["requires"]) or "–",
-                           r["doc"]] for r in rules]))
+    print_table(["rule", "definition", "formula", "block statistics", "source"],
+                [[r["signature"], r["definition"], r["pretty"], ", ".join(r["requires"]) or "–",
+                  r["doc"]] for r in rules], fmt)
     return 0

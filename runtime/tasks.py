@@ -55,10 +55,21 @@ class ZeroShot:
 
     def rows(self) -> list[list[str]]:
         """Table rows: task, samples, acc ± stderr, acc_norm ± stderr ("–" where absent)."""
-        return [[s.task, str(s.samples), _pm(s, "acc"), _pm(s, "acc_norm")] for s in self.scores]
+        return table_rows(self.to_dict())
 
 
 TABLE_HEADER = ["task", "n", "acc ± stderr", "acc_norm ± stderr"]
+
+
+def table_rows(zero_shot: dict[str, Any]) -> list[list[str]]:
+    """TABLE_HEADER rows from a ``ZeroShot.to_dict()`` record (as saved in pruning.json)."""
+    rows = []
+    for task, v in zero_shot["tasks"].items():
+        names = [m for m in METRICS if m in v]
+        score = TaskScore(task=task, samples=v["samples"], metrics={m: v[m] for m in names},
+                          stderr={m: v.get(f"{m}_stderr") for m in names})
+        rows.append([task, str(score.samples), _pm(score, "acc"), _pm(score, "acc_norm")])
+    return rows
 
 
 def _pm(score: TaskScore, name: str) -> str:
@@ -116,13 +127,17 @@ def run_tasks(model, tokenizer, tasks: list[str], *, limit: int | None = None, n
         raise ConfigError("{limit} must be at least 1, got {value}", value=limit)
     if num_fewshot < 0:
         raise ConfigError("{num_fewshot} must be ≥ 0, got {value}", value=num_fewshot)
+    if getattr(tokenizer, "eos_token_id", None) is None and getattr(tokenizer, "bos_token_id", None) is None:
+        raise PruneRuntimeError("lm-eval needs a tokenizer with an end-of-text or a beginning-of-text token; "
+                                "this model's tokenizer has neither")
     lm_eval, _ = _import_lm_eval()
     from lm_eval.models.huggingface import HFLM
     manager = manager or task_manager(tasks, tasks_dir)
     t0 = time.perf_counter()
     device = str(next(model.parameters()).device)
     previous = logging.getLogger("lm_eval").level
-    logging.getLogger("lm_eval").setLevel(logging.WARNING)  # its INFO lines would bury our summary
+    # its INFO lines and expected warnings (a model object, not a name) would bury our summary
+    logging.getLogger("lm_eval").setLevel(logging.ERROR)
     try:
         lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=device)
         out = lm_eval.simple_evaluate(model=lm, tasks=list(tasks), num_fewshot=num_fewshot, limit=limit,

@@ -43,7 +43,7 @@ def tiny_tokenizer():
     return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]")
 
 
-def save_tiny_workspace(root, *, layers: int = 2, hidden: int = 64, seed: int = 0):
+def save_tiny_workspace(root, *, layers: int = 2, hidden: int = 64, seed: int = 0, char_tokenizer: bool = False):
     """Write a saved tiny Llama + tokenizer to ``root/model`` and a WikiText-shaped data
     directory of random words (40 lines × 40 words per split) to ``root/data``; returns root.
 
@@ -53,7 +53,8 @@ def save_tiny_workspace(root, *, layers: int = 2, hidden: int = 64, seed: int = 
     from pathlib import Path
     root = Path(root)
     tiny_llama(seed=seed, layers=layers, hidden=hidden).save_pretrained(root / "model")
-    tiny_tokenizer().save_pretrained(root / "model")
+    # the character tokenizer has the <s> / </s> tokens lm-eval needs; the word one has none
+    (tiny_char_tokenizer() if char_tokenizer else tiny_tokenizer()).save_pretrained(root / "model")
     r = random.Random(seed)
     (root / "data").mkdir(parents=True, exist_ok=True)
     for name in ("wiki.valid.tokens", "wiki.test.raw"):
