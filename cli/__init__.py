@@ -5,7 +5,8 @@
     prunedsl prune --model smollm2-135m --metric wanda --sparsity 0.5
     prunedsl eval --model smollm2-135m --eval-windows 40
 
-Results go to stdout (a one-line summary, then a Markdown table, or one JSON object with
+Results go to stdout (a one-line summary, then a table: aligned plain text on a terminal,
+Markdown in a pipe or file, ``--format text|md|json`` to choose; or one JSON object with
 ``--json``); logs and progress bars go to stderr. Bad input exits with status 2 and a
 message with a caret under the offending part of the formula. Heavy imports (torch,
 transformers) happen inside the command handlers so ``check`` stays fast.
@@ -20,7 +21,8 @@ from ..config import GROUPS
 from ..errors import ConfigError, PruneDSLError
 from . import dsl_commands, prune_commands, structure_commands
 from .device_options import add_device_arguments
-from .output import print_json
+from .eval_options import add_evaluation_options
+from .output import add_format_option, print_json
 
 EXAMPLES = {
     "check": """examples:
@@ -46,10 +48,14 @@ EXAMPLES = {
   prunedsl prune --model smollm2-135m --structure heads --ratio 0.34 --structure-metric taylor
   prunedsl prune --model smollm2-135m --structure blocks --ratio 0.15 --structure-metric block_influence
   prunedsl prune --model smollm2-135m --metric wanda --device cuda --dtype bfloat16 --nsamples 128 --calib-batch 8
+  prunedsl prune --model smollm2-135m --metric wanda --calib-data code_train.txt --eval-data code_test.txt
+  prunedsl prune --model smollm2-135m --metric wanda --tasks boolq,piqa --limit 200 --output out/wanda50
 """,
     "eval": """examples:
   prunedsl eval --model smollm2-135m --seqlen 512 --eval-windows 40
   prunedsl eval --model out/mag24 --json
+  prunedsl eval --model out/mag24 --tasks boolq,piqa,arc_easy --limit 200
+  prunedsl eval --model out/mag24 --tasks my_task --tasks-dir ./tasks --eval-data my_domain.txt
 """,
 }
 
@@ -72,6 +78,7 @@ def _add_model_data(p):
     g.add_argument("--eval-windows", type=int, default=None, metavar="N",
                    help="evaluate on the first N test windows only (default: all)")
     g.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    add_evaluation_options(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("metrics", "list the metric library and the allocation rules, each with its formula")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    add_format_option(p)
     _add_library(p)
     p.set_defaults(handler=dsl_commands.cmd_metrics)
 
@@ -165,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # the command, for the model card
     try:
         return args.handler(args)
     except ConfigError as err:

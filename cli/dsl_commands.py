@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..dsl.library import Library
-from .output import markdown_table, print_json
+from .output import output_format, print_json, print_table
 
 
 def metric_record(metric, group: str) -> dict:
@@ -114,18 +114,19 @@ def cmd_metrics(args) -> int:
     from ..api import parse_structure_metric
     structures = [{**entry(n, d, sm := parse_structure_metric(n, library=lib)), "kinds": sorted(sm.kinds)}
                   for n, d in lib.of_kind("structure").items()]
-    if args.json:
+    fmt = output_format(args)
+    if fmt == "json":
         print_json({"metrics": rows, "allocations": rules, "structures": structures})
         return 0
     print(f"{len(rows)} metrics\n")
-    print(markdown_table(["metric", "definition", "formula", "type", "source"],
-                         [[r["signature"], r["definition"], r["pretty"], r["type"], r["doc"]] for r in rows]))
+    print_table(["metric", "definition", "formula", "type", "source"],
+                [[r["signature"], r["definition"], r["pretty"], r["type"], r["doc"]] for r in rows], fmt)
     print(f"\n{len(rules)} allocation rules (prunedsl prune --allocation NAME)\n")
-    print(markdown_table(["rule", "definition", "formula", "block statistics", "source"],
-                         [[r["signature"], r["definition"], r["pretty"], ", ".join(r["requires"]) or "–",
-                           r["doc"]] for r in rules]))
+    print_table(["rule", "definition", "formula", "block statistics", "source"],
+                [[r["signature"], r["definition"], r["pretty"], ", ".join(r["requires"]) or "–",
+                  r["doc"]] for r in rules], fmt)
     print(f"\n{len(structures)} structure scores (one value per MLP channel, head or block; docs/structures.md)\n")
-    print(markdown_table(["structure score", "definition", "formula", "kinds", "source"],
-                         [[r["signature"], r["definition"], r["pretty"], ", ".join(r["kinds"]), r["doc"]]
-                          for r in structures]))
+    print_table(["structure score", "definition", "formula", "kinds", "source"],
+                [[r["signature"], r["definition"], r["pretty"], ", ".join(r["kinds"]), r["doc"]]
+                 for r in structures], fmt)
     return 0

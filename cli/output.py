@@ -1,16 +1,50 @@
-"""What every command prints with: Markdown tables and one-line JSON."""
+"""What every command prints with: tables for people, one-line JSON for machines.
+
+``--format text|md|json`` chooses; without it, a terminal gets aligned plain-text tables
+and a pipe or file gets Markdown (what prunedsl always printed, so scripts and docs that
+read it keep working). ``--json`` is ``--format json``.
+"""
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 
+from ..errors import ConfigError
+from ..tables import markdown_table, render_table  # noqa: F401  (markdown_table: re-exported)
 
-def markdown_table(header, rows) -> str:
-    cells = [[str(c).replace("|", "\\|") for c in row] for row in [header] + rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    line = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
-    return "\n".join([line(cells[0]), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
-                     + [line(r) for r in cells[1:]])
+FORMATS = ("text", "md", "json")
+
+
+class _FormatAction(argparse.Action):
+    """--format json also sets ``args.json``, so an error is reported as JSON too."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        setattr(namespace, self.dest, value)
+        if value == "json":
+            namespace.json = True
+
+
+def add_format_option(parser) -> None:
+    parser.add_argument("--format", choices=FORMATS, default=None, action=_FormatAction,
+                        help="text (aligned tables; the default on a terminal), md (Markdown tables; the "
+                             "default when stdout is a pipe or file) or json (same as --json)")
+
+
+def output_format(args) -> str:
+    """text, md or json, from --format / --json / whether stdout is a terminal."""
+    chosen = getattr(args, "format", None)
+    if getattr(args, "json", False):
+        if chosen not in (None, "json"):
+            raise ConfigError("--json and --format {fmt} disagree", hint="give one of them", fmt=chosen)
+        return "json"
+    if chosen is not None:
+        return chosen
+    return "text" if sys.stdout.isatty() else "md"
+
+
+def print_table(header, rows, fmt: str) -> None:
+    print(render_table(header, rows, fmt))
 
 
 def print_json(obj) -> None:

@@ -6,7 +6,8 @@ import sys
 from ..dsl.library import Library
 from ..errors import ConfigError
 from .device_options import device_settings
-from .output import markdown_table, print_json
+from .eval_options import command_line, task_settings
+from .output import output_format, print_json, print_table
 
 
 def cmd_prune(args) -> int:
@@ -19,6 +20,7 @@ def cmd_prune(args) -> int:
     if args.metric is None:
         raise ConfigError("{metric} is required (or {structure} with {ratio} for structured removal)",
                           hint="e.g. --metric wanda --sparsity 0.5")
+    fmt = output_format(args)
     library = Library.from_files(args.library)
     metric = parse(args.metric, library=library)
     allocation = None
@@ -31,10 +33,11 @@ def cmd_prune(args) -> int:
                    nsamples=args.nsamples, seqlen=512 if args.seqlen is None else args.seqlen, seed=args.seed, calib_data=args.calib_data,
                    data_dir=args.data_dir, eval_windows=args.eval_windows, output=args.output,
                    evaluate=not args.no_eval, allow_nonfinite=args.allow_nonfinite, allocation=allocation,
-                   reconstruct=args.reconstruct, overwrite=args.overwrite,
-                   within_block=args.within_block, **device_settings(args))
+                   reconstruct=args.reconstruct, overwrite=args.overwrite, eval_data=args.eval_data,
+                   within_block=args.within_block, command=command_line(args), **task_settings(args),
+                   **device_settings(args))
     result = run_prune(job)
-    if args.json:
+    if fmt == "json":
         print_json(result.to_dict())
         return 0
     ppl = f"ppl {result.ppl:.3f}" if result.ppl is not None else "not evaluated"
@@ -57,17 +60,38 @@ def cmd_prune(args) -> int:
                                    f"{result.allocation_seconds:.1f} s"])
     if ev is not None:
         rows.append(["wikitext-2 test ppl", f"{ev.ppl:.3f} ({ev.eval_windows} windows of {result.seqlen})"])
+    rows += _eval_data_rows(result.eval_data, result.seqlen)
     if result.output:
         rows.append(["saved to", result.output])
-    print(markdown_table(["", ""], rows))
+    print_table(["", ""], rows, fmt)
+    _print_zero_shot(result.zero_shot, fmt)
     return 0
 
 
+def _eval_data_rows(eval_data, seqlen: int) -> list[list[str]]:
+    if eval_data is None:
+        return []
+    ev = eval_data.perplexity
+    return [[f"{eval_data.source} ppl", f"{ev.ppl:.3f} ({ev.eval_windows} windows of {seqlen})"]]
+
+
+def _print_zero_shot(zero_shot, fmt: str) -> None:
+    if not zero_shot:
+        return
+    from ..runtime.tasks import TABLE_HEADER, table_rows
+    print(f"\nzero-shot accuracy (lm-eval {zero_shot['lm_eval']}, {zero_shot['num_fewshot']}-shot"
+          + (f", first {zero_shot['limit']} documents per task" if zero_shot.get("limit") else "")
+          + f", {zero_shot['seconds']:.1f} s)\n")
+    print_table(TABLE_HEADER, table_rows(zero_shot), fmt)
+
+
 def cmd_eval(args) -> int:
-    from ..runtime.job import run_eval
+    from ..runtime.job import TaskSettings, run_eval
+    fmt = output_format(args)
     result = run_eval(args.model, seqlen=args.seqlen, eval_windows=args.eval_windows, data_dir=args.data_dir,
+                      eval_data=args.eval_data, tasks=TaskSettings(**task_settings(args)),
                       **device_settings(args, calibration=False))
-    if args.json:
+    if fmt == "json":
         print_json(result.to_dict())
         return 0
     if result.settings_from:
@@ -75,4 +99,8 @@ def cmd_eval(args) -> int:
               f"{result.settings_from} (--seqlen / --eval-windows override)", file=sys.stderr)
     print(f"prunedsl eval: {args.model} | wikitext-2 test ppl {result.ppl:.3f} | "
           f"{result.windows} windows of {result.seqlen} tokens | {result.evaluation.eval_seconds:.1f} s")
+    if result.eval_data is not None:
+        print()
+        print_table(["", ""], _eval_data_rows(result.eval_data, result.seqlen), fmt)
+    _print_zero_shot(result.zero_shot, fmt)
     return 0

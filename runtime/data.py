@@ -68,12 +68,13 @@ def _from_datasets(split: str) -> str:
 
 
 def load_text(split: str = "test", data_dir: str | os.PathLike | None = None,
-              path: str | os.PathLike | None = None) -> str:
-    """Normalized text of a WikiText-2 split, or of any text file given as ``path``."""
+              path: str | os.PathLike | None = None, what: str = "--calib-data") -> str:
+    """Normalized text of a WikiText-2 split, or of any text file given as ``path`` (``what``
+    names its role in error messages: --calib-data, --eval-data)."""
     if path is not None:
-        text = read_text_file(path, "--calib-data", error=PruneRuntimeError)
+        text = read_text_file(path, what, error=PruneRuntimeError)
         if not text.strip():
-            raise PruneRuntimeError(f"--calib-data: {Path(path).expanduser()} is empty")
+            raise PruneRuntimeError(f"{what}: {Path(path).expanduser()} is empty")
         return normalize(text)
     if split not in SPLIT_FILES:
         raise PruneRuntimeError(f"unknown split {split!r}; expected one of {sorted(SPLIT_FILES)}")

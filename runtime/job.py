@@ -6,6 +6,7 @@ search share one code path.
 from __future__ import annotations
 
 import json
+import logging
 import platform
 import time
 from dataclasses import dataclass, replace
@@ -18,7 +19,9 @@ from ..errors import ConfigError, PruneRuntimeError
 from . import data
 from .device import resolve_placement
 from .models import load_model
-from .results import Calibration, EvalResult, Perplexity, PruneResult
+from .results import Calibration, EvalResult, Perplexity, PruneResult, TextPerplexity
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -46,6 +49,12 @@ class PruneJob:
     dtype: str = "auto"                 # auto (checkpoint's on GPU, float32 on CPU) | float32 | bfloat16 | float16
     offload: bool = False               # model on CPU, each block onloaded to the device for its pass
     calib_batch: int | None = None      # calibration micro-batch (windows); None: the whole batch at once
+    eval_data: str | None = None        # a text file: perplexity on it too, by the WikiText-2 test protocol
+    tasks: tuple[str, ...] = ()         # lm-eval tasks for zero-shot accuracy (runtime/tasks.py)
+    tasks_dir: str | None = None        # lm-eval include path: local task YAML files
+    task_limit: int | None = None       # documents per task
+    num_fewshot: int = 0
+    command: str | None = None          # the command line, for the model card in the output directory
 
 
 def _validate(job: PruneJob) -> None:
@@ -81,6 +90,8 @@ def run_prune(job: PruneJob) -> PruneResult:
     calib_text = None
     if job.calib_data:  # missing, binary or empty: said before the load, and read once
         calib_text = data.load_text("validation", path=job.calib_data)
+    eval_text = read_eval_data(job.eval_data, calib_data=job.calib_data)
+    manager = _task_manager(job.tasks, job.tasks_dir)  # unknown task names fail before the load
 
     placement = resolve_placement(job.device, job.dtype, job.offload)  # "cuda but none": before the load
 
@@ -114,8 +125,11 @@ def run_prune(job: PruneJob) -> PruneResult:
         seqlen=job.seqlen, torch=torch.__version__, python=platform.python_version())
     if job.evaluate:
         result = replace(result, evaluation=_evaluate(bench, job.seqlen, job.eval_windows, job.data_dir))
+    result = replace(result, **_extra_evaluations(bench, eval_text, job.eval_data, job.seqlen, job.eval_windows,
+                                                  job, manager))
     if job.output:
-        save_pruned(loaded, job.output, result.to_dict())
+        from .modelcard import model_card
+        save_pruned(loaded, job.output, result.to_dict(), card=model_card(result, command=job.command))
         result = replace(result, output=str(job.output))
     return result
 
@@ -128,13 +142,50 @@ def check_context(model, seqlen: int) -> None:
                           hint="use at most {context} tokens per window", value=seqlen, context=context)
 
 
-def _evaluate(bench, seqlen: int, eval_windows: int | None, data_dir: str | None) -> Perplexity:
-    ids = data.tokenize(bench.loaded.tokenizer, data.load_text("test", data_dir=data_dir))
+def _evaluate(bench, seqlen: int, eval_windows: int | None, data_dir: str | None,
+              text: str | None = None, what: str = "the test split") -> Perplexity:
+    if text is None:
+        text = data.load_text("test", data_dir=data_dir)
+    ids = data.tokenize(bench.loaded.tokenizer, text)
     if ids.shape[1] < seqlen:
-        raise PruneRuntimeError(f"the test split has {ids.shape[1]} tokens, fewer than seqlen {seqlen}")
+        raise PruneRuntimeError(f"{what} has {ids.shape[1]} tokens, fewer than seqlen {seqlen}",
+                                hint="use a longer text or a smaller --seqlen")
     res = bench.perplexity(ids, seqlen=seqlen, max_windows=eval_windows)
     return Perplexity(ppl=res["ppl"], nll=res["nll"], eval_seconds=res["seconds"],
                       eval_windows=res["windows"], eval_tokens=res["tokens"])
+
+
+def read_eval_data(path: str | None, *, calib_data: str | None = None) -> str | None:
+    """The --eval-data text (missing, binary or empty files fail here, before any load)."""
+    if path is None:
+        return None
+    text = data.load_text(path=path, what="--eval-data")
+    if calib_data is not None and Path(calib_data).expanduser().resolve() == Path(path).expanduser().resolve():
+        log.warning("--eval-data and --calib-data are the same file: the perplexity is measured on text the "
+                    "model was calibrated on (give a held-out file to measure what the pruning kept)")
+    return text
+
+
+def _task_manager(tasks, tasks_dir: str | None):
+    if not tasks:
+        return None
+    from .tasks import task_manager
+    return task_manager(list(tasks), tasks_dir)
+
+
+def _extra_evaluations(bench, eval_text: str | None, eval_data: str | None, seqlen: int,
+                       eval_windows: int | None, settings, manager) -> dict:
+    """--eval-data perplexity and --tasks zero-shot accuracy of the model in memory."""
+    out: dict = {}
+    if eval_text is not None:
+        ppl = _evaluate(bench, seqlen, eval_windows, None, text=eval_text, what=f"--eval-data {eval_data}")
+        out["eval_data"] = TextPerplexity(source=str(eval_data), perplexity=ppl)
+    if manager is not None:
+        from .tasks import run_tasks
+        zs = run_tasks(bench.loaded.model, bench.loaded.tokenizer, list(settings.tasks), limit=settings.task_limit,
+                       num_fewshot=settings.num_fewshot, tasks_dir=settings.tasks_dir, manager=manager)
+        out["zero_shot"] = zs.to_dict()
+    return out
 
 
 def saved_eval_settings(model: str) -> tuple[dict, str] | None:
@@ -152,9 +203,19 @@ def saved_eval_settings(model: str) -> tuple[dict, str] | None:
     return settings, str(record)
 
 
+@dataclass(frozen=True)
+class TaskSettings:
+    """What ``prunedsl eval --tasks`` asks lm-eval for."""
+    tasks: tuple[str, ...] = ()
+    tasks_dir: str | None = None
+    task_limit: int | None = None
+    num_fewshot: int = 0
+
+
 def run_eval(model: str, *, seqlen: int | None = None, eval_windows: int | None = None,
-             data_dir: str | None = None, progress: bool = True, device: str = "auto",
-             dtype: str = "auto", offload: bool = False) -> EvalResult:
+             data_dir: str | None = None, progress: bool = True, eval_data: str | None = None,
+             tasks: TaskSettings = TaskSettings(), device: str = "auto", dtype: str = "auto",
+             offload: bool = False) -> EvalResult:
     """Perplexity of a model. For a directory ``prunedsl prune`` saved, the seqlen and window
     count it was evaluated with are the defaults (so the plain command reproduces its ppl)."""
     from .workbench import Workbench
@@ -169,11 +230,14 @@ def run_eval(model: str, *, seqlen: int | None = None, eval_windows: int | None 
     seqlen = 512 if seqlen is None else seqlen
     check_seqlen(seqlen)
     placement = resolve_placement(device, dtype, offload)
+    eval_text = read_eval_data(eval_data)
+    manager = _task_manager(tasks.tasks, tasks.tasks_dir)
     t0 = time.perf_counter()
     loaded = load_model(model, placement=placement)
     load_seconds = time.perf_counter() - t0
     check_context(loaded.model, seqlen)
-    evaluation = _evaluate(Workbench(loaded, None, progress=progress, keep_dense=False), seqlen,
-                           eval_windows, data_dir)
+    bench = Workbench(loaded, None, progress=progress, keep_dense=False)
+    evaluation = _evaluate(bench, seqlen, eval_windows, data_dir)
     return EvalResult(model=model, model_source=loaded.source, seqlen=seqlen, load_seconds=load_seconds,
-                      evaluation=evaluation, settings_from=settings_from)
+                      evaluation=evaluation, settings_from=settings_from,
+                      **_extra_evaluations(bench, eval_text, eval_data, seqlen, eval_windows, tasks, manager))

@@ -24,6 +24,24 @@ class Perplexity:
 
 
 @dataclass(frozen=True)
+class TextPerplexity:
+    """Perplexity on the user's own text (``--eval-data``), by the WikiText-2 test protocol."""
+    source: str
+    perplexity: Perplexity
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"source": self.source, **vars(self.perplexity)}
+
+
+def _extras(out: dict[str, Any], eval_data: TextPerplexity | None, zero_shot: dict | None) -> None:
+    """Keys that exist only when asked for (--eval-data, --tasks): older records stay key for key."""
+    if eval_data is not None:
+        out["eval_data"] = eval_data.to_dict()
+    if zero_shot is not None:
+        out["zero_shot"] = zero_shot
+
+
+@dataclass(frozen=True)
 class PruneResult:
     model: str
     model_source: str
@@ -53,6 +71,8 @@ class PruneResult:
     torch: str
     python: str
     evaluation: Perplexity | None = None
+    eval_data: TextPerplexity | None = None
+    zero_shot: dict[str, Any] | None = None  # runtime/tasks.ZeroShot.to_dict()
     output: str | None = None           # where the model was saved (not in pruning.json itself)
 
     @property
@@ -63,7 +83,7 @@ class PruneResult:
         """The record, key for key as prunedsl has always written it."""
         out: dict[str, Any] = {}
         for f in fields(self):
-            if f.name in ("evaluation", "output"):
+            if f.name in ("evaluation", "eval_data", "zero_shot", "output"):
                 continue
             if f.name == "seqlen":  # the evaluation's keys sat before seqlen, None when not evaluated
                 ev = self.evaluation
@@ -73,6 +93,7 @@ class PruneResult:
             out[f.name] = vars(value).copy() if isinstance(value, Calibration) else value
         if self.evaluation:
             out.update(nll=self.evaluation.nll, eval_tokens=self.evaluation.eval_tokens)
+        _extras(out, self.eval_data, self.zero_shot)
         if self.output is not None:
             out["output"] = self.output
         return out
@@ -86,6 +107,8 @@ class EvalResult:
     load_seconds: float
     evaluation: Perplexity
     settings_from: str | None = None    # the pruning.json whose seqlen / windows were used
+    eval_data: TextPerplexity | None = None
+    zero_shot: dict[str, Any] | None = None
     notes: tuple[str, ...] = field(default=())
 
     @property
@@ -101,4 +124,5 @@ class EvalResult:
                "windows": self.windows, "load_seconds": self.load_seconds, **vars(self.evaluation)}
         if self.settings_from is not None:
             out["settings_from"] = self.settings_from
+        _extras(out, self.eval_data, self.zero_shot)
         return out

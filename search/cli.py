@@ -38,7 +38,7 @@ saved; `--resume` continues with the saved --llm-* settings.
 
 # option -> (default, part of the fitness: must match on --resume)
 FITNESS_DEFAULTS = {"model": None, "sparsity": None, "pattern": "unstructured", "group": "row",
-                    "nsamples": 16, "seqlen": 256, "val_windows": 16, "seed": 0, "calib_data": None,
+                    "nsamples": 16, "seqlen": 256, "val_windows": 16, "seed": 0, "calib_data": None, "eval_data": None,
                     "data_dir": None, "proxy_blocks": 8, "proxy_rows": 0.25, "proxy_rank": 64,
                     "gradients": False}
 SEARCH_DEFAULTS = {"proposer": "evolve", "budget": 100, "full_evals": 10, "batch": 16,
@@ -93,6 +93,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--proxy-rows", type=float, default=S, help="fraction of output rows measured (default 0.25)")
     g.add_argument("--proxy-rank", type=int, default=S, help="Gram rank for the proxy; 0 = exact (default 64)")
     g.add_argument("--calib-data", default=S, metavar="PATH", help="text file to calibrate on")
+    g.add_argument("--eval-data", default=S, metavar="FILE",
+                   help="task-specific search: the fitness reads the first --val-windows × --seqlen tokens "
+                        "of this text instead of WikiText-2 validation (the same file as --calib-data "
+                        "calibrates on the rest of it only)")
     g.add_argument("--data-dir", default=S, help="WikiText-2 directory (wiki.valid.tokens, wiki.test.raw)")
     g.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     g = p.add_argument_group("report")
@@ -101,6 +105,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--report-top", type=int, default=S, help="discovered formulas evaluated on test (default 3)")
     g.add_argument("--no-report", action="store_true", help="stop after the search (no test perplexity)")
     g.add_argument("--json", action="store_true", help="print one JSON summary on stdout")
+    from ..cli.output import add_format_option
+    add_format_option(g)
     g.add_argument("--quiet", action="store_true", help="no per-candidate log lines")
     try:
         from .llm import add_llm_arguments
@@ -139,7 +145,9 @@ def cmd_search(args) -> int:
     from ..dsl.library import Library
     from ..config import check_sparsity, parse_pattern, resolve_sparsity
     from .engine import Engine, SearchConfig
-    from .hall import hall_markdown, read_state
+    from ..cli.output import output_format, print_table
+    from .hall import HALL_HEADER, hall_rows, read_state
+    fmt = output_format(args)
 
     saved_state = read_state(args.output) if args.resume else None
     if args.resume and saved_state is None:
@@ -182,7 +190,7 @@ def cmd_search(args) -> int:
                                             calib_batch=device["calib_batch"]), proposer,
                     log=(lambda msg: None) if args.quiet else stderr)
     summary = engine.run(resume=args.resume)
-    if args.json:
+    if fmt == "json":
         print(json.dumps(summary, ensure_ascii=False, default=str))
         return 0
     best = summary["best"]
@@ -192,7 +200,11 @@ def cmd_search(args) -> int:
           f"{c['full_evals']} full evals | best val ppl "
           + (f"{best['val_ppl']:.3f} ({best['pretty']})" if best else "–"))
     print()
-    print(hall_markdown(engine.state.candidates))
+    rows = hall_rows(engine.state.candidates)
+    if rows:
+        print_table(HALL_HEADER, rows, fmt)
+    else:
+        print("(no candidate fully evaluated yet)")
     if summary["report"]:
         print(f"\nreport: {summary['report']}")
     return 0

@@ -10,6 +10,13 @@ stream is cut at ``val_windows · seqlen``. The evaluation windows are the
 non-overlapping windows of the part before the cut; the calibration windows are seeded
 random windows of the part after it (or of ``--calib-data``). They cannot share a token.
 
+Task-specific search (``--eval-data FILE``, LLM-Sieve's setting): the fitness reads the
+user's text instead of WikiText-2 validation, cut the same way: the first
+``val_windows · seqlen`` tokens of FILE are the held-out evaluation windows. Calibration
+still comes from ``--calib-data`` (or WikiText-2 validation); when ``--calib-data`` is the
+same file, its calibration windows are drawn from the part of FILE after the cut only, so
+the fitness never reads text the model was calibrated on.
+
 Proxy (lower is better): for each screened layer, score W with the candidate, mask at
 the target sparsity/group/pattern, and measure the output error of the pruned weights
 ΔW = W ⊙ mask relative to the dense output energy:
@@ -39,6 +46,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -67,6 +75,7 @@ class FitnessSettings:
     val_windows: int = 16               # held-out validation windows for the fitness
     seed: int = 0                       # calibration windows
     calib_data: str | None = None
+    eval_data: str | None = None        # the fitness reads this text's first val_windows·seqlen tokens
     data_dir: str | None = None
     proxy_blocks: int = 8               # screened blocks, evenly spaced; 0 = all
     proxy_rows: float = 0.25            # fraction of output rows measured; 1 = all
@@ -149,8 +158,28 @@ class Fitness:
     def _data(self) -> tuple[torch.Tensor, torch.Tensor]:
         s = self.settings
         tok = self.loaded.tokenizer
-        ids = data.tokenize(tok, data.load_text("validation", data_dir=s.data_dir))  # (1, N)
-        other = None if s.calib_data is None else data.tokenize(tok, data.load_text(path=s.calib_data))
+        if s.eval_data is None:
+            ids = data.tokenize(tok, data.load_text("validation", data_dir=s.data_dir))  # (1, N)
+            other = None if s.calib_data is None else data.tokenize(tok, data.load_text(path=s.calib_data))
+            return split_validation(ids, s.val_windows, s.seqlen, s.nsamples, s.seed, calib_source=other)
+        return self._task_data(tok)
+
+    def _task_data(self, tok) -> tuple[torch.Tensor, torch.Tensor]:
+        """--eval-data: held-out windows of the user's text; calibration never from that part."""
+        s = self.settings
+        ids = data.tokenize(tok, data.load_text(path=s.eval_data, what="--eval-data"))  # (1, N)
+        same = s.calib_data is not None and Path(s.calib_data).expanduser().resolve() == \
+            Path(s.eval_data).expanduser().resolve()
+        if s.calib_data is None:
+            other = data.tokenize(tok, data.load_text("validation", data_dir=s.data_dir))
+        else:
+            other = None if same else data.tokenize(tok, data.load_text(path=s.calib_data))
+        cut = s.val_windows * s.seqlen
+        if ids.shape[1] < cut or (same and ids.shape[1] - cut <= s.seqlen):
+            raise SearchError(f"--eval-data {s.eval_data} has {ids.shape[1]} tokens: too few for "
+                              f"{s.val_windows} evaluation windows of {s.seqlen}"
+                              + (" plus calibration windows from the same file" if same else ""),
+                              hint="lower --val-windows or --seqlen, or give a longer text")
         return split_validation(ids, s.val_windows, s.seqlen, s.nsamples, s.seed, calib_source=other)
 
     # --- cached statistics ------------------------------------------------------------

@@ -1,0 +1,39 @@
+"""The evaluation options ``prune`` and ``eval`` share: the user's own text, lm-eval tasks, output format."""
+from __future__ import annotations
+
+import shlex
+
+from .output import add_format_option
+
+
+def add_evaluation_options(parser) -> None:
+    g = parser.add_argument_group("task-specific evaluation")
+    g.add_argument("--eval-data", default=None, metavar="FILE",
+                   help="a text file: its perplexity too, by the WikiText-2 test protocol (non-overlapping "
+                        "windows of --seqlen, the first --eval-windows); keep it apart from --calib-data")
+    g.add_argument("--tasks", default=None, metavar="T1,T2",
+                   help="zero-shot accuracy on lm-eval tasks, e.g. boolq,piqa,hellaswag,winogrande,arc_easy,"
+                        "arc_challenge,openbookqa (needs: pip install 'prunedsl[eval]'); online, lm-eval "
+                        "downloads their datasets")
+    g.add_argument("--tasks-dir", default=None, metavar="DIR",
+                   help="more lm-eval tasks: a directory of task YAML files (lm-eval's include path); "
+                        "how tasks run offline")
+    g.add_argument("--limit", type=int, default=None, metavar="N",
+                   help="evaluate the first N documents of each task (default: all)")
+    g.add_argument("--num-fewshot", type=int, default=0, metavar="K",
+                   help="examples in each prompt (default 0: zero-shot)")
+    add_format_option(g)
+
+
+def task_settings(args) -> dict:
+    """PruneJob / run_eval keywords from the parsed options."""
+    from ..runtime.tasks import parse_task_list
+    tasks = tuple(parse_task_list(args.tasks)) if args.tasks is not None else ()
+    return {"tasks": tasks, "tasks_dir": args.tasks_dir, "task_limit": args.limit,
+            "num_fewshot": args.num_fewshot}
+
+
+def command_line(args) -> str | None:
+    """The command as typed (for the model card), when ``main`` recorded it."""
+    argv = getattr(args, "argv", None)
+    return None if argv is None else shlex.join(["prunedsl", *argv])
