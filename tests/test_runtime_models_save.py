@@ -92,4 +92,4 @@ def test_write_json_atomic_leaves_no_temp(tmp_path):
 
 
 def test_aliases_listed():
-    assert set(models.ALIASES) == {"smollm2-135m", "gemma3-270m"}
+    assert set(models.ALIASES) == {"smollm2-135m", "gemma3-270m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"}
