@@ -23,6 +23,7 @@ Ray is imported here only, and only when a pool is made: ``--workers 1`` never i
 from __future__ import annotations
 
 import os
+import re
 from collections import deque
 from typing import Any, Callable
 
@@ -71,8 +72,8 @@ class RayPool:
         ray = self.ray = import_ray()
         cpus = threads or 1
         self.owns_ray = not ray.is_initialized()
+        local = address is None and not os.environ.get("RAY_ADDRESS")
         if self.owns_ray:
-            local = address is None and not os.environ.get("RAY_ADDRESS")
             ray.init(address=address, include_dashboard=False, configure_logging=False,
                      # a local Ray fits every worker even on fewer cores (they then share them)
                      **({"num_cpus": max(os.cpu_count() or 1, workers * cpus)} if local else {}))
@@ -86,19 +87,22 @@ class RayPool:
         quiet = {"env_vars": {"HF_HUB_DISABLE_PROGRESS_BARS": "1"}}  # no loading bars from each actor
         actor = ray.remote(worker_cls).options(num_cpus=cpus, num_gpus=gpus, max_restarts=max_restarts,
                                                max_task_retries=0, runtime_env=quiet)
-        self.workers, self.max_restarts = workers, max_restarts
+        self.workers = workers
         self.last_error: str | None = None                 # why the last worker could not start
         self.actors = [actor.remote(settings, threads) for _ in range(workers)]
         self.log = log
         self.requeued = 0                                  # candidates given back by a lost worker
+        self.evaluated = [0] * workers                     # results per worker
+        self._slot = {id(a): i for i, a in enumerate(self.actors)}
         self._idle = list(self.actors)
         self._queue: deque[tuple[int, str]] = deque()      # submitted, not yet given to an actor
         self._order: deque[int] = deque()                  # keys in submission order, not returned
-        self._running: dict[Any, tuple[Any, int, str]] = {}  # ObjectRef -> (actor, key, text)
+        self._running: dict[Any, tuple[Any, int | None, str]] = {}  # ObjectRef -> (actor, key, text);
+        #                                                  key None: waiting for a restarted actor
         self._done: dict[int, FullResult] = {}
         self._tries: dict[int, int] = {}                   # key -> workers lost while holding it
-        self._deaths: dict[int, int] = {}                  # id(actor) -> times it died
-        where = "a local Ray" if self.owns_ray and address is None else f"Ray at {address or 'its address'}"
+        where = (f"the Ray cluster at {address}" if address else
+                 "a local Ray started for this search" if self.owns_ray and local else "the connected Ray")
         log(f"full evaluations on {workers} Ray workers ({cpus} CPU{'s' if cpus > 1 else ''}"
             + (f", {gpus:g} GPU" if gpus else "") + f" each) on {where}")
 
@@ -117,7 +121,7 @@ class RayPool:
             if not self._running:
                 self._dispatch()
             if not self._running:
-                cause = f": {self.last_error.splitlines()[0]}" if self.last_error else ""
+                cause = f" (a worker could not start: {self.last_error})" if self.last_error else ""
                 raise SearchError(f"every Ray worker of the search is gone{cause}",
                                   hint="every worker needs the model and data at the same paths (or the "
                                        "alias's package installed); what was evaluated is saved: "
@@ -152,39 +156,51 @@ class RayPool:
     def _collect(self, ref) -> None:
         actor, key, text = self._running.pop(ref)
         try:
-            result, seconds = self.ray.get(ref)
+            result = self.ray.get(ref)
         except self.ray.exceptions.RayError as err:  # the worker died (a failing candidate returns an error)
-            self._lost(actor, key, text, err)
+            if key is None:
+                self._drop(actor, f"a Ray worker is gone for good ({_first_line(err)})")
+            else:
+                self._lost(actor, key, text, err)
         else:
-            self._done[key] = FullResult(key, result, seconds)
-            self._idle.append(actor)
+            if key is not None:
+                self._done[key] = FullResult(key, *result)
+                self.evaluated[self._slot[id(actor)]] += 1
+            self._idle.append(actor)  # after a result, or back from a restart
         self._dispatch()
 
     def _lost(self, actor, key: int, text: str, err: Exception) -> None:
         """``actor`` failed while holding ``key``: give the candidate back (or record it as
-        failed after MAX_TRIES), keep the actor while Ray restarts it, else drop it."""
-        message = str(err).strip() or type(err).__name__
+        failed after MAX_TRIES) and wait for Ray to restart the actor (or drop it)."""
         if getattr(err, "actor_init_failed", False):  # not the candidate's fault: it never ran
             self._queue.appendleft((key, text))
-            self._drop(actor, f"a Ray worker could not start: {message}")
-            self.last_error = message
+            self.last_error = _init_cause(err)
+            self._drop(actor, f"a Ray worker could not start: {self.last_error}")
             return
-        first = message.splitlines()[0]
         tries = self._tries[key] = self._tries.get(key, 0) + 1
         if tries >= MAX_TRIES:
             self._done[key] = FullResult(key, {"error": f"{MAX_TRIES} workers died evaluating it "
-                                                        f"(the last: {first})"}, 0.0)
+                                                        f"(the last: {_first_line(err)})"}, 0.0)
             self.log(f"a Ray worker died; candidate {key} took down {MAX_TRIES}: recorded as failed")
         else:
             self.requeued += 1
             self._queue.appendleft((key, text))
             self.log(f"a Ray worker died ({type(err).__name__}); candidate {key} goes back to the queue")
-        deaths = self._deaths[id(actor)] = self._deaths.get(id(actor), 0) + 1
-        if deaths <= self.max_restarts:
-            self._idle.append(actor)  # Ray restarts it; calls wait for the restart
-        else:
-            self._drop(actor, f"a Ray worker died {deaths} times: not restarted again")
+        # Calls to a restarting actor fail at once; this one waits for the restart (or its death).
+        self._running[actor.pid.options(max_task_retries=-1).remote()] = (actor, None, "")
 
     def _drop(self, actor, why: str) -> None:
         self.actors = [a for a in self.actors if a is not actor]
         self.log(f"{why}; {len(self.actors)} of {self.workers} workers left")
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def _init_cause(err: Exception) -> str:
+    """The exception an actor's constructor raised: the last line of Ray's traceback text
+    (``prunedsl.errors.SearchError: no model at ...``), without its colour codes."""
+    lines = [l for l in re.sub(r"\x1b\[[0-9;]*m", "", str(err)).splitlines() if l.strip()]
+    return lines[-1].strip() if lines else type(err).__name__
