@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import os
 import re
+import signal
+import threading
 from collections import deque
 from typing import Any, Callable
 
@@ -74,9 +76,12 @@ class RayPool:
         self.owns_ray = not ray.is_initialized()
         local = address is None and not os.environ.get("RAY_ADDRESS")
         if self.owns_ray:
+            sigterm = signal.getsignal(signal.SIGTERM)
             ray.init(address=address, include_dashboard=False, configure_logging=False,
                      # a local Ray fits every worker even on fewer cores (they then share them)
                      **({"num_cpus": max(os.cpu_count() or 1, workers * cpus)} if local else {}))
+            if threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGTERM, sigterm)  # ray.init replaces it; the engine's stops cleanly
         total = ray.cluster_resources()
         if gpus is None:
             gpus = 1 if total.get("GPU", 0) >= 1 else 0

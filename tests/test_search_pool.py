@@ -8,6 +8,7 @@ The same with Ray actors and a real tiny model is tests/test_search_ray.py.
 from __future__ import annotations
 
 import random
+import sys
 
 import pytest
 
@@ -174,3 +175,25 @@ def test_in_process_pool_evaluates_in_submission_order():
     assert seen == [parse(t).text() for t in ["|W|", "W ^ 2 / hinv", "|W| * ‖X‖"]]
     assert "broken" in results[1].result["error"] and results[0].result["val_ppl"] > 0
     assert pool.next_result() is None
+
+
+def test_ray_missing_is_a_clear_error(monkeypatch):
+    from prunedsl.errors import SearchError
+    from prunedsl.search.ray_pool import import_ray
+    monkeypatch.setitem(sys.modules, "ray", None)            # as if not installed
+    with pytest.raises(SearchError, match="not installed") as err:
+        import_ray()
+    assert "prunedsl[distributed]" in err.value.render()
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--workers", "0"], "--workers is 0"),
+    (["--ray-address", "auto"], "need --workers N with N ≥ 2"),
+    (["--worker-gpus", "1"], "need --workers N with N ≥ 2"),
+])
+def test_worker_options_are_checked_before_anything_loads(tmp_path, capsys, extra, message):
+    from prunedsl.cli import main
+    rc = main(["search", "--model", "no-such-model", "--sparsity", "0.5", "--output", str(tmp_path / "run"),
+               *extra])
+    assert rc == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
