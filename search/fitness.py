@@ -131,10 +131,12 @@ class Fitness:
     """Model, data and cached statistics shared by every candidate of one search."""
 
     def __init__(self, settings: FitnessSettings, *, progress: bool = True, log=print, loaded=None,
-                 placement=None, calib_batch: int | None = None):
+                 placement=None, calib_batch: int | None = None, screening: bool = True):
         """``loaded``: an already loaded ``LoadedModel`` of ``settings.model`` (dense) to reuse.
         placement (runtime/device.py) and calib_batch: where and in what micro-batches this
-        run computes; neither is part of the fitness settings."""
+        run computes; neither is part of the fitness settings. ``screening=False``: full
+        evaluations only (a worker of ``search/ray_pool.py``): the proxy's statistics are not
+        collected, and G (with ``gradients``) is computed now."""
         self.settings = s = settings
         self.progress = progress
         self.calib_batch = calib_batch
@@ -149,7 +151,12 @@ class Fitness:
         self.dense = self.bench.dense
         self.available = BASE_STATISTICS | (GRADIENT_STATISTICS if s.gradients else frozenset())
         t0 = time.perf_counter()
-        self.layers = self._collect()
+        if screening:
+            self.layers = self._collect()
+        else:
+            self.layers = []
+            if s.gradients:
+                self.bench.gradients()             # once, before the first candidate
         self.timings["statistics"] = time.perf_counter() - t0
         log(f"fitness: {s.model} loaded in {self.timings['load']:.1f} s; statistics of "
             f"{len(self.layers)} screened layers in {self.timings['statistics']:.1f} s")
@@ -242,6 +249,8 @@ class Fitness:
     def proxy(self, metric) -> float:
         """Mean relative layer-wise output error of the screened layers (lower is better)."""
         s = self.settings
+        if not self.layers:
+            raise SearchError("this fitness evaluates candidates fully only (screening=False)")
         self.check_available(metric.requires)
         compiled = metric.compile()
         scores = {l.name: compiled(l.stats, layer=l.name) for l in self.layers}

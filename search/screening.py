@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Collection
 
 from ..api import parse
 from ..dsl.ast import size
@@ -102,21 +102,22 @@ class Screening:
         self.log(f"[{n}] proxy {fmt(proxy, 4)}  {pretty}  ({p.origin}, {seconds:.2f} s)")
         return Outcome(p, ok=True, canonical=canonical, proxy=proxy, complexity=complexity, extra=extra)
 
-    def full(self, fitness: Any, rec: Candidate, elapsed: Callable[[], float]) -> Candidate | None:
-        """Prune with ``rec`` for real; record the result, the history point and the outcome
-        the proposer is told. Returns the best candidate so far."""
+    def record_full(self, rec: Candidate, result: dict[str, Any], screened: int,
+                    elapsed: Callable[[], float]) -> Candidate | None:
+        """Record ``rec``'s full evaluation (``search/pool.py``'s result: Fitness.full's, or
+        ``{"error": message}``), the history point (``screened``: the counter when it was
+        submitted) and the outcome the proposer is told. Returns the best candidate so far."""
         c = self.state.counters
-        try:
-            res = fitness.full(parse(rec.text))
-            rec.full, rec.val_ppl = res, res["val_ppl"]
-        except Exception as err:  # recorded; the search goes on
-            msg = render_error(err)
-            rec.full = {"error": msg}
-            self.log(f"  ✗ full evaluation of {rec.pretty} failed: {msg.splitlines()[0]}")
+        rec.full = result
+        if "error" in result:
+            rec.val_ppl = None
+            self.log(f"  ✗ full evaluation of {rec.pretty} failed: {result['error'].splitlines()[0]}")
+        else:
+            rec.val_ppl = result["val_ppl"]
         c.full_evals += 1
         best = best_record(self.state.candidates)
         self.state.history.append(HistoryPoint(
-            screened=c.screened, full_evals=c.full_evals, id=rec.id, val_ppl=rec.val_ppl, seed=rec.seed,
+            screened=screened, full_evals=c.full_evals, id=rec.id, val_ppl=rec.val_ppl, seed=rec.seed,
             best_val_ppl=best.val_ppl if best else None, seconds=elapsed()))
         self._update_outcome(rec)
         return best
@@ -134,17 +135,24 @@ class Screening:
             error=(rec.full or {}).get("error"), extra={"update": True, "pretty": rec.pretty}))
 
 
-def next_full_eval(state: SearchState, config: SearchConfig, final: bool = False) -> Candidate | None:
+def next_full_eval(state: SearchState, config: SearchConfig, final: bool = False,
+                   busy: Collection[int] = ()) -> Candidate | None:
     """The next candidate the full-evaluation quota goes to, or None (engine module doc):
     the quota is floor(K · screened / budget) (K at the end), spent on the best by proxy
-    among the top K whose proxy beats the worst seed's (at the end: on the best remaining)."""
+    among the top K whose proxy beats the worst seed's (at the end: on the best remaining).
+    ``busy``: ids of candidates submitted and not recorded yet, counted as evaluated. Besides
+    the seeds' results (all recorded before the search phase) the choice reads only proxies
+    and which candidates are taken, so a round picks the same candidates whether their
+    results are in yet or not."""
     k, budget = config.full_evals, max(1, config.budget)
     quota = k if final else math.floor(k * min(1.0, state.counters.screened_new / budget))
     seeds = [r.proxy for r in state.candidates if r.seed and r.val_ppl is not None]
     bar = max(seeds) if seeds and not final else math.inf  # beat the worst baseline's proxy
     pool = [r for r in state.candidates if not r.seed and r.twin_of is None]
-    if sum(r.full is not None for r in pool) >= quota:
+    def taken(r: Candidate) -> bool:
+        return r.full is not None or r.id in busy
+    if sum(map(taken, pool)) >= quota:
         return None
     ranked = sorted(pool, key=lambda r: (r.proxy, r.complexity, r.id))
     eligible = ranked if final else [r for r in ranked[:k] if r.proxy < bar]
-    return next((r for r in eligible if r.full is None), None)
+    return next((r for r in eligible if not taken(r)), None)
