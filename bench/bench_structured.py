@@ -35,9 +35,13 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-KIND_METRICS = {"channels": ["magnitude", "taylor", "wanda_sp"],
-                "heads": ["magnitude", "taylor", "wanda_sp"],
-                "blocks": ["block_influence", "magnitude", "taylor", "wanda_sp"]}
+# Library structure scores (dsl/library.pdsl), compiled by runtime.structure_scoring.language_score.
+KIND_METRICS = {"channels": ["magnitude_sp", "taylor", "wanda_sp", "flap", "saap_fusion"],
+                "heads": ["magnitude_sp", "taylor", "wanda_sp", "flap", "saap_fusion"],
+                "blocks": ["shortgpt", "magnitude_sp", "taylor", "wanda_sp"]}
+# Today's masked structured pruning (README "Structured pruning follows the metric's type"):
+# a Row metric zeroes whole output rows, a Col metric whole input columns, of every linear.
+MASKED_METRICS = ["row_sum(wanda)", "col_sum(wanda)"]
 
 
 def structure_params(model, group) -> int:
@@ -65,21 +69,12 @@ def count_for_fraction(model, groups, fraction: float, decoder_params: int) -> t
     return n, ""
 
 
-def speed(model, ids512, prompt, new_tokens: int, reps: int) -> dict:
-    import torch
-    def timed(fn):
-        fn()  # warm-up
-        out = []
-        for _ in range(reps):
-            t = time.perf_counter()
-            fn()
-            out.append(time.perf_counter() - t)
-        return statistics.median(out)
-    with torch.no_grad():
-        pre = timed(lambda: model(input_ids=ids512, use_cache=False))
-        dec = timed(lambda: model.generate(prompt, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
-                                           do_sample=False, use_cache=True, pad_token_id=0))
-    return {"prefill_tok_s": ids512.shape[1] / pre, "decode_tok_s": new_tokens / dec}
+def zeroed_decoder_fraction(model) -> float:
+    """Fraction of the decoder parameters that are exactly zero (a masked model's budget)."""
+    from prunedsl.runtime.models import find_blocks
+    blocks, _ = find_blocks(model)
+    params = list(blocks.parameters())
+    return sum(int((p == 0).sum()) for p in params) / sum(p.numel() for p in params)
 
 
 def checkpoint_bytes(model) -> int:
