@@ -96,11 +96,16 @@ def main() -> None:
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--kinds", nargs="+", default=list(KIND_METRICS), choices=list(KIND_METRICS))
-    ap.add_argument("--metrics", nargs="+", default=None, help="default: every metric valid for the kind")
+    ap.add_argument("--metrics", nargs="+", default=None,
+                    help="library structure scores or formulas (default: every library entry valid for the kind)")
+    ap.add_argument("--masked-metrics", nargs="+", default=MASKED_METRICS,
+                    help="Row/Col metrics for the zeroed-mask comparison at the same fractions ('none': skip)")
     ap.add_argument("--fractions", nargs="+", type=float, default=[0.1, 0.2, 0.3],
-                    help="fractions of the decoder parameters (channels, heads)")
+                    help="fractions of the decoder parameters (channels, heads, masks)")
     ap.add_argument("--blocks", nargs="+", type=int, default=[2, 4, 6], help="blocks to remove")
     ap.add_argument("--heads-modes", nargs="+", default=["kv_groups", "query_heads"])
+    ap.add_argument("--bias-compensation", action="store_true",
+                    help="also run every channels/heads configuration with FLAP bias compensation")
     ap.add_argument("--nsamples", type=int, default=32)
     ap.add_argument("--seqlen", type=int, default=512)
     ap.add_argument("--eval-windows", type=int, default=40)
@@ -119,21 +124,28 @@ def main() -> None:
         args.nsamples, args.seqlen, args.eval_windows = 4, 64, 2
         args.speed_reps, args.decode_tokens, args.blocks = 1, 8, [1, 2]
         args.out = str(ws / "bench.json")
+    masked_metrics = [] if args.masked_metrics == ["none"] else args.masked_metrics
 
     import torch
     if args.threads:
         torch.set_num_threads(args.threads)
+    from prunedsl.api import parse
+    from prunedsl.errors import ConfigError
     from prunedsl.runtime import data
+    from prunedsl.runtime.bias_compensation import STATISTIC, compensate, consumer_means
     from prunedsl.runtime.models import load_model
     from prunedsl.runtime.perplexity import perplexity
     from prunedsl.runtime.remove import decoder_parameters, parameter_count, remove_structures
+    from prunedsl.runtime.speed import measure_speed
     from prunedsl.runtime.structure_plan import select_removal
-    from prunedsl.runtime.structure_scoring import REFERENCE_SCORES, collect_dense, score_structures
+    from prunedsl.runtime.structure_scoring import collect_dense, language_score, score_structures
     from prunedsl.runtime.structures import find_structures
+    from prunedsl.runtime.workbench import Workbench
 
     out = Path(args.out)
     results = json.loads(out.read_text()) if out.is_file() else {"runs": [], "dense": None}
-    done = {(r["kind"], r["heads_mode"], r["metric"], r["target"]) for r in results["runs"]}
+    done = {(r["kind"], r["heads_mode"], r["metric"], r["target"], r.get("bias_compensation", False))
+            for r in results["runs"]}
     loaded = load_model(args.model)
     dense = loaded.model
     test_ids = data.tokenize(loaded.tokenizer, data.load_text("test", data_dir=args.data_dir))
@@ -142,50 +154,83 @@ def main() -> None:
     speed_len = min(512, test_ids.shape[1])
     ids512, prompt = test_ids[:, :speed_len], test_ids[:, :16]
 
-    def measure(model) -> dict:
+    def measure(model, speed: bool = True) -> dict:
         ppl = perplexity(model, test_ids, seqlen=args.seqlen, max_windows=args.eval_windows, progress=False)
         row = {"ppl": ppl["ppl"], "params": parameter_count(model), "decoder_params": decoder_parameters(model),
                "checkpoint_mb": checkpoint_bytes(model) / 2**20}
-        if not args.no_speed:
-            row.update(speed(model, ids512, prompt, args.decode_tokens, args.speed_reps))
+        if speed and not args.no_speed:
+            row.update(measure_speed(model, ids512, prompt, new_tokens=args.decode_tokens, reps=args.speed_reps))
         return row
+
+    def record(run: dict) -> None:
+        results["runs"].append(run)
+        results["dense"] = dense_start
+        out.write_text(json.dumps(results, indent=1))
+        print(json.dumps({k: v for k, v in run.items() if k != "plan"}), file=sys.stderr)
 
     dense_start = measure(dense)
     print(f"dense: ppl {dense_start['ppl']:.3f}, {dense_start['params']:,} parameters", file=sys.stderr)
     dec_params = dense_start["decoder_params"]
+    # Library structure scores compiled from the language; one statistics pass serves all of them.
+    scores_by_kind = {}
     for kind in args.kinds:
+        for metric in args.metrics or KIND_METRICS[kind]:
+            try:
+                scores_by_kind[(kind, metric)] = language_score(metric, kind)
+            except ConfigError as err:   # not valid for this kind (e.g. shortgpt for channels)
+                print(f"skipping {metric} for {kind}: {str(err).splitlines()[0]}", file=sys.stderr)
+    requires = frozenset().union(*(s.requires for s in scores_by_kind.values()), {STATISTIC})
+    t0 = time.perf_counter()
+    stats = collect_dense(dense, calib, requires) if scores_by_kind else None
+    stat_s = time.perf_counter() - t0
+    variants = [False, True] if args.bias_compensation else [False]
+    for (kind, metric), score in scores_by_kind.items():
         for mode in (args.heads_modes if kind == "heads" else ["kv_groups"]):
             groups = find_structures(dense, kind, mode)
-            for metric in args.metrics or KIND_METRICS[kind]:
-                score = REFERENCE_SCORES[metric]
-                if kind not in score.kinds:
-                    continue
-                targets = args.blocks if kind == "blocks" else args.fractions
-                todo = [t for t in targets if (kind, mode, metric, t) not in done]
-                if not todo:
-                    continue
-                t0 = time.perf_counter()
-                stats = collect_dense(dense, calib, score.requires)
-                scores = score_structures(groups, stats, score.fn)
-                del stats
-                stat_s = time.perf_counter() - t0
-                for target in todo:
+            means = consumer_means(dense, kind, stats.layers) if kind != "blocks" else None
+            scores = score_structures(groups, stats, score.fn)
+            for bc in (variants if kind != "blocks" else [False]):
+                for target in args.blocks if kind == "blocks" else args.fractions:
+                    if (kind, mode if kind == "heads" else None, metric, target, bc) in done:
+                        continue
                     run = {"kind": kind, "heads_mode": mode if kind == "heads" else None,
-                           "metric": metric, "target": target, "statistics_seconds": stat_s}
+                           "metric": metric, "formula": score.doc, "target": target,
+                           "bias_compensation": bc, "statistics_seconds": stat_s}
                     count, why = (target, "") if kind == "blocks" else \
                         count_for_fraction(dense, groups, target, dec_params)
                     if count is None:
-                        run["unreachable"] = why
-                    else:
-                        plan = select_removal(groups, scores, count=count, heads_mode=mode)
-                        model = remove_structures(copy.deepcopy(dense), plan)
-                        run.update(count=count, plan=plan.to_dict(), **measure(model))
-                        run["decoder_removed"] = 1 - run["decoder_params"] / dec_params
-                        del model
-                    results["runs"].append(run)
-                    results["dense"] = dense_start
-                    out.write_text(json.dumps(results, indent=1))
-                    print(json.dumps({k: v for k, v in run.items() if k != "plan"}), file=sys.stderr)
+                        record({**run, "unreachable": why})
+                        continue
+                    plan = select_removal(groups, scores, count=count, heads_mode=mode)
+                    model = copy.deepcopy(dense)
+                    try:
+                        if bc:
+                            compensate(model, plan, means)
+                    except ConfigError as err:
+                        record({**run, "unreachable": f"bias compensation refused: {str(err).splitlines()[0]}"})
+                        continue
+                    remove_structures(model, plan)
+                    run.update(count=count, plan=plan.to_dict(), **measure(model))
+                    run["decoder_removed"] = 1 - run["decoder_params"] / dec_params
+                    del model
+                    record(run)
+    del stats
+    # Today's masked Row/Col structured pruning at the same fractions: shapes, checkpoint size
+    # and speed stay the dense model's, so only ppl and the zeroed fraction are measured.
+    if masked_metrics:
+        bench = Workbench(loaded, calib, progress=False)
+        for text in masked_metrics:
+            metric = parse(text)
+            for target in args.fractions:
+                if ("masked", None, text, target, False) in done:
+                    continue
+                bench.prune(metric, sparsity=target, group="layer")
+                run = {"kind": "masked", "heads_mode": None, "metric": text,
+                       "formula": f"{metric.type.shape} mask", "target": target, "bias_compensation": False,
+                       **measure(dense, speed=False)}
+                run["decoder_removed"] = zeroed_decoder_fraction(dense)
+                bench.restore()
+                record(run)
     if not args.no_speed:
         results["dense_end"] = measure(dense)
     results["settings"] = {k: v for k, v in vars(args).items()}
@@ -195,22 +240,32 @@ def main() -> None:
 
 
 def table(results: dict) -> str:
+    """Markdown: one row per configuration; speed as tok/s and × the dense model's (mean of the
+    dense runs at the start and the end); masked rows keep the dense shapes, size and speed."""
     d = results["dense"]
     end = results.get("dense_end") or d
     base = {k: (d[k] + end[k]) / 2 for k in ("prefill_tok_s", "decode_tok_s") if k in d}
     lines = [f"dense: ppl {d['ppl']:.3f}, {d['params']:,} parameters, {d['checkpoint_mb']:.1f} MB"
              + (f", prefill {d['prefill_tok_s']:.0f}→{end['prefill_tok_s']:.0f} tok/s, decode "
-                f"{d['decode_tok_s']:.1f}→{end['decode_tok_s']:.1f} tok/s (start→end)" if base else ""),
-             "", "| structure | metric | target | removed (decoder) | params | MB | ppl | prefill × | decode × |",
+                f"{d['decode_tok_s']:.1f}→{end['decode_tok_s']:.1f} tok/s (start→end, "
+                f"{d.get('torch_threads', '?')} threads)" if base else ""),
+             "", "| structure | metric | target | removed (decoder) | params | MB | ppl | prefill tok/s (×) "
+                 "| decode tok/s (×) |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in results["runs"]:
-        name = r["kind"] + (f" ({r['heads_mode']})" if r["heads_mode"] else "")
+        name = r["kind"] + (f" ({r['heads_mode']})" if r["heads_mode"] else "") \
+            + (" + bias comp." if r.get("bias_compensation") else "")
         target = f"{r['target']} blocks" if r["kind"] == "blocks" else f"{r['target']:.0%}"
         if "unreachable" in r:
             lines.append(f"| {name} | {r['metric']} | {target} | unreachable: {r['unreachable']} | | | | | |")
             continue
-        sp = (f"{r['prefill_tok_s'] / base['prefill_tok_s']:.2f} | {r['decode_tok_s'] / base['decode_tok_s']:.2f}"
-              if base and "prefill_tok_s" in r else " | ")
+        if r["kind"] == "masked":
+            sp = "= dense | = dense"
+        elif base and "prefill_tok_s" in r:
+            sp = (f"{r['prefill_tok_s']:.0f} ({r['prefill_tok_s'] / base['prefill_tok_s']:.2f}) | "
+                  f"{r['decode_tok_s']:.1f} ({r['decode_tok_s'] / base['decode_tok_s']:.2f})")
+        else:
+            sp = " | "
         lines.append(f"| {name} | {r['metric']} | {target} | {r['decoder_removed']:.1%} | {r['params']:,} | "
                      f"{r['checkpoint_mb']:.1f} | {r['ppl']:.3f} | {sp} |")
     return "\n".join(lines)
