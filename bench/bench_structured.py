@@ -20,7 +20,15 @@ Speed, in the same process and thread count: prefill tokens/s = 512 / time of on
 (1, 512) tokens without cache; decode tokens/s = new tokens / time of greedy ``generate``
 with the KV cache from a 16-token prompt (min = max new tokens). Each is the median of
 ``--speed-reps`` runs after one warm-up; the dense model is timed at the start and at the
-end of the run, and the speedups use their mean (the spread shows machine noise).
+end of the run, and the speedups use their mean (the spread shows machine noise). With
+``--paired-speed`` each pruned model is timed interleaved with the dense one (a, b, a, b, …)
+and its speedup uses that paired dense time: use it on a machine shared with other work.
+The decode timing switches the KV cache on (``load_model`` turns it off) and checks every
+step after the prompt ran on one token (``runtime/speed.py``).
+
+Scores are the language's library structure scores (``language_score``); "masked" rows are
+today's zeroed Row/Col masks (``Workbench.prune`` with ``--masked-metrics``) at the same
+fractions of the decoder, for comparison: same ppl path, dense shapes, size and speed.
 Every finished configuration is appended to ``--out``; a rerun skips those already there.
 """
 from __future__ import annotations
@@ -114,6 +122,9 @@ def main() -> None:
     ap.add_argument("--speed-reps", type=int, default=3)
     ap.add_argument("--decode-tokens", type=int, default=64)
     ap.add_argument("--no-speed", action="store_true")
+    ap.add_argument("--paired-speed", action="store_true",
+                    help="time the dense model again with each pruned one, runs interleaved; the "
+                         "speedups use that paired dense time (for a loaded machine)")
     ap.add_argument("--quick", action="store_true",
                     help="a tiny random Llama and tiny settings: checks the bench runs (seconds)")
     ap.add_argument("--out", default="/tmp/bench_structured.json")
@@ -129,14 +140,15 @@ def main() -> None:
     import torch
     if args.threads:
         torch.set_num_threads(args.threads)
-    from prunedsl.api import parse
-    from prunedsl.errors import ConfigError
+    from prunedsl.api import parse, parse_structure_metric
+    from prunedsl.dsl.library import BUILTIN
+    from prunedsl.errors import ConfigError, PruneDSLError
     from prunedsl.runtime import data
     from prunedsl.runtime.bias_compensation import STATISTIC, compensate, consumer_means
     from prunedsl.runtime.models import load_model
     from prunedsl.runtime.perplexity import perplexity
     from prunedsl.runtime.remove import decoder_parameters, parameter_count, remove_structures
-    from prunedsl.runtime.speed import measure_speed
+    from prunedsl.runtime.speed import measure_speed, paired_speed
     from prunedsl.runtime.structure_plan import select_removal
     from prunedsl.runtime.structure_scoring import collect_dense, language_score, score_structures
     from prunedsl.runtime.structures import find_structures
@@ -158,7 +170,11 @@ def main() -> None:
         ppl = perplexity(model, test_ids, seqlen=args.seqlen, max_windows=args.eval_windows, progress=False)
         row = {"ppl": ppl["ppl"], "params": parameter_count(model), "decoder_params": decoder_parameters(model),
                "checkpoint_mb": checkpoint_bytes(model) / 2**20}
-        if speed and not args.no_speed:
+        if speed and not args.no_speed and args.paired_speed and model is not dense:
+            both = paired_speed({"model": model, "dense": dense}, ids512, prompt,
+                                new_tokens=args.decode_tokens, reps=args.speed_reps)
+            row.update(both["model"], paired_dense={k: both["dense"][k] for k in ("prefill_tok_s", "decode_tok_s")})
+        elif speed and not args.no_speed:
             row.update(measure_speed(model, ids512, prompt, new_tokens=args.decode_tokens, reps=args.speed_reps))
         return row
 
@@ -177,7 +193,9 @@ def main() -> None:
         for metric in args.metrics or KIND_METRICS[kind]:
             try:
                 scores_by_kind[(kind, metric)] = language_score(metric, kind)
-            except ConfigError as err:   # not valid for this kind (e.g. shortgpt for channels)
+            except PruneDSLError as err:   # not valid for this kind (e.g. shortgpt for channels)
+                if kind in parse_structure_metric(metric, library=BUILTIN).kinds:
+                    raise
                 print(f"skipping {metric} for {kind}: {str(err).splitlines()[0]}", file=sys.stderr)
     requires = frozenset().union(*(s.requires for s in scores_by_kind.values()), {STATISTIC})
     t0 = time.perf_counter()
@@ -262,8 +280,9 @@ def table(results: dict) -> str:
         if r["kind"] == "masked":
             sp = "= dense | = dense"
         elif base and "prefill_tok_s" in r:
-            sp = (f"{r['prefill_tok_s']:.0f} ({r['prefill_tok_s'] / base['prefill_tok_s']:.2f}) | "
-                  f"{r['decode_tok_s']:.1f} ({r['decode_tok_s'] / base['decode_tok_s']:.2f})")
+            ref = r.get("paired_dense") or base   # --paired-speed: the dense time interleaved with it
+            sp = (f"{r['prefill_tok_s']:.0f} ({r['prefill_tok_s'] / ref['prefill_tok_s']:.2f}) | "
+                  f"{r['decode_tok_s']:.1f} ({r['decode_tok_s'] / ref['decode_tok_s']:.2f})")
         else:
             sp = " | "
         lines.append(f"| {name} | {r['metric']} | {target} | {r['decoder_removed']:.1%} | {r['params']:,} | "

@@ -82,3 +82,26 @@ def measure_speed(model: nn.Module, ids: torch.Tensor, prompt: torch.Tensor, *, 
     return {"prefill_tok_s": ids.shape[1] / prefill, "decode_tok_s": new_tokens / decode,
             "prefill_tokens": int(ids.shape[1]), "decode_tokens": new_tokens,
             "torch_threads": torch.get_num_threads()}
+
+
+@torch.no_grad()
+def paired_speed(models: dict[str, nn.Module], ids: torch.Tensor, prompt: torch.Tensor, *,
+                 new_tokens: int = 64, reps: int = 3) -> dict[str, dict[str, float]]:
+    """``measure_speed`` of several models with the runs interleaved (a, b, a, b, …), so machine
+    load that drifts during the measurement hits every model alike; medians per model."""
+    for m in models.values():  # warm-up
+        m(input_ids=ids, use_cache=False)
+        greedy_decode(m, prompt, new_tokens)
+    times: dict[str, dict[str, list[float]]] = {k: {"prefill": [], "decode": []} for k in models}
+    for _ in range(max(1, reps)):
+        for name, m in models.items():
+            t = time.perf_counter()
+            m(input_ids=ids, use_cache=False)
+            times[name]["prefill"].append(time.perf_counter() - t)
+            t = time.perf_counter()
+            greedy_decode(m, prompt, new_tokens)
+            times[name]["decode"].append(time.perf_counter() - t)
+    return {name: {"prefill_tok_s": ids.shape[1] / statistics.median(t["prefill"]),
+                   "decode_tok_s": new_tokens / statistics.median(t["decode"]),
+                   "prefill_tokens": int(ids.shape[1]), "decode_tokens": new_tokens,
+                   "torch_threads": torch.get_num_threads()} for name, t in times.items()}
