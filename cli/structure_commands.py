@@ -35,6 +35,10 @@ def add_structure_arguments(p: argparse.ArgumentParser) -> None:
                    help="uniform (default): the same count in every block, loadable by plain "
                         "transformers; global: one ranking over all blocks (per-block widths, "
                         "in-memory evaluation only, cannot be saved)")
+    g.add_argument("--bias-compensation", action="store_true",
+                   help="FLAP: fold the removed channels' (heads') mean output over the calibration data "
+                        "into down_proj's (o_proj's) bias; refused where the model's config cannot carry "
+                        "that bias (Qwen2; Gemma-3 MLP)")
 
 
 def cmd_prune_structure(args) -> int:
@@ -48,7 +52,8 @@ def cmd_prune_structure(args) -> int:
                           + " only apply to masked pruning", hint="use --structure-metric to choose the score")
     job = StructuredJob(model=args.model, structure=args.structure, ratio=args.ratio,
                         metric=args.structure_metric, heads_mode=args.heads_mode,
-                        allocation=args.structure_allocation, nsamples=args.nsamples,
+                        allocation=args.structure_allocation,
+                        bias_compensation=args.bias_compensation, nsamples=args.nsamples,
                         seqlen=512 if args.seqlen is None else args.seqlen, seed=args.seed,
                         calib_data=args.calib_data, data_dir=args.data_dir,
                         eval_windows=args.eval_windows, output=args.output, evaluate=not args.no_eval,

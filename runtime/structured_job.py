@@ -34,6 +34,7 @@ class StructuredJob:
     metric: str | None = None            # a structure score (library name or formula); None: DEFAULT_METRIC
     heads_mode: str = "kv_groups"
     allocation: str = "uniform"
+    bias_compensation: bool = False      # FLAP: fold removed structures' mean output into a bias
     nsamples: int = 32
     seqlen: int = 512
     seed: int = 0
@@ -62,6 +63,9 @@ def validate(job: StructuredJob) -> None:
     if job.allocation not in ALLOCATIONS:
         raise ConfigError("unknown {structure_allocation} {value!r}; choose one of {choices}",
                           value=job.allocation, choices=", ".join(ALLOCATIONS))
+    if job.bias_compensation and job.structure == "blocks":
+        raise ConfigError("{bias_compensation} applies to channels and heads, not blocks",
+                          hint="removing whole blocks leaves no consumer to hold a bias")
     if job.output and job.allocation == "global" and job.structure != "blocks":
         raise ConfigError("{structure_allocation} global gives each block its own width, which a "
                           "Hugging Face config cannot hold, so {output} is refused",
@@ -92,12 +96,14 @@ def run_structured(job: StructuredJob) -> dict[str, Any]:
     calib, calib_source = calibration_ids(loaded.tokenizer, job, calib_text)
     result = prune_structures(loaded.model, calib, kind=job.structure, score_fn=score.fn,
                               requires=score.requires, ratio=job.ratio, allocation=job.allocation,
-                              heads_mode=job.heads_mode, progress=job.progress)
+                              heads_mode=job.heads_mode, progress=job.progress,
+                              bias_compensation=job.bias_compensation)
     record: dict[str, Any] = {
         "model": job.model, "model_source": loaded.source,
         "structure": job.structure, "structure_metric": score.name, "structure_metric_doc": score.doc,
         "ratio": job.ratio, "heads_mode": job.heads_mode if job.structure == "heads" else None,
-        "allocation": result.plan.allocation, "structured": result.to_dict(),
+        "allocation": result.plan.allocation, "bias_compensation": job.bias_compensation,
+        "structured": result.to_dict(),
         "calibration": {"source": calib_source, "nsamples": job.nsamples, "seqlen": job.seqlen,
                         "seed": job.seed},
         "load_seconds": load_seconds, "ppl": None, "seqlen": job.seqlen, "eval_windows": None,

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .bias_compensation import STATISTIC, check_compensable, compensate, consumer_means
 from .remove import decoder_parameters, parameter_count, remove_structures
 from .structure_plan import RemovalPlan, select_removal
 from .structure_scoring import ScoreFn, collect_dense, score_structures
@@ -52,26 +53,51 @@ def plan_structures(model: nn.Module, calib_ids: torch.Tensor, *, kind: str, sco
 
     The structures are found (and the settings checked) before any statistics pass.
     """
+    plan, seconds, _ = _plan(model, calib_ids, kind=kind, score_fn=score_fn, requires=requires,
+                             ratio=ratio, count=count, allocation=allocation, heads_mode=heads_mode,
+                             progress=progress, means=False)
+    return plan, seconds
+
+
+def _plan(model: nn.Module, calib_ids: torch.Tensor, *, kind: str, score_fn: ScoreFn,
+          requires: frozenset[str], ratio: float | None, count: int | None, allocation: str,
+          heads_mode: str, progress: bool, means: bool) -> tuple[RemovalPlan, float, dict | None]:
+    """plan_structures, plus the consumers' mean inputs when ``means`` (bias compensation)."""
     check_kind(kind, heads_mode)
     groups = find_structures(model, kind, heads_mode)
     if ratio is not None or count is not None:  # a bad ratio/count fails before the costly pass
         select_removal(groups, [torch.zeros(g.count) for g in groups], ratio=ratio, count=count,
                        allocation=allocation, heads_mode=heads_mode)
     t = time.perf_counter()
-    dense = collect_dense(model, calib_ids, frozenset(requires), progress=progress)
+    requires = frozenset(requires) | ({STATISTIC} if means else frozenset())
+    dense = collect_dense(model, calib_ids, requires, progress=progress)
     scores = score_structures(groups, dense, score_fn)
+    mean_inputs = consumer_means(model, kind, dense.layers) if means else None
     seconds = time.perf_counter() - t
     del dense
     plan = select_removal(groups, scores, ratio=ratio, count=count, allocation=allocation,
                           heads_mode=heads_mode)
-    return plan, seconds
+    return plan, seconds, mean_inputs
 
 
-def prune_structures(model: nn.Module, calib_ids: torch.Tensor, **kwargs: Any) -> StructuredResult:
-    """``plan_structures`` then ``remove_structures``; same keyword arguments."""
+def prune_structures(model: nn.Module, calib_ids: torch.Tensor, *, bias_compensation: bool = False,
+                     **kwargs: Any) -> StructuredResult:
+    """``plan_structures`` then ``remove_structures``; same keyword arguments.
+
+    bias_compensation: fold the removed channels' / heads' mean contribution into the
+    consumer's bias first (FLAP; ``bias_compensation.py``, refused where the config cannot
+    carry that bias)."""
+    if bias_compensation:
+        check_kind(kwargs.get("kind", ""), kwargs.get("heads_mode", "kv_groups"))
+        check_compensable(model, kwargs["kind"])  # before the costly statistics pass
     before, dec_before = parameter_count(model), decoder_parameters(model)
-    plan, stat_seconds = plan_structures(model, calib_ids, **kwargs)
+    kwargs.setdefault("progress", False)
+    plan, stat_seconds, means = _plan(model, calib_ids, means=bias_compensation,
+                                      **{"ratio": None, "count": None, "allocation": "uniform",
+                                         "heads_mode": "kv_groups", **kwargs})
     t = time.perf_counter()
+    if means is not None:
+        compensate(model, plan, means)
     remove_structures(model, plan)
     return StructuredResult(plan, before, parameter_count(model), dec_before, decoder_parameters(model),
                             {"statistics": stat_seconds, "removal": time.perf_counter() - t})

@@ -42,7 +42,7 @@ saved; `--resume` continues with the saved --llm-* settings.
 FITNESS_DEFAULTS = {"model": None, "sparsity": None, "pattern": "unstructured", "group": "row",
                     "nsamples": 16, "seqlen": 256, "val_windows": 16, "seed": 0, "calib_data": None, "eval_data": None,
                     "data_dir": None, "proxy_blocks": 8, "proxy_rows": 0.25, "proxy_rank": 64,
-                    "gradients": False}
+                    "gradients": False, "structure": None, "ratio": None, "heads_mode": "kv_groups"}
 SEARCH_DEFAULTS = {"proposer": "evolve", "budget": 100, "full_evals": 10, "batch": 16,
                    "max_proposals": None, "test_windows": 40, "test_seqlen": 512, "report_top": 3,
                    "population": 32, "max_size": None, "library": []}
@@ -74,6 +74,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--pattern", default=S, help="unstructured (default) or N:M, e.g. 2:4")
     g.add_argument("--group", choices=GROUPS, default=S, help="comparison group (default row)")
     g.add_argument("--library", action="append", default=S, metavar="FILE", help="extra metric definitions")
+    g.add_argument("--structure", choices=("channels", "heads", "blocks"), default=S,
+                   help="search structure scores (docs/structures.md) for removing this structure "
+                        "instead of per-weight metrics; needs --ratio (search/structure_mode.py)")
+    g.add_argument("--ratio", type=float, default=S, metavar="R",
+                   help="with --structure: fraction of the structures removed (per block; blocks: of all)")
+    g.add_argument("--heads-mode", choices=("kv_groups", "query_heads"), default=S,
+                   help="with --structure heads: whole KV groups (default) or query heads")
     g = p.add_argument_group("search")
     g.add_argument("--proposer", choices=("evolve", "enumerate", "llm"), default=S,
                    help="default evolve; " + ENUMERATE_HELP.replace("%", "%%"))
@@ -139,7 +146,8 @@ def _settings(args, saved: dict | None) -> dict:
     if saved is None:
         merged = {**defaults, **given}
         for k in ("model", "sparsity"):
-            if merged[k] is None and not (k == "sparsity" and merged["pattern"] != "unstructured"):
+            if merged[k] is None and not (k == "sparsity" and (merged["pattern"] != "unstructured"
+                                                               or merged.get("structure"))):
                 raise SearchError(f"--{k} is required for a new search")
         if merged["proposer"] == "llm" and LLM_DEFAULTS and merged["llm_base_url"] is None:
             merged["llm_base_url"] = os.environ.get("OPENAI_BASE_URL") or None  # what it talks to
@@ -166,6 +174,9 @@ def cmd_search(args) -> int:
         raise SearchError(f"nothing to resume in {args.output} (no state.json)")
     saved = saved_state.config.cli if saved_state else None
     s = _settings(args, saved)
+    if s.get("structure"):  # structure scores: search/structure_mode.py
+        from .structure_mode import run_structure_search
+        return run_structure_search(args, s)
     pattern = parse_pattern(s["pattern"])
     try:
         sparsity = check_sparsity(resolve_sparsity(s["sparsity"], pattern), dense_allowed=False)

@@ -56,7 +56,6 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from ..api import parse
 from ..dsl.library import BUILTIN, Library
 from ..errors import SearchError
 from .base import Proposal
@@ -183,9 +182,8 @@ class Engine:
 
     def _seeds(self) -> None:
         skipped = self.state.skipped_seeds
-        for name, text in seed_metrics(self.library):
-            missing = sorted(parse(text, library=self.library).requires
-                             - self.fitness.available)
+        for name, text in self._seed_list():
+            missing = sorted(self.screening.parse(text).requires - self.fitness.available)
             if missing:  # e.g. G without --gradients: not a failure, just not offered
                 if name not in skipped:
                     skipped[name] = f"needs {', '.join(missing)}" + (" (--gradients)" if "G" in missing else "")
@@ -200,6 +198,12 @@ class Engine:
             if rec is not None and rec.full is None and rec.seed:
                 self._submit(rec)
         self._record(wait=True)
+
+    def _seed_list(self) -> list[tuple[str, str]]:
+        if self.screening.structure:  # structure mode: the library's structure scores
+            from .structure_mode import structure_seeds
+            return structure_seeds(self.library, self.screening.structure)
+        return seed_metrics(self.library)
 
     def _search(self) -> None:
         c, cfg = self.state.counters, self.config

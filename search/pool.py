@@ -34,8 +34,9 @@ def evaluate_full(fitness: Any, text: str) -> tuple[dict[str, Any], float]:
     """Prune with the formula ``text`` and measure validation perplexity; a failure of the
     candidate is its result (``{"error": message}``), never an exception."""
     t0 = time.perf_counter()
+    parse_candidate = getattr(fitness, "parse_candidate", parse)  # structure mode: its own kind
     try:
-        res = fitness.full(parse(text))
+        res = fitness.full(parse_candidate(text))
     except Exception as err:  # recorded; the search goes on
         res = {"error": render_error(err)}
     return res, time.perf_counter() - t0

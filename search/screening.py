@@ -30,10 +30,19 @@ class Screening:
                  log: Callable[[str], None]):
         self.state, self.config, self.library, self.log = state, config, library, log
         self.group = config.fitness.get("group", "row")
+        # structure mode (search/structure_mode.py): proposals are structure scores of this kind
+        self.structure: str | None = config.fitness.get("structure")
         self.by_canonical: dict[str, Candidate] = {r.canonical: r for r in state.candidates}
         # proxy value -> the primary of its twins
         self.by_proxy: dict[float, Candidate] = {r.proxy: r for r in state.candidates if r.twin_of is None}
         self.failed_texts: dict[str, str] = {f.text: f.error for f in state.failures if f.resolved}
+
+    def parse(self, text: str):
+        """A checked metric, or a structure score in structure mode."""
+        if self.structure:
+            from .structure_mode import parse_structure
+            return parse_structure(text, self.library, self.structure)
+        return parse(text, library=self.library)
 
     def fail(self, p: Proposal, err: BaseException, resolved: str | None = None,
              seed: str | None = None) -> Outcome:
@@ -50,8 +59,8 @@ class Screening:
         c = self.state.counters
         c.proposed += 1
         try:
-            metric = parse(p.text, library=self.library)
-            if metric.type.shape != "Mat":
+            metric = self.parse(p.text)
+            if not self.structure and metric.type.shape != "Mat":
                 raise SearchError(f"the search looks for per-weight metrics (Mat); this formula is "
                                   f"{metric.type.shape}-typed", hint="multiply by a weight term such as |W|")
             canonical = metric.canonical(self.group)

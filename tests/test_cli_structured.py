@@ -65,3 +65,24 @@ def test_bad_requests_are_clear_errors(capsys, tiny_dir, extra, message):
     code, out, err = prune(capsys, tiny_dir, *extra)
     assert code == 2 and "Traceback" not in err
     assert message in err
+
+
+def test_bias_compensation_saved_model_reproduces_the_ppl(capsys, tiny_dir, tmp_path):
+    out_dir = tmp_path / "bc"
+    code, out, err = prune(capsys, tiny_dir, "--structure", "channels", "--ratio", "0.25",
+                           "--bias-compensation", "--output", str(out_dir), "--json")
+    assert code == 0, err
+    rec = json.loads(out)
+    assert rec["bias_compensation"] is True
+    from transformers import AutoModelForCausalLM
+    model = AutoModelForCausalLM.from_pretrained(out_dir)
+    assert model.config.mlp_bias and model.model.layers[0].mlp.down_proj.bias.abs().sum() > 0
+    code, out, err = main(["eval", "--model", str(out_dir), "--data-dir", str(tiny_dir / "data"),
+                           "--json"]), *capsys.readouterr()
+    assert code == 0, err
+    assert json.loads(out)["ppl"] == pytest.approx(rec["ppl"], rel=1e-5)
+
+
+def test_bias_compensation_for_blocks_is_refused(capsys, tiny_dir):
+    code, out, err = prune(capsys, tiny_dir, "--structure", "blocks", "--ratio", "0.5", "--bias-compensation")
+    assert code != 0 and "--bias-compensation applies to channels and heads" in err
