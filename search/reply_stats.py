@@ -5,9 +5,10 @@
     s.duplicates += 1                 # the engine found one's canonical form seen before
     reply_markdown([s, ...])          # totals and shares per request
 
-A *new* formula is a complete formula handed to the engine (not already a node of the
-graph) whose canonical form the engine had not seen (``Outcome.duplicate_of`` is empty):
-``formulas - duplicates``. It counts when the engine observes it, so formulas still
+A *valid new* formula is a complete formula handed to the engine (not already a node of
+the graph) whose canonical form the engine had not seen (``Outcome.duplicate_of`` is
+empty) and whose evaluation did not fail (non-finite scores, ...): ``formulas -
+duplicates - failed``. Outcomes count when the engine observes them, so formulas still
 pending count as new until then.
 """
 from __future__ import annotations
@@ -28,7 +29,8 @@ class ReplyStats:
 
     @property
     def new(self) -> int:
-        return self.formulas - self.duplicates
+        """Valid new formulas (module docstring)."""
+        return self.formulas - self.duplicates - self.failed
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -54,9 +56,10 @@ def reply_rows(stats: list[ReplyStats]) -> list[list[str]]:
              ["lines that type-check", _share(sum(s.typed for s in stats), lines)],
              ["lines that refine a node", _share(sum(s.refines for s in stats), lines)],
              ["complete formulas handed to the engine", str(formulas)],
-             ["new formulas (canonical form not seen before)", _share(new, formulas)],
              ["failed evaluations among them", str(sum(s.failed for s in stats))],
-             ["new formulas per request", f"{new / n:.2f}" if n else "–"]]
+             ["duplicates among them (canonical form seen before)", str(sum(s.duplicates for s in stats))],
+             ["valid new formulas", _share(new, formulas)],
+             ["valid new formulas per request", f"{new / n:.2f}" if n else "–"]]
 
 
 def reply_markdown(stats: list[ReplyStats]) -> str:

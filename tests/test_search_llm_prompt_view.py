@@ -114,14 +114,14 @@ def test_reply_stats_count_parsed_typed_and_new_formulas():
     s = p.reply_stats[0]
     assert (s.lines, s.parsed, s.typed, s.refines, s.formulas) == (5, 4, 3, 3, 2)
     p.observe([Outcome(a, ok=True, val_ppl=30.0), Outcome(b, ok=True, duplicate_of="|W| * ‖X‖ ^ 0.5")])
-    assert (s.duplicates, s.new) == (1, 1)
+    assert (s.duplicates, s.new) == (1, 1)  # b ranks like a
     assert p.propose(8) == []          # a reply without a formula line
     (c,) = p.propose(8)                # the repeated formula is not handed out again
     p.observe([Outcome(c, ok=False, error="non-finite scores")])
     assert [r.formulas for r in p.reply_stats] == [2, 0, 1] and p.reply_stats[2].failed == 1
     rows = dict(reply_rows(p.reply_stats))
-    assert rows["replies with at least one valid new formula"] == "2 / 3 (67%)"
-    assert rows["new formulas (canonical form not seen before)"] == "2 / 3 (67%)"
+    assert rows["replies with at least one valid new formula"] == "1 / 3 (33%)"  # a, not b (duplicate) nor c
+    assert rows["valid new formulas"] == "1 / 3 (33%)"
     assert "requests (replies)" in reply_markdown(p.reply_stats)
     # saved and read back with the proposer's state
     q = LLMProposer(endpoint=ScriptedEndpoint(), sketches=("|W| * ?Col",))
