@@ -19,6 +19,11 @@ prefill and decode seconds. Reports:
         --prompt-view compact --out docs/prompt_cache.md
 
 ``--prompt-view tree`` runs the earlier prompt layout for comparison (``search/prompt.py``).
+``--replay RUN.json`` (the JSON an ``--out`` run writes next to its Markdown) answers the
+requests with that run's reply texts instead of sampling: no generation, token counts
+only (the cache share of each view on the same replies, seconds apart), e.g.
+
+    python bench/bench_prompt_cache.py --replay docs/prompt_cache.json --prompt-view tree
 ``--max-requests`` caps the requests (a safety bound: later ones get an error and the
 search stops, saved). ``--out`` writes the Markdown, headed by the command.
 """
@@ -43,7 +48,7 @@ from prunedsl.runtime.models import load_model
 from prunedsl.runtime.testing import save_tiny_workspace
 from prunedsl.search.reply_stats import ReplyStats, reply_rows
 from prunedsl.serve.app import start_server
-from prunedsl.serve.generate import Generator
+from prunedsl.serve.generate import Completion, Generator
 
 
 def log(msg: str) -> None:
@@ -54,16 +59,27 @@ class Recorder:
     """Wraps ``Generator.generate``: one record per request, at most ``cap`` requests, each
     reply cut at ``max_tokens`` (the proposer asks for 512; a CPU-served model is slow)."""
 
-    def __init__(self, gen: Generator, cap: int, max_tokens: int):
+    def __init__(self, gen: Generator, cap: int, max_tokens: int, replay: list[str] | None = None):
         self.gen, self.cap, self.max_tokens, self.real, self.calls = gen, cap, max_tokens, gen.generate, []
+        self.replay = replay
         gen.generate = self
+
+    def _replayed(self, ids) -> Completion:
+        """The next recorded reply; the cached tokens are those the server's cache would
+        serve (the common prefix with the previous prompt, less one token)."""
+        if len(self.calls) >= len(self.replay):
+            raise RuntimeError(f"all {len(self.replay)} recorded replies are used")
+        prev = self.calls[-1]["ids"] if self.calls else []
+        n = next((i for i, (a, b) in enumerate(zip(prev, ids)) if a != b), min(len(prev), len(ids)))
+        return Completion(self.replay[len(self.calls)], "stop", len(ids), 0, 0.0, 0.0,
+                          cached_tokens=min(n, len(ids) - 1) if prev else 0)
 
     def __call__(self, ids, params, *limits):
         if len(self.calls) >= self.cap:
             raise RuntimeError(f"the benchmark's cap of {self.cap} requests is reached")
         params = dataclasses.replace(params, max_tokens=min(params.max_tokens, self.max_tokens))
         t0 = time.perf_counter()
-        c = self.real(ids, params, *limits)
+        c = self._replayed(ids) if self.replay is not None else self.real(ids, params, *limits)
         self.calls.append({"ids": list(ids), "prompt_tokens": c.prompt_tokens, "cached_tokens": c.cached_tokens,
                            "prefill_s": c.prefill_s, "decode_s": c.decode_s, "seconds": time.perf_counter() - t0,
                            "completion_tokens": c.completion_tokens, "attempts": c.attempts, "text": c.text})
@@ -87,9 +103,11 @@ def run(args) -> dict:
     load_start = os.getloadavg()
     t0 = time.perf_counter()
     gen = Generator(load_model(args.model))
-    gen.warm_up()
-    log(f"{args.model} loaded and warmed up in {time.perf_counter() - t0:.1f} s")
-    rec = Recorder(gen, args.max_requests, args.max_tokens)
+    replay = json.loads(args.replay.read_text())["texts"] if args.replay else None
+    if replay is None:
+        gen.warm_up()
+    log(f"{args.model} loaded in {time.perf_counter() - t0:.1f} s")
+    rec = Recorder(gen, args.max_requests, args.max_tokens, replay)
     with tempfile.TemporaryDirectory() as tmp:
         root = save_tiny_workspace(Path(tmp) / "tiny")
         out = Path(tmp) / "search"
@@ -113,6 +131,7 @@ def run(args) -> dict:
     cached = sum(c["cached_tokens"] for c in calls)
     later = calls[1:]  # the first prompt finds an empty cache whatever the layout
     result = {"model": args.model, "prompt_view": args.prompt_view, "requests": len(calls),
+              "replay": str(args.replay) if args.replay else None,
               "prompt_tokens": prompt, "cached_tokens": cached, "cached_share": cached / max(1, prompt),
               "cached_share_after_first": sum(c["cached_tokens"] for c in later)
               / max(1, sum(c["prompt_tokens"] for c in later)),
@@ -123,7 +142,7 @@ def run(args) -> dict:
               "replies": [r.to_json() for r in replies], "texts": [c["text"] for c in calls]}
     new = sum(r.new for r in replies)
     result["server_s_per_new_formula"] = result["server_s"] / new if new else None
-    if len(calls) >= 2:
+    if len(calls) >= 2 and replay is None:
         last, prev = calls[-1]["ids"], calls[-2]["ids"]
         cold, _ = prefill_seconds(gen, last, None)
         warm, warm_cached = prefill_seconds(gen, last, prev)
@@ -141,6 +160,8 @@ def markdown(r: dict, command: str) -> str:
           f"{datetime.date.today()}, {platform.machine()}, {os.cpu_count()} CPU cores, torch "
           f"{torch.__version__}; load average {la['start'][0]:.1f} at the start, {la['end'][0]:.1f} at the end "
           "(a shared machine: the seconds are slow and noisy; the token counts are not).", "",
+          *([f"Replayed: the replies of `{r['replay']}`, not sampled (token counts only; a reply "
+             "names nodes of the run it came from).", ""] if r.get("replay") else []),
           "| | |", "|---|---|",
           f"| requests (consecutive GCoT prompts of one tiny search) | {r['requests']} |",
           f"| prompt tokens, all requests | {r['prompt_tokens']} |",
@@ -155,10 +176,11 @@ def markdown(r: dict, command: str) -> str:
                f"{r['warm_prefill_s']:.2f} s |",
                f"| the same, fully cached (a resampled attempt) | {r['cached_prefill_s']:.2f} s |"]
     per = r["server_s_per_new_formula"]
-    md += [f"| server seconds, all requests | {r['server_s']:.0f} s |",
-           f"| server seconds per valid new formula | {per:.0f} s |" if per else
-           "| server seconds per valid new formula | – (none) |", "",
-           "Per request: prompt tokens " + ", ".join(map(str, r["prompt_tokens_each"])) + "; cached "
+    if not r.get("replay"):
+        md += [f"| server seconds, all requests | {r['server_s']:.0f} s |",
+               f"| server seconds per valid new formula | {per:.0f} s |" if per else
+               "| server seconds per valid new formula | – (none) |"]
+    md += ["", "Per request: prompt tokens " + ", ".join(map(str, r["prompt_tokens_each"])) + "; cached "
            + ", ".join(map(str, r["cached_tokens_each"])) + "; prefill seconds "
            + ", ".join(map(str, r["prefill_s_each"])) + ".", "",
            "## What the replies gave (search/reply_stats.py)", "", "| | |", "|---|---|"]
@@ -177,13 +199,17 @@ def main(argv=None) -> int:
     p.add_argument("--max-tokens", type=int, default=96, help="a reply's tokens at most")
     p.add_argument("--temperature", type=float, default=0.7)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, help="write the Markdown here")
+    p.add_argument("--out", type=Path, help="write the Markdown here, and the JSON (replies included) "
+                                             "next to it (.json)")
+    p.add_argument("--replay", type=Path, metavar="RUN.json", help="answer with a run's recorded replies")
     args = p.parse_args(argv)
     r = run(args)
     command = "python bench/bench_prompt_cache.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     text = markdown(r, command)
     if args.out:
         args.out.write_text(text, encoding="utf-8")
+        args.out.with_suffix(".json").write_text(json.dumps({"command": command, **r}, indent=1,
+                                                            ensure_ascii=False) + "\n", encoding="utf-8")
     print(text)
     print(json.dumps({k: v for k, v in r.items() if k not in ("texts",)}, default=str))
     return 0
