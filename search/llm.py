@@ -5,8 +5,9 @@
     p.observe(outcomes)           # scores go into the graph, errors into the next prompt
     print(p.graph.graph_text())   # how the best formula was reached
 
-Each round shows the model the language summary, the GCoT graph with each node's best
-score and the problems of its last answers (``prompt.py``); it answers ``node <id>`` and
+Each round shows the model the language summary, the library metrics with their measured
+scores, the GCoT nodes and the problems of its last answers (``prompt.py``; ``--llm-prompt-view
+tree``: the earlier tree view); it answers ``node <id>`` and
 1–8 refinements of that node. Model text only ever reaches the lark parser
 (``parse_expr``) and the type checker: never eval/exec/sympify. A line that does not
 parse, does not type-check or is not a refinement of the node goes back as feedback;
@@ -23,6 +24,9 @@ Endpoint failures (retries, backoff, Retry-After, circuit breaker) are ``chat.py
 dead endpoint makes ``propose`` return ``[]`` with a logged error; ``outage()`` tells the
 engine how long to wait before the next call (it waits, up to ``--llm-max-outage``, and
 does not count those rounds as empty). Nothing raises out of ``propose``/``observe``.
+
+Each reply's counts (lines, parsed, type-checked, new formulas: ``reply_stats.py``) are
+kept in ``reply_stats`` and the saved state; the report shows them.
 
 Resume: a formula handed out is the engine's until it is observed (in its saved
 ``pending`` or ``unobserved`` lists), so ``load_state`` does not hand it out again.
@@ -44,7 +48,8 @@ from ..llm_contract import MAX_LINE_CHARS, split_reply
 from .base import Outcome, Proposal
 from .chat import ChatEndpoint, preview
 from .gcot import Graph
-from .prompt import Feedback, build_messages
+from .prompt import VIEWS, Feedback, build_messages
+from .reply_stats import ReplyStats
 from .sketch import NotARefinement, check_sketch, has_holes, parse_sketch
 
 log = logging.getLogger(__name__)
@@ -57,15 +62,21 @@ class LLMProposer:
 
     def __init__(self, *, calls_per_propose: int = 3, root: str = "?Mat", seeds=(),
                  sketches=None, available: frozenset[str] | None = None, max_errors: int = 8,
-                 max_prompt_nodes: int = 40, library: Library = BUILTIN,
+                 max_prompt_nodes: int = 40, library: Library = BUILTIN, prompt_view: str = "compact",
                  endpoint: ChatEndpoint | None = None, **endpoint_args):
         """``seeds``/``sketches``: see ``Graph``. ``available``: the statistic keys this run
-        provides (the prompt leaves the others out); None: all. ``endpoint_args`` go to
+        provides (the prompt leaves the others out); None: all. ``prompt_view``: ``compact``
+        or ``tree`` (``prompt.py``). ``endpoint_args`` go to
         ``ChatEndpoint`` (base_url, model, api_key, timeout, max_retries, temperature,
         backoff, breaker_threshold, extra_body, sleep, ...)."""
         self.endpoint = endpoint or ChatEndpoint(**endpoint_args)
         self.calls_per_propose, self.max_prompt_nodes = calls_per_propose, max_prompt_nodes
         self.library = library
+        if prompt_view not in VIEWS:
+            raise SearchError(f"unknown prompt view {prompt_view!r}", hint=f"choose one of {', '.join(VIEWS)}")
+        self.prompt_view = prompt_view
+        self.reply_stats: list[ReplyStats] = []  # one per request answered (reply_stats.py)
+        self._stats = ReplyStats(0)              # the reply being read (not kept before _digest)
         self.available = frozenset(available) if available is not None else None
         self.graph = Graph(root=root, seeds=seeds, sketches=sketches)
         self.errors: deque[Feedback] = deque(maxlen=max_errors)
@@ -81,7 +92,8 @@ class LLMProposer:
         get = args.get if isinstance(args, dict) else (lambda k, d=None: getattr(args, k, d))
         v = {k: get(k, d) for k, d in LLM_DEFAULTS.items()}
         return cls(base_url=v["llm_base_url"], model=v["llm_model"], timeout=v["llm_timeout"],
-                   max_retries=v["llm_max_retries"], temperature=v["llm_temperature"], **kwargs)
+                   max_retries=v["llm_max_retries"], temperature=v["llm_temperature"],
+                   prompt_view=v["llm_prompt_view"] or "compact", **kwargs)
 
     def outage(self) -> tuple[float, float] | None:
         """``(seconds until the endpoint may be called, seconds it has been failing)``, or
@@ -108,7 +120,8 @@ class LLMProposer:
     def state(self) -> dict[str, Any]:
         return {"version": 1, "round": self.round, "model": self.endpoint.model,
                 "graph": self.graph.graph_json(), "errors": [asdict(e) for e in self.errors],
-                "queue": [asdict(p) for p in self._queue], "proposed": sorted(self._proposed)}
+                "queue": [asdict(p) for p in self._queue], "proposed": sorted(self._proposed),
+                "replies": [r.to_json() for r in self.reply_stats]}
 
     def load_state(self, state: dict[str, Any]) -> None:
         try:
@@ -129,6 +142,7 @@ class LLMProposer:
         # unobserved) and screens/observes them after resuming; handing them out again
         # would make duplicates. They stay in _proposed, so a repeat by the model is ignored.
         self._proposed = set(state.get("proposed", []))
+        self.reply_stats = [ReplyStats.from_json(r) for r in state.get("replies", [])]
 
     def graph_text(self) -> str:
         return self.graph.graph_text()
@@ -151,7 +165,7 @@ class LLMProposer:
                          self.endpoint.where)
                 break
             messages = build_messages(self.graph, list(self.errors), n - len(out), self.max_prompt_nodes,
-                                      self.available, self.library)
+                                      self.available, self.library, self.prompt_view)
             self.last_messages = messages
             text = self.endpoint.complete(messages)
             if text is None:
@@ -171,6 +185,8 @@ class LLMProposer:
         """Reply text -> proposals; everything wrong with it becomes feedback."""
         self.round += 1
         node_id, lines, problems = split_reply(text)
+        self._stats = ReplyStats(self.round, lines=len(lines))
+        self.reply_stats.append(self._stats)
         if not lines:
             self._feedback(preview(text) or "(empty reply)",
                            "the reply had no formula lines; answer `node <id>` and then formulas, "
@@ -200,6 +216,11 @@ class LLMProposer:
             return None
         try:
             tree = parse_expr(line)  # lark: the only reader of model text
+        except PruneDSLError as err:
+            self._feedback(line, err.render(), target)
+            return None
+        self._stats.parsed += 1
+        try:
             if has_holes(tree):
                 expr = check_sketch(tree, line, self.library)
             else:
@@ -207,6 +228,7 @@ class LLMProposer:
         except PruneDSLError as err:
             self._feedback(line, err.render(), target)
             return None
+        self._stats.typed += 1
         parent = target if target is not None else self.graph.most_specific(expr)
         try:
             if parent is None:
@@ -216,6 +238,7 @@ class LLMProposer:
         except NotARefinement as err:
             self._feedback(line, err.render(), target)
             return None
+        self._stats.refines += 1
         if not node.complete:
             return None
         if node.id in self._proposed or node.status != "pending":  # handed out, or a scored seed
@@ -225,6 +248,7 @@ class LLMProposer:
                                target)
             return None
         self._proposed.add(node.id)
+        self._stats.formulas += 1
         text = node.text
         try:
             parse_metric(text, library=self.library)
@@ -249,6 +273,10 @@ class LLMProposer:
             return
         self.graph.record(node.id, ok=o.ok, val_ppl=o.val_ppl, proxy=o.proxy, error=o.error,
                           canonical=o.canonical, duplicate_of=o.duplicate_of)
+        stats = next((r for r in self.reply_stats if r.round == node.round), None)
+        if stats is not None and (o.duplicate_of or not o.ok):
+            stats.duplicates += bool(o.duplicate_of)
+            stats.failed += not o.duplicate_of
         if o.duplicate_of:
             self._feedback(p.text, f"ranks weights exactly like `{o.duplicate_of}`, which was already "
                            "evaluated; propose formulas that rank weights differently", p.node)
@@ -298,7 +326,7 @@ def _temperature(text: str) -> float:
 # dest -> default of the --llm-* options; ``prunedsl search`` saves them in the state
 # (never the API key) so that --resume talks to the same endpoint.
 LLM_DEFAULTS = {"llm_base_url": None, "llm_model": None, "llm_timeout": 300.0, "llm_max_retries": 4,
-                "llm_temperature": 0.7, "llm_max_outage": 600.0}
+                "llm_temperature": 0.7, "llm_max_outage": 600.0, "llm_prompt_view": "compact"}
 
 
 def add_llm_arguments(group, suppress: bool = False) -> None:
@@ -320,6 +348,11 @@ def add_llm_arguments(group, suppress: bool = False) -> None:
                        help="retries of a failed request, with exponential backoff (default: 4)")
     group.add_argument("--llm-temperature", metavar="T", type=_temperature, default=D("llm_temperature"),
                        help="sampling temperature, 0 to 2 (default: 0.7)")
+    group.add_argument("--llm-prompt-view", choices=VIEWS, default=D("llm_prompt_view"),
+                       help="how the prompt shows the search graph: compact (library metrics with their "
+                            "measured scores, then the nodes oldest first, no intermediate sketches; "
+                            "consecutive prompts share a long prefix) or tree (the earlier view) "
+                            "(default: compact)")
     group.add_argument("--llm-max-outage", metavar="S", type=_positive_float, default=D("llm_max_outage"),
                        help="while the endpoint fails, the search waits for it (the rounds without "
                             "proposals do not count); after S seconds of failures in a row it stops, "

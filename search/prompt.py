@@ -8,6 +8,18 @@ reply format's reader is ``llm_contract``'s; the server constrains decoding to i
     node <id>          (optional first line: the node the answer refines)
     <formula or sketch>
     ...                (1 to 8 lines, one formula or sketch each, nothing else)
+
+Two views of the graph (``view``):
+
+- ``compact`` (the default): what changes least comes first, so consecutive prompts share
+  a long prefix and the server reuses its KV cache (``serve/generate.py``): the system
+  message (role, language summary, holes, reply format), then the library metrics with
+  the validation perplexity the search measured for them (worked examples: the seeds are
+  evaluated first), then the nodes in the order they were made (new ones append), without
+  the one-step intermediate sketches, then the best formula, the last errors and the
+  request. Nothing in it depends on the round except what was added since.
+- ``tree``: the view of earlier versions (the graph as a tree along first parents, the
+  intermediate sketches included), kept so the two can be compared.
 """
 from __future__ import annotations
 
@@ -19,7 +31,10 @@ from ..llm_contract import MAX_LINES
 from ..llm_prompt import REPLY_FORMAT, ROLE, SKETCH_HOLES, language_summary
 from .gcot import Edge, Graph, Node
 
-__all__ = ["Feedback", "build_messages", "language_summary", "render_errors", "render_graph"]
+__all__ = ["Feedback", "VIEWS", "build_messages", "language_summary", "render_errors", "render_graph",
+           "render_library", "render_nodes"]
+
+VIEWS = ("compact", "tree")
 
 
 SYSTEM = "{role} You refine sketches in a search graph.\n\n{summary}\n\n{holes}\n\n{reply}"
@@ -60,6 +75,49 @@ def render_graph(graph: Graph, max_nodes: int = 40) -> str:
     return "\n".join(lines)
 
 
+def _compact_visible(graph: Graph, max_nodes: int) -> list[Node]:
+    """The nodes of the compact view in id order: no intermediate steps (origin ``step``),
+    no library metrics (shown with their scores above), at most ``max_nodes``; over that,
+    the best formulas, the newest sketches and the pending formulas are kept."""
+    shown = [n for n in graph.nodes if n.origin not in ("step", "library")]
+    if len(shown) <= max_nodes:
+        return shown
+    ranked = [n for n in shown if n.complete and n.status in ("ok", "duplicate")]
+    ranked.sort(key=lambda n: (n.val_ppl is None, n.val_ppl or math.inf, n.proxy or math.inf))
+    sketches = [n for n in shown if not n.complete][::-1]
+    pending = [n for n in shown if n.complete and n.status == "pending"][::-1]
+    keep: dict[int, Node] = {0: graph.nodes[0]}
+    for n in ranked[: max_nodes // 3] + sketches + pending + ranked[max_nodes // 3:]:
+        if len(keep) >= max_nodes:
+            break
+        keep.setdefault(n.id, n)
+    return sorted(keep.values(), key=lambda n: n.id)
+
+
+def render_nodes(graph: Graph, max_nodes: int = 40) -> str:
+    """The compact view's node list: ``node N: text   [scores]``, oldest first."""
+    nodes = _compact_visible(graph, max_nodes)
+    # A sketch's best-below score would change under every new best formula and cut the
+    # shared prefix at node 0; the formulas carry the scores, the sketches only their text.
+    lines = [f"node {n.id}: {n.text}   [{graph.score_text(n) if n.complete else 'sketch'}]" for n in nodes]
+    hidden = sum(n.origin not in ("step", "library") for n in graph.nodes) - len(nodes)
+    return "\n".join(lines + ([f"… {hidden} more nodes not shown"] if hidden > 0 else []))
+
+
+def render_library(graph: Graph) -> str:
+    """The library metrics the search evaluated, with their measured scores (worked examples);
+    empty before any is scored. Only measured numbers: a pending seed says so."""
+    lib = [n for n in graph.nodes if n.origin == "library"]
+    if not lib:
+        return ""
+    out = ["Library metrics, each pruned and evaluated by this search (worked examples of complete "
+           "formulas; validation perplexity after pruning, lower is better):"]
+    for n in lib:
+        name = f"{n.name} = " if n.name and n.name != n.text else ""
+        out.append(f"  {name}{n.text}   [{graph.score_text(n)}]")
+    return "\n".join(out)
+
+
 def render_errors(errors: list[Feedback]) -> str:
     if not errors:
         return ""
@@ -73,12 +131,22 @@ def render_errors(errors: list[Feedback]) -> str:
 
 def build_messages(graph: Graph, errors: list[Feedback], n: int, max_nodes: int = 40,
                    available: frozenset[str] | None = None,
-                   library: Library = BUILTIN) -> list[dict[str, str]]:
+                   library: Library = BUILTIN, view: str = "compact") -> list[dict[str, str]]:
+    """The chat messages of one round; ``view``: ``compact`` or ``tree`` (module docstring)."""
+    if view not in VIEWS:
+        raise ValueError(f"unknown prompt view {view!r}; choose one of {', '.join(VIEWS)}")
     best = graph.best()
-    parts = ["Search graph. Each node is a sketch with typed holes or a complete formula; a "
-             "child refines its parent by filling holes. Scores: validation perplexity after "
-             "pruning (ppl, lower is better) and layer-wise output error (proxy, lower is better).",
-             render_graph(graph, max_nodes)]
+    if view == "tree":
+        parts = ["Search graph. Each node is a sketch with typed holes or a complete formula; a "
+                 "child refines its parent by filling holes. Scores: validation perplexity after "
+                 "pruning (ppl, lower is better) and layer-wise output error (proxy, lower is better).",
+                 render_graph(graph, max_nodes)]
+    else:
+        parts = [p for p in (render_library(graph),) if p] + [
+            "Search nodes, oldest first: sketches with typed holes, and complete formulas with their "
+            "scores (validation perplexity after pruning, ppl, and layer-wise output error, proxy; lower "
+            "is better).",
+            render_nodes(graph, max_nodes)]
     if best is not None:
         parts.append(f"Best formula so far: node {best.id}: {best.text} [{graph.score_text(best)}]")
     if errors:

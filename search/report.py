@@ -255,6 +255,11 @@ def write_report(engine) -> None:
         ["proxy settings", f"{f['proxy_blocks'] or 'all'} blocks, {f['proxy_rows']:g} of rows, "
                            f"rank {f['proxy_rank'] or 'exact'}"],
     ])]
+    replies = getattr(engine.proposer, "reply_stats", None)
+    if replies:  # the llm proposer: what its requests gave (search/reply_stats.py)
+        from .reply_stats import reply_markdown
+        view = getattr(engine.proposer, "prompt_view", "?")
+        md += ["", f"## LLM replies (prompt view `{view}`)", "", reply_markdown(replies)]
     top = sorted([r for r in recs if not r.seed], key=lambda r: r.proxy)[:10]
     md += ["", "## Best candidates by proxy", "", markdown_table(
         ["#", "formula", "complexity", "proxy", "val ppl", "origin"],

@@ -30,6 +30,7 @@ import argparse
 EXAMPLES = """examples:
   prunedsl serve-llm --model smollm2-135m
   prunedsl serve-llm --model smollm2-135m --host 0.0.0.0 --port 8080 --max-tokens-limit 256
+  prunedsl serve-llm --model qwen2.5-coder-0.5b     # its parts: PRUNEDSL_QWEN=0.5b scripts/install.sh
 
   requests: model "smollm2-135m" (free text), "smollm2-135m+formula" (one formula),
   "smollm2-135m+reply" (optional `node N` line, then 1..8 formulas or sketches), or the
@@ -37,7 +38,9 @@ EXAMPLES = """examples:
   type-check is sampled again (--max-attempts); the response's "prunedsl" object says
   how many attempts it took and whether the reply checks. A prompt plus max_tokens over
   the model's context gets max_tokens clamped to the room left (400 only when the prompt
-  alone fills it). SIGINT / SIGTERM: graceful shutdown, exit status 0.
+  alone fills it). The usage's prompt_tokens_details.cached_tokens counts the prompt
+  tokens served from the KV cache of the previous prompt's common prefix.
+  SIGINT / SIGTERM: graceful shutdown, exit status 0.
 
   queueing: requests are served one at a time, in order of arrival. While one
   generates, up to --max-queue others wait (one more gets a 503 with Retry-After); a
@@ -56,7 +59,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("serve-llm", help=help, description=description, epilog=EXAMPLES,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="smollm2-135m",
-                   help="alias (smollm2-135m, gemma3-270m), a .gguf file, a local directory, or a hub id "
+                   help="alias (smollm2-135m, gemma3-270m, qwen2.5-coder-0.5b, qwen2.5-coder-1.5b), a .gguf file, "
+                        "a local directory, or a hub id "
                         "(default smollm2-135m); it is also the model name clients use")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")

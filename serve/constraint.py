@@ -27,14 +27,16 @@ CLOSER_MAX = 64     # a closer that needs more than this gives up
 class Constraint:
     """Grammar matchers, masks and the closer for ``tokenizer`` (a Hugging Face tokenizer)."""
 
-    def __init__(self, tokenizer, vocab: int, eos: frozenset[int]):
+    def __init__(self, tokenizer, vocab: int, eos: frozenset[int], stop: int | None = None):
+        """``eos``: the tokens that end a reply; ``stop``: the one llguidance allows once the
+        grammar accepts (the chat template's end of turn; default the tokenizer's eos)."""
         self.tokenizer, self.vocab, self.eos = tokenizer, vocab, eos
+        self.stop = stop if stop is not None else tokenizer.eos_token_id
 
     @functools.cached_property
     def ll_tokenizer(self):
         import llguidance.hf
-        return llguidance.hf.from_tokenizer(self.tokenizer, n_vocab=self.vocab,
-                                            eos_token=self.tokenizer.eos_token_id)
+        return llguidance.hf.from_tokenizer(self.tokenizer, n_vocab=self.vocab, eos_token=self.stop)
 
     @functools.cache
     def _grammar(self, mode: str) -> str:
@@ -66,7 +68,7 @@ class Constraint:
         without runs, and of those holding a newline."""
         enc = lambda s: self.tokenizer.encode(s, add_special_tokens=False)  # noqa: E731
         single = {s: enc(s)[0] for s in (")", "|", "1", "W") if len(enc(s)) == 1}
-        texts = [self.tokenizer.decode([i]) for i in range(self.vocab)]
+        texts = self.token_texts
         lengths = np.array([len(t.strip()) or 10**6 for t in texts])
         # Tokens with two or more brackets (`((`, `||`) can lengthen the closing sequence by
         # a lot at once; they are not sampled while the budget is nearly spent.
@@ -77,6 +79,23 @@ class Constraint:
         tame = np.array([re.search(r"([-+(| ])\1\1", t) is None for t in texts])
         newline = np.array(["\n" in t for t in texts])
         return single, lengths, calm, tame, newline
+
+    @functools.cached_property
+    def token_texts(self) -> list[str]:
+        """Each id's text alone. The model's output layer may be wider than the tokenizer
+        (Qwen2: 151936 rows, ~151665 tokens): the padding ids are empty. A byte-level token
+        holding part of a UTF-8 character decodes to U+FFFD; that is fine for the tables."""
+        n = min(self.vocab, len(self.tokenizer))
+        return [self.tokenizer.decode([i]) for i in range(n)] + [""] * (self.vocab - n)
+
+    @functools.cached_property
+    def spacing(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(leading, double)``: tokens that start with a space (not sampled right after a
+        space) and tokens holding two spaces in a row (never sampled). Grammatically
+        harmless, but a model whose wish the mask blocks (Qwen2 writing `1. ` as a list
+        number) can otherwise fill its budget with Qwen2's many blank tokens."""
+        texts = self.token_texts
+        return np.array([t[:1] == " " for t in texts]), np.array(["  " in t for t in texts])
 
     @functools.cached_property
     def _operand_re(self) -> re.Pattern:
@@ -130,3 +149,4 @@ class Constraint:
         for mode in MODES:
             self.matcher(mode)
         self.token_tables  # noqa: B018
+        self.spacing  # noqa: B018

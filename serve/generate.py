@@ -8,7 +8,11 @@
 Constrained decoding: an llguidance ``LLMatcher`` over the grammar of ``constrained.py``
 gives the allowed next tokens (``constraint.py``); only those are sampled. Tokens
 holding a run like ``---`` or ``(((`` are never sampled (they nest past the parser's
-depth limit in a few steps). So that a constrained reply always parses, the token
+depth limit in a few steps), nor a token holding two spaces or starting with one right after a space.
+Nothing here assumes one tokenizer: a reply ends at the tokenizer's eos, the generation
+config's, or the token the chat template puts after an assistant turn (``end_of_turn_id``:
+``<|im_end|>`` for SmolLM2 and Qwen2's ChatML), which is also the one llguidance allows
+when the grammar accepts. So that a constrained reply always parses, the token
 budget is watched: near its end a "closer" (``constraint.py``, no model calls) finds a
 short completion of the current prefix (close the brackets, finish a pending operand
 with ``1`` or ``W``), each sampled token is kept only if that completion still fits, and
@@ -85,6 +89,23 @@ def _output_cache(out):
     return cache if cache is not None else getattr(out, "past_key_values", None)
 
 
+def end_of_turn_id(tokenizer) -> int | None:
+    """The special token the chat template puts right after an assistant's message, or None
+    (no template, or plain text there). Read from the template, not from a list of names."""
+    if not getattr(tokenizer, "chat_template", None):
+        return None
+    mark = "PRUNEDSL_REPLY_END"
+    try:
+        text = tokenizer.apply_chat_template([{"role": "user", "content": "x"},
+                                              {"role": "assistant", "content": mark}], tokenize=False)
+    except Exception:  # a template that wants other roles: fall back to the tokenizer's eos
+        return None
+    tail = text.split(mark, 1)[1] if mark in text else ""
+    ids = tokenizer.encode(tail, add_special_tokens=False) if tail else []
+    special = set(getattr(tokenizer, "all_special_ids", ())) | set(getattr(tokenizer, "added_tokens_decoder", {}))
+    return int(ids[0]) if ids and ids[0] in special else None
+
+
 class GenerationCancelled(PruneRuntimeError):
     """``Limits.cancel`` was set (the client went away): the generation stopped unfinished."""
 
@@ -124,9 +145,14 @@ class Generator:
         self.vocab = int(self.model.get_output_embeddings().weight.shape[0])
         self.context = int(getattr(self.model.config, "max_position_embeddings", 2048) or 2048)
         cfg_eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
-        eos = {self.tokenizer.eos_token_id} | set(cfg_eos if isinstance(cfg_eos, list) else [cfg_eos])
+        # The turn ends where the chat template says (ChatML's <|im_end|>, Gemma's
+        # <end_of_turn>), which need not be the tokenizer's eos: both stop a reply.
+        self.end_of_turn = end_of_turn_id(self.tokenizer)
+        eos = {self.tokenizer.eos_token_id, self.end_of_turn} | set(cfg_eos if isinstance(cfg_eos, list)
+                                                                    else [cfg_eos])
         self.eos = frozenset(int(e) for e in eos if e is not None)
-        self.constraint = Constraint(self.tokenizer, self.vocab, self.eos)
+        stop = self.end_of_turn if self.end_of_turn is not None else self.tokenizer.eos_token_id
+        self.constraint = Constraint(self.tokenizer, self.vocab, self.eos, stop)
         self._prefix: tuple[list[int], object] | None = None  # last prompt and its KV cache
 
     # --- prompts ------------------------------------------------------------------
@@ -187,6 +213,7 @@ class Generator:
         matcher = self.matcher(p.grammar) if p.grammar else None
         _, _, calm, tame, newline = self.constraint.token_tables if matcher is not None else (None,) * 5
         close, allowed = self.constraint.close, self.constraint.allowed
+        spaced = self.constraint.spacing if matcher is not None else None
         t0 = time.perf_counter()
         out, cached = self._prefill(prompt_ids)
         t1 = time.perf_counter()
@@ -238,6 +265,9 @@ class Generator:
                     ok &= tame
                 if zone and (ok & calm).any():
                     ok &= calm
+                blank = spaced[0] | spaced[1] if text.endswith(" ") else spaced[1]
+                if (ok & ~blank).any():
+                    ok &= ~blank
             tok = sample(logits, ok if matcher is not None else None, p, rng)
             sampled += 1
             if tok in self.eos:

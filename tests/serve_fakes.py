@@ -1,7 +1,9 @@
 """Fakes for the ``serve-llm`` tests: models that return random logits, and the real
-SmolLM2 tokenizer (read from the GGUF file once per process, ~10 s).
+SmolLM2 tokenizer (read from the GGUF file once per process, ~10 s) or Qwen2.5-Coder's
+(its converted cache directory, or its GGUF parts: installed with PRUNEDSL_QWEN=0.5b).
 
     gen = Generator(SimpleNamespace(model=FakeModel(len(tok)), tokenizer=tok, spec=MODEL))
+    gen = fake_generator(tokenizer=qwen_tokenizer())   # Qwen2's byte-level BPE and ChatML
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import types
 import torch
 
 MODEL = "smollm2-135m"
+QWEN = "qwen2.5-coder-0.5b"
 
 
 class FakeModel:
@@ -53,33 +56,58 @@ def smollm2_tokenizer():
     return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
 
 
-def fake_generator(model_class=FakeModel):
+@functools.lru_cache(maxsize=None)
+def qwen_tokenizer():
+    """The Qwen2.5-Coder-0.5B tokenizer: from its converted cache directory (written by the
+    first ``load_model``), else from its GGUF (assembled from the part packages; raises when
+    they are not installed)."""
+    from transformers import AutoTokenizer
+
+    from prunedsl.runtime import packaged
+    from prunedsl.runtime.models import ALIASES
+    where = packaged.converted_dir(QWEN)
+    if (where / "tokenizer.json").is_file():
+        return AutoTokenizer.from_pretrained(str(where))
+    path = ALIASES[QWEN]()
+    return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+
+
+def tokenizer_or_skip(which: str = MODEL):
+    """The tokenizer of ``which`` (``MODEL`` or ``QWEN``), or skip the test saying why."""
+    import pytest
+    try:
+        return (qwen_tokenizer if which == QWEN else smollm2_tokenizer)()
+    except Exception as err:
+        hint = " (install the Qwen parts: PRUNEDSL_QWEN=0.5b scripts/install.sh)" if which == QWEN else ""
+        pytest.skip(f"the {which} tokenizer is not installed: {err}{hint}")
+
+
+def fake_generator(model_class=FakeModel, tokenizer=None):
+    """A Generator over a fake model with ``tokenizer`` (default SmolLM2's)."""
     from prunedsl.serve.generate import Generator
-    tok = smollm2_tokenizer()
+    tok = tokenizer if tokenizer is not None else smollm2_tokenizer()
     return Generator(types.SimpleNamespace(model=model_class(len(tok)), tokenizer=tok, spec=MODEL))
 
 
-def tiny_chat_model_dir(root):
-    """Save a tiny random Llama (1 block, hidden 32, context 4096) with the SmolLM2
-    tokenizer and chat template to ``root`` (a directory ``load_model`` and ``prunedsl
-    serve-llm --model DIR`` read; ~1 s to load). Returns ``root`` as a string."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-    tok = smollm2_tokenizer()
+def tiny_chat_model_dir(root, tokenizer=None):
+    """Save a tiny random chat model (1 block, hidden 32, context 4096) with ``tokenizer``
+    and its chat template to ``root`` (a directory ``load_model`` and ``prunedsl serve-llm
+    --model DIR`` read; ~1 s to load): a Llama with SmolLM2's tokenizer (the default), a
+    Qwen2 with Qwen's. Returns ``root`` as a string."""
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+    tok = tokenizer if tokenizer is not None else smollm2_tokenizer()
+    qwen = "qwen" in type(tok).__name__.lower()   # Qwen2Tokenizer(Fast)
+    config, model = (Qwen2Config, Qwen2ForCausalLM) if qwen else (LlamaConfig, LlamaForCausalLM)
     torch.manual_seed(0)
-    cfg = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
-                      num_key_value_heads=2, vocab_size=len(tok), max_position_embeddings=4096,
-                      tie_word_embeddings=True, eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id)
-    LlamaForCausalLM(cfg).eval().save_pretrained(root)
+    cfg = config(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
+                 num_key_value_heads=2, vocab_size=len(tok), max_position_embeddings=4096,
+                 tie_word_embeddings=True, eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id)
+    model(cfg).eval().save_pretrained(root)
     tok.save_pretrained(root)
     return str(root)
 
 
-def tiny_chat_model_dir_or_skip(root):
-    """``tiny_chat_model_dir(root)``, or skip the test when the SmolLM2 GGUF (its tokenizer)
-    is not installed."""
-    import pytest
-    try:
-        smollm2_tokenizer()
-    except Exception as err:
-        pytest.skip(str(err))
-    return tiny_chat_model_dir(root)
+def tiny_chat_model_dir_or_skip(root, which: str = MODEL):
+    """``tiny_chat_model_dir(root)`` with the tokenizer of ``which``, or skip the test when
+    that tokenizer is not installed."""
+    return tiny_chat_model_dir(root, tokenizer_or_skip(which))

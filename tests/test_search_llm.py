@@ -368,7 +368,10 @@ def test_outcomes_update_the_graph_and_the_next_prompt(server):
     assert [q.text for q in p.propose(3)] == ["|W| * ‖X‖₁"]
     prompt = user_prompt(server.chat_requests[1])
     leaf = p.graph.find("|W| * ‖X‖").id
-    assert f"node 2: |W| * ?Col   [best ppl 30 (node {leaf})" in prompt
+    assert f"node {leaf}: |W| * ‖X‖   [ppl 30" in prompt  # the compact view (the default)
+    from prunedsl.search.prompt import build_messages
+    tree = build_messages(p.graph, [], 3, view="tree")[1]["content"]  # the earlier view
+    assert f"node 2: |W| * ?Col   [best ppl 30 (node {leaf})" in tree
     assert "non-finite scores: inf in layer 0" in prompt and "ranks weights exactly like" in prompt
     assert f"Best formula so far: node {leaf}: |W| * ‖X‖" in prompt
     assert any(f"already evaluated as node {leaf}" in e.message for e in p.errors)
@@ -420,7 +423,7 @@ def test_seed_metrics_scored_by_the_engine_become_baselines_in_the_graph(server)
     assert p.graph.nodes[0].best_ppl == 31.0 and p.graph.path(p.graph.find("|W|").id)[0] == 0
     assert [q.text for q in p.propose(2)] == ["|W| * ‖X‖ ^ 0.5"]  # wanda is scored already
     prompt = user_prompt(server.chat_requests[0])
-    assert f"node {wanda.id}: |W| * ‖X‖ (wanda)   [ppl 31" in prompt
+    assert "wanda = |W| * ‖X‖   [ppl 31" in prompt  # a worked example with its measured score
     assert "`pruner_zero`:" in prompt and "G is not available" in prompt
     assert p.graph.find("|W| ^ 2 * minmax(G)").status == "error"
     assert any(f"already evaluated as node {wanda.id}" in e.message for e in p.errors)

@@ -61,10 +61,11 @@ def test_tiny_search_with_the_llm_proposer(tiny_model_and_data, tmp_path, capsys
         assert nodes[text]["proxy"] == pytest.approx(c["proxy"])
     assert nodes["|W| * ‖X‖"]["name"] == "wanda" and nodes["|W| * ‖X‖"]["val_ppl"] is not None
     assert graph["best"] is not None and graph["best_path"][0] == 0
-    assert "(wanda)" in prompts[0] and "sqrt of a possibly negative value" in prompts[1]
+    assert "wanda = |W| * ‖X‖   [ppl" in prompts[0] and "sqrt of a possibly negative value" in prompts[1]
 
     report = (out / "report.md").read_text()
     assert "GCoT graph" in report and "Best formula:" in report and "Reached by:" in report
+    assert "## LLM replies (prompt view `compact`)" in report and "replies with at least one valid new" in report
     assert json.loads((out / "graph.json").read_text())["best"] == graph["best"]
 
     # --resume with the endpoint gone: the saved graph comes back, nothing is lost
