@@ -113,7 +113,8 @@ def tables(results: dict) -> str:
     cell: dict[tuple, dict[int, float]] = {}
     for r in runs:
         cell.setdefault((r["rule"], r["sparsity"], r["order"]), {})[r["seed"]] = r["ppl"]
-    rules = list(dict.fromkeys(r["rule"] for r in runs))
+    known = ["uniform", "owl", "alpha", "sdsa"]  # uniform first: the others are compared to it
+    rules = sorted({r["rule"] for r in runs}, key=lambda r: (known.index(r) if r in known else len(known), r))
     cols = sorted({(r["sparsity"], r["order"]) for r in runs}, key=lambda c: (c[0], c[1] != "sequential"))
     head = ["rule"] + [f"{s:.0%} {o}" for s, o in cols]
     lines = [f"WikiText-2 test perplexity, {st['model']}, metric {st['metric']}: mean ± sd over "
