@@ -137,10 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="SparseGPT's OBS weight update on the kept weights (masks chosen per "
                         "128-column block on the updated weights, by default over all rows of the block "
                         "as SparseGPT does; --metric sparsegpt --reconstruct is SparseGPT)")
-    g.add_argument("--within-block", choices=("sequential", "parallel"), default="sequential",
-                   help="sequential (default): each linear is scored on the output of the linears "
-                        "pruned before it in its block; parallel: every linear of a block on the "
-                        "block's unpruned input, as Wanda's and OWL's code do (one extra forward per block)")
+    g.add_argument("--within-block", choices=("sequential", "parallel"), default=None,
+                   help="sequential: each linear is scored on the output of the linears pruned before "
+                        "it in its block (SparseGPT's true-sequential); parallel: every linear of a block "
+                        "on the block's unpruned input, as Wanda's, OWL's and llm-compressor's code do "
+                        "(one extra forward per block). Default: parallel with --allocation, else "
+                        "sequential (docs/allocation.md measures both)")
     _add_library(g)
     structure_commands.add_structure_arguments(p)
     g = p.add_argument_group("calibration")

@@ -44,7 +44,8 @@ class PruneJob:
     progress: bool = True
     allocation: object | None = None    # a dsl.allocation.Allocation: per-block sparsity (docs/design.md §3)
     overwrite: bool = False             # replace a non-empty output directory that prunedsl did not write
-    within_block: str = "sequential"    # or "parallel": each block's linears scored on its unpruned input
+    within_block: str | None = None     # "sequential" | "parallel"; None: parallel with an allocation
+                                        # rule (OWL's protocol), else sequential (docs/allocation.md)
     device: str = "auto"                # auto | cpu | cuda | cuda:N | mps (runtime/device.py)
     dtype: str = "auto"                 # auto (checkpoint's on GPU, float32 on CPU) | float32 | bfloat16 | float16
     offload: bool = False               # model on CPU, each block onloaded to the device for its pass
@@ -82,7 +83,8 @@ def calibration_ids(tokenizer, job: PruneJob, text: str | None = None) -> tuple[
 def run_prune(job: PruneJob) -> PruneResult:
     from .save import check_output_dir, save_pruned
     from .workbench import Workbench
-    job = replace(job, group=default_group(job.group, job.reconstruct))
+    job = replace(job, group=default_group(job.group, job.reconstruct),
+                  within_block=default_within_block(job.within_block, job.allocation))
     _validate(job)
     job.metric.compile()  # a metric that does not compile fails before the model loads
     if job.output:  # cheap checks first: a bad --output used to surface after the whole run
@@ -132,6 +134,16 @@ def run_prune(job: PruneJob) -> PruneResult:
         save_pruned(loaded, job.output, result.to_dict(), card=model_card(result, command=job.command))
         result = replace(result, output=str(job.output))
     return result
+
+
+def default_within_block(order: str | None, allocation) -> str:
+    """The within-block order when none is given: "parallel" with an allocation rule, where
+    it is what makes OWL beat uniform (−12.3% ± 5.2% test ppl over 5 calibration seeds on
+    SmolLM2 at 70%, against +0.2% ± 9.3% with "sequential"), else "sequential" (with uniform
+    sparsity the two are within noise, and every committed result table was made with it)."""
+    if order is not None:
+        return order
+    return "parallel" if allocation is not None else "sequential"
 
 
 def check_context(model, seqlen: int) -> None:

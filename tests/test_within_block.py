@@ -68,3 +68,18 @@ def test_unknown_order_is_a_clear_error():
     model = tiny_llama()
     with pytest.raises(PruneRuntimeError, match="within-block order 'diagonal'"):
         run_blocks(model, _calib(model), lambda *a: None, progress=False, within_block="diagonal")
+
+
+def test_the_default_order_is_parallel_with_an_allocation_rule_only(tmp_path):
+    from prunedsl.api import parse_allocation
+    from prunedsl.runtime.job import PruneJob, default_within_block, run_prune
+    from prunedsl.runtime.testing import save_tiny_workspace
+    assert default_within_block(None, None) == "sequential"
+    assert default_within_block(None, parse_allocation("owl")) == "parallel"
+    assert default_within_block("sequential", parse_allocation("owl")) == "sequential"
+    ws = save_tiny_workspace(tmp_path)
+    base = dict(model=str(ws / "model"), metric=prunedsl.parse("wanda"), nsamples=2, seqlen=32,
+                data_dir=str(ws / "data"), progress=False, eval_windows=2, sparsity=0.6)
+    owl = run_prune(PruneJob(**base, allocation=parse_allocation("owl")))
+    assert owl.within_block == "parallel" and owl.to_dict()["within_block"] == "parallel"
+    assert run_prune(PruneJob(**base)).within_block == "sequential"
