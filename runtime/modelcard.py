@@ -105,6 +105,7 @@ def model_card(result: PruneResult, *, command: str | None = None) -> str:
             ["sparsity", f"{r.sparsity:.4f} (target {r.target_sparsity:.4f})"], ["pattern", r.pattern],
             ["group", r.group],
             ["reconstruct", "SparseGPT's OBS weight update on the kept weights" if r.reconstruct else "no"],
+            ["within-block order", r.within_block],
             ["calibration", f"{cal.nsamples} × {cal.seqlen} tokens from {cal.source} (seed {cal.seed})"]]
     if r.allocation:
         rows.append(["allocation", r.allocation["rule"]])
