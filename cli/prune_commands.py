@@ -41,18 +41,14 @@ def cmd_prune(args) -> int:
         print_json(result.to_dict())
         return 0
     ppl = f"ppl {result.ppl:.3f}" if result.ppl is not None else "not evaluated"
-    ev, cal = result.evaluation, result.calibration
+    ev = result.evaluation
     print(f"prunedsl prune: {args.model} | {result.pretty} | sparsity {result.sparsity:.4f} "
           f"({result.pattern}, group={result.group}{', + OBS update' if result.reconstruct else ''})"
           f" | {ppl} | prune {result.prune_seconds:.1f} s"
           + (f", eval {ev.eval_seconds:.1f} s" if ev is not None else ""))
     print()
     rows = [["formula", result.formula], ["canonical", result.canonical],
-            ["sparsity", f"{result.sparsity:.4f}"], ["pattern", result.pattern],
-            ["group", result.group],
-            ["reconstruct", "SparseGPT's OBS weight update" if result.reconstruct else "no"],
-            ["within block", result.within_block],
-            ["calibration", f"{cal.nsamples}×{cal.seqlen} tokens from {cal.source} (seed {cal.seed})"]]
+            ["sparsity", f"{result.sparsity:.4f}"], *result.settings_rows()]
     if result.allocation:
         a = result.allocation
         rows.append(["allocation", f"{a['rule']}: blocks {min(a['block_sparsity']):.3f}–"

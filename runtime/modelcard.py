@@ -98,15 +98,11 @@ def _evaluation(result: PruneResult) -> list[str]:
 
 def model_card(result: PruneResult, *, command: str | None = None) -> str:
     """The README.md text for a pruned model's directory."""
-    r, cal = result, result.calibration
+    r = result
     title = f"{r.model} pruned to {r.sparsity:.1%} sparsity with {r.name or 'a prunedsl metric'}"
     rows = [["metric", r.name or "(formula)"], ["formula (Unicode)", r.pretty], ["formula (as parsed)", r.formula],
             [f"canonical form (group {r.group})", r.canonical], ["type", r.type],
-            ["sparsity", f"{r.sparsity:.4f} (target {r.target_sparsity:.4f})"], ["pattern", r.pattern],
-            ["group", r.group],
-            ["reconstruct", "SparseGPT's OBS weight update on the kept weights" if r.reconstruct else "no"],
-            ["within-block order", r.within_block],
-            ["calibration", f"{cal.nsamples} × {cal.seqlen} tokens from {cal.source} (seed {cal.seed})"]]
+            ["sparsity", f"{r.sparsity:.4f} (target {r.target_sparsity:.4f})"], *r.settings_rows()]
     if r.allocation:
         rows.append(["allocation", r.allocation["rule"]])
     lines = _header(r) + [

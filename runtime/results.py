@@ -79,6 +79,14 @@ class PruneResult:
     def ppl(self) -> float | None:
         return self.evaluation.ppl if self.evaluation else None
 
+    def settings_rows(self) -> list[list[str]]:
+        """How the pruning ran, as (name, value) rows: the terminal summary and the model card."""
+        cal = self.calibration
+        return [["pattern", self.pattern], ["group", self.group],
+                ["reconstruct", "SparseGPT's OBS weight update on the kept weights" if self.reconstruct else "no"],
+                ["within-block order", self.within_block],
+                ["calibration", f"{cal.nsamples} × {cal.seqlen} tokens from {cal.source} (seed {cal.seed})"]]
+
     def to_dict(self) -> dict[str, Any]:
         """The record, key for key as prunedsl has always written it."""
         out: dict[str, Any] = {}
