@@ -7,7 +7,7 @@ device memory (``torch.cuda.max_memory_allocated``; peak RSS on CPU).
 
 CPU references come from ``--cpu-reference FILE`` when it holds the same settings (write
 one with ``--device cpu --dtypes float32 --write-reference FILE``), else they are computed
-here first. Models whose alias does not exist yet are skipped with a message.
+here first. Models whose alias is unknown or not installed are skipped with a message.
 
     python bench/gpu_check.py --device cuda --dtypes bfloat16,float32
     python bench/gpu_check.py --device cpu --dtypes float32 --models tiny/model --data-dir tiny/data \\
@@ -33,7 +33,11 @@ JOBS = (("wanda", False), ("sparsegpt", True))
 
 
 def available(model: str) -> bool:
-    """An alias, a local path or something shaped like a hub id (owner/name)."""
+    """An alias (a packaged one only where its packages are installed), a local path or
+    something shaped like a hub id (owner/name)."""
+    from prunedsl.runtime import packaged
+    if model in packaged.PARTED:
+        return packaged.installed(packaged.PARTED[model])
     if model in ALIASES or Path(model).expanduser().exists():
         return True
     return "/" in model and not model.endswith(".gguf")
@@ -90,7 +94,8 @@ def main() -> int:
     rows, refs = [], []
     for model in models:
         if not available(model):
-            print(f"skip {model}: no such alias or path yet (aliases: {', '.join(ALIASES)})", file=sys.stderr)
+            print(f"skip {model}: not installed here, or no such alias or path (aliases: {', '.join(ALIASES)}; "
+                  "the Qwen aliases need PRUNEDSL_QWEN=0.5b bash scripts/install.sh)", file=sys.stderr)
             continue
         for metric, reconstruct in JOBS:
             name = metric + (" +R" if reconstruct else "")

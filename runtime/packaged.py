@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.util
 import os
 import shutil
 import tempfile
@@ -52,6 +53,14 @@ def cache_root() -> Path:
 def converted_dir(alias: str) -> Path:
     """Where the dequantized model of an alias is kept (save_pretrained layout)."""
     return cache_root() / "converted" / alias
+
+
+def installed(spec: PartedGGUF) -> bool:
+    """Whether the alias can load here: its converted model is cached or every part package
+    is installed (nothing is imported or assembled)."""
+    if (converted_dir(spec.alias) / "config.json").is_file():
+        return True
+    return all(importlib.util.find_spec(f"{spec.module}{i}") is not None for i in range(1, spec.parts + 1))
 
 
 def part_paths(spec: PartedGGUF) -> list[Path]:

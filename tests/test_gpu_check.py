@@ -1,4 +1,5 @@
 """bench/gpu_check.sh parses, and its Python part runs on CPU on the tiny model."""
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,10 @@ def test_the_shell_script_parses():
 
 def test_the_python_part_runs_on_cpu_and_skips_missing_aliases(tmp_path, monkeypatch, capsys):
     tiny = save_tiny_workspace(tmp_path / "ws")
+    from prunedsl.runtime import packaged  # the Qwen alias as on a machine without its packages
+    monkeypatch.setenv("PRUNEDSL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setitem(packaged.PARTED, "qwen2.5-coder-0.5b", dataclasses.replace(
+        packaged.PARTED["qwen2.5-coder-0.5b"], module="no_such_prunedsl_part"))
     monkeypatch.syspath_prepend(str(BENCH))
     import gpu_check
     out = tmp_path / "rows.json"

@@ -63,3 +63,14 @@ def test_qwen_aliases_are_registered_with_the_published_checksums():
 def test_cache_root_follows_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("PRUNEDSL_CACHE", str(tmp_path / "c"))
     assert packaged.converted_dir("qwen2.5-coder-0.5b") == tmp_path / "c" / "converted" / "qwen2.5-coder-0.5b"
+
+
+def test_installed_means_cached_or_every_part_importable(tmp_path, monkeypatch):
+    monkeypatch.setenv("PRUNEDSL_CACHE", str(tmp_path / "cache"))
+    _fake_parts(tmp_path, monkeypatch, [b"a", b"b"])
+    assert packaged.installed(_spec([b"a", b"b"]))
+    missing = _spec([b"a", b"b"], parts=3)
+    assert not packaged.installed(missing)
+    (packaged.converted_dir("fake-alias")).mkdir(parents=True)
+    (packaged.converted_dir("fake-alias") / "config.json").write_text("{}")
+    assert packaged.installed(missing)  # a converted model in the cache is enough
