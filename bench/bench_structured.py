@@ -50,6 +50,7 @@ KIND_METRICS = {"channels": ["magnitude_sp", "taylor", "wanda_sp", "flap", "saap
 # Today's masked structured pruning (README "Structured pruning follows the metric's type"):
 # a Row metric zeroes whole output rows, a Col metric whole input columns, of every linear.
 MASKED_METRICS = ["row_sum(wanda)", "col_sum(wanda)"]
+SPEED_KEYS = ("prefill_tok_s", "decode_tok_s", "paired_dense")
 
 
 def structure_params(model, group) -> int:
@@ -166,16 +167,32 @@ def main() -> None:
     speed_len = min(512, test_ids.shape[1])
     ids512, prompt = test_ids[:, :speed_len], test_ids[:, :16]
 
-    def measure(model, speed: bool = True) -> dict:
+    # Speed depends on the shapes only, not on which structures went: every metric's model of
+    # one (kind, heads mode, count, bias) has the same shapes, so it is timed once (the first
+    # metric's model) and the other rows say whose timing they share.
+    row_metric = [""]   # the metric whose model is being measured (named in shared timings)
+    speed_by_shape: dict[tuple, dict] = {
+        tuple(r["shape"]): {k: r[k] for k in SPEED_KEYS if k in r} | {"speed_of": r["metric"]}
+        for r in results["runs"] if "shape" in r and "prefill_tok_s" in r and "speed_of" not in r}
+
+    def timing(model) -> dict:
+        if args.paired_speed and model is not dense:
+            both = paired_speed({"model": model, "dense": dense}, ids512, prompt,
+                                new_tokens=args.decode_tokens, reps=args.speed_reps)
+            return {**both["model"], "paired_dense": {k: both["dense"][k] for k in ("prefill_tok_s", "decode_tok_s")}}
+        return measure_speed(model, ids512, prompt, new_tokens=args.decode_tokens, reps=args.speed_reps)
+
+    def measure(model, speed: bool = True, shape: tuple | None = None) -> dict:
         ppl = perplexity(model, test_ids, seqlen=args.seqlen, max_windows=args.eval_windows, progress=False)
         row = {"ppl": ppl["ppl"], "params": parameter_count(model), "decoder_params": decoder_parameters(model),
                "checkpoint_mb": checkpoint_bytes(model) / 2**20}
-        if speed and not args.no_speed and args.paired_speed and model is not dense:
-            both = paired_speed({"model": model, "dense": dense}, ids512, prompt,
-                                new_tokens=args.decode_tokens, reps=args.speed_reps)
-            row.update(both["model"], paired_dense={k: both["dense"][k] for k in ("prefill_tok_s", "decode_tok_s")})
-        elif speed and not args.no_speed:
-            row.update(measure_speed(model, ids512, prompt, new_tokens=args.decode_tokens, reps=args.speed_reps))
+        if speed and not args.no_speed:
+            if shape is not None and shape in speed_by_shape:
+                row.update(speed_by_shape[shape])
+            else:
+                row.update(timing(model))
+                if shape is not None:
+                    speed_by_shape[shape] = {k: row[k] for k in SPEED_KEYS if k in row} | {"speed_of": row_metric[0]}
         return row
 
     def record(run: dict) -> None:
@@ -228,7 +245,9 @@ def main() -> None:
                         record({**run, "unreachable": f"bias compensation refused: {str(err).splitlines()[0]}"})
                         continue
                     remove_structures(model, plan)
-                    run.update(count=count, plan=plan.to_dict(), **measure(model))
+                    shape = [kind, run["heads_mode"], count, bc]
+                    row_metric[0] = metric
+                    run.update(count=count, shape=shape, plan=plan.to_dict(), **measure(model, shape=tuple(shape)))
                     run["decoder_removed"] = 1 - run["decoder_params"] / dec_params
                     del model
                     record(run)
@@ -283,10 +302,15 @@ def table(results: dict) -> str:
             ref = r.get("paired_dense") or base   # --paired-speed: the dense time interleaved with it
             sp = (f"{r['prefill_tok_s']:.0f} ({r['prefill_tok_s'] / ref['prefill_tok_s']:.2f}) | "
                   f"{r['decode_tok_s']:.1f} ({r['decode_tok_s'] / ref['decode_tok_s']:.2f})")
+            if r.get("speed_of"):
+                sp = " | ".join(f"{cell} *" for cell in sp.split(" | "))
         else:
             sp = " | "
         lines.append(f"| {name} | {r['metric']} | {target} | {r['decoder_removed']:.1%} | {r['params']:,} | "
                      f"{r['checkpoint_mb']:.1f} | {r['ppl']:.3f} | {sp} |")
+    if any(r.get("speed_of") for r in results["runs"]):
+        lines += ["", "\\* same shapes as the first metric's model of that structure and count, "
+                  "whose timing it shares (speed depends on the shapes, not on which structures went)."]
     return "\n".join(lines)
 
 
