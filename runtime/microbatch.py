@@ -27,6 +27,7 @@ experts) are reported as not run.
 """
 from __future__ import annotations
 
+import contextvars
 import time
 from typing import Any
 
@@ -38,6 +39,16 @@ from .capture import BlockCall, LinearCallback, capture_inputs, replay
 from .device import Placement
 from .models import linear_layers
 from .progress import progress_bar
+
+
+_INSPECTING = contextvars.ContextVar("prunedsl_inspecting_block", default=False)
+
+
+def inspecting() -> bool:
+    """True during ``find_stages``'s run of a block, which only records the linears' call
+    order: hooks that measure the block's output (block influence) skip it, or the first
+    micro-batch would count twice."""
+    return _INSPECTING.get()
 
 
 class _StopBlock(Exception):
@@ -57,9 +68,11 @@ def find_stages(block: nn.Module, names: dict[str, nn.Linear], hidden: torch.Ten
     order: list[tuple[str, torch.Tensor]] = []
     handles = [layer.register_forward_pre_hook(_recorder(name, order), with_kwargs=True)
                for name, layer in names.items()]
+    token = _INSPECTING.set(True)
     try:
         replay(block, hidden, call)
     finally:
+        _INSPECTING.reset(token)
         for h in handles:
             h.remove()
     stages: list[list[str]] = []

@@ -21,6 +21,7 @@ from torch import nn
 from ..errors import PruneRuntimeError
 from .capture import run_blocks
 from .gradients import gradient_norms
+from .microbatch import inspecting
 from .models import find_blocks
 from .statcache import StatsCache, layer_stats
 from .stats import check_requires
@@ -38,7 +39,8 @@ def block_influence_hooks(model: nn.Module) -> Iterator[list[list[float]]]:
 
     A call whose output *is* its input (the capture pass's recorder) is skipped, so this
     works with any number of replays per block (e.g. micro-batches); so are calls with
-    gradients enabled (the backward passes collecting G run the blocks too).
+    gradients enabled (the backward passes collecting G run the blocks too) and the
+    micro-batched pass's probe of the block's call order (``microbatch.inspecting``).
     """
     blocks, _ = find_blocks(model)
     sums: list[list[float]] = [[0.0, 0.0] for _ in blocks]
@@ -48,8 +50,8 @@ def block_influence_hooks(model: nn.Module) -> Iterator[list[list[float]]]:
             x_in = args[0] if args else kwargs.get("hidden_states")
             x_out = out[0] if isinstance(out, (tuple, list)) else out
             if x_in is None or x_out is x_in or not isinstance(x_out, torch.Tensor) \
-                    or torch.is_grad_enabled():   # the G pass's forwards are not the statistics pass
-                return
+                    or torch.is_grad_enabled() or inspecting():  # the G pass's forwards, and the
+                return                                           # micro-batch stage probe, are not it
             cos = torch.nn.functional.cosine_similarity(x_in.float(), x_out.float(), dim=-1)
             sums[i][0] += float(cos.sum())
             sums[i][1] += cos.numel()
@@ -70,11 +72,13 @@ class DenseStatistics:
 
 
 def collect_dense(model: nn.Module, calib_ids: torch.Tensor, requires: frozenset[str], *,
-                  progress: bool = False) -> DenseStatistics:
-    """Member statistics and block statistics of the dense model over ``calib_ids``."""
+                  progress: bool = False, calib_batch: int | None = None) -> DenseStatistics:
+    """Member statistics and block statistics of the dense model over ``calib_ids``, computed
+    where the model is; calib_batch: micro-batches of that many windows (``capture.run_blocks``)."""
     layer_requires = frozenset(requires) - BLOCK_STATISTICS
     with block_influence_hooks(model) as sums:
-        layers = _layer_statistics(model, calib_ids, layer_requires, progress=progress)
+        layers = _layer_statistics(model, calib_ids, layer_requires, progress=progress,
+                                   calib_batch=calib_batch)
     blocks = []
     for i, (cos_sum, n) in enumerate(sums):
         if "block_influence" in requires and n == 0:
@@ -85,7 +89,7 @@ def collect_dense(model: nn.Module, calib_ids: torch.Tensor, requires: frozenset
 
 
 def _layer_statistics(model: nn.Module, calib_ids: torch.Tensor, requires: frozenset[str], *,
-                      progress: bool) -> dict[str, dict[str, Any]]:
+                      progress: bool, calib_batch: int | None = None) -> dict[str, dict[str, Any]]:
     """Dense-model statistics of every block linear (``W`` is the live weight, not a copy);
     layers sharing an input share the same statistic tensors."""
     check_requires(requires)
@@ -96,7 +100,8 @@ def _layer_statistics(model: nn.Module, calib_ids: torch.Tensor, requires: froze
     def on_linear(i: int, name: str, layer: nn.Linear, x: torch.Tensor) -> None:
         out[name] = layer_stats(name, layer, cache.get(i, x), grads)
 
-    run_blocks(model, calib_ids, on_linear, progress=progress, desc="structure statistics")
+    run_blocks(model, calib_ids, on_linear, progress=progress, desc="structure statistics",
+               calib_batch=calib_batch, stats=cache)
     return out
 
 

@@ -48,20 +48,22 @@ class StructuredResult:
 def plan_structures(model: nn.Module, calib_ids: torch.Tensor, *, kind: str, score_fn: ScoreFn,
                     requires: frozenset[str], ratio: float | None = None, count: int | None = None,
                     allocation: str = "uniform", heads_mode: str = "kv_groups",
-                    progress: bool = False) -> tuple[RemovalPlan, float]:
+                    progress: bool = False, calib_batch: int | None = None) -> tuple[RemovalPlan, float]:
     """The removal plan from dense-model scores, and the seconds the statistics took.
 
-    The structures are found (and the settings checked) before any statistics pass.
+    The structures are found (and the settings checked) before any statistics pass; the
+    statistics are computed where the model is, in micro-batches of ``calib_batch`` windows.
     """
     plan, seconds, _ = _plan(model, calib_ids, kind=kind, score_fn=score_fn, requires=requires,
                              ratio=ratio, count=count, allocation=allocation, heads_mode=heads_mode,
-                             progress=progress, means=False)
+                             progress=progress, means=False, calib_batch=calib_batch)
     return plan, seconds
 
 
 def _plan(model: nn.Module, calib_ids: torch.Tensor, *, kind: str, score_fn: ScoreFn,
           requires: frozenset[str], ratio: float | None, count: int | None, allocation: str,
-          heads_mode: str, progress: bool, means: bool) -> tuple[RemovalPlan, float, dict | None]:
+          heads_mode: str, progress: bool, means: bool,
+          calib_batch: int | None = None) -> tuple[RemovalPlan, float, dict | None]:
     """plan_structures, plus the consumers' mean inputs when ``means`` (bias compensation)."""
     check_kind(kind, heads_mode)
     groups = find_structures(model, kind, heads_mode)
@@ -70,7 +72,7 @@ def _plan(model: nn.Module, calib_ids: torch.Tensor, *, kind: str, score_fn: Sco
                        allocation=allocation, heads_mode=heads_mode)
     t = time.perf_counter()
     requires = frozenset(requires) | ({STATISTIC} if means else frozenset())
-    dense = collect_dense(model, calib_ids, requires, progress=progress)
+    dense = collect_dense(model, calib_ids, requires, progress=progress, calib_batch=calib_batch)
     scores = score_structures(groups, dense, score_fn)
     mean_inputs = consumer_means(model, kind, dense.layers) if means else None
     seconds = time.perf_counter() - t

@@ -203,3 +203,27 @@ def test_the_language_library_scores_equal_the_reference_scores(arch, reference,
         groups = find_structures(model, kind, heads_mode)
         for a, b in zip(score_structures(groups, dense, ref.fn), score_structures(groups, dense, mine.fn)):
             torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+
+
+def test_micro_batched_statistics_equal_the_single_pass(monkeypatch):
+    """--calib-batch with --structure: the statistics accumulate over micro-batches (the
+    micro-batched pass does run) and equal one pass over all windows; so do the plans."""
+    import prunedsl.runtime.microbatch as microbatch
+    calls = []
+    real = microbatch.run_micro_batched
+    monkeypatch.setattr(microbatch, "run_micro_batched", lambda *a, **k: calls.append(a[3]) or real(*a, **k))
+    ids = torch.randint(0, VOCAB, (5, 20), generator=torch.Generator().manual_seed(2))
+    model = tiny_llama(layers=3)
+    requires = frozenset({"W", "x_norm2", "x_mean", "block_influence"})
+    whole, parts = collect_dense(model, ids, requires), collect_dense(model, ids, requires, calib_batch=2)
+    assert calls == [2]
+    assert whole.layers.keys() == parts.layers.keys()
+    for name, stats in whole.layers.items():
+        for key in ("x_norm2", "x_mean"):
+            torch.testing.assert_close(parts.layers[name][key], stats[key], rtol=1e-5, atol=1e-6)
+    for a, b in zip(whole.blocks, parts.blocks):
+        assert float(b["block_influence"]) == pytest.approx(float(a["block_influence"]), abs=1e-6)
+    s = reference_score("wanda_sp", "channels")
+    plans = [prune_structures(copy.deepcopy(model), ids, kind="channels", score_fn=s.fn, requires=s.requires,
+                              ratio=0.25, calib_batch=batch).plan.keep for batch in (None, 2)]
+    assert plans[0] == plans[1] and calls == [2, 2]
