@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import ConfigError
+from .device_options import device_settings
 from .output import markdown_table, print_json
 
 # Spelled here too so building the parser imports no torch (runtime/structures.py has them).
@@ -57,7 +58,7 @@ def cmd_prune_structure(args) -> int:
                         seqlen=512 if args.seqlen is None else args.seqlen, seed=args.seed,
                         calib_data=args.calib_data, data_dir=args.data_dir,
                         eval_windows=args.eval_windows, output=args.output, evaluate=not args.no_eval,
-                        overwrite=args.overwrite)
+                        overwrite=args.overwrite, **device_settings(args))
     record = run_structured(job)
     if args.json:
         print_json(record)

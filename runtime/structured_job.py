@@ -3,7 +3,12 @@ dense model, remove them, evaluate, save a smaller plain Hugging Face model.
 
 The saved directory loads with ``AutoModelForCausalLM.from_pretrained`` (the config carries
 the new widths / layer count) and ``pruning.json`` records what was removed
-(``structured.plan.keep``: the kept structure indices per block, in the dense model's numbering).
+(``structured.plan.keep``: the kept structure indices per block, in the dense model's numbering)
+and ``placement`` where and in which dtype it ran, as the masked job's does.
+
+``device``/``dtype``/``calib_batch`` are the masked job's (``runtime/device.py``); ``offload`` is
+refused: the dense statistics keep every member layer's weight (float32) until the scores are
+taken, so onloading blocks one at a time would not bound device memory.
 """
 from __future__ import annotations
 
@@ -17,6 +22,8 @@ import torch
 from ..config import check_seqlen
 from ..errors import ConfigError
 from . import data
+from .device import resolve_placement
+from .job import check_calib_batch
 from .structure_plan import ALLOCATIONS
 from .structure_scoring import language_score
 from .structures import check_kind, check_ratio
@@ -45,6 +52,10 @@ class StructuredJob:
     evaluate: bool = True
     overwrite: bool = False
     progress: bool = True
+    device: str = "auto"                 # auto | cpu | cuda | cuda:N | mps (runtime/device.py)
+    dtype: str = "auto"                  # auto (checkpoint's on GPU, float32 on CPU) | float32 | bfloat16 | float16
+    offload: bool = False                # refused (see the module docstring)
+    calib_batch: int | None = None       # statistics in micro-batches of this many windows
 
     @property
     def metric_name(self) -> str:
@@ -74,6 +85,12 @@ def validate(job: StructuredJob) -> None:
         if getattr(job, name) < 1:
             raise ConfigError("{%s} must be >= 1, got {value}" % name, value=getattr(job, name))
     check_seqlen(job.seqlen)
+    check_calib_batch(job.calib_batch)
+    if job.offload:
+        raise ConfigError("{offload} applies to masked pruning only: {structure} keeps every layer's "
+                          "weight on the device until the scores are taken, so onloading one block at a time "
+                          "would not bound device memory",
+                          hint="leave out {offload} ({dtype} bfloat16 halves the model's memory)")
 
 
 def run_structured(job: StructuredJob) -> dict[str, Any]:
@@ -89,15 +106,16 @@ def run_structured(job: StructuredJob) -> dict[str, Any]:
     if job.output:
         check_output_dir(job.output, model=job.model, overwrite=job.overwrite)
     calib_text = data.load_text("validation", path=job.calib_data) if job.calib_data else None
+    placement = resolve_placement(job.device, job.dtype)  # "cuda but none": before the load
     t0 = time.perf_counter()
-    loaded = load_model(job.model)
+    loaded = load_model(job.model, placement=placement)
     load_seconds = time.perf_counter() - t0
     check_context(loaded.model, job.seqlen)
     calib, calib_source = calibration_ids(loaded.tokenizer, job, calib_text)
     result = prune_structures(loaded.model, calib, kind=job.structure, score_fn=score.fn,
                               requires=score.requires, ratio=job.ratio, allocation=job.allocation,
                               heads_mode=job.heads_mode, progress=job.progress,
-                              bias_compensation=job.bias_compensation)
+                              bias_compensation=job.bias_compensation, calib_batch=job.calib_batch)
     record: dict[str, Any] = {
         "model": job.model, "model_source": loaded.source,
         "structure": job.structure, "structure_metric": score.name, "structure_metric_doc": score.doc,
@@ -106,13 +124,14 @@ def run_structured(job: StructuredJob) -> dict[str, Any]:
         "structured": result.to_dict(),
         "calibration": {"source": calib_source, "nsamples": job.nsamples, "seqlen": job.seqlen,
                         "seed": job.seed},
+        "placement": {**loaded.placement.describe(), "calib_batch": job.calib_batch},
         "load_seconds": load_seconds, "ppl": None, "seqlen": job.seqlen, "eval_windows": None,
         "loadable_by_transformers": result.plan.uniform or result.plan.kind == "blocks",
         "torch": torch.__version__, "python": platform.python_version()}
     if job.evaluate:
         ids = data.tokenize(loaded.tokenizer, data.load_text("test", data_dir=job.data_dir))
         ev = perplexity(loaded.model, ids, seqlen=job.seqlen, max_windows=job.eval_windows,
-                        progress=job.progress)
+                        progress=job.progress, placement=loaded.placement)
         record.update(ppl=ev["ppl"], nll=ev["nll"], eval_windows=ev["windows"], eval_seconds=ev["seconds"])
     if job.output:
         check_loadable(result.plan)

@@ -86,3 +86,36 @@ def test_bias_compensation_saved_model_reproduces_the_ppl(capsys, tiny_dir, tmp_
 def test_bias_compensation_for_blocks_is_refused(capsys, tiny_dir):
     code, out, err = prune(capsys, tiny_dir, "--structure", "blocks", "--ratio", "0.5", "--bias-compensation")
     assert code != 0 and "--bias-compensation applies to channels and heads" in err
+
+
+# --- device and memory options (runtime/device.py) -----------------------------------------
+def test_bfloat16_structured_output_records_its_placement_and_reloads_in_bfloat16(capsys, tiny_dir, tmp_path):
+    out_dir = tmp_path / "bf16"
+    code, out, err = prune(capsys, tiny_dir, "--structure", "channels", "--ratio", "0.25", "--device", "cpu",
+                           "--dtype", "bfloat16", "--calib-batch", "2", "--output", str(out_dir), "--json")
+    assert code == 0, err
+    rec = json.loads(out)
+    placement = {"device": "cpu", "dtype": "bfloat16", "offload": False, "calib_batch": 2}
+    assert rec["placement"] == placement
+    assert json.loads((out_dir / "pruning.json").read_text())["placement"] == placement
+    config = json.loads((out_dir / "config.json").read_text())
+    assert config.get("dtype", config.get("torch_dtype")) == "bfloat16"
+    from transformers import AutoModelForCausalLM
+    model = AutoModelForCausalLM.from_pretrained(out_dir, dtype="auto")
+    assert model.dtype == torch.bfloat16 and model.config.intermediate_size == 96
+    code, out, err = main(["eval", "--model", str(out_dir), "--data-dir", str(tiny_dir / "data"),
+                           "--dtype", "bfloat16", "--json"]), *capsys.readouterr()
+    assert code == 0, err
+    assert json.loads(out)["ppl"] == pytest.approx(rec["ppl"], rel=1e-6)
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--offload"], "--offload applies to masked pruning only"),
+    (["--calib-batch", "0"], "--calib-batch must be a whole number of windows"),
+    (["--dtype", "float16", "--device", "cpu"], "float16 on CPU is not supported"),
+] + ([(["--device", "cuda"], "CUDA is not available")] if not torch.cuda.is_available() else []))
+def test_refused_device_options_are_said_before_loading(capsys, tmp_path, extra, message):
+    code = main(["prune", "--model", str(tmp_path / "missing"), "--structure", "channels", "--ratio", "0.25",
+                 *extra])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err
