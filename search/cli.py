@@ -10,7 +10,8 @@ the ``--llm-*`` ones. The LLM endpoint settings (``--llm-base-url``, resolved fr
 $OPENAI_BASE_URL when not given, ``--llm-model``, timeout, retries, temperature, max
 outage) are saved, so a plain ``--resume`` talks to the same endpoint; given again on
 ``--resume`` they override the saved ones. The API key is never saved (it is read from
-$OPENAI_API_KEY each time).
+$OPENAI_API_KEY each time). The device options are saved too: ``--device``, ``--offload``
+and ``--calib-batch`` may change on ``--resume``, ``--dtype`` may not (search/device_state.py).
 """
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ from dataclasses import fields
 
 from ..config import GROUPS
 from ..errors import ConfigError, SearchError
+from .device_state import (DEVICE_DEFAULTS, DEVICE_OVERRIDABLE, check_model_dtype, check_resumed_dtype,
+                           device_options, recording_model_dtype)
 
 EPILOG = """examples:
   prunedsl search --model smollm2-135m --sparsity 0.6 --proposer evolve --budget 300 --full-evals 20 --output runs/ev60
@@ -51,7 +54,7 @@ try:
     from .llm import LLM_DEFAULTS  # --llm-* settings: saved, and may be given again on --resume
 except ImportError:  # the llm proposer is optional
     LLM_DEFAULTS = {}
-OVERRIDABLE = GROWABLE | set(LLM_DEFAULTS)
+OVERRIDABLE = GROWABLE | set(LLM_DEFAULTS) | DEVICE_OVERRIDABLE
 
 ENUMERATE_HELP = ("enumerate: every formula up to --max-size AST nodes over a fixed subset of the "
                   "language (see `prunedsl/search/enumerate.py`): the statistics, the constants 1 2 0.5, "
@@ -134,14 +137,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     else:
         add_llm_arguments(p.add_argument_group("llm proposer"), suppress=True)
     from ..cli.device_options import add_device_arguments
-    add_device_arguments(p)  # where this run computes: not saved in the state, give them again on --resume
+    add_device_arguments(p, default=S, note="saved with the search: on --resume the saved ones apply unless given\n"
+                     "again; all but --dtype may change (search/device_state.py)")
     p.set_defaults(handler=cmd_search)
     return p
 
 
 def _settings(args, saved: dict | None) -> dict:
     """Merged settings: given > saved > defaults; conflicts with a saved search are errors."""
-    defaults = {**FITNESS_DEFAULTS, **SEARCH_DEFAULTS, **LLM_DEFAULTS}
+    defaults = {**FITNESS_DEFAULTS, **SEARCH_DEFAULTS, **LLM_DEFAULTS, **DEVICE_DEFAULTS}
     given = {k: getattr(args, k) for k in defaults if hasattr(args, k)}
     if saved is None:
         merged = {**defaults, **given}
@@ -154,7 +158,9 @@ def _settings(args, saved: dict | None) -> dict:
         return merged
     merged = {**defaults, **saved}
     for k, v in given.items():
-        if k not in OVERRIDABLE and v != saved.get(k):
+        if k == "dtype":
+            check_resumed_dtype(v, saved)
+        elif k not in OVERRIDABLE and v != saved.get(k):
             raise SearchError(f"--{k.replace('_', '-')} {v} differs from the saved search ({saved.get(k)})",
                               hint="leave it out with --resume, or start a new search in another --output")
         merged[k] = v
@@ -212,20 +218,18 @@ def cmd_search(args) -> int:
         print(msg, file=sys.stderr, flush=True)
 
     bars = not args.quiet and sys.stderr.isatty()
-    from ..cli.device_options import device_settings
-    from ..runtime.device import resolve_placement
-    device = device_settings(args)
-    placement = resolve_placement(device["device"], device["dtype"], device["offload"])
+    device, placement = search_placement(s)
     log = (lambda msg: None) if args.quiet else stderr
     pool_factory = None
     if args.workers > 1:
         def pool_factory(fitness):
             from .ray_pool import RayPool
+            # the workers load the model in the dtype this process loaded it in: one dtype per search
             return RayPool(fs, args.workers, address=args.ray_address, threads=args.threads,
-                           gpus=args.worker_gpus, log=log, device=device)
-    engine = Engine(config, lambda: Fitness(fs, progress=bars, log=stderr, placement=placement,
-                                            calib_batch=device["calib_batch"]), proposer, log=log,
-                    pool_factory=pool_factory)
+                           gpus=args.worker_gpus, log=log, device={**device, "dtype": s["model_dtype"]})
+    make_fitness = recording_model_dtype(lambda: Fitness(fs, progress=bars, log=stderr, placement=placement,
+                                                         calib_batch=device["calib_batch"]), s)
+    engine = Engine(config, make_fitness, proposer, log=log, pool_factory=pool_factory)
     summary = engine.run(resume=args.resume)
     if fmt == "json":
         print(json.dumps(summary, ensure_ascii=False, default=str))
@@ -245,6 +249,22 @@ def cmd_search(args) -> int:
     if summary["report"]:
         print(f"\nreport: {summary['report']}")
     return 0
+
+
+def search_placement(s: dict):
+    """The device options of the merged settings and their ``Placement``; a dtype known before
+    the load is checked against the saved search's here (``device_state.check_model_dtype``)."""
+    from ..runtime.device import resolve_placement
+    from ..runtime.job import check_calib_batch
+    device = device_options(s)
+    try:
+        check_calib_batch(device["calib_batch"])
+        placement = resolve_placement(device["device"], device["dtype"], device["offload"])
+    except ConfigError as err:
+        raise err.for_cli(SearchError) from None
+    if placement.dtype is not None:
+        check_model_dtype(s, placement.dtype)
+    return device, placement
 
 
 def make_proposer(s: dict, args, available, library):

@@ -26,6 +26,9 @@ shapes, so restoring weights in place is not possible; a copy costs one model of
 well under a second for SmolLM2, a reload seconds), validation perplexity, the copy dropped.
 The scores come from the cached dense statistics, as ``prunedsl prune --structure`` computes
 them (same pass, same data), so nothing is recomputed per candidate.
+
+``placement`` (``runtime/device.py``; no offload): where the model is loaded and everything
+computes, in its dtype; ``calib_batch``: the statistics pass in micro-batches of that many windows.
 """
 from __future__ import annotations
 
@@ -76,14 +79,17 @@ class StructureFitness:
     """Model, data and dense statistics shared by every structure formula of one search."""
 
     def __init__(self, settings: StructureFitnessSettings, *, progress: bool = False, log=print,
-                 library=None):
+                 library=None, placement=None, calib_batch: int | None = None):
         self.settings = s = settings
         self.library = library
         check_kind(s.structure, s.heads_mode)
         check_ratio(s.ratio)
         self.progress = progress
+        if placement is not None and placement.offload:
+            raise SearchError("--offload applies to masked pruning only, not to --structure")
+        self.calib_batch = calib_batch
         t0 = time.perf_counter()
-        self.loaded = load_model(s.model)
+        self.loaded = load_model(s.model, placement=placement)
         self.model = self.loaded.model
         self.timings = {"load": time.perf_counter() - t0}
         tok = self.loaded.tokenizer
@@ -120,7 +126,8 @@ class StructureFitness:
                 grams[name] = entry["gram"]
 
         with block_influence_hooks(self.model) as sums:
-            run_blocks(self.model, self.calib, on_linear, progress=self.progress, desc="structure statistics")
+            run_blocks(self.model, self.calib, on_linear, progress=self.progress, desc="structure statistics",
+                       calib_batch=self.calib_batch, stats=cache)
         blocks = [{"block_influence": torch.tensor(1.0 - c / n, dtype=torch.float32)} if n else {}
                   for c, n in sums]
         return DenseStatistics(layers, blocks), grams

@@ -15,6 +15,9 @@ chosen by ``structure`` in the search's fitness settings (``SearchConfig.fitness
 The report phase (test ppl of the baselines, SparseGPT proper, lineage plots) is for
 per-weight metrics; a structure search ends after the search (``--no-report``): evaluate the
 winner on test with ``prunedsl prune --structure … --structure-metric "FORMULA"``.
+
+``--device``, ``--dtype`` and ``--calib-batch`` apply as in ``prunedsl prune --structure``;
+``--offload`` is refused there and here (the dense statistics keep every weight on the device).
 """
 from __future__ import annotations
 
@@ -74,11 +77,18 @@ def run_structure_search(args, s: dict) -> int:
     """The structure branch of ``search.cli.cmd_search`` (settings merged and validated there)."""
     from .engine import Engine, SearchConfig
     from .hall import hall_markdown
+    from .cli import search_placement
+    from .device_state import recording_model_dtype
     from .structure_fitness import StructureFitness, StructureFitnessSettings
     structure_settings_error(s)
+    if s.get("offload"):
+        raise SearchError("--offload applies to masked pruning only: --structure keeps every layer's weight "
+                          "on the device until the scores are taken, so onloading one block at a time would "
+                          "not bound device memory", hint="leave out --offload")
     if s["budget"] < 0 or s["full_evals"] < 0 or s["batch"] < 1:
         raise SearchError("--budget and --full-evals must be ≥ 0 and --batch ≥ 1")
     library = Library.from_files(s["library"])
+    device, placement = search_placement(s)
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)
@@ -98,8 +108,9 @@ def run_structure_search(args, s: dict) -> int:
     def stderr(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
-    engine = Engine(config, lambda: StructureFitness(fs, log=stderr, library=library), proposer,
-                    log=(lambda msg: None) if args.quiet else stderr)
+    make_fitness = recording_model_dtype(lambda: StructureFitness(
+        fs, log=stderr, library=library, placement=placement, calib_batch=device["calib_batch"]), s)
+    engine = Engine(config, make_fitness, proposer, log=(lambda msg: None) if args.quiet else stderr)
     summary = engine.run(resume=args.resume)
     if args.json:
         print(json.dumps(summary, ensure_ascii=False, default=str))
