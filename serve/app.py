@@ -269,18 +269,19 @@ def start_server(gen: Generator, host: str = "127.0.0.1", port: int = 0, *, log_
 
 def serve(model_spec: str = "smollm2-135m", host: str = "127.0.0.1", port: int = 8000, *,
           max_tokens_limit: int = MAX_TOKENS_LIMIT, max_attempts: int = MAX_ATTEMPTS,
-          log_level: str = "info", **limits) -> None:
+          log_level: str = "info", placement=None, **limits) -> None:
     """Load ``model_spec`` once and serve it until SIGINT or SIGTERM (blocks; returns
-    after a graceful shutdown, the port closed). ``limits``: ``build_app``'s ``max_queue``,
-    ``queue_timeout``, ``max_generation_seconds``."""
+    after a graceful shutdown, the port closed). ``placement``: the device and dtype to
+    load it in (``runtime/device.py``; default float32 on CPU). ``limits``: ``build_app``'s
+    ``max_queue``, ``queue_timeout``, ``max_generation_seconds``."""
     from ..runtime.models import load_model
     t0 = time.perf_counter()
     log.info("loading %s", model_spec)
-    loaded = load_model(model_spec)
+    loaded = load_model(model_spec, placement=placement)
     gen = Generator(loaded)
     gen.warm_up()
-    log.info("loaded %s (%s) in %.1f s; serving %s on http://%s:%d/v1", model_spec, loaded.source,
-             time.perf_counter() - t0, ", ".join(model_ids(model_spec)), host, port)
+    log.info("loaded %s (%s, %s) in %.1f s; serving %s on http://%s:%d/v1", model_spec, loaded.source,
+             loaded.placement.describe(), time.perf_counter() - t0, ", ".join(model_ids(model_spec)), host, port)
     app = build_app(gen, model_id=model_spec, max_tokens_limit=max_tokens_limit,
                     default_max_tokens=min(DEFAULT_MAX_TOKENS, max_tokens_limit), max_attempts=max_attempts,
                     **limits)
