@@ -82,7 +82,8 @@ def loads(monkeypatch):
     import prunedsl.search.structure_fitness as sf
     seen = []
     real = sf.load_model
-    monkeypatch.setattr(sf, "load_model", lambda spec, placement=None: seen.append(placement) or real(spec, placement=placement))
+    monkeypatch.setattr(sf, "load_model",
+                        lambda spec, placement=None: seen.append(placement) or real(spec, placement=placement))
     return seen
 
 
@@ -143,4 +144,5 @@ def test_ray_workers_load_the_model_in_the_dtype_this_process_loaded_it_in(tiny,
                      "--nsamples", "2", "--seqlen", "16", "--val-windows", "2", "--threads", "1", "--budget", "1",
                      "--workers", "2", "--output", str(tmp_path / "r")])
     assert code == 2 and "no Ray pool in this test" in capsys.readouterr().err
-    assert given == [{"device": "auto", "dtype": "float32", "offload": False, "calib_batch": None}]  # auto → float32 here
+    # --dtype auto loaded float32 here (CPU): the workers get float32, not "auto"
+    assert given == [{"device": "auto", "dtype": "float32", "offload": False, "calib_batch": None}]
