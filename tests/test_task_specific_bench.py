@@ -135,3 +135,20 @@ def test_quick_run_tables_show_the_measured_numbers(bench, tmp_path, capsys, mon
     with pytest.raises(SystemExit, match="other settings"):
         bench.main(["--quick", "--out", str(out), "--corpus-dir", str(tmp_path / "c"), "--sparsities", "0.5"])
     assert json.loads(out.read_text())["runs"][0]["ppl_python"] == 123.0
+
+
+def test_search_row_is_the_searched_formula_measured_like_the_others(bench, tmp_path, capsys):
+    out = tmp_path / "r.json"
+    bench.main(["--quick", "--out", str(out), "--corpus-dir", str(tmp_path / "c"), "--sparsities", "0.5",
+                "--search-budget", "4", "--search-full-evals", "1"])
+    res = json.loads(out.read_text())
+    found = res["searches"]["0.5"]
+    state = json.loads((Path(found["output"]) / "state.json").read_text())
+    fitness = state["config"]["fitness"]
+    calib = str(tmp_path / "c" / "python_calib.txt")
+    assert fitness["calib_data"] == fitness["eval_data"] == calib   # the held-out text stays unseen
+    best = min((c for c in state["candidates"] if c.get("val_ppl") is not None), key=lambda c: c["val_ppl"])
+    assert found["text"] == best["text"]
+    rows = [r for r in res["runs"] if r["metric"] == "search@50%"]
+    assert sorted(r["calibration"] for r in rows) == ["python", "wikitext"]
+    assert f"`{found['pretty']}`" in capsys.readouterr().out
