@@ -26,7 +26,10 @@ next sentence among three others; ``prunedsl.runtime.testing.next_sentence_docs`
 
     python bench/bench_library.py --make-next-sentence-task tasks --task-docs 500
     python bench/bench_library.py --model smollm2-135m --nsamples 8 --eval-windows 8 --threads 1 \
-        --out docs --tasks next_sentence --tasks-dir tasks --task-limit 500
+        --out docs --tasks next_sentence --tasks-dir tasks
+
+(all 500 documents; ``--task-limit N`` evaluates the first N of them, and every cell of one
+results file must use the same N).
 """
 from __future__ import annotations
 
