@@ -72,7 +72,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     if args.quick and not args.table_only:
         from prunedsl.runtime.testing import save_tiny_workspace
-        ws = save_tiny_workspace(Path(tempfile.mkdtemp(prefix="bench_task_specific_")), char_tokenizer=True)
+        beside = None if args.out == ap.get_default("out") else Path(args.out).resolve().parent  # not /tmp's
+        if beside is not None:
+            beside.mkdir(parents=True, exist_ok=True)
+        ws = save_tiny_workspace(Path(tempfile.mkdtemp(prefix="bench_task_specific_", dir=beside)),
+                                 char_tokenizer=True)
         args.model, args.data_dir = str(ws / "model"), str(ws / "data")
         args.nsamples, args.seqlen, args.eval_windows = QUICK["nsamples"], QUICK["seqlen"], QUICK["eval_windows"]
         args.corpus_mb = QUICK["corpus_mb"]
