@@ -123,6 +123,9 @@ def main() -> None:
     ap.add_argument("--speed-reps", type=int, default=3)
     ap.add_argument("--decode-tokens", type=int, default=64)
     ap.add_argument("--no-speed", action="store_true")
+    ap.add_argument("--speed-only", action="store_true",
+                    help="time the shapes of an --out made with --no-speed (ppl rows kept): run the "
+                         "perplexities under load, the timings later on a quiet machine")
     ap.add_argument("--paired-speed", action="store_true",
                     help="time the dense model again with each pruned one, runs interleaved; the "
                          "speedups use that paired dense time (for a loaded machine)")
@@ -175,12 +178,14 @@ def main() -> None:
         tuple(r["shape"]): {k: r[k] for k in SPEED_KEYS if k in r} | {"speed_of": r["metric"]}
         for r in results["runs"] if "shape" in r and "prefill_tok_s" in r and "speed_of" not in r}
 
-    def timing(model) -> dict:
+    def timing(model) -> dict:  # noqa: E306 (attributes below, for fill_speed)
         if args.paired_speed and model is not dense:
             both = paired_speed({"model": model, "dense": dense}, ids512, prompt,
                                 new_tokens=args.decode_tokens, reps=args.speed_reps)
             return {**both["model"], "paired_dense": {k: both["dense"][k] for k in ("prefill_tok_s", "decode_tok_s")}}
         return measure_speed(model, ids512, prompt, new_tokens=args.decode_tokens, reps=args.speed_reps)
+
+    timing.ids512, timing.prompt, timing.new_tokens, timing.reps = ids512, prompt, args.decode_tokens, args.speed_reps
 
     def measure(model, speed: bool = True, shape: tuple | None = None) -> dict:
         ppl = perplexity(model, test_ids, seqlen=args.seqlen, max_windows=args.eval_windows, progress=False)
@@ -201,6 +206,10 @@ def main() -> None:
         out.write_text(json.dumps(results, indent=1))
         print(json.dumps({k: v for k, v in run.items() if k != "plan"}), file=sys.stderr)
 
+    if args.speed_only:
+        fill_speed(results, dense, timing, out)
+        print(table(results))
+        return
     dense_start = measure(dense)
     print(f"dense: ppl {dense_start['ppl']:.3f}, {dense_start['params']:,} parameters", file=sys.stderr)
     dec_params = dense_start["decoder_params"]
@@ -276,6 +285,56 @@ def main() -> None:
     print(table(results))
 
 
+class _ZeroMeans(dict):
+    """Consumer input means of zero: a bias-compensated model's shapes and biases (all zero) for
+    timing, without a statistics pass."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def __missing__(self, name: str):
+        import torch
+        return torch.zeros(self.model.get_submodule(name).in_features)
+
+
+def fill_speed(results: dict, dense, timing, out: Path) -> None:
+    """--speed-only: time each removed shape of ``results`` that has no timing yet. Any plan of
+    the same count has the same shapes, so the structures removed are the first ones of each
+    block (structure index order), not a metric's choice; ppl rows are left as measured."""
+    import torch
+    from prunedsl.runtime.bias_compensation import compensate
+    from prunedsl.runtime.remove import remove_structures
+    from prunedsl.runtime.speed import measure_speed
+    from prunedsl.runtime.structure_plan import select_removal
+    from prunedsl.runtime.structures import find_structures
+    ids512, prompt = timing.ids512, timing.prompt
+    start = measure_speed(dense, ids512, prompt, new_tokens=timing.new_tokens, reps=timing.reps)
+    results["dense"].update(start)
+    timed: dict[tuple, dict] = {}
+    for r in results["runs"]:
+        if "shape" not in r or "prefill_tok_s" in r:
+            continue
+        kind, mode, count, bc = r["shape"]
+        key = (kind, mode, count, bc)
+        if key not in timed:
+            groups = find_structures(dense, kind, mode or "kv_groups")
+            scores = [torch.arange(g.count, dtype=torch.float64) for g in groups]  # lowest index goes
+            plan = select_removal(groups, scores, count=count, heads_mode=mode or "kv_groups")
+            model = copy.deepcopy(dense)
+            if bc:
+                compensate(model, plan, _ZeroMeans(model))
+            remove_structures(model, plan)
+            timed[key] = timing(model) | {"speed_of": "shape only (first structures of each block)"}
+            del model
+            print(f"timed {key}: {timed[key]}", file=sys.stderr)
+        r.update(timed[key])
+        out.write_text(json.dumps(results, indent=1))
+    results["dense_end"] = {**results["dense"], **measure_speed(dense, ids512, prompt,
+                                                                new_tokens=timing.new_tokens, reps=timing.reps)}
+    out.write_text(json.dumps(results, indent=1))
+
+
 def table(results: dict) -> str:
     """Markdown: one row per configuration; speed as tok/s and × the dense model's (mean of the
     dense runs at the start and the end); masked rows keep the dense shapes, size and speed."""
@@ -309,8 +368,9 @@ def table(results: dict) -> str:
         lines.append(f"| {name} | {r['metric']} | {target} | {r['decoder_removed']:.1%} | {r['params']:,} | "
                      f"{r['checkpoint_mb']:.1f} | {r['ppl']:.3f} | {sp} |")
     if any(r.get("speed_of") for r in results["runs"]):
-        lines += ["", "\\* same shapes as the first metric's model of that structure and count, "
-                  "whose timing it shares (speed depends on the shapes, not on which structures went)."]
+        lines += ["", "\\* timed on a model of the same shapes (speed depends on the shapes, not on which "
+                  "structures went): the first metric's model of that structure and count, or with "
+                  "--speed-only the dense model with the first structures of each block removed."]
     return "\n".join(lines)
 
 
