@@ -1,12 +1,17 @@
 """``prunedsl prune --structure channels|heads|blocks --ratio R``: remove coupled structures
-for real (a physically smaller model), see docs/structured.md. torch loads inside the handler."""
+for real (a physically smaller model), see docs/structured.md. torch loads inside the handler.
+
+Of ``prune``'s other options, the model/data, calibration, output, evaluation (--eval-data,
+--tasks, --tasks-dir, --limit, --num-fewshot, --format) and device (but --offload)
+options apply; the masked-pruning ones (``_MASK_ONLY``) are refused before anything loads."""
 from __future__ import annotations
 
 import argparse
 
 from ..errors import ConfigError
 from .device_options import device_settings
-from .output import markdown_table, print_json
+from .eval_options import eval_data_row, print_zero_shot, task_settings
+from .output import output_format, print_json, print_table
 
 # Spelled here too so building the parser imports no torch (runtime/structures.py has them).
 STRUCTURES = ("channels", "heads", "blocks")
@@ -51,6 +56,7 @@ def cmd_prune_structure(args) -> int:
         flags = ", ".join("--" + n.replace("_", "-") for n in given)
         raise ConfigError("{structure} removes whole structures; " + flags.replace("{", "{{")
                           + " only apply to masked pruning", hint="use --structure-metric to choose the score")
+    fmt = output_format(args)
     job = StructuredJob(model=args.model, structure=args.structure, ratio=args.ratio,
                         metric=args.structure_metric, heads_mode=args.heads_mode,
                         allocation=args.structure_allocation,
@@ -58,9 +64,10 @@ def cmd_prune_structure(args) -> int:
                         seqlen=512 if args.seqlen is None else args.seqlen, seed=args.seed,
                         calib_data=args.calib_data, data_dir=args.data_dir,
                         eval_windows=args.eval_windows, output=args.output, evaluate=not args.no_eval,
-                        overwrite=args.overwrite, **device_settings(args))
+                        overwrite=args.overwrite, eval_data=args.eval_data, **task_settings(args),
+                        **device_settings(args))
     record = run_structured(job)
-    if args.json:
+    if fmt == "json":
         print_json(record)
         return 0
     s = record["structured"]
@@ -81,7 +88,10 @@ def cmd_prune_structure(args) -> int:
     if record["ppl"] is not None:
         rows.append(["wikitext-2 test ppl", f"{record['ppl']:.3f} ({record['eval_windows']} windows "
                                             f"of {record['seqlen']})"])
+    if "eval_data" in record:
+        rows.append(eval_data_row(record["eval_data"], record["seqlen"]))
     if record.get("output"):
         rows.append(["saved to", f"{record['output']} (loads with AutoModelForCausalLM.from_pretrained)"])
-    print(markdown_table(["", ""], rows))
+    print_table(["", ""], rows, fmt)
+    print_zero_shot(record.get("zero_shot"), fmt)
     return 0
