@@ -2,12 +2,14 @@
 for real (a physically smaller model), see docs/structured.md. torch loads inside the handler.
 
 Of ``prune``'s other options, the model/data, calibration, output, evaluation (--eval-data,
---tasks, --tasks-dir, --limit, --num-fewshot, --format) and device (but --offload)
-options apply; the masked-pruning ones (``_MASK_ONLY``) are refused before anything loads."""
+--tasks, --tasks-dir, --limit, --num-fewshot, --format), device (but --offload) and --library
+(definitions a --structure-metric may name) apply; the masked-pruning ones (``_MASK_ONLY``)
+are refused before anything loads."""
 from __future__ import annotations
 
 import argparse
 
+from ..dsl.library import Library
 from ..errors import ConfigError
 from .device_options import device_settings
 from .eval_options import eval_data_row, print_zero_shot, task_settings
@@ -64,8 +66,8 @@ def cmd_prune_structure(args) -> int:
                         seqlen=512 if args.seqlen is None else args.seqlen, seed=args.seed,
                         calib_data=args.calib_data, data_dir=args.data_dir,
                         eval_windows=args.eval_windows, output=args.output, evaluate=not args.no_eval,
-                        overwrite=args.overwrite, eval_data=args.eval_data, **task_settings(args),
-                        **device_settings(args))
+                        overwrite=args.overwrite, eval_data=args.eval_data,
+                        library=Library.from_files(args.library), **task_settings(args), **device_settings(args))
     record = run_structured(job)
     if fmt == "json":
         print_json(record)

@@ -12,7 +12,8 @@ taken, so onloading blocks one at a time would not bound device memory.
 
 ``eval_data`` and ``tasks`` are the masked job's too: perplexity on the user's text and lm-eval
 zero-shot accuracy of the smaller model in memory (``job.extra_evaluations``), recorded under
-``eval_data`` / ``zero_shot`` as the masked record has them.
+``eval_data`` / ``zero_shot`` as the masked record has them; ``library`` is the ``--library``
+definitions a ``metric`` may name.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from typing import Any
 import torch
 
 from ..config import check_seqlen
+from ..dsl.library import BUILTIN, Library
 from ..errors import ConfigError
 from . import data
 from .device import resolve_placement
@@ -65,6 +67,7 @@ class StructuredJob:
     tasks_dir: str | None = None         # lm-eval include path: local task YAML files
     task_limit: int | None = None        # documents per task
     num_fewshot: int = 0
+    library: Library = BUILTIN           # the built-in definitions plus --library files
 
     @property
     def metric_name(self) -> str:
@@ -72,7 +75,7 @@ class StructuredJob:
         return ALIASES.get(name, name)
 
     def score(self):
-        return language_score(self.metric_name, self.structure)
+        return language_score(self.metric_name, self.structure, self.library)
 
 
 def validate(job: StructuredJob) -> None:

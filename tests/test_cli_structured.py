@@ -121,7 +121,7 @@ def test_refused_device_options_are_said_before_loading(capsys, tmp_path, extra,
     assert code == 2 and message in err and "Traceback" not in err
 
 
-# --- prune's evaluation options with --structure ------------------------------
+# --- prune's evaluation options and --library with --structure ------------------------------
 def test_eval_data_ppl_is_the_saved_models_perplexity_on_that_text(capsys, tiny_dir, tmp_path):
     import random
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -175,3 +175,17 @@ def test_unknown_task_is_refused_before_loading(capsys, tmp_path):
                  "--tasks", "no_such_task", "--tasks-dir", str(tmp_path)])
     err = capsys.readouterr().err
     assert code == 2 and "no task named no_such_task" in err and "Traceback" not in err
+
+
+def test_library_structure_score_is_usable(capsys, tiny_dir, tmp_path):
+    library = tmp_path / "mine.pdsl"
+    library.write_text("structure my_magnitude = group_sum(|W|)\n")
+    code, out, err = prune(capsys, tiny_dir, "--structure", "channels", "--ratio", "0.25", "--no-eval",
+                           "--library", str(library), "--structure-metric", "my_magnitude", "--json")
+    assert code == 0, err
+    mine = json.loads(out)
+    code, out, err = prune(capsys, tiny_dir, "--structure", "channels", "--ratio", "0.25", "--no-eval",
+                           "--structure-metric", "magnitude_sp", "--json")
+    assert code == 0, err
+    assert mine["structure_metric"] == "my_magnitude"
+    assert mine["structured"]["plan"]["keep"] == json.loads(out)["structured"]["plan"]["keep"]
