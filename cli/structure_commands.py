@@ -20,7 +20,7 @@ STRUCTURES = ("channels", "heads", "blocks")
 HEADS_MODES = ("kv_groups", "query_heads")
 # Options of unstructured / masked pruning that mean nothing with --structure.
 _MASK_ONLY = {"metric": None, "sparsity": None, "pattern": "unstructured", "group": None,
-              "allocation": None, "reconstruct": False, "allow_nonfinite": False}
+              "allocation": None, "reconstruct": False, "allow_nonfinite": False, "within_block": None}
 
 
 def add_structure_arguments(p: argparse.ArgumentParser) -> None:

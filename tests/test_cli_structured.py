@@ -60,6 +60,7 @@ def test_heads_and_blocks_table(capsys, tiny_dir, extra, text):
     (["--structure", "channels", "--ratio", "0.2", "--structure-allocation", "global", "--output", "x"],
      "--structure-allocation global"),
     ([], "--metric is required"),
+    (["--structure", "channels", "--ratio", "0.2", "--within-block", "parallel"], "--within-block only apply"),
 ])
 def test_bad_requests_are_clear_errors(capsys, tiny_dir, extra, message):
     code, out, err = prune(capsys, tiny_dir, *extra)
