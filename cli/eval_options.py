@@ -1,9 +1,10 @@
-"""The evaluation options ``prune`` and ``eval`` share: the user's own text, lm-eval tasks, output format."""
+"""The evaluation options ``prune`` (masked and ``--structure``) and ``eval`` share: the user's own
+text, lm-eval tasks, output format; and how their results are printed."""
 from __future__ import annotations
 
 import shlex
 
-from .output import add_format_option
+from .output import add_format_option, print_table
 
 
 def add_evaluation_options(parser) -> None:
@@ -31,6 +32,22 @@ def task_settings(args) -> dict:
     tasks = tuple(parse_task_list(args.tasks)) if args.tasks is not None else ()
     return {"tasks": tasks, "tasks_dir": args.tasks_dir, "task_limit": args.limit,
             "num_fewshot": args.num_fewshot}
+
+
+def eval_data_row(eval_data: dict, seqlen: int) -> list[str]:
+    """The summary row of an --eval-data perplexity (the record's ``eval_data`` dict)."""
+    return [f"{eval_data['source']} ppl", f"{eval_data['ppl']:.3f} ({eval_data['eval_windows']} windows of {seqlen})"]
+
+
+def print_zero_shot(zero_shot: dict | None, fmt: str) -> None:
+    """The --tasks accuracy table under the summary (the record's ``zero_shot`` dict)."""
+    if not zero_shot:
+        return
+    from ..runtime.tasks import TABLE_HEADER, table_rows
+    print(f"\nzero-shot accuracy (lm-eval {zero_shot['lm_eval']}, {zero_shot['num_fewshot']}-shot"
+          + (f", first {zero_shot['limit']} documents per task" if zero_shot.get("limit") else "")
+          + f", {zero_shot['seconds']:.1f} s)\n")
+    print_table(TABLE_HEADER, table_rows(zero_shot), fmt)
 
 
 def command_line(args) -> str | None:

@@ -6,7 +6,7 @@ import sys
 from ..dsl.library import Library
 from ..errors import ConfigError
 from .device_options import device_settings
-from .eval_options import command_line, task_settings
+from .eval_options import command_line, eval_data_row, print_zero_shot, task_settings
 from .output import output_format, print_json, print_table
 
 
@@ -56,29 +56,13 @@ def cmd_prune(args) -> int:
                                    f"{result.allocation_seconds:.1f} s"])
     if ev is not None:
         rows.append(["wikitext-2 test ppl", f"{ev.ppl:.3f} ({ev.eval_windows} windows of {result.seqlen})"])
-    rows += _eval_data_rows(result.eval_data, result.seqlen)
+    if result.eval_data is not None:
+        rows.append(eval_data_row(result.eval_data.to_dict(), result.seqlen))
     if result.output:
         rows.append(["saved to", result.output])
     print_table(["", ""], rows, fmt)
-    _print_zero_shot(result.zero_shot, fmt)
+    print_zero_shot(result.zero_shot, fmt)
     return 0
-
-
-def _eval_data_rows(eval_data, seqlen: int) -> list[list[str]]:
-    if eval_data is None:
-        return []
-    ev = eval_data.perplexity
-    return [[f"{eval_data.source} ppl", f"{ev.ppl:.3f} ({ev.eval_windows} windows of {seqlen})"]]
-
-
-def _print_zero_shot(zero_shot, fmt: str) -> None:
-    if not zero_shot:
-        return
-    from ..runtime.tasks import TABLE_HEADER, table_rows
-    print(f"\nzero-shot accuracy (lm-eval {zero_shot['lm_eval']}, {zero_shot['num_fewshot']}-shot"
-          + (f", first {zero_shot['limit']} documents per task" if zero_shot.get("limit") else "")
-          + f", {zero_shot['seconds']:.1f} s)\n")
-    print_table(TABLE_HEADER, table_rows(zero_shot), fmt)
 
 
 def cmd_eval(args) -> int:
@@ -97,6 +81,6 @@ def cmd_eval(args) -> int:
           f"{result.windows} windows of {result.seqlen} tokens | {result.evaluation.eval_seconds:.1f} s")
     if result.eval_data is not None:
         print()
-        print_table(["", ""], _eval_data_rows(result.eval_data, result.seqlen), fmt)
-    _print_zero_shot(result.zero_shot, fmt)
+        print_table(["", ""], [eval_data_row(result.eval_data.to_dict(), result.seqlen)], fmt)
+    print_zero_shot(result.zero_shot, fmt)
     return 0

@@ -1,19 +1,26 @@
 """``prunedsl prune --structure channels|heads|blocks --ratio R``: remove coupled structures
-for real (a physically smaller model), see docs/structured.md. torch loads inside the handler."""
+for real (a physically smaller model), see docs/structured.md. torch loads inside the handler.
+
+Of ``prune``'s other options, the model/data, calibration, output, evaluation (--eval-data,
+--tasks, --tasks-dir, --limit, --num-fewshot, --format), device (but --offload) and --library
+(definitions a --structure-metric may name) apply; the masked-pruning ones (``_MASK_ONLY``)
+are refused before anything loads."""
 from __future__ import annotations
 
 import argparse
 
+from ..dsl.library import Library
 from ..errors import ConfigError
 from .device_options import device_settings
-from .output import markdown_table, print_json
+from .eval_options import eval_data_row, print_zero_shot, task_settings
+from .output import output_format, print_json, print_table
 
 # Spelled here too so building the parser imports no torch (runtime/structures.py has them).
 STRUCTURES = ("channels", "heads", "blocks")
 HEADS_MODES = ("kv_groups", "query_heads")
 # Options of unstructured / masked pruning that mean nothing with --structure.
 _MASK_ONLY = {"metric": None, "sparsity": None, "pattern": "unstructured", "group": None,
-              "allocation": None, "reconstruct": False, "allow_nonfinite": False}
+              "allocation": None, "reconstruct": False, "allow_nonfinite": False, "within_block": None}
 
 
 def add_structure_arguments(p: argparse.ArgumentParser) -> None:
@@ -51,6 +58,7 @@ def cmd_prune_structure(args) -> int:
         flags = ", ".join("--" + n.replace("_", "-") for n in given)
         raise ConfigError("{structure} removes whole structures; " + flags.replace("{", "{{")
                           + " only apply to masked pruning", hint="use --structure-metric to choose the score")
+    fmt = output_format(args)
     job = StructuredJob(model=args.model, structure=args.structure, ratio=args.ratio,
                         metric=args.structure_metric, heads_mode=args.heads_mode,
                         allocation=args.structure_allocation,
@@ -58,9 +66,10 @@ def cmd_prune_structure(args) -> int:
                         seqlen=512 if args.seqlen is None else args.seqlen, seed=args.seed,
                         calib_data=args.calib_data, data_dir=args.data_dir,
                         eval_windows=args.eval_windows, output=args.output, evaluate=not args.no_eval,
-                        overwrite=args.overwrite, **device_settings(args))
+                        overwrite=args.overwrite, eval_data=args.eval_data,
+                        library=Library.from_files(args.library), **task_settings(args), **device_settings(args))
     record = run_structured(job)
-    if args.json:
+    if fmt == "json":
         print_json(record)
         return 0
     s = record["structured"]
@@ -81,7 +90,10 @@ def cmd_prune_structure(args) -> int:
     if record["ppl"] is not None:
         rows.append(["wikitext-2 test ppl", f"{record['ppl']:.3f} ({record['eval_windows']} windows "
                                             f"of {record['seqlen']})"])
+    if "eval_data" in record:
+        rows.append(eval_data_row(record["eval_data"], record["seqlen"]))
     if record.get("output"):
         rows.append(["saved to", f"{record['output']} (loads with AutoModelForCausalLM.from_pretrained)"])
-    print(markdown_table(["", ""], rows))
+    print_table(["", ""], rows, fmt)
+    print_zero_shot(record.get("zero_shot"), fmt)
     return 0

@@ -93,7 +93,7 @@ def run_prune(job: PruneJob) -> PruneResult:
     if job.calib_data:  # missing, binary or empty: said before the load, and read once
         calib_text = data.load_text("validation", path=job.calib_data)
     eval_text = read_eval_data(job.eval_data, calib_data=job.calib_data)
-    manager = _task_manager(job.tasks, job.tasks_dir)  # unknown task names fail before the load
+    manager = task_manager_for(job.tasks, job.tasks_dir)  # unknown task names fail before the load
 
     placement = resolve_placement(job.device, job.dtype, job.offload)  # "cuda but none": before the load
 
@@ -127,8 +127,8 @@ def run_prune(job: PruneJob) -> PruneResult:
         seqlen=job.seqlen, torch=torch.__version__, python=platform.python_version())
     if job.evaluate:
         result = replace(result, evaluation=_evaluate(bench, job.seqlen, job.eval_windows, job.data_dir))
-    result = replace(result, **_extra_evaluations(bench, eval_text, job.eval_data, job.seqlen, job.eval_windows,
-                                                  job, manager))
+    result = replace(result, **extra_evaluations(bench, eval_text, job.eval_data, job.seqlen, job.eval_windows,
+                                                 job, manager))
     if job.output:
         from .modelcard import model_card
         save_pruned(loaded, job.output, result.to_dict(), card=model_card(result, command=job.command))
@@ -178,16 +178,22 @@ def read_eval_data(path: str | None, *, calib_data: str | None = None) -> str | 
     return text
 
 
-def _task_manager(tasks, tasks_dir: str | None):
+def task_manager_for(tasks, tasks_dir: str | None):
+    """lm-eval's task manager for ``tasks`` (None without tasks); unknown names fail here, so
+    call it before the model loads."""
     if not tasks:
         return None
     from .tasks import task_manager
     return task_manager(list(tasks), tasks_dir)
 
 
-def _extra_evaluations(bench, eval_text: str | None, eval_data: str | None, seqlen: int,
-                       eval_windows: int | None, settings, manager) -> dict:
-    """--eval-data perplexity and --tasks zero-shot accuracy of the model in memory."""
+def extra_evaluations(bench, eval_text: str | None, eval_data: str | None, seqlen: int,
+                      eval_windows: int | None, settings, manager) -> dict:
+    """--eval-data perplexity and --tasks zero-shot accuracy of the model in memory (masked
+    prune, structured prune and eval all call this). bench: a Workbench on the model;
+    eval_text: ``read_eval_data``'s; settings: anything with tasks, tasks_dir, task_limit and
+    num_fewshot (PruneJob, StructuredJob, TaskSettings); manager: ``task_manager_for``'s.
+    Returns {"eval_data": TextPerplexity, "zero_shot": dict}, each only when asked for."""
     out: dict = {}
     if eval_text is not None:
         ppl = _evaluate(bench, seqlen, eval_windows, None, text=eval_text, what=f"--eval-data {eval_data}")
@@ -243,7 +249,7 @@ def run_eval(model: str, *, seqlen: int | None = None, eval_windows: int | None 
     check_seqlen(seqlen)
     placement = resolve_placement(device, dtype, offload)
     eval_text = read_eval_data(eval_data)
-    manager = _task_manager(tasks.tasks, tasks.tasks_dir)
+    manager = task_manager_for(tasks.tasks, tasks.tasks_dir)
     t0 = time.perf_counter()
     loaded = load_model(model, placement=placement)
     load_seconds = time.perf_counter() - t0
@@ -252,4 +258,4 @@ def run_eval(model: str, *, seqlen: int | None = None, eval_windows: int | None 
     evaluation = _evaluate(bench, seqlen, eval_windows, data_dir)
     return EvalResult(model=model, model_source=loaded.source, seqlen=seqlen, load_seconds=load_seconds,
                       evaluation=evaluation, settings_from=settings_from,
-                      **_extra_evaluations(bench, eval_text, eval_data, seqlen, eval_windows, tasks, manager))
+                      **extra_evaluations(bench, eval_text, eval_data, seqlen, eval_windows, tasks, manager))

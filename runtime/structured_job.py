@@ -9,6 +9,11 @@ and ``placement`` where and in which dtype it ran, as the masked job's does.
 ``device``/``dtype``/``calib_batch`` are the masked job's (``runtime/device.py``); ``offload`` is
 refused: the dense statistics keep every member layer's weight (float32) until the scores are
 taken, so onloading blocks one at a time would not bound device memory.
+
+``eval_data`` and ``tasks`` are the masked job's too: perplexity on the user's text and lm-eval
+zero-shot accuracy of the smaller model in memory (``job.extra_evaluations``), recorded under
+``eval_data`` / ``zero_shot`` as the masked record has them; ``library`` is the ``--library``
+definitions a ``metric`` may name.
 """
 from __future__ import annotations
 
@@ -20,10 +25,11 @@ from typing import Any
 import torch
 
 from ..config import check_seqlen
+from ..dsl.library import BUILTIN, Library
 from ..errors import ConfigError
 from . import data
 from .device import resolve_placement
-from .job import check_calib_batch
+from .job import check_calib_batch, extra_evaluations, read_eval_data, task_manager_for
 from .structure_plan import ALLOCATIONS
 from .structure_scoring import language_score
 from .structures import check_kind, check_ratio
@@ -56,6 +62,12 @@ class StructuredJob:
     dtype: str = "auto"                  # auto (checkpoint's on GPU, float32 on CPU) | float32 | bfloat16 | float16
     offload: bool = False                # refused (see the module docstring)
     calib_batch: int | None = None       # statistics in micro-batches of this many windows
+    eval_data: str | None = None         # a text file: perplexity on it too, by the WikiText-2 test protocol
+    tasks: tuple[str, ...] = ()          # lm-eval tasks for zero-shot accuracy (runtime/tasks.py)
+    tasks_dir: str | None = None         # lm-eval include path: local task YAML files
+    task_limit: int | None = None        # documents per task
+    num_fewshot: int = 0
+    library: Library = BUILTIN           # the built-in definitions plus --library files
 
     @property
     def metric_name(self) -> str:
@@ -63,7 +75,7 @@ class StructuredJob:
         return ALIASES.get(name, name)
 
     def score(self):
-        return language_score(self.metric_name, self.structure)
+        return language_score(self.metric_name, self.structure, self.library)
 
 
 def validate(job: StructuredJob) -> None:
@@ -101,11 +113,14 @@ def run_structured(job: StructuredJob) -> dict[str, Any]:
     from .remove import check_loadable
     from .save import check_output_dir, save_pruned
     from .structured_prune import prune_structures
+    from .workbench import Workbench
     validate(job)
     score = job.score()
     if job.output:
         check_output_dir(job.output, model=job.model, overwrite=job.overwrite)
     calib_text = data.load_text("validation", path=job.calib_data) if job.calib_data else None
+    eval_text = read_eval_data(job.eval_data, calib_data=job.calib_data)
+    manager = task_manager_for(job.tasks, job.tasks_dir)  # unknown task names fail before the load
     placement = resolve_placement(job.device, job.dtype)  # "cuda but none": before the load
     t0 = time.perf_counter()
     loaded = load_model(job.model, placement=placement)
@@ -133,6 +148,12 @@ def run_structured(job: StructuredJob) -> dict[str, Any]:
         ev = perplexity(loaded.model, ids, seqlen=job.seqlen, max_windows=job.eval_windows,
                         progress=job.progress, placement=loaded.placement)
         record.update(ppl=ev["ppl"], nll=ev["nll"], eval_windows=ev["windows"], eval_seconds=ev["seconds"])
+    bench = Workbench(loaded, None, progress=job.progress, keep_dense=False)  # evaluation only
+    extras = extra_evaluations(bench, eval_text, job.eval_data, job.seqlen, job.eval_windows, job, manager)
+    if "eval_data" in extras:  # keys only when asked for, as in the masked record
+        record["eval_data"] = extras["eval_data"].to_dict()
+    if "zero_shot" in extras:
+        record["zero_shot"] = extras["zero_shot"]
     if job.output:
         check_loadable(result.plan)
         save_pruned(loaded, job.output, record)

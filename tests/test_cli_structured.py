@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from prunedsl.cli import main
-from prunedsl.runtime.testing import save_tiny_workspace
+from prunedsl.runtime.testing import save_tiny_workspace, write_next_sentence_task
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +60,7 @@ def test_heads_and_blocks_table(capsys, tiny_dir, extra, text):
     (["--structure", "channels", "--ratio", "0.2", "--structure-allocation", "global", "--output", "x"],
      "--structure-allocation global"),
     ([], "--metric is required"),
+    (["--structure", "channels", "--ratio", "0.2", "--within-block", "parallel"], "--within-block only apply"),
 ])
 def test_bad_requests_are_clear_errors(capsys, tiny_dir, extra, message):
     code, out, err = prune(capsys, tiny_dir, *extra)
@@ -119,3 +120,73 @@ def test_refused_device_options_are_said_before_loading(capsys, tmp_path, extra,
                  *extra])
     err = capsys.readouterr().err
     assert code == 2 and message in err and "Traceback" not in err
+
+
+# --- prune's evaluation options and --library with --structure ------------------------------
+def test_eval_data_ppl_is_the_saved_models_perplexity_on_that_text(capsys, tiny_dir, tmp_path):
+    import random
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from prunedsl.runtime import data
+    from prunedsl.runtime.perplexity import perplexity
+    r = random.Random(7)  # text of its own: neither the calibration nor the test split
+    text = tmp_path / "domain.txt"
+    text.write_text("\n".join(" ".join(r.choice("abcdefghij") for _ in range(40)) for _ in range(20)))
+    out_dir = tmp_path / "ch"
+    code, out, err = prune(capsys, tiny_dir, "--structure", "channels", "--ratio", "0.25",
+                           "--eval-data", str(text), "--output", str(out_dir), "--json")
+    assert code == 0, err
+    rec = json.loads(out)
+    saved = json.loads((out_dir / "pruning.json").read_text())
+    assert saved["eval_data"] == rec["eval_data"] and rec["eval_data"]["source"] == str(text)
+    model = AutoModelForCausalLM.from_pretrained(out_dir)
+    ids = data.tokenize(AutoTokenizer.from_pretrained(out_dir), text.read_text())
+    direct = perplexity(model, ids, seqlen=32, max_windows=2, progress=False)
+    assert rec["eval_data"]["eval_windows"] == direct["windows"] == 2
+    assert rec["eval_data"]["ppl"] == pytest.approx(direct["ppl"], rel=1e-5)
+    assert rec["eval_data"]["ppl"] != pytest.approx(rec["ppl"], rel=1e-3)  # another text, another ppl
+
+
+def test_tasks_give_the_accuracy_record_and_the_tables(capsys, tmp_path):
+    pytest.importorskip("lm_eval")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from prunedsl.runtime.tasks import run_tasks
+    ws = save_tiny_workspace(tmp_path / "ws", char_tokenizer=True)  # lm-eval needs <s> / </s>
+    docs = [{"context": "a b c d", "choices": ["e f g", "h i", "j", "a a a a"], "label": i % 4} for i in range(6)]
+    name = write_next_sentence_task(tmp_path / "tasks", docs, name="tiny_choice")
+    out_dir = tmp_path / "heads"
+    code, out, err = prune(capsys, ws, "--structure", "heads", "--ratio", "0.5", "--tasks", name,
+                           "--tasks-dir", str(tmp_path / "tasks"), "--limit", "5",
+                           "--eval-data", str(ws / "data" / "wiki.valid.tokens"), "--output", str(out_dir),
+                           "--format", "text")
+    assert code == 0, err
+    zs = json.loads((out_dir / "pruning.json").read_text())["zero_shot"]
+    assert zs["limit"] == 5 and zs["num_fewshot"] == 0 and zs["tasks"][name]["samples"] == 5
+    model = AutoModelForCausalLM.from_pretrained(out_dir)
+    direct = run_tasks(model, AutoTokenizer.from_pretrained(out_dir), [name], limit=5,
+                       tasks_dir=str(tmp_path / "tasks")).to_dict()
+    assert zs["tasks"][name]["acc"] == pytest.approx(direct["tasks"][name]["acc"])
+    assert zs["tasks"][name]["acc_norm"] == pytest.approx(direct["tasks"][name]["acc_norm"])
+    assert "zero-shot accuracy (lm-eval" in out and name in out and "wiki.valid.tokens ppl" in out
+    assert not any(line.startswith("|") for line in out.splitlines())  # --format text: no Markdown tables
+
+
+def test_unknown_task_is_refused_before_loading(capsys, tmp_path):
+    pytest.importorskip("lm_eval")
+    code = main(["prune", "--model", str(tmp_path / "missing"), "--structure", "channels", "--ratio", "0.25",
+                 "--tasks", "no_such_task", "--tasks-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and "no task named no_such_task" in err and "Traceback" not in err
+
+
+def test_library_structure_score_is_usable(capsys, tiny_dir, tmp_path):
+    library = tmp_path / "mine.pdsl"
+    library.write_text("structure my_magnitude = group_sum(|W|)\n")
+    code, out, err = prune(capsys, tiny_dir, "--structure", "channels", "--ratio", "0.25", "--no-eval",
+                           "--library", str(library), "--structure-metric", "my_magnitude", "--json")
+    assert code == 0, err
+    mine = json.loads(out)
+    code, out, err = prune(capsys, tiny_dir, "--structure", "channels", "--ratio", "0.25", "--no-eval",
+                           "--structure-metric", "magnitude_sp", "--json")
+    assert code == 0, err
+    assert mine["structure_metric"] == "my_magnitude"
+    assert mine["structured"]["plan"]["keep"] == json.loads(out)["structured"]["plan"]["keep"]
