@@ -53,12 +53,13 @@ def _yaml_string(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)  # a JSON string is a valid YAML double-quoted scalar
 
 
-def _header(result: PruneResult) -> list[str]:
+def card_header(model: str, extra_tags: tuple[str, ...] = ()) -> list[str]:
+    """The YAML header the Hub reads: base model (when known), tags, library."""
     lines = ["---"]
-    base = base_model(result.model)
+    base = base_model(model)
     if base is not None:
         lines.append(f"base_model: {_yaml_string(base)}")
-    lines += ["tags:"] + [f"- {t}" for t in TAGS] + ["library_name: transformers", "---"]
+    lines += ["tags:"] + [f"- {t}" for t in TAGS + extra_tags] + ["library_name: transformers", "---"]
     return lines
 
 
@@ -75,25 +76,47 @@ def _allocation(result: PruneResult) -> list[str]:
             f"statistics: {a['statistics_pass']}).", "", markdown_table(header, rows), ""]
 
 
-def _evaluation(result: PruneResult) -> list[str]:
-    rows = []
-    if result.evaluation is not None:
-        ev = result.evaluation
-        rows.append(["WikiText-2 test perplexity", f"{ev.ppl:.3f}",
-                     f"{ev.eval_windows} windows of {result.seqlen} tokens"])
-    if result.eval_data is not None:
-        ev = result.eval_data.perplexity
-        rows.append([f"perplexity on {result.eval_data.source}", f"{ev.ppl:.3f}",
-                     f"{ev.eval_windows} windows of {result.seqlen} tokens"])
+def perplexity_row(label: str, ppl: float, windows: int, seqlen: int) -> list[str]:
+    return [label, f"{ppl:.3f}", f"{windows} windows of {seqlen} tokens"]
+
+
+def evaluation_section(rows: list[list[str]], zero_shot: dict[str, Any] | None) -> list[str]:
+    """``## Evaluation``: the perplexity rows (``perplexity_row``) and the lm-eval accuracy table."""
     lines = ["## Evaluation", ""]
     lines += [markdown_table(["", "value", "protocol"], rows), ""] if rows else ["Not evaluated.", ""]
-    zs = result.zero_shot
+    zs = zero_shot
     if zs:
         from .tasks import TABLE_HEADER, table_rows  # formatting only: no lm-eval import
         lines += [f"Zero-shot accuracy (lm-eval {zs['lm_eval']}, {zs['num_fewshot']}-shot"
                   + (f", first {zs['limit']} documents per task" if zs.get("limit") else "") + "):", "",
                   markdown_table(TABLE_HEADER, table_rows(zs)), ""]
     return lines
+
+
+def provenance_section(command: str | None, torch_version: str, python_version: str,
+                       loads_with_transformers: bool = True) -> list[str]:
+    """``## How it was made``: the command, the versions and (when it does) how the folder loads."""
+    lines = ["## How it was made", ""]
+    if command:
+        lines += ["```sh", command, "```", ""]
+    lines += [f"prunedsl {prunedsl_version()}, torch {torch_version}, Python {python_version}.", ""]
+    if loads_with_transformers:
+        lines += ["```python", "from transformers import AutoModelForCausalLM, AutoTokenizer",
+                  "model = AutoModelForCausalLM.from_pretrained(\"PATH/TO/THIS/DIRECTORY\")",
+                  "tokenizer = AutoTokenizer.from_pretrained(\"PATH/TO/THIS/DIRECTORY\")", "```", ""]
+    return lines
+
+
+def _evaluation(result: PruneResult) -> list[str]:
+    rows = []
+    if result.evaluation is not None:
+        ev = result.evaluation
+        rows.append(perplexity_row("WikiText-2 test perplexity", ev.ppl, ev.eval_windows, result.seqlen))
+    if result.eval_data is not None:
+        ev = result.eval_data.perplexity
+        rows.append(perplexity_row(f"perplexity on {result.eval_data.source}", ev.ppl, ev.eval_windows,
+                                   result.seqlen))
+    return evaluation_section(rows, result.zero_shot)
 
 
 def model_card(result: PruneResult, *, command: str | None = None) -> str:
@@ -105,7 +128,7 @@ def model_card(result: PruneResult, *, command: str | None = None) -> str:
             ["sparsity", f"{r.sparsity:.4f} (target {r.target_sparsity:.4f})"], *r.settings_rows()]
     if r.allocation:
         rows.append(["allocation", r.allocation["rule"]])
-    lines = _header(r) + [
+    lines = card_header(r.model) + [
         "", f"# {title}", "",
         f"Every linear layer in the decoder blocks of `{r.model}` ({r.model_source}) was pruned with the "
         f"metric below by prunedsl: the lowest-scoring weights of "
@@ -114,13 +137,7 @@ def model_card(result: PruneResult, *, command: str | None = None) -> str:
         "## Metric", "", f"**{r.name or 'formula'}**: {r.pretty}", "", f"$$ {r.latex} $$", "",
         markdown_table(["", ""], rows), ""]
     lines += _allocation(r) + _evaluation(r)
-    lines += ["## How it was made", ""]
-    if command:
-        lines += ["```sh", command, "```", ""]
-    lines += [f"prunedsl {prunedsl_version()}, torch {r.torch}, Python {r.python}.", "",
-              "```python", "from transformers import AutoModelForCausalLM, AutoTokenizer",
-              "model = AutoModelForCausalLM.from_pretrained(\"PATH/TO/THIS/DIRECTORY\")",
-              "tokenizer = AutoTokenizer.from_pretrained(\"PATH/TO/THIS/DIRECTORY\")", "```", ""]
+    lines += provenance_section(command, r.torch, r.python)
     return "\n".join(lines)
 
 

@@ -13,6 +13,10 @@ class Calibration:
     seqlen: int
     seed: int
 
+    def describe(self) -> str:
+        """One line for people: the terminal summary and the model cards."""
+        return f"{self.nsamples} × {self.seqlen} tokens from {self.source} (seed {self.seed})"
+
 
 @dataclass(frozen=True)
 class Perplexity:
@@ -81,11 +85,10 @@ class PruneResult:
 
     def settings_rows(self) -> list[list[str]]:
         """How the pruning ran, as (name, value) rows: the terminal summary and the model card."""
-        cal = self.calibration
         return [["pattern", self.pattern], ["group", self.group],
                 ["reconstruct", "SparseGPT's OBS weight update on the kept weights" if self.reconstruct else "no"],
                 ["within-block order", self.within_block],
-                ["calibration", f"{cal.nsamples} × {cal.seqlen} tokens from {cal.source} (seed {cal.seed})"]]
+                ["calibration", self.calibration.describe()]]
 
     def to_dict(self) -> dict[str, Any]:
         """The record, key for key as prunedsl has always written it."""
