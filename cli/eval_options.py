@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import shlex
 
+from ..errors import ConfigError
 from .output import add_format_option, print_table
+
+# Options that only shape the --tasks evaluation: given without --tasks they would do nothing.
+_TASK_ONLY = ("tasks_dir", "limit", "num_fewshot")
 
 
 def add_evaluation_options(parser) -> None:
@@ -21,17 +25,23 @@ def add_evaluation_options(parser) -> None:
                         "how tasks run offline")
     g.add_argument("--limit", type=int, default=None, metavar="N",
                    help="evaluate the first N documents of each task (default: all)")
-    g.add_argument("--num-fewshot", type=int, default=0, metavar="K",
+    g.add_argument("--num-fewshot", type=int, default=None, metavar="K",  # None: not given (refused without --tasks)
                    help="examples in each prompt (default 0: zero-shot)")
     add_format_option(g)
 
 
 def task_settings(args) -> dict:
-    """PruneJob / run_eval keywords from the parsed options."""
+    """PruneJob / run_eval keywords from the parsed options; task options without --tasks are refused
+    (before anything loads) rather than silently ignored."""
     from ..runtime.tasks import parse_task_list
+    if args.tasks is None:
+        for name in _TASK_ONLY:
+            if getattr(args, name) is not None:
+                raise ConfigError("{%s} only applies with {tasks}" % name,
+                                  hint="add {tasks} (e.g. boolq,piqa) or leave out {%s}" % name)
     tasks = tuple(parse_task_list(args.tasks)) if args.tasks is not None else ()
     return {"tasks": tasks, "tasks_dir": args.tasks_dir, "task_limit": args.limit,
-            "num_fewshot": args.num_fewshot}
+            "num_fewshot": args.num_fewshot or 0}
 
 
 def eval_data_row(eval_data: dict, seqlen: int) -> list[str]:

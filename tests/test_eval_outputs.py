@@ -90,6 +90,17 @@ def test_model_card_lists_the_allocation_per_block(tiny, tmp_path):
     assert "Not evaluated." in card
 
 
+@pytest.mark.parametrize("argv,option", [
+    (["prune", "--metric", "wanda", "--limit", "5"], "--limit"),
+    (["prune", "--structure", "channels", "--ratio", "0.25", "--tasks-dir", "."], "--tasks-dir"),
+    (["eval", "--num-fewshot", "0"], "--num-fewshot"),
+])
+def test_task_options_without_tasks_are_refused_before_the_load(tmp_path, capsys, argv, option):
+    code = main([*argv, "--model", str(tmp_path / "missing")])  # a load would fail otherwise
+    err = capsys.readouterr().err
+    assert code == 2 and f"{option} only applies with --tasks" in err and "Traceback" not in err
+
+
 def test_base_model_of_aliases_and_hub_ids(tmp_path):
     assert base_model("smollm2-135m") == "HuggingFaceTB/SmolLM2-135M-Instruct"
     assert base_model("Qwen/Qwen2.5-0.5B") == "Qwen/Qwen2.5-0.5B"
