@@ -12,7 +12,7 @@ import argparse
 from ..dsl.library import Library
 from ..errors import ConfigError
 from .device_options import device_settings
-from .eval_options import eval_data_row, print_zero_shot, task_settings
+from .eval_options import command_line, eval_data_row, print_zero_shot, task_settings
 from .output import output_format, print_json, print_table
 
 # Spelled here too so building the parser imports no torch (runtime/structures.py has them).
@@ -66,7 +66,7 @@ def cmd_prune_structure(args) -> int:
                         seqlen=512 if args.seqlen is None else args.seqlen, seed=args.seed,
                         calib_data=args.calib_data, data_dir=args.data_dir,
                         eval_windows=args.eval_windows, output=args.output, evaluate=not args.no_eval,
-                        overwrite=args.overwrite, eval_data=args.eval_data,
+                        overwrite=args.overwrite, eval_data=args.eval_data, command=command_line(args),
                         library=Library.from_files(args.library), **task_settings(args), **device_settings(args))
     record = run_structured(job)
     if fmt == "json":

@@ -5,7 +5,8 @@ It follows the Hugging Face convention: a YAML header (``base_model``, ``tags``,
 and LaTeX, its canonical form, how much was pruned and how, the calibration data, the
 perplexities and zero-shot accuracies measured, and the command that made it.
 ``pruning.json`` in the same directory stays the machine-readable record; the card is
-written from the same result, so the two never disagree.
+written from the same result, so the two never disagree. The header, evaluation and
+provenance sections are shared with the structured card (``structured_card.py``).
 """
 from __future__ import annotations
 

@@ -155,6 +155,7 @@ class ReferenceScore:
     requires: frozenset[str]
     kinds: frozenset[str]
     doc: str
+    latex: str | None = None     # the formula in LaTeX (language scores; the model card shows it)
 
 
 REFERENCE_SCORES: dict[str, ReferenceScore] = {s.name: s for s in (
@@ -182,7 +183,8 @@ def language_score(text: str, kind: str, library=None) -> ReferenceScore:
 
     def fn(members: Sequence[Member], block: Mapping[str, torch.Tensor]) -> torch.Tensor:
         return compiled(members, block)
-    return ReferenceScore(sm.name or text, fn, frozenset(sm.requires), frozenset(sm.kinds), sm.pretty())
+    return ReferenceScore(sm.name or text, fn, frozenset(sm.requires), frozenset(sm.kinds), sm.pretty(),
+                          sm.latex())
 
 
 def reference_score(name: str, kind: str) -> ReferenceScore:

@@ -4,7 +4,8 @@ dense model, remove them, evaluate, save a smaller plain Hugging Face model.
 The saved directory loads with ``AutoModelForCausalLM.from_pretrained`` (the config carries
 the new widths / layer count) and ``pruning.json`` records what was removed
 (``structured.plan.keep``: the kept structure indices per block, in the dense model's numbering)
-and ``placement`` where and in which dtype it ran, as the masked job's does.
+and ``placement`` where and in which dtype it ran, as the masked job's does; ``README.md`` is its
+model card (``structured_card.py``).
 
 ``device``/``dtype``/``calib_batch`` are the masked job's (``runtime/device.py``); ``offload`` is
 refused: the dense statistics keep every member layer's weight (float32) until the scores are
@@ -68,6 +69,7 @@ class StructuredJob:
     task_limit: int | None = None        # documents per task
     num_fewshot: int = 0
     library: Library = BUILTIN           # the built-in definitions plus --library files
+    command: str | None = None           # the command line, for the model card in the output directory
 
     @property
     def metric_name(self) -> str:
@@ -112,6 +114,7 @@ def run_structured(job: StructuredJob) -> dict[str, Any]:
     from .perplexity import perplexity
     from .remove import check_loadable
     from .save import check_output_dir, save_pruned
+    from .structured_card import config_widths, structured_model_card
     from .structured_prune import prune_structures
     from .workbench import Workbench
     validate(job)
@@ -127,6 +130,7 @@ def run_structured(job: StructuredJob) -> dict[str, Any]:
     load_seconds = time.perf_counter() - t0
     check_context(loaded.model, job.seqlen)
     calib, calib_source = calibration_ids(loaded.tokenizer, job, calib_text)
+    widths_before = config_widths(loaded.model)
     result = prune_structures(loaded.model, calib, kind=job.structure, score_fn=score.fn,
                               requires=score.requires, ratio=job.ratio, allocation=job.allocation,
                               heads_mode=job.heads_mode, progress=job.progress,
@@ -156,6 +160,10 @@ def run_structured(job: StructuredJob) -> dict[str, Any]:
         record["zero_shot"] = extras["zero_shot"]
     if job.output:
         check_loadable(result.plan)
-        save_pruned(loaded, job.output, record)
+        definition = job.library.of_kind("structure").get(score.name)  # a library score: its comment
+        card = structured_model_card(record, widths_before=widths_before, widths_after=config_widths(loaded.model),
+                                     latex=score.latex, description=definition.doc if definition else None,
+                                     command=job.command)
+        save_pruned(loaded, job.output, record, card=card)
         record["output"] = str(job.output)
     return record

@@ -166,6 +166,9 @@ def test_tasks_give_the_accuracy_record_and_the_tables(capsys, tmp_path):
                        tasks_dir=str(tmp_path / "tasks")).to_dict()
     assert zs["tasks"][name]["acc"] == pytest.approx(direct["tasks"][name]["acc"])
     assert zs["tasks"][name]["acc_norm"] == pytest.approx(direct["tasks"][name]["acc_norm"])
+    card = (out_dir / "README.md").read_text()  # the model card has the accuracy table too
+    assert "Zero-shot accuracy (lm-eval " in card and ", first 5 documents per task" in card
+    assert f"| {name} | 5 " in card and f"{zs['tasks'][name]['acc']:.4f} ± " in card
     assert "zero-shot accuracy (lm-eval" in out and name in out and "wiki.valid.tokens ppl" in out
     assert not any(line.startswith("|") for line in out.splitlines())  # --format text: no Markdown tables
 
