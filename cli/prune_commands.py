@@ -17,6 +17,8 @@ def cmd_prune(args) -> int:
     if args.structure is not None or args.ratio is not None:
         from .structure_commands import cmd_prune_structure
         return cmd_prune_structure(args)
+    from .structure_commands import check_no_structure_options
+    check_no_structure_options(args)
     if args.metric is None:
         raise ConfigError("{metric} is required (or {structure} with {ratio} for structured removal)",
                           hint="e.g. --metric wanda --sparsity 0.5")

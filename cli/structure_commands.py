@@ -49,6 +49,20 @@ def add_structure_arguments(p: argparse.ArgumentParser) -> None:
                         "that bias (Qwen2; Gemma-3 MLP)")
 
 
+# Options of structured removal that mean nothing without --structure (their defaults).
+_STRUCTURE_ONLY = {"structure_metric": None, "heads_mode": "kv_groups", "structure_allocation": "uniform",
+                   "bias_compensation": False}
+
+
+def check_no_structure_options(args) -> None:
+    """Masked pruning: refuse the structured-removal options instead of ignoring them."""
+    given = [name for name, default in _STRUCTURE_ONLY.items() if getattr(args, name, default) != default]
+    if given:
+        flags = ", ".join("--" + n.replace("_", "-") for n in given)
+        raise ConfigError(flags.replace("{", "{{") + " only apply with {structure} (structured removal)",
+                          hint="add --structure channels|heads|blocks --ratio R, or leave them out")
+
+
 def cmd_prune_structure(args) -> int:
     from ..runtime.structured_job import StructuredJob, run_structured
     if args.structure is None or args.ratio is None:

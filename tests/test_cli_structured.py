@@ -61,6 +61,13 @@ def test_heads_and_blocks_table(capsys, tiny_dir, extra, text):
      "--structure-allocation global"),
     ([], "--metric is required"),
     (["--structure", "channels", "--ratio", "0.2", "--within-block", "parallel"], "--within-block only apply"),
+    # the other way round: structured-removal options on masked pruning are refused, not ignored
+    (["--metric", "wanda", "--sparsity", "0.5", "--structure-metric", "taylor"],
+     "--structure-metric only apply with --structure"),
+    (["--metric", "wanda", "--sparsity", "0.5", "--heads-mode", "query_heads", "--bias-compensation"],
+     "--heads-mode, --bias-compensation only apply with --structure"),
+    (["--metric", "wanda", "--sparsity", "0.5", "--structure-allocation", "global"],
+     "--structure-allocation only apply with --structure"),
 ])
 def test_bad_requests_are_clear_errors(capsys, tiny_dir, extra, message):
     code, out, err = prune(capsys, tiny_dir, *extra)
