@@ -21,14 +21,26 @@ MAX_LINE_CHARS = 400    # a longer line is not a formula worth parsing
 MAX_NODE_DIGITS = 6     # `node <integer>`
 NODE_RE = re.compile(rf"node\s*#?\s*(\d{{1,{MAX_NODE_DIGITS}}})\s*:?", re.IGNORECASE)
 _THINK_RE = re.compile(r"<think>.*?</think>", re.DOTALL)
+# List numbering (`1. `, `2) `) that chat models put before lines although the prompt says
+# not to. The language reads `1.` as a number, and under the server's grammar (which has
+# no `1.`: ``serve/constrained.py``) the marker is allowed only before a line, so a line
+# `1. |W|` means the formula `|W|`. A space must follow: `1.5 * W` and `2.W` are not
+# numbered. The price: a formula written `2. * W` (2 times W) loses its `2.`, and the
+# rest does not parse; the printer never writes `2.`, and `2 * W` is how to say it.
+LIST_MARK_RE = re.compile(r"[0-9]{1,2}[.)]\s+")
+
+
+def _unnumbered(line: str) -> str:
+    m = LIST_MARK_RE.match(line)
+    return line[m.end():] if m else line
 
 
 def split_reply(text: str) -> tuple[int | None, list[str], list[str]]:
     """``(node, lines, problems)`` of a reply. Tolerates what chat models add around the
-    format (a <think> block, code fences, `node #3:`); formulas are not parsed here.
-    Lines past ``MAX_LINES`` are dropped, with a problem saying so."""
+    format (a <think> block, code fences, `node #3:`, list numbering `1. `); formulas are
+    not parsed here. Lines past ``MAX_LINES`` are dropped, with a problem saying so."""
     text = _THINK_RE.sub("", text)
-    lines = [ln.strip() for ln in text.splitlines()]
+    lines = [_unnumbered(ln.strip()) for ln in text.splitlines()]
     lines = [ln.strip("`").strip() if ln.startswith("`") and not ln.startswith("```") else ln
              for ln in lines if ln and not ln.startswith("```")]
     node, problems = None, []

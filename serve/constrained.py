@@ -1,7 +1,8 @@
 """The prunedsl grammar in llguidance's Lark dialect, derived from ``grammar.lark``.
 
     grammar_text("formula")   # one formula, no holes
-    grammar_text("reply")     # optional `node N` line, then 1..8 formulas (holes allowed)
+    grammar_text("reply")     # optional `node N` line, then 1..8 formulas (holes allowed),
+                              # each may be numbered `1. ` (dropped by the reader)
 
 The derivation reads the *compiled* lark grammar (``Lark(...).rules`` / ``.terminals``),
 so it follows ``grammar.lark`` when that changes: the rules reachable from ``formula``
@@ -37,6 +38,8 @@ the names come from the ``dsl`` tables and the library, so they follow them too)
   (``‖X‖`` etc. from the grammar), so there is no bare ``X``;
 - a call has positional or keyword arguments, not both (lark parses ``f(a=1, 2)``, then
   the parser rejects it);
+- a number has a digit after its point (`2.5`, not `2.`): `1.` is the list numbering
+  small models put before lines, which the reply mode allows there (``LIST_MARK``);
 - an exponent is a number (``-2``, ``(1/3)``; ``?c`` in a sketch), as the checker wants;
 - the power is spelled ``^`` (``**`` is Markdown bold to a chat model: ``**wanda**``);
 - a formula mentions an operand that varies per weight (``W``, ``G``, ``hinv``, ``‖X‖``,
@@ -86,6 +89,11 @@ POW_ALIAS = "pow"         # `atom POWOP unary -> pow`: the exponent becomes a nu
 # chat models put around names (`**wanda**`), and the grammar would read it as a power.
 SPELLINGS = {"POWOP": "^"}
 NODE_LINE = f"/node [0-9]{{1,{MAX_NODE_DIGITS}}}/"
+# Small chat models number their lines (`1. |W|`) whatever the prompt says; the reply mode
+# allows that before each line and ``split_reply`` drops it (``llm_contract.LIST_MARK_RE``).
+# Without it the mask turns the model's `1.` into a number and the formula around it
+# (`1. ^(0.5) * ‖X‖ ^ 0.5`). A space must follow, as ``split_reply`` wants (`1.W` is no line).
+LIST_MARK = "/[0-9]{1,2}[.)] /"
 
 
 class GrammarDerivationError(PruneDSLError):
@@ -135,7 +143,8 @@ def _bound_regex(name: str, regex: str) -> str:
     out = re.sub(r"\(\?<?[!=][^()]*\)", "", regex)  # lookarounds: see the module docstring
     out = out.replace(r"\d", "[0-9]")
     # `\d+\.?\d*` is `\d+(\.\d*)?`; the second form bounds digits on each side separately.
-    out = out.replace(r"[0-9]+\.?[0-9]*", r"[0-9]+(\.[0-9]*)?")
+    # A digit must follow the point: `1.` is list numbering here (see LIST_MARK), not a number.
+    out = out.replace(r"[0-9]+\.?[0-9]*", r"[0-9]+(\.[0-9]+)?")
     exp = re.compile(r"(\[eE\]\[\+-\]\?)\[0-9\]\+")  # the exponent of a number
     out = exp.sub(lambda m: m.group(1) + f"[0-9]{{1,{MAX_EXP_DIGITS}}}", out)
     out = out.replace("[0-9]+", f"[0-9]{{1,{MAX_DIGITS}}}").replace("[0-9]*", f"[0-9]{{0,{MAX_DIGITS}}}")
@@ -357,8 +366,10 @@ def grammar_text(mode: str) -> str:
     if mode == "formula":
         lines.append(f"start: {entry}")
     else:
-        lines.append(f'start: (NODE_LINE "\\n")? {entry} ("\\n" {entry}){{0,{MAX_LINES - 1}}}')
+        lines.append(f'start: (NODE_LINE "\\n")? reply_line ("\\n" reply_line){{0,{MAX_LINES - 1}}}')
+        lines.append(f"reply_line: LIST_MARK? {entry}")
         lines.append(f"NODE_LINE: {NODE_LINE}")
+        lines.append(f"LIST_MARK: {LIST_MARK}")
     for origin, alts in rules.items():
         lines.append(f"{origin}: " + "\n    | ".join(" ".join(a) for a in alts))
     lines.append(f'constant: "-"? {number} | "(" "-"? {number} ("/" {number})? ")"')

@@ -218,6 +218,9 @@ def test_render_graph_is_bounded():
     ("<think>let me see\nnode 9</think>\nnode #4:\n```\n`|W|`\n```", 4, ["|W|"]),
     ("", None, []),
     ("\n\n  \n", None, []),
+    # list numbering is dropped; a number with its digits after the point is not numbering
+    ("node 6\n1. |W| ^ 0.5\n2) `W`\n10. ?Mat * ‖X‖", 6, ["|W| ^ 0.5", "W", "?Mat * ‖X‖"]),
+    ("1.5 * W\n2.W\n3.", None, ["1.5 * W", "2.W", "3."]),
 ])
 def test_split_reply(reply, node, lines):
     assert split_reply(reply)[:2] == (node, lines)

@@ -106,11 +106,13 @@ def test_call_arities_come_from_the_dsl_tables(monkeypatch):
 def test_bounded_numbers_are_finite_and_parse():
     body = re.search(r"^NUMBER: /(.*)/$", grammar_text("formula"), re.M).group(1)
     number = re.compile(body)
-    for s in ["0", "123456", "123456.123456", ".5", "999999.999999e9", "1e-9", "1e-5", "2.", "3E+7"]:
+    for s in ["0", "123456", "123456.123456", ".5", "999999.999999e9", "1e-9", "1e-5", "2.5", "3E+7"]:
         assert number.fullmatch(s), s
         assert np.isfinite(np.float32(s)) and parse_expr(s)  # scores are float32
     for s in ["1234567", "1.1234567", "1e10", "1e-99", "1e100", "1e+123"]:
         assert not number.fullmatch(s), s
+    # `2.` is a number to the language but not to the server: `1.` is a list number there
+    assert parse_expr("2. * W") and not number.fullmatch("2.") and not number.fullmatch("1.e5")
 
 
 def test_known_names_come_from_the_dsl_tables():
@@ -155,6 +157,19 @@ def test_matcher_accepts_formulas(fake_gen, text):
                                   "ria(alpha = 1)", "gblm(a = 1)", "ria(a = W)", "ria(0.5, 1)"])
 def test_matcher_rejects(fake_gen, text):
     assert not _accepts(fake_gen, "formula", text)
+
+
+def test_reply_lines_may_be_numbered_and_the_number_is_not_a_formula(fake_gen):
+    """Qwen 0.5B numbered its lines and the mask turned `1.` into a number
+    (docs/prompt_cache.md: `node 6\n1. ^(0.5) * ‖X‖ ^ 0.5`). The reply mode allows the
+    numbering before a line; the reader drops it."""
+    numbered = "node 6\n1. |W| * ‖X‖ ^ 0.5\n2) ?Mat * ‖X‖\n3. 1.5 * W"
+    assert _accepts(fake_gen, "reply", numbered)
+    assert split_reply(numbered) == (6, ["|W| * ‖X‖ ^ 0.5", "?Mat * ‖X‖", "1.5 * W"], [])
+    assert check_reply(numbered, "reply") == (True, True, None)
+    for text in ("node 6\n1. ^(0.5) * ‖X‖ ^ 0.5", "1.W", "node 6\n|W| 1. W", "2. * W"):
+        assert not _accepts(fake_gen, "reply", text), text
+    assert not _accepts(fake_gen, "formula", "1. |W|") and _accepts(fake_gen, "formula", "1.5 * W")
 
 
 @pytest.mark.parametrize("mode,max_tokens", [("formula", 8), ("formula", 24), ("reply", 40)])

@@ -168,7 +168,7 @@ def test_sampled_tokens_count_forward_passes_not_the_closer():
 
 def test_replies_type_check_after_resampling_with_random_logits(fake_gen):
     attempts = []
-    for seed in range(12):
+    for seed in range(16):  # 12 and 15 need a second attempt (the noise, seeded, depends on the grammar)
         c = fake_gen.generate(PROMPT_IDS, SamplingParams(max_tokens=24, grammar="formula", seed=seed))
         parses, typed, err = check_reply(c.text, "formula")
         assert parses and typed == c.check.ok and (typed or c.attempts == 8), (c.text, err)
