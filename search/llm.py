@@ -243,9 +243,10 @@ class LLMProposer:
             return None
         if node.id in self._proposed or node.status != "pending":  # handed out, or a scored seed
             if node.status != "pending":
-                self._feedback(line, f"already evaluated as node {node.id} "
-                               f"[{self.graph.score_text(node, ref='node ')}]; propose a new formula",
-                               target)
+                # no node id (it is complete: nothing to refine) and no scores (numbers next
+                # to formula text get copied as formulas): the graph shows both
+                self._feedback(line, "already evaluated (it is in the graph with its scores); "
+                               "propose a new formula", target)
             return None
         self._proposed.add(node.id)
         self._stats.formulas += 1

@@ -16,10 +16,21 @@ Two views of the graph (``view``):
   message (role, language summary, holes, reply format), then the library metrics with
   the validation perplexity the search measured for them (worked examples: the seeds are
   evaluated first), then the nodes in the order they were made (new ones append), without
-  the one-step intermediate sketches, then the best formula, the last errors and the
-  request. Nothing in it depends on the round except what was added since.
+  the one-step intermediate sketches, then the best formula, the sketches to refine, the
+  last errors and the request. Nothing in it depends on the round except what was added
+  since.
 - ``tree``: the view of earlier versions (the graph as a tree along first parents, the
   intermediate sketches included), kept so the two can be compared.
+
+What a small model did with the earlier layout (docs/prompt_cache.md, Qwen2.5-Coder 0.5B)
+shaped the compact view: it answered ``node 6`` because "Best formula so far: node 6"
+named a library metric (complete: nothing to refine), and it wrote the scores
+``[ppl 241.3  proxy 0.07948]`` back as formulas (``12.122414 - -241.3 - -0.07948 - ... -
+W``). So only sketches carry ``node <id>``: a complete formula is a ``formula:`` line, the
+best one is named without an id, and the request lists the sketches by id. Scores are
+words on their own line under the formula (``scores: val ppl 241.3, proxy 0.0795``),
+never next to formula text, with 4 and 3 significant digits. The reader rejects lines
+that still copy them (``reply_guard.py``).
 """
 from __future__ import annotations
 
@@ -31,8 +42,8 @@ from ..llm_contract import MAX_LINES
 from ..llm_prompt import REPLY_FORMAT, ROLE, SKETCH_HOLES, language_summary
 from .gcot import Edge, Graph, Node
 
-__all__ = ["Feedback", "VIEWS", "build_messages", "language_summary", "render_errors", "render_graph",
-           "render_library", "render_nodes"]
+__all__ = ["Feedback", "VIEWS", "build_messages", "language_summary", "open_sketches", "render_best",
+           "render_errors", "render_graph", "render_library", "render_nodes", "score_words"]
 
 VIEWS = ("compact", "tree")
 
@@ -66,6 +77,22 @@ def _visible(graph: Graph, max_nodes: int) -> set[int]:
     return keep
 
 
+PPL_DIGITS, PROXY_DIGITS = 4, 3  # significant digits of the scores the compact view shows
+
+
+def score_words(node: Node) -> str:
+    """A complete formula's scores as the compact view shows them, on the line under it:
+    labelled words, not a bracket of numbers that looks like formula text."""
+    if node.status == "error":
+        return "failed: " + (node.error or "the evaluation failed").splitlines()[0]
+    if node.status == "pending":
+        return "not evaluated yet"
+    parts = ([f"val ppl {node.val_ppl:.{PPL_DIGITS}g}"] if node.val_ppl is not None else []) + \
+        ([f"proxy {node.proxy:.{PROXY_DIGITS}g}"] if node.proxy is not None else [])
+    dup = [f"ranks weights like `{node.duplicate_of}`"] if node.duplicate_of else []
+    return ", ".join(parts + dup) or "no score"
+
+
 def render_graph(graph: Graph, max_nodes: int = 40) -> str:
     def label(node: Node, edge: Edge | None) -> str:
         name = f" ({node.name})" if node.name else ""
@@ -95,11 +122,13 @@ def _compact_visible(graph: Graph, max_nodes: int) -> list[Node]:
 
 
 def render_nodes(graph: Graph, max_nodes: int = 40) -> str:
-    """The compact view's node list: ``node N: text   [scores]``, oldest first."""
+    """The compact view's node list, oldest first: a sketch is ``node N: text``, a complete
+    formula ``formula: text`` (no id: it cannot be refined) with ``  scores: ...`` below."""
     nodes = _compact_visible(graph, max_nodes)
     # A sketch's best-below score would change under every new best formula and cut the
     # shared prefix at node 0; the formulas carry the scores, the sketches only their text.
-    lines = [f"node {n.id}: {n.text}   [{graph.score_text(n) if n.complete else 'sketch'}]" for n in nodes]
+    lines = [f"formula: {n.text}\n  scores: {score_words(n)}" if n.complete else f"node {n.id}: {n.text}"
+             for n in nodes]
     hidden = sum(n.origin not in ("step", "library") for n in graph.nodes) - len(nodes)
     return "\n".join(lines + ([f"… {hidden} more nodes not shown"] if hidden > 0 else []))
 
@@ -110,12 +139,26 @@ def render_library(graph: Graph) -> str:
     lib = [n for n in graph.nodes if n.origin == "library"]
     if not lib:
         return ""
-    out = ["Library metrics, each pruned and evaluated by this search (worked examples of complete "
-           "formulas; validation perplexity after pruning, lower is better):"]
+    out = ["Library metrics, each pruned and evaluated by this search: complete formulas (worked "
+           "examples, not sketches to refine), each with its scores on the line below (val ppl: "
+           "validation perplexity after pruning; proxy: layer-wise output error; lower is better):"]
     for n in lib:
         name = f"{n.name} = " if n.name and n.name != n.text else ""
-        out.append(f"  {name}{n.text}   [{graph.score_text(n)}]")
+        out.append(f"  {name}{n.text}\n    scores: {score_words(n)}")
     return "\n".join(out)
+
+
+def render_best(best: Node) -> str:
+    """The best formula without its node id (it is complete: an id invites ``node <id>``),
+    its scores before it and the formula on a line of its own."""
+    name = f"{best.name} = " if best.name and best.name != best.text else ""
+    return (f"Best complete formula so far ({score_words(best)}); it has no holes, so refine a "
+            f"sketch to beat it:\n  {name}{best.text}")
+
+
+def open_sketches(nodes) -> list[int]:
+    """The ids of the shown sketches: what a reply may name."""
+    return sorted(n.id for n in nodes if not n.complete)
 
 
 def render_errors(errors: list[Feedback]) -> str:
@@ -141,20 +184,24 @@ def build_messages(graph: Graph, errors: list[Feedback], n: int, max_nodes: int 
                  "child refines its parent by filling holes. Scores: validation perplexity after "
                  "pruning (ppl, lower is better) and layer-wise output error (proxy, lower is better).",
                  render_graph(graph, max_nodes)]
+        sketches = open_sketches(graph.nodes[i] for i in _visible(graph, max_nodes))
     else:
         parts = [p for p in (render_library(graph),) if p] + [
-            "Search nodes, oldest first: sketches with typed holes, and complete formulas with their "
-            "scores (validation perplexity after pruning, ppl, and layer-wise output error, proxy; lower "
-            "is better).",
+            "Search nodes, oldest first: `node <id>:` lines are sketches with typed holes, the ones "
+            "you refine; `formula:` lines are complete formulas already proposed, each with its scores "
+            "on the line below.",
             render_nodes(graph, max_nodes)]
+        sketches = open_sketches(_compact_visible(graph, max_nodes))
     if best is not None:
-        parts.append(f"Best formula so far: node {best.id}: {best.text} [{graph.score_text(best)}]")
+        parts.append(render_best(best))
+    # After the node list (it changes as they do), before the errors: the ids a reply may name.
+    parts.append("Sketches you can refine: " + ", ".join(f"node {i}" for i in sketches))
     if errors:
         parts.append(render_errors(errors))
     k = max(1, min(n, MAX_LINES))
-    parts.append(f"Choose the node (a sketch with holes) whose refinements look most promising "
-                 f"and answer with `node <id>` and then {k} refinement{'s' * (k > 1)} of it. "
-                 "Prefer new complete formulas that are not in the graph yet.")
+    parts.append(f"Choose the sketch you can refine whose refinements look most promising (never a "
+                 f"complete formula) and answer with `node <id>` and then {k} refinement{'s' * (k > 1)} "
+                 "of it. Prefer new complete formulas that are not in the graph yet.")
     system = SYSTEM.format(role=ROLE, summary=language_summary(graph.shape, available, library),
                            holes=SKETCH_HOLES, reply=REPLY_FORMAT)
     return [{"role": "system", "content": system}, {"role": "user", "content": "\n\n".join(parts)}]

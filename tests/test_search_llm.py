@@ -342,7 +342,7 @@ def test_dead_endpoint_degrades_to_no_proposals_and_recovers(server, caplog):
         assert p.propose(2) == [] and again.chat_requests == []
         now[0] += 0.2
         assert [q.text for q in p.propose(2)] == ["|W| * hinv"]
-        assert "|W| * ‖X‖ [ppl 30" in user_prompt(again.chat_requests[0])
+        assert "|W| * ‖X‖\n  scores: val ppl 30" in user_prompt(again.chat_requests[0])
 
 
 def test_a_bug_inside_the_proposer_does_not_escape(server, monkeypatch, caplog):
@@ -368,13 +368,14 @@ def test_outcomes_update_the_graph_and_the_next_prompt(server):
     assert [q.text for q in p.propose(3)] == ["|W| * ‖X‖₁"]
     prompt = user_prompt(server.chat_requests[1])
     leaf = p.graph.find("|W| * ‖X‖").id
-    assert f"node {leaf}: |W| * ‖X‖   [ppl 30" in prompt  # the compact view (the default)
+    assert "formula: |W| * ‖X‖\n  scores: val ppl 30, proxy 0.1" in prompt  # the compact view (the default)
+    assert f"node {leaf}:" not in prompt  # a complete formula has no id to name
     from prunedsl.search.prompt import build_messages
     tree = build_messages(p.graph, [], 3, view="tree")[1]["content"]  # the earlier view
     assert f"node 2: |W| * ?Col   [best ppl 30 (node {leaf})" in tree
     assert "non-finite scores: inf in layer 0" in prompt and "ranks weights exactly like" in prompt
-    assert f"Best formula so far: node {leaf}: |W| * ‖X‖" in prompt
-    assert any(f"already evaluated as node {leaf}" in e.message for e in p.errors)
+    assert "Best complete formula so far (val ppl 30, proxy 0.1)" in prompt and "\n  |W| * ‖X‖\n" in prompt
+    assert any("already evaluated" in e.message and str(leaf) not in e.message for e in p.errors)
     assert p.graph.best().val_ppl == 30.0
 
 
@@ -423,7 +424,7 @@ def test_seed_metrics_scored_by_the_engine_become_baselines_in_the_graph(server)
     assert p.graph.nodes[0].best_ppl == 31.0 and p.graph.path(p.graph.find("|W|").id)[0] == 0
     assert [q.text for q in p.propose(2)] == ["|W| * ‖X‖ ^ 0.5"]  # wanda is scored already
     prompt = user_prompt(server.chat_requests[0])
-    assert "wanda = |W| * ‖X‖   [ppl 31" in prompt  # a worked example with its measured score
+    assert "wanda = |W| * ‖X‖\n    scores: val ppl 31, proxy 0.2" in prompt  # a worked example, measured
     assert "`pruner_zero`:" in prompt and "G is not available" in prompt
     assert p.graph.find("|W| ^ 2 * minmax(G)").status == "error"
-    assert any(f"already evaluated as node {wanda.id}" in e.message for e in p.errors)
+    assert any(e.line == "|W| * ‖X‖" and "already evaluated" in e.message for e in p.errors)

@@ -61,7 +61,7 @@ def test_tiny_search_with_the_llm_proposer(tiny_model_and_data, tmp_path, capsys
         assert nodes[text]["proxy"] == pytest.approx(c["proxy"])
     assert nodes["|W| * ‖X‖"]["name"] == "wanda" and nodes["|W| * ‖X‖"]["val_ppl"] is not None
     assert graph["best"] is not None and graph["best_path"][0] == 0
-    assert "wanda = |W| * ‖X‖   [ppl" in prompts[0] and "sqrt of a possibly negative value" in prompts[1]
+    assert "wanda = |W| * ‖X‖\n    scores: val ppl" in prompts[0] and "sqrt of a possibly negative value" in prompts[1]
 
     report = (out / "report.md").read_text()
     assert "GCoT graph" in report and "Best formula:" in report and "Reached by:" in report

@@ -34,11 +34,11 @@ def _user(g: Graph, errors=(), view="compact") -> str:
 def test_library_section_shows_the_measured_scores_only():
     g = _graph()
     lib = render_library(g)
-    assert "wanda = |W| * ‖X‖   [ppl 31.25" in lib and "ppl 48.5" in lib
+    assert "wanda = |W| * ‖X‖\n    scores: val ppl 31.25, proxy 0.1\n" in lib and "val ppl 48.5" in lib
     assert render_library(Graph()) == ""  # nothing measured yet: no section, no invented numbers
     node, _ = g.attach(parse_sketch("|W| * G"), origin="library")
     node.origin, node.name = "library", "gblm_like"
-    assert "gblm_like = |W| * G   [pending]" in render_library(g)
+    assert "gblm_like = |W| * G\n    scores: not evaluated yet" in render_library(g)
 
 
 def test_compact_view_leaves_out_intermediate_sketches_and_the_tree_keeps_them():
@@ -49,8 +49,8 @@ def test_compact_view_leaves_out_intermediate_sketches_and_the_tree_keeps_them()
     compact, tree = _user(g), _user(g, view="tree")
     for s in steps:
         assert f"node {s.id}: {s.text}" not in compact and f"node {s.id}: {s.text}" in tree
-    assert f"node {leaf.id}: |W| * ‖X‖ ^ 0.5   [pending]" in compact
-    assert compact.index("Library metrics") < compact.index("Search nodes") < compact.index("Choose the node")
+    assert "formula: |W| * ‖X‖ ^ 0.5\n  scores: not evaluated yet" in compact
+    assert compact.index("Library metrics") < compact.index("Search nodes") < compact.index("Choose the sketch")
     assert "Library metrics, each pruned" not in tree
 
 
@@ -60,12 +60,12 @@ def test_a_grown_graph_keeps_the_previous_prompt_as_prefix():
     a, _ = g.refine(1, parse_sketch("|W| * ‖X‖ ^ 0.5"))
     g.record(a.id, ok=True, val_ppl=30.0, proxy=0.05)
     before = _user(g)
-    kept = before[:before.index("Best formula so far")]
+    kept = before[:before.index("Best complete formula so far")]
     b, _ = g.refine(1, parse_sketch("|W| * ‖X‖ ^ 0.25"))
     g.record(b.id, ok=True, val_ppl=29.0, proxy=0.04)  # a new best
     after = _user(g, errors=[])
     assert after.startswith(kept.rstrip("\n"))
-    assert "|W| * ‖X‖ ^ 0.25   [ppl 29" in after[len(kept) - 2:]
+    assert "|W| * ‖X‖ ^ 0.25\n  scores: val ppl 29" in after[len(kept) - 2:]
 
 
 def test_compact_view_is_bounded():
@@ -74,10 +74,12 @@ def test_compact_view_is_bounded():
         n, _ = g.refine(1, parse_sketch(f"|W| * ‖X‖ ^ {i + 1}"))
         g.record(n.id, ok=True, val_ppl=100.0 - i, proxy=1.0)
     text = render_nodes(g, max_nodes=12)
-    assert len(text.splitlines()) == 13 and "more nodes not shown" in text
+    entries = [ln for ln in text.splitlines() if not ln.startswith("  scores:")]
+    assert len(entries) == 13 and "more nodes not shown" in text
     assert "‖X‖ ^ 60" in text  # the best is always shown
-    ids = [int(line.split(":")[0].split()[1]) for line in text.splitlines()[:-1]]
-    assert ids == sorted(ids)
+    exponents = [int(ln.rsplit("^ ", 1)[1]) for ln in entries if ln.startswith("formula:")]
+    assert exponents == sorted(exponents) and [ln for ln in entries if ln.startswith("node")] == \
+        ["node 0: ?Mat", "node 1: |W| * ?Col"]
 
 
 def test_unknown_view_is_an_error():
@@ -141,3 +143,61 @@ def test_prompt_view_flag_reaches_the_proposer():
     assert LLMProposer.from_args({"llm_base_url": "http://127.0.0.1:9/v1"}).prompt_view == "compact"
     with pytest.raises(SystemExit):
         parser.parse_args(["--llm-prompt-view", "wide"])
+
+
+# --- what Qwen 0.5B did with the earlier layout (docs/prompt_cache.md) ----------------------
+def _run_like_graph() -> Graph:
+    """The benchmark's graph after its seeds: library metrics scored, the best of them a
+    complete formula (ria), one LLM formula scored and one LLM sketch."""
+    g = Graph()
+    for name, ppl, proxy in (("magnitude", 241.3, 0.07948), ("wanda", 241.9, 0.06013), ("ria", 240.9, 0.06815)):
+        node, _ = g.attach(parse_sketch(name), origin="library")
+        node.origin, node.name = "library", name
+        g.record(node.id, ok=True, val_ppl=ppl, proxy=proxy)
+    leaf, _ = g.refine(2, parse_sketch("|W| * ‖X‖ ^ 0.25"))
+    g.record(leaf.id, ok=True, val_ppl=241.1, proxy=0.061234)
+    g.refine(1, parse_sketch("?Mat * ‖X‖ ^ ?c"))
+    return g
+
+
+@pytest.mark.parametrize("view", ["compact", "tree"])
+def test_the_best_formula_is_not_offered_as_a_node_to_refine(view):
+    g = _run_like_graph()
+    best = g.best()
+    assert best.complete and best.name == "ria"
+    text = _user(g, view=view)
+    # "Best formula so far: node 6" made the model answer `node 6` (the tree view, the earlier
+    # layout, still labels every node with its id; its best line and request do not)
+    assert view == "tree" or f"node {best.id}" not in text
+    best_part = text[text.index("Best complete formula so far"):text.index("Sketches you can refine")]
+    assert best.text in best_part and "node" not in best_part
+    offered = text.split("Sketches you can refine: ", 1)[1].split("\n", 1)[0]
+    ids = [int(x.removeprefix("node ")) for x in offered.split(", ")]
+    assert ids and all(not g.nodes[i].complete for i in ids)
+    assert g.find("?Mat * ‖X‖ ^ ?c").id in ids and 1 in ids
+    if view == "compact":  # no complete formula has an id to name
+        complete = {n.id for n in g.nodes if n.complete}
+        named = {int(ln.split(":")[0].removeprefix("node ")) for ln in text.splitlines() if ln.startswith("node ")}
+        assert named and not named & complete and set(ids) == named
+
+
+def test_scores_are_words_on_their_own_lines_not_formula_text():
+    """The model copied `[ppl 241.3  proxy 0.07948]` as `241.3 - 0.07948 - ... - W`: in the
+    compact view no line holding formula text holds a score, and the scores are labelled."""
+    g = _run_like_graph()
+    text = _user(g)
+    scores = [f"{v:.4g}" for n in g.nodes for v in (n.val_ppl,) if v is not None] + \
+             [f"{v:.3g}" for n in g.nodes for v in (n.proxy,) if v is not None]
+    assert "0.0612" in scores and "0.061234" not in text  # 3 significant digits for the proxy
+    for line in text.splitlines():
+        if any(s in line for s in scores):
+            assert line.lstrip().startswith("scores: val ppl") or line.startswith("Best complete formula"), line
+            assert not any(c in line for c in "|?‖^*"), line  # no formula text beside the numbers
+    assert "[ppl" not in text
+
+
+def test_a_numbered_reply_line_is_read_as_its_formula():
+    ep = ScriptedEndpoint("node 2\n1. |W| * ‖X‖ ^ 0.5\n2) |W| * std(X)")
+    p = LLMProposer(endpoint=ep, calls_per_propose=1)
+    assert [x.text for x in p.propose(4)] == ["|W| * ‖X‖ ^ 0.5", "|W| * std(X)"]
+    assert not p.errors
