@@ -10,7 +10,8 @@ scores, the GCoT nodes and the problems of its last answers (``prompt.py``; ``--
 tree``: the earlier tree view); it answers ``node <id>`` and
 1–8 refinements of that node. Model text only ever reaches the lark parser
 (``parse_expr``) and the type checker: never eval/exec/sympify. A line that does not
-parse, does not type-check or is not a refinement of the node goes back as feedback;
+parse, does not type-check, copies numbers (the prompt's scores: ``reply_guard.py``) or is
+not a refinement of the node goes back as feedback;
 complete formulas become ``Proposal``s with ``node=``; new sketches become nodes.
 
 An answer without a ``node`` line, or naming a node that does not exist or has no holes,
@@ -49,6 +50,7 @@ from .base import Outcome, Proposal
 from .chat import ChatEndpoint, preview
 from .gcot import Graph
 from .prompt import VIEWS, Feedback, build_messages
+from .reply_guard import copied_numbers, shown_numbers
 from .reply_stats import ReplyStats
 from .sketch import NotARefinement, check_sketch, has_holes, parse_sketch
 
@@ -205,12 +207,13 @@ class LLMProposer:
                            "choose a sketch. Each line was read as a refinement of the closest node")
         else:
             target = node_id
-        out = [p for p in (self._line(line, target) for line in lines) if p is not None]
+        shown = shown_numbers(v for n in self.graph.nodes for v in (n.val_ppl, n.proxy))
+        out = [p for p in (self._line(line, target, shown) for line in lines) if p is not None]
         for p in problems:  # last, so a full feedback queue keeps them
             self._feedback("(the reply)", p)
         return out
 
-    def _line(self, line: str, target: int | None) -> Proposal | None:
+    def _line(self, line: str, target: int | None, shown: frozenset[float] = frozenset()) -> Proposal | None:
         if len(line) > MAX_LINE_CHARS:
             self._feedback(preview(line), f"a line of {len(line)} characters is not a formula", target)
             return None
@@ -229,6 +232,9 @@ class LLMProposer:
             self._feedback(line, err.render(), target)
             return None
         self._stats.typed += 1
+        if (copied := copied_numbers(tree, shown)) is not None:  # before it becomes a node the prompt shows
+            self._feedback(line, copied, target)
+            return None
         parent = target if target is not None else self.graph.most_specific(expr)
         try:
             if parent is None:
