@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import textwrap
 from collections import deque
 from dataclasses import asdict
 from typing import Any
@@ -233,7 +234,8 @@ class LLMProposer:
             return None
         self._stats.typed += 1
         if (copied := copied_numbers(tree, shown)) is not None:  # before it becomes a node the prompt shows
-            self._feedback(line, copied, target)
+            # the line abridged: the errors section must not hand the numbers back to be copied
+            self._feedback(textwrap.shorten(line, 24, placeholder=" …"), copied, target)
             return None
         parent = target if target is not None else self.graph.most_specific(expr)
         try:

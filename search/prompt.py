@@ -43,7 +43,7 @@ from ..llm_prompt import REPLY_FORMAT, ROLE, SKETCH_HOLES, language_summary
 from .gcot import Edge, Graph, Node
 
 __all__ = ["Feedback", "VIEWS", "build_messages", "language_summary", "open_sketches", "render_best",
-           "render_errors", "render_graph", "render_library", "render_nodes", "score_words"]
+           "render_errors", "render_graph", "render_library", "render_nodes", "score_line", "score_words"]
 
 VIEWS = ("compact", "tree")
 
@@ -81,16 +81,19 @@ PPL_DIGITS, PROXY_DIGITS = 4, 3  # significant digits of the scores the compact 
 
 
 def score_words(node: Node) -> str:
-    """A complete formula's scores as the compact view shows them, on the line under it:
-    labelled words, not a bracket of numbers that looks like formula text."""
-    if node.status == "error":
-        return "failed: " + (node.error or "the evaluation failed").splitlines()[0]
-    if node.status == "pending":
-        return "not evaluated yet"
+    """A complete formula's scores in labelled words (``val ppl 241.3, proxy 0.0795``), not
+    a bracket of numbers that looks like formula text."""
     parts = ([f"val ppl {node.val_ppl:.{PPL_DIGITS}g}"] if node.val_ppl is not None else []) + \
         ([f"proxy {node.proxy:.{PROXY_DIGITS}g}"] if node.proxy is not None else [])
     dup = [f"ranks weights like `{node.duplicate_of}`"] if node.duplicate_of else []
     return ", ".join(parts + dup) or "no score"
+
+
+def score_line(node: Node) -> str:
+    """The line under a complete formula in the compact view."""
+    if node.status == "error":
+        return "failed: " + (node.error or "the evaluation failed").splitlines()[0]
+    return "not evaluated yet" if node.status == "pending" else f"scores: {score_words(node)}"
 
 
 def render_graph(graph: Graph, max_nodes: int = 40) -> str:
@@ -123,11 +126,12 @@ def _compact_visible(graph: Graph, max_nodes: int) -> list[Node]:
 
 def render_nodes(graph: Graph, max_nodes: int = 40) -> str:
     """The compact view's node list, oldest first: a sketch is ``node N: text``, a complete
-    formula ``formula: text`` (no id: it cannot be refined) with ``  scores: ...`` below."""
+    formula ``formula: text`` (no id: it cannot be refined) with ``  scores: ...`` (or
+    ``failed: ...``, ``not evaluated yet``) below."""
     nodes = _compact_visible(graph, max_nodes)
     # A sketch's best-below score would change under every new best formula and cut the
     # shared prefix at node 0; the formulas carry the scores, the sketches only their text.
-    lines = [f"formula: {n.text}\n  scores: {score_words(n)}" if n.complete else f"node {n.id}: {n.text}"
+    lines = [f"formula: {n.text}\n  {score_line(n)}" if n.complete else f"node {n.id}: {n.text}"
              for n in nodes]
     hidden = sum(n.origin not in ("step", "library") for n in graph.nodes) - len(nodes)
     return "\n".join(lines + ([f"… {hidden} more nodes not shown"] if hidden > 0 else []))
@@ -144,7 +148,7 @@ def render_library(graph: Graph) -> str:
            "validation perplexity after pruning; proxy: layer-wise output error; lower is better):"]
     for n in lib:
         name = f"{n.name} = " if n.name and n.name != n.text else ""
-        out.append(f"  {name}{n.text}\n    scores: {score_words(n)}")
+        out.append(f"  {name}{n.text}\n    {score_line(n)}")
     return "\n".join(out)
 
 

@@ -38,7 +38,7 @@ def test_library_section_shows_the_measured_scores_only():
     assert render_library(Graph()) == ""  # nothing measured yet: no section, no invented numbers
     node, _ = g.attach(parse_sketch("|W| * G"), origin="library")
     node.origin, node.name = "library", "gblm_like"
-    assert "gblm_like = |W| * G\n    scores: not evaluated yet" in render_library(g)
+    assert "gblm_like = |W| * G\n    not evaluated yet" in render_library(g)
 
 
 def test_compact_view_leaves_out_intermediate_sketches_and_the_tree_keeps_them():
@@ -49,7 +49,7 @@ def test_compact_view_leaves_out_intermediate_sketches_and_the_tree_keeps_them()
     compact, tree = _user(g), _user(g, view="tree")
     for s in steps:
         assert f"node {s.id}: {s.text}" not in compact and f"node {s.id}: {s.text}" in tree
-    assert "formula: |W| * ‖X‖ ^ 0.5\n  scores: not evaluated yet" in compact
+    assert "formula: |W| * ‖X‖ ^ 0.5\n  not evaluated yet" in compact
     assert compact.index("Library metrics") < compact.index("Search nodes") < compact.index("Choose the sketch")
     assert "Library metrics, each pruned" not in tree
 
@@ -74,7 +74,7 @@ def test_compact_view_is_bounded():
         n, _ = g.refine(1, parse_sketch(f"|W| * ‖X‖ ^ {i + 1}"))
         g.record(n.id, ok=True, val_ppl=100.0 - i, proxy=1.0)
     text = render_nodes(g, max_nodes=12)
-    entries = [ln for ln in text.splitlines() if not ln.startswith("  scores:")]
+    entries = [ln for ln in text.splitlines() if not ln.startswith("  ")]
     assert len(entries) == 13 and "more nodes not shown" in text
     assert "‖X‖ ^ 60" in text  # the best is always shown
     exponents = [int(ln.rsplit("^ ", 1)[1]) for ln in entries if ln.startswith("formula:")]

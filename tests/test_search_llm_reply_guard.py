@@ -92,5 +92,10 @@ def test_the_proposer_feeds_copies_back_and_keeps_them_out_of_the_graph():
     assert len(p.graph) > before  # the valid line did become a node
     msgs = {e.line: e.message for e in p.errors}
     assert "score from the prompt" in msgs["241.3 - W"] and "significant digits" in msgs["12.122414 - W"]
+    p.errors.clear()
+    p.endpoint.texts.append("node 0\n12.122414 - -241.3 - -0.07948 - -0.06013 - -0.5 - -240.9 - -W")
+    p.propose(1)
+    (e,) = p.errors  # the errors section does not hand the numbers back to be copied
+    assert e.line == "12.122414 - -241.3 - …" and "0.07948" not in e.message
     s = p.reply_stats[0]
     assert (s.lines, s.parsed, s.typed, s.refines, s.formulas) == (3, 3, 3, 1, 1)
