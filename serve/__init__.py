@@ -34,7 +34,8 @@ EXAMPLES = """examples:
   prunedsl serve-llm --model qwen2.5-coder-1.5b --device cuda --dtype bfloat16
 
   requests: model "smollm2-135m" (free text), "smollm2-135m+formula" (one formula),
-  "smollm2-135m+reply" (optional `node N` line, then 1..8 formulas or sketches), or the
+  "smollm2-135m+reply" (optional `node N` line, then 1..8 formulas or sketches, each
+  optionally numbered `1. `, which the reader drops), or the
   body field "prunedsl_grammar": "formula" | "reply". A constrained reply that does not
   type-check is sampled again (--max-attempts); the response's "prunedsl" object says
   how many attempts it took and whether the reply checks. A prompt plus max_tokens over
