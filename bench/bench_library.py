@@ -134,6 +134,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="lm-eval tasks run on the dense model and on the cells of --task-columns")
     g.add_argument("--tasks-dir", default=None, metavar="DIR", help="a directory of lm-eval task YAML files")
     g.add_argument("--task-limit", type=int, default=None, metavar="N", help="first N documents of each task")
+    g.add_argument("--task-batch", type=int, default=1, metavar="B",
+                   help="lm-eval batch size (its Hugging Face wrapper pads each batch; 1: no padding)")
     g.add_argument("--task-columns", nargs="+", default=["0.5"], metavar="COL",
                    help="columns whose cells get the tasks (default 0.5)")
     g.add_argument("--make-next-sentence-task", default=None, metavar="DIR",
@@ -198,7 +200,8 @@ def main(argv: list[str] | None = None) -> None:
     def zero_shot(cell: dict, todo: list[str], key: str) -> None:
         """lm-eval ``todo`` on the model as it is now, merged into the cell's record."""
         zs = run_tasks(loaded.model, loaded.tokenizer, todo, limit=args.task_limit,
-                       tasks_dir=args.tasks_dir, manager=manager).to_dict()
+                       tasks_dir=args.tasks_dir, manager=manager, batch_size=args.task_batch).to_dict()
+        zs["batch_size"] = args.task_batch
         if "zero_shot" in cell:
             cell["zero_shot"]["tasks"].update(zs["tasks"])
             cell["zero_shot"]["seconds"] += zs["seconds"]
