@@ -9,8 +9,13 @@ Allocation across layers:
 - ``global``: one ranking over all blocks' structures; the lowest ``round(ratio * total)``
   go, except that every block keeps at least its best structure (a block is never emptied
   by the ranking; the next-lowest structure elsewhere goes instead). Widths then differ per
-  block: the in-memory model runs, but plain transformers cannot load it (one width per
-  config), so ``remove.save_structured`` refuses such a plan (see docs/structured.md).
+  block: a Hugging Face config holds one width, so the saved model is a prunedsl-format
+  checkpoint (``width_record.py``, ``structured_checkpoint.py``; docs/structured.md).
+
+``blocks`` (``--structure-blocks START:END``, ``block_range.py``): only these blocks lose
+structures, the others keep all of theirs; the ratio applies to the blocks inside (uniform:
+``round(ratio * n)`` in each of them; global: one ranking over their structures). Widths then
+differ per block too.
 
 For ``blocks`` the ranking is always over blocks: the ``count`` (or ``round(ratio * L)``)
 lowest-scoring blocks go.
@@ -23,6 +28,7 @@ from typing import Any, Sequence
 import torch
 
 from ..errors import ConfigError, NonFiniteScoreError, PruneRuntimeError
+from .block_range import describe_blocks
 from .structures import StructureGroup, check_ratio
 
 ALLOCATIONS = ("uniform", "global")
@@ -36,6 +42,7 @@ class RemovalPlan:
     allocation: str
     keep: tuple[tuple[int, ...], ...]   # per block: kept structure indices (blocks: one tuple of kept blocks)
     total: tuple[int, ...]              # per block: structures before removal (blocks: (L,))
+    blocks: tuple[int, ...] | None = None   # the blocks that could lose structures; None: all
 
     @property
     def widths(self) -> tuple[int, ...]:
@@ -53,6 +60,7 @@ class RemovalPlan:
         d = asdict(self)
         d["keep"] = [list(k) for k in self.keep]
         d["total"] = list(self.total)
+        d["blocks"] = None if self.blocks is None else list(self.blocks)
         d["removed_per_block"] = [t - w for t, w in zip(self.total, self.widths)]
         d["removed"] = self.removed
         d["widths"] = list(self.widths)
@@ -87,8 +95,10 @@ def _keep(n: int, drop: set[int]) -> tuple[int, ...]:
 
 def select_removal(groups: Sequence[StructureGroup], scores: Sequence[torch.Tensor], *,
                    ratio: float | None = None, count: int | None = None,
-                   allocation: str = "uniform", heads_mode: str = "kv_groups") -> RemovalPlan:
-    """The plan removing ``ratio`` of the structures (or ``count`` per block / blocks in all)."""
+                   allocation: str = "uniform", heads_mode: str = "kv_groups",
+                   blocks: Sequence[int] | None = None) -> RemovalPlan:
+    """The plan removing ``ratio`` of the structures (or ``count`` per block / blocks in all);
+    ``blocks``: the block indices that may lose structures (None: every block)."""
     if allocation not in ALLOCATIONS:
         raise ConfigError("unknown {allocation} {value!r}; choose one of {choices}",
                           value=allocation, choices=", ".join(ALLOCATIONS))
@@ -100,6 +110,8 @@ def select_removal(groups: Sequence[StructureGroup], scores: Sequence[torch.Tens
         raise ConfigError("the count of structures to remove must be >= 0, got {value}", value=count)
     scores = _check_scores(groups, scores)
     kind = groups[0].kind
+    if blocks is not None:
+        blocks = _check_blocks(blocks, len(groups), kind)
     if kind == "blocks":
         s = torch.cat(scores)
         n = count if count is not None else round(ratio * s.numel())
@@ -112,24 +124,39 @@ def select_removal(groups: Sequence[StructureGroup], scores: Sequence[torch.Tens
             raise ConfigError("global allocation of query heads is not supported: each KV group "
                               "must keep the same number of query heads",
                               hint="use uniform allocation, or heads_mode kv_groups")
-        return _global(groups, scores, ratio, count, heads_mode)
+        return _global(groups, scores, ratio, count, heads_mode, blocks)
     keep = []
+    where = "" if blocks is None else f" (one of the pruned {describe_blocks(blocks)})"
     for g, s in zip(groups, scores):
+        if blocks is not None and g.block not in blocks:
+            keep.append(tuple(range(g.count)))   # outside the range: every structure stays
+            continue
         if g.kv_group is not None:   # query heads: the same number from every KV group
-            keep.append(_keep_per_kv_group(g, s, ratio, count))
+            keep.append(_keep_per_kv_group(g, s, ratio, count, where))
             continue
         n = count if count is not None else round(ratio * g.count)
         if n >= g.count:
-            raise ConfigError("removing {value} of the {total} {noun}s of decoder block {block} "
+            raise ConfigError("removing {value} of the {total} {noun}s of decoder block {block}{where} "
                               "would remove every one of them", value=n, total=g.count,
                               noun=_NOUN[kind] if kind != "heads" else "KV group",
-                              block=g.block, hint="lower {ratio}")
+                              block=g.block, where=where, hint="lower {ratio}")
         keep.append(_keep(g.count, _lowest(s, n)))
-    return RemovalPlan(kind, heads_mode, "uniform", tuple(keep), tuple(g.count for g in groups))
+    return RemovalPlan(kind, heads_mode, "uniform", tuple(keep), tuple(g.count for g in groups), blocks)
+
+
+def _check_blocks(blocks: Sequence[int], n: int, kind: str) -> tuple[int, ...]:
+    if kind == "blocks":
+        raise ConfigError("{structure_blocks} applies to channels and heads, not to removing whole blocks",
+                          hint="leave it out; the block ranking is over every block")
+    items = list(blocks)
+    if not items or not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < n for i in items):
+        raise ConfigError("the blocks to prune must be at least one of the block indices 0..{last}, "
+                          "got {value}", value=items, last=n - 1)
+    return tuple(sorted(set(items)))
 
 
 def _keep_per_kv_group(g: StructureGroup, s: torch.Tensor, ratio: float | None,
-                       count: int | None) -> tuple[int, ...]:
+                       count: int | None, where: str = "") -> tuple[int, ...]:
     n_kv = max(g.kv_group) + 1
     rep = g.count // n_kv
     if count is not None and count % n_kv:
@@ -138,8 +165,8 @@ def _keep_per_kv_group(g: StructureGroup, s: torch.Tensor, ratio: float | None,
     per = count // n_kv if count is not None else round(ratio * rep)
     if per >= rep:
         raise ConfigError("removing {value} of the {rep} query heads of each KV group of decoder "
-                          "block {block} would remove every head of the group",
-                          value=per, rep=rep, block=g.block, hint="lower {ratio}")
+                          "block {block}{where} would remove every head of the group",
+                          value=per, rep=rep, block=g.block, where=where, hint="lower {ratio}")
     drop: set[int] = set()
     for kv in range(n_kv):
         heads = [h for h in range(g.count) if g.kv_group[h] == kv]
@@ -148,12 +175,13 @@ def _keep_per_kv_group(g: StructureGroup, s: torch.Tensor, ratio: float | None,
 
 
 def _global(groups: Sequence[StructureGroup], scores: list[torch.Tensor], ratio: float | None,
-            count: int | None, heads_mode: str) -> RemovalPlan:
-    total = sum(g.count for g in groups)
+            count: int | None, heads_mode: str, blocks: tuple[int, ...] | None) -> RemovalPlan:
+    ranked = [b for b, g in enumerate(groups) if blocks is None or g.block in blocks]
+    total = sum(groups[b].count for b in ranked)
     n = count if count is not None else round(ratio * total)
-    flat = torch.cat(scores)
-    owner = torch.cat([torch.full((g.count,), b) for b, g in enumerate(groups)])
-    local = torch.cat([torch.arange(g.count) for g in groups])
+    flat = torch.cat([scores[b] for b in ranked])
+    owner = torch.cat([torch.full((groups[b].count,), b) for b in ranked])
+    local = torch.cat([torch.arange(groups[b].count) for b in ranked])
     left = [g.count for g in groups]
     drop: list[set[int]] = [set() for _ in groups]
     for j in torch.sort(flat, stable=True).indices.tolist():
@@ -165,7 +193,9 @@ def _global(groups: Sequence[StructureGroup], scores: list[torch.Tensor], ratio:
             left[b] -= 1
             n -= 1
     if n > 0:
-        raise ConfigError("removing {value} of {total} structures would empty every block",
-                          value=count if count is not None else round(ratio * total), total=total)
+        where = "" if blocks is None else f" of the pruned {describe_blocks(blocks)}"
+        raise ConfigError("removing {value} of {total} structures{where} would empty every block",
+                          value=count if count is not None else round(ratio * total), total=total,
+                          where=where, hint="lower {ratio}")
     keep = tuple(_keep(g.count, d) for g, d in zip(groups, drop))
-    return RemovalPlan(groups[0].kind, heads_mode, "global", keep, tuple(g.count for g in groups))
+    return RemovalPlan(groups[0].kind, heads_mode, "global", keep, tuple(g.count for g in groups), blocks)

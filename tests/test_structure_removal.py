@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from prunedsl.errors import ConfigError, PruneDSLError, PruneRuntimeError
+from prunedsl.runtime.block_range import parse_block_range, resolve_blocks
 from prunedsl.runtime.remove import (check_loadable, decoder_parameters, mask_structures,
                                      remove_structures)
 from prunedsl.runtime.structure_plan import select_removal
@@ -148,6 +149,61 @@ def test_global_allocation_differs_per_block_and_cannot_be_saved():
     assert torch.isfinite(_logits(model, torch.zeros(1, 4, dtype=torch.long))).all()
     with pytest.raises(PruneRuntimeError, match="plain transformers"):
         check_loadable(plan)
+
+
+@pytest.mark.parametrize("kind,heads_mode,ratio", CASES[:3])
+def test_a_block_range_keeps_the_blocks_outside_it(kind, heads_mode, ratio):
+    model = tiny_gemma3()   # 4 blocks
+    groups = find_structures(model, kind, heads_mode)
+    scores = [torch.rand(g.count, generator=torch.Generator().manual_seed(b)) for b, g in enumerate(groups)]
+    blocks = resolve_blocks("1:-1", len(groups))
+    assert blocks == (1, 2)
+    plan = select_removal(groups, scores, ratio=ratio, heads_mode=heads_mode, blocks=blocks)
+    full = select_removal(groups, scores, ratio=ratio, heads_mode=heads_mode)
+    assert plan.blocks == (1, 2) and plan.to_dict()["blocks"] == [1, 2] and not plan.uniform
+    for b, g in enumerate(groups):
+        if b in blocks:   # inside: what the whole-model plan takes from that block
+            assert plan.keep[b] == full.keep[b] and len(plan.keep[b]) < g.count
+        else:
+            assert plan.keep[b] == tuple(range(g.count))
+    if kind == "channels":
+        assert [t - w for t, w in zip(plan.total, plan.widths)] == [0, round(ratio * 128), round(ratio * 128), 0]
+    masked = mask_structures(copy.deepcopy(model), plan)
+    ids = torch.randint(0, VOCAB, (1, 12), generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(_logits(remove_structures(model, plan), ids), _logits(masked, ids), atol=1e-5, rtol=0)
+
+
+def test_global_allocation_inside_a_block_range():
+    model = tiny_llama(layers=3)
+    groups = find_structures(model, "channels")
+    scores = [torch.arange(g.count, dtype=torch.float32) + 200 * b for b, g in enumerate(groups)]
+    plan = select_removal(groups, scores, ratio=0.5, allocation="global", blocks=[1, 2])
+    assert plan.widths == (128, 1, 127)   # one ranking over blocks 1 and 2 only: 128 of their 256 go
+    assert plan.removed == round(0.5 * 256)
+
+
+def test_block_range_requests_are_clear_errors():
+    model = tiny_llama(layers=4)
+    groups = find_structures(model, "heads")
+    zeros = [torch.zeros(g.count) for g in groups]
+    with pytest.raises(ConfigError, match=r"block 1 \(one of the pruned blocks 1-2\) would remove every one"):
+        select_removal(groups, zeros, ratio=0.8, blocks=resolve_blocks("1:3", 4))
+    with pytest.raises(ConfigError, match=r"of the pruned block 3 would empty every block"):
+        select_removal(groups, zeros, ratio=0.8, allocation="global", blocks=[3])
+    b = find_structures(model, "blocks")
+    with pytest.raises(ConfigError, match="channels and heads, not to removing whole blocks"):
+        select_removal(b, [torch.zeros(1) for _ in b], count=1, blocks=[1])
+    for text, message in [("3", "is not a block range"), ("a:b", "is not a block range"), ("1:2:3", "not a block"),
+                          ("5:2", "selects no block"), ("-1:-3", "selects no block"), ("", "not a block range")]:
+        with pytest.raises(ConfigError, match=message):
+            parse_block_range(text)
+    assert parse_block_range(" 3 : -2 ") == parse_block_range("3:-2") and str(parse_block_range(":")) == ":"
+    with pytest.raises(ConfigError, match="selects none of the model's 4 decoder blocks"):
+        resolve_blocks("3:-1", 4)
+    with pytest.raises(ConfigError, match="reaches past the model's 4 decoder blocks"):
+        resolve_blocks("2:9", 4)
+    with pytest.raises(ConfigError, match="at least one of the blocks 0..3"):
+        resolve_blocks([4], 4)
 
 
 def test_bad_requests():
