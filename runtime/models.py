@@ -1,7 +1,8 @@
 """Load a causal LM and find the parts pruning works on (decoder blocks, their linears).
 
 ``load_model(spec)`` accepts an alias (``smollm2-135m``, ``gemma3-270m``,
-``qwen2.5-coder-0.5b``, ``qwen2.5-coder-1.5b``: see ``packaged.py``), a ``.gguf`` file, a directory saved with ``save_pretrained``, or a Hugging Face hub id. GGUF weights
+``qwen2.5-coder-0.5b``, ``qwen2.5-coder-1.5b``: see ``packaged.py``), a ``.gguf`` file, a directory saved with ``save_pretrained``
+(a prunedsl-format checkpoint with per-block widths too: ``structured_checkpoint.py``), or a Hugging Face hub id. GGUF weights
 are dequantized to dense float tensors on load, so every projection is a plain
 ``nn.Linear`` that can be masked in place and saved as safetensors.
 """
@@ -16,7 +17,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from ..errors import PruneRuntimeError
+from ..errors import PruneDSLError, PruneRuntimeError
 from . import packaged
 from .device import CPU, Placement
 
@@ -113,6 +114,7 @@ def load_model(spec: str, *, placement: Placement | None = None,
         placement = placement.with_dtype(dtype)
     load_dtype: torch.dtype | str = placement.dtype if placement.dtype is not None else "auto"
     gguf: Path | None = None
+    per_block = False
     cached = packaged.converted_dir(spec) if spec in packaged.PARTED else None
     if cached is not None and (cached / "config.json").is_file():
         source = f"alias {spec} -> {cached} (converted from its GGUF on an earlier load)"
@@ -127,6 +129,11 @@ def load_model(spec: str, *, placement: Placement | None = None,
         source = f"GGUF file {gguf}"
     elif os.path.isdir(os.path.expanduser(spec)):
         source = f"directory {os.path.expanduser(spec)}"
+        # imported here: structured_checkpoint imports this module (find_blocks)
+        from .structured_checkpoint import has_per_block_record, load_per_block
+        per_block = has_per_block_record(os.path.expanduser(spec))
+        if per_block:
+            source += " (prunedsl-format checkpoint: per-block widths)"
     else:
         source = f"hub id {spec}"
     try:
@@ -134,8 +141,12 @@ def load_model(spec: str, *, placement: Placement | None = None,
             model, tokenizer = _from_pretrained(str(gguf.parent), load_dtype, gguf.name)
         elif source.startswith("alias"):
             model, tokenizer = _from_pretrained(spec_dir, load_dtype, None)
+        elif per_block:
+            model, tokenizer = load_per_block(os.path.expanduser(spec), load_dtype)
         else:
             model, tokenizer = _from_pretrained(os.path.expanduser(spec), load_dtype, None)
+    except PruneDSLError:   # already says what is wrong and where
+        raise
     except Exception as e:  # transformers raises OSError, ValueError, KeyError, ...
         if source.startswith("hub id") and isinstance(e, (OSError, ValueError)):
             raise PruneRuntimeError(

@@ -2,7 +2,8 @@
 
 ``remove_structures(model, plan)`` slices gate/up rows + down columns (channels), q/k/v rows
 (and their biases) + o columns (heads), or drops whole decoder blocks, in place, and updates
-the config so ``save_pretrained`` output loads with plain ``AutoModelForCausalLM``:
+the config (``width_record.sync_config``) so ``save_pretrained`` output of a plan with one width
+per block loads with plain ``AutoModelForCausalLM``:
 ``intermediate_size``, ``num_attention_heads`` / ``num_key_value_heads`` (``head_dim`` is
 written explicitly, since LLaMA otherwise derives it from hidden_size / heads), and for
 blocks ``num_hidden_layers`` plus the per-layer lists (``layer_types``: Gemma-3's and Qwen2's
@@ -12,8 +13,10 @@ sliding / full attention pattern) and each kept layer's ``layer_idx`` (KV-cache 
 reference the tests compare the smaller model against (zeroed channel/head outputs add 0;
 a block whose linears are all zero passes its input through unchanged).
 
-A plan with different widths per block (global allocation) runs in memory, but the config
-can hold one width only, so ``check_loadable`` refuses to save it.
+A plan with different widths per block (global allocation, a block range) cannot be said by
+one ``intermediate_size`` / head count: the config then gets the widest block's widths plus the
+per-block record of ``width_record.py``, and ``save_pretrained`` writes a prunedsl-format
+checkpoint that ``models.load_model`` reads back (``structured_checkpoint.py``).
 """
 from __future__ import annotations
 
@@ -26,14 +29,10 @@ from ..errors import PruneRuntimeError
 from .models import find_blocks, linear_layers
 from .structure_plan import RemovalPlan
 from .structures import attention_of, mlp_of
+from .width_record import sync_config, text_config
 
 # Config fields holding one entry per decoder layer (sliced when blocks go).
 PER_LAYER_FIELDS = ("layer_types", "no_rope_layers")
-
-
-def _text_config(model: nn.Module):
-    cfg = model.config
-    return getattr(cfg, "text_config", None) or cfg
 
 
 def _rows(idx: Sequence[int], size: int) -> torch.Tensor:
@@ -55,6 +54,28 @@ def _slice(layer: nn.Linear, *, rows: torch.Tensor | None = None, cols: torch.Te
         w = w.index_select(1, cols.to(w.device))
     layer.weight = nn.Parameter(w.contiguous(), requires_grad=layer.weight.requires_grad)
     layer.out_features, layer.in_features = w.shape
+
+
+def keep_mlp_channels(block: nn.Module, mlp: tuple[nn.Linear, nn.Linear, nn.Linear], idx: torch.Tensor) -> None:
+    """Keep MLP channels ``idx``: rows of gate/up, columns of down."""
+    gate, up, down = mlp
+    _slice(gate, rows=idx)
+    _slice(up, rows=idx)
+    _slice(down, cols=idx)
+    if hasattr(block.mlp, "intermediate_size"):
+        block.mlp.intermediate_size = len(idx)
+
+
+def keep_attention_rows(attn: nn.Module, q_idx: torch.Tensor, kv_idx: torch.Tensor, n_heads: int, n_kv: int) -> None:
+    """Keep q/o rows/columns ``q_idx`` and k/v rows ``kv_idx``; the head counts follow."""
+    _slice(attn.q_proj, rows=q_idx)
+    _slice(attn.k_proj, rows=kv_idx)
+    _slice(attn.v_proj, rows=kv_idx)
+    _slice(attn.o_proj, cols=q_idx)
+    attn.num_key_value_groups = n_heads // n_kv   # repeat_kv / GQA packing read it
+    for attr, value in (("num_heads", n_heads), ("num_key_value_heads", n_kv)):
+        if hasattr(attn, attr):
+            setattr(attn, attr, value)
 
 
 def _head_rows(plan: RemovalPlan, b: int, rep: int, head_dim: int) -> tuple[torch.Tensor, torch.Tensor, int, int]:
@@ -79,43 +100,21 @@ def remove_structures(model: nn.Module, plan: RemovalPlan) -> nn.Module:
     """Remove the plan's structures from ``model`` in place; returns the model."""
     blocks, prefix = find_blocks(model)
     _check_plan(model, plan, len(blocks))
-    cfg = _text_config(model)
     if plan.kind == "blocks":
         _remove_blocks(model, blocks, prefix, plan.keep[0])
         return model
     for b, block in enumerate(blocks):
         if plan.kind == "channels":
-            gate, up, down = mlp_of(model, block, b)
-            idx = torch.as_tensor(plan.keep[b], dtype=torch.int64)
-            _slice(gate, rows=idx)
-            _slice(up, rows=idx)
-            _slice(down, cols=idx)
-            if hasattr(block.mlp, "intermediate_size"):
-                block.mlp.intermediate_size = len(idx)
+            keep_mlp_channels(block, mlp_of(model, block, b), torch.as_tensor(plan.keep[b], dtype=torch.int64))
         else:
             attn, s = attention_of(model, block, b)
-            q_idx, kv_idx, n_heads, n_kv = _head_rows(plan, b, s.rep, s.head_dim)
-            _slice(attn.q_proj, rows=q_idx)
-            _slice(attn.k_proj, rows=kv_idx)
-            _slice(attn.v_proj, rows=kv_idx)
-            _slice(attn.o_proj, cols=q_idx)
-            attn.num_key_value_groups = n_heads // n_kv   # repeat_kv / GQA packing read it
-            for attr, value in (("num_heads", n_heads), ("num_key_value_heads", n_kv)):
-                if hasattr(attn, attr):
-                    setattr(attn, attr, value)
-    if plan.uniform:  # one width: the config can say it
-        if plan.kind == "channels":
-            cfg.intermediate_size = plan.widths[0]
-        else:
-            _, s0 = attention_of(model, blocks[0], 0)
-            cfg.head_dim = s0.head_dim
-            cfg.num_attention_heads = s0.n_heads
-            cfg.num_key_value_heads = s0.n_kv
+            keep_attention_rows(attn, *_head_rows(plan, b, s.rep, s.head_dim))
+    sync_config(model)   # one width per field, or the per-block record (width_record.py)
     return model
 
 
 def _remove_blocks(model: nn.Module, blocks: nn.ModuleList, prefix: str, keep: Sequence[int]) -> None:
-    cfg = _text_config(model)
+    cfg = text_config(model)
     old = len(blocks)
     kept = nn.ModuleList([blocks[i] for i in keep])
     parent_path, _, attr = prefix.rpartition(".")
@@ -130,6 +129,7 @@ def _remove_blocks(model: nn.Module, blocks: nn.ModuleList, prefix: str, keep: S
         if isinstance(values, (list, tuple)) and len(values) == old:
             setattr(cfg, name, [values[i] for i in keep])
     cfg.num_hidden_layers = len(keep)
+    sync_config(model)   # the kept blocks may all have one width again
 
 
 @torch.no_grad()
@@ -164,17 +164,6 @@ def mask_structures(model: nn.Module, plan: RemovalPlan) -> nn.Module:
                 attn.k_proj.weight[kv_idx] = 0
                 attn.v_proj.weight[kv_idx] = 0
     return model
-
-
-def check_loadable(plan: RemovalPlan) -> None:
-    """Refuse to save a plan whose widths differ per block (plain transformers cannot load it)."""
-    if plan.kind != "blocks" and not plan.uniform:
-        raise PruneRuntimeError(
-            f"the {plan.kind} kept per block differ ({min(plan.widths)}..{max(plan.widths)}): "
-            "a Hugging Face config holds one width for all layers, so plain transformers "
-            "could not load the saved model",
-            hint="use uniform allocation (the same count in every block) to save; global "
-                 "allocation is for in-memory evaluation only")
 
 
 def decoder_parameters(model: nn.Module) -> int:

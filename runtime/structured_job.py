@@ -112,7 +112,6 @@ def run_structured(job: StructuredJob) -> dict[str, Any]:
     from .job import calibration_ids, check_context
     from .models import load_model
     from .perplexity import perplexity
-    from .remove import check_loadable
     from .save import check_output_dir, save_pruned
     from .structured_card import config_widths, structured_model_card
     from .structured_prune import prune_structures
@@ -159,7 +158,6 @@ def run_structured(job: StructuredJob) -> dict[str, Any]:
     if "zero_shot" in extras:
         record["zero_shot"] = extras["zero_shot"]
     if job.output:
-        check_loadable(result.plan)
         definition = job.library.of_kind("structure").get(score.name)  # a library score: its comment
         card = structured_model_card(record, widths_before=widths_before, widths_after=config_widths(loaded.model),
                                      latex=score.latex, description=definition.doc if definition else None,
