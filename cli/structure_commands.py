@@ -8,8 +8,10 @@ are refused before anything loads."""
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ..dsl.library import Library
+from ..runtime.block_range import describe_blocks
 from ..errors import ConfigError
 from .device_options import device_settings
 from .eval_options import command_line, eval_data_row, print_zero_shot, task_settings
@@ -41,8 +43,15 @@ def add_structure_arguments(p: argparse.ArgumentParser) -> None:
                         "number of query heads from every KV group")
     g.add_argument("--structure-allocation", choices=("uniform", "global"), default="uniform",
                    help="uniform (default): the same count in every block, loadable by plain "
-                        "transformers; global: one ranking over all blocks (per-block widths, "
-                        "in-memory evaluation only, cannot be saved)")
+                        "transformers; global: one ranking over all blocks (per-block widths: --output "
+                        "writes a prunedsl-format checkpoint, loaded by prunedsl eval/prune --model DIR, "
+                        "not by plain transformers)")
+    g.add_argument("--structure-blocks", default=None, metavar="START:END",
+                   help="channels/heads: remove structures only from these decoder blocks, half-open like "
+                        "a Python slice (e.g. 3:-2 leaves the first 3 and last 2 blocks whole, as "
+                        "LLM-Pruner does); the ratio applies to the blocks inside; widths then differ per "
+                        "block, so --output writes a prunedsl-format checkpoint (default: all blocks; a negative "
+                        "START needs the = form: --structure-blocks=-4:)")
     g.add_argument("--bias-compensation", action="store_true",
                    help="FLAP: fold the removed channels' (heads') mean output over the calibration data "
                         "into down_proj's (o_proj's) bias; refused where the model's config cannot carry "
@@ -51,7 +60,7 @@ def add_structure_arguments(p: argparse.ArgumentParser) -> None:
 
 # Options of structured removal that mean nothing without --structure (their defaults).
 _STRUCTURE_ONLY = {"structure_metric": None, "heads_mode": "kv_groups", "structure_allocation": "uniform",
-                   "bias_compensation": False}
+                   "structure_blocks": None, "bias_compensation": False}
 
 
 def check_no_structure_options(args) -> None:
@@ -75,7 +84,7 @@ def cmd_prune_structure(args) -> int:
     fmt = output_format(args)
     job = StructuredJob(model=args.model, structure=args.structure, ratio=args.ratio,
                         metric=args.structure_metric, heads_mode=args.heads_mode,
-                        allocation=args.structure_allocation,
+                        allocation=args.structure_allocation, structure_blocks=args.structure_blocks,
                         bias_compensation=args.bias_compensation, nsamples=args.nsamples,
                         seqlen=512 if args.seqlen is None else args.seqlen, seed=args.seed,
                         calib_data=args.calib_data, data_dir=args.data_dir,
@@ -83,6 +92,10 @@ def cmd_prune_structure(args) -> int:
                         overwrite=args.overwrite, eval_data=args.eval_data, command=command_line(args),
                         library=Library.from_files(args.library), **task_settings(args), **device_settings(args))
     record = run_structured(job)
+    if record.get("output") and not record["loadable_by_transformers"]:   # on stderr with --json too
+        print(f"note: {record['output']} is a prunedsl-format checkpoint with per-block widths: plain "
+              f"transformers cannot load it; load it with prunedsl (prunedsl eval --model {record['output']}, "
+              "or prunedsl.runtime.models.load_model)", file=sys.stderr)
     if fmt == "json":
         print_json(record)
         return 0
@@ -96,6 +109,8 @@ def cmd_prune_structure(args) -> int:
     rows = [["structure", args.structure + (f" ({args.heads_mode})" if args.structure == "heads" else "")],
             ["score", f"{record['structure_metric']}: {record['structure_metric_doc']}"],
             ["allocation", plan["allocation"]],
+            *([["pruned blocks", f"{describe_blocks(plan['blocks'])} of {len(plan['total'])}"]]
+              if plan.get("blocks") else []),
             ["removed", f"{plan['removed']} of {sum(plan['total'])} structures"],
             ["kept per block" if args.structure != "blocks" else "kept blocks",
              ", ".join(map(str, widths)) if args.structure != "blocks" else str(plan["keep"][0])],
@@ -106,8 +121,11 @@ def cmd_prune_structure(args) -> int:
                                             f"of {record['seqlen']})"])
     if "eval_data" in record:
         rows.append(eval_data_row(record["eval_data"], record["seqlen"]))
-    if record.get("output"):
+    if record.get("output") and record["loadable_by_transformers"]:
         rows.append(["saved to", f"{record['output']} (loads with AutoModelForCausalLM.from_pretrained)"])
+    elif record.get("output"):
+        rows.append(["saved to", f"{record['output']} (prunedsl-format checkpoint with per-block widths: "
+                                 f"load it with prunedsl eval --model {record['output']}, not plain transformers)"])
     print_table(["", ""], rows, fmt)
     print_zero_shot(record.get("zero_shot"), fmt)
     return 0

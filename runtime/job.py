@@ -131,7 +131,9 @@ def run_prune(job: PruneJob) -> PruneResult:
                                                  job, manager))
     if job.output:
         from .modelcard import model_card
-        save_pruned(loaded, job.output, result.to_dict(), card=model_card(result, command=job.command))
+        from .width_record import record_of
+        card = model_card(result, command=job.command, per_block=record_of(loaded.model.config) is not None)
+        save_pruned(loaded, job.output, result.to_dict(), card=card)
         result = replace(result, output=str(job.output))
     return result
 

@@ -54,14 +54,27 @@ def _yaml_string(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)  # a JSON string is a valid YAML double-quoted scalar
 
 
-def card_header(model: str, extra_tags: tuple[str, ...] = ()) -> list[str]:
+def card_header(model: str, extra_tags: tuple[str, ...] = (), library_name: str = "transformers") -> list[str]:
     """The YAML header the Hub reads: base model (when known), tags, library."""
     lines = ["---"]
     base = base_model(model)
     if base is not None:
         lines.append(f"base_model: {_yaml_string(base)}")
-    lines += ["tags:"] + [f"- {t}" for t in TAGS + extra_tags] + ["library_name: transformers", "---"]
+    lines += ["tags:"] + [f"- {t}" for t in TAGS + extra_tags] + [f"library_name: {library_name}", "---"]
     return lines
+
+
+def per_block_loading_lines() -> list[str]:
+    """What a card says first about a prunedsl-format checkpoint (per-block widths, width_record.py)."""
+    return ["**This is a prunedsl-format checkpoint with per-block widths.** The blocks have different "
+            "widths, which a Hugging Face config cannot hold: `config.json` gives the widest block's "
+            "widths and `prunedsl_structure` in it lists every block's. Plain transformers cannot load this "
+            "directory: `AutoModelForCausalLM.from_pretrained` stops with a size-mismatch error (with "
+            "`ignore_mismatched_sizes=True` it would replace the narrower layers with random weights: "
+            "do not). Load it with prunedsl:", "",
+            "```sh", "prunedsl eval --model PATH/TO/THIS/DIRECTORY", "```", "",
+            "```python", "from prunedsl.runtime.models import load_model",
+            "loaded = load_model(\"PATH/TO/THIS/DIRECTORY\")   # loaded.model, loaded.tokenizer", "```", ""]
 
 
 def _allocation(result: PruneResult) -> list[str]:
@@ -120,8 +133,9 @@ def _evaluation(result: PruneResult) -> list[str]:
     return evaluation_section(rows, result.zero_shot)
 
 
-def model_card(result: PruneResult, *, command: str | None = None) -> str:
-    """The README.md text for a pruned model's directory."""
+def model_card(result: PruneResult, *, command: str | None = None, per_block: bool = False) -> str:
+    """The README.md text for a pruned model's directory; ``per_block``: the model has per-block
+    widths (a prunedsl-format checkpoint pruned again), which plain transformers cannot load."""
     r = result
     title = f"{r.model} pruned to {r.sparsity:.1%} sparsity with {r.name or 'a prunedsl metric'}"
     rows = [["metric", r.name or "(formula)"], ["formula (Unicode)", r.pretty], ["formula (as parsed)", r.formula],
@@ -129,8 +143,8 @@ def model_card(result: PruneResult, *, command: str | None = None) -> str:
             ["sparsity", f"{r.sparsity:.4f} (target {r.target_sparsity:.4f})"], *r.settings_rows()]
     if r.allocation:
         rows.append(["allocation", r.allocation["rule"]])
-    lines = card_header(r.model) + [
-        "", f"# {title}", "",
+    lines = card_header(r.model, library_name="prunedsl" if per_block else "transformers") + [
+        "", f"# {title}", ""] + (per_block_loading_lines() if per_block else []) + [
         f"Every linear layer in the decoder blocks of `{r.model}` ({r.model_source}) was pruned with the "
         f"metric below by prunedsl: the lowest-scoring weights of "
         f"each comparison group are zeros in the saved (dense) weights. `pruning.json` beside this card "
@@ -138,7 +152,7 @@ def model_card(result: PruneResult, *, command: str | None = None) -> str:
         "## Metric", "", f"**{r.name or 'formula'}**: {r.pretty}", "", f"$$ {r.latex} $$", "",
         markdown_table(["", ""], rows), ""]
     lines += _allocation(r) + _evaluation(r)
-    lines += provenance_section(command, r.torch, r.python)
+    lines += provenance_section(command, r.torch, r.python, loads_with_transformers=not per_block)
     return "\n".join(lines)
 
 

@@ -126,7 +126,7 @@ def select_removal(groups: Sequence[StructureGroup], scores: Sequence[torch.Tens
                               hint="use uniform allocation, or heads_mode kv_groups")
         return _global(groups, scores, ratio, count, heads_mode, blocks)
     keep = []
-    where = "" if blocks is None else f" (one of the pruned {describe_blocks(blocks)})"
+    where = "" if blocks is None else f" (inside the pruned range: {describe_blocks(blocks)})"
     for g, s in zip(groups, scores):
         if blocks is not None and g.block not in blocks:
             keep.append(tuple(range(g.count)))   # outside the range: every structure stays
@@ -193,7 +193,7 @@ def _global(groups: Sequence[StructureGroup], scores: list[torch.Tensor], ratio:
             left[b] -= 1
             n -= 1
     if n > 0:
-        where = "" if blocks is None else f" of the pruned {describe_blocks(blocks)}"
+        where = "" if blocks is None else f" of the pruned range ({describe_blocks(blocks)})"
         raise ConfigError("removing {value} of {total} structures{where} would empty every block",
                           value=count if count is not None else round(ratio * total), total=total,
                           where=where, hint="lower {ratio}")

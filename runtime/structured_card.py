@@ -4,15 +4,19 @@ The masked card's conventions and code (``modelcard.py``: YAML header, evaluatio
 provenance sections), plus what structured removal did: which structures went, by which
 score, how much smaller the model is and the new widths its config carries. It is written
 from the record saved as ``pruning.json`` beside it, so the two never disagree; the widths
-come from the model's config before and after removal (what ``config.json`` says).
+come from the model's config before and after removal (what ``config.json`` says: with
+per-block widths, each block's from its ``prunedsl_structure`` record). A model with per-block
+widths is a prunedsl-format checkpoint: the card says so first, and how to load it.
 """
 from __future__ import annotations
 
 from typing import Any
 
 from ..tables import markdown_table
-from .modelcard import card_header, evaluation_section, perplexity_row, provenance_section
+from .block_range import describe_blocks
+from .modelcard import card_header, evaluation_section, per_block_loading_lines, perplexity_row, provenance_section
 from .results import Calibration
+from .width_record import RECORD_KEY, record_of
 
 # The config fields removal changes (channels: intermediate_size; heads: the head counts; blocks:
 # num_hidden_layers); the card shows all four, before and after.
@@ -27,10 +31,18 @@ _BIAS = {"channels": "the removed channels' mean output over the calibration dat
          "heads": "the removed heads' mean output over the calibration data is folded into o_proj's bias"}
 
 
-def config_widths(model) -> dict[str, int]:
-    """The width fields of a model's (text) config, as they would be saved."""
+def config_widths(model) -> dict[str, int | list[int]]:
+    """The width fields of a model's (text) config, as they would be saved; a field with per-block
+    widths (``width_record.py``) as the list of every block's."""
     cfg = getattr(model.config, "text_config", None) or model.config
-    return {name: getattr(cfg, name) for name in WIDTH_FIELDS if isinstance(getattr(cfg, name, None), int)}
+    per_block = record_of(model.config) or {}
+    out: dict[str, int | list[int]] = {}
+    for name in WIDTH_FIELDS:
+        if isinstance(per_block.get(name), list):
+            out[name] = list(per_block[name])
+        elif isinstance(getattr(cfg, name, None), int):
+            out[name] = getattr(cfg, name)
+    return out
 
 
 def _nouns(record: dict[str, Any]) -> tuple[str, str, str]:
@@ -48,11 +60,17 @@ def _removal_rows(record: dict[str, Any]) -> list[list[str]]:
         removed += f": block{'s' if len(gone) > 1 else ''} {', '.join(map(str, gone))}"
     elif plan["uniform"]:
         removed += f" ({plan['removed_per_block'][0]} in each of the {len(plan['total'])} blocks)"
+    elif plan.get("blocks") and plan["allocation"] == "uniform":
+        removed += (f" ({plan['removed_per_block'][plan['blocks'][0]]} in each of the {len(plan['blocks'])} "
+                    f"pruned blocks, none in the others)")
     removed += detail
     rows = [["structure", kind + (f" ({record['heads_mode']})" if kind == "heads" else "")],
             ["ratio", f"{record['ratio']:g}"]]
     if kind != "blocks":  # blocks are always ranked over the whole model
         rows.append(["allocation", plan["allocation"]])
+        flag = f" (--structure-blocks {record['structure_blocks']})" if record.get("structure_blocks") else ""
+        rows.append(["pruned blocks", "all" if not plan.get("blocks") else
+                     f"{describe_blocks(plan['blocks'])} of {len(plan['total'])}{flag}"])
     return rows + [
         ["removed", removed], ["parameters", f"{s['params_before']:,} → {s['params_after']:,}"],
         ["decoder parameters", f"{s['decoder_params_before']:,} → {s['decoder_params_after']:,} "
@@ -61,12 +79,19 @@ def _removal_rows(record: dict[str, Any]) -> list[list[str]]:
         ["calibration", Calibration(**record["calibration"]).describe()]]
 
 
-def _widths(before: dict[str, int], after: dict[str, int]) -> list[str]:
-    rows = [[name, str(before[name]), str(after[name])] for name in WIDTH_FIELDS if name in before and name in after]
+def _width(value: int | list[int]) -> str:
+    return str(value) if isinstance(value, int) else "per block: " + ", ".join(map(str, value))
+
+
+def _widths(before: dict[str, int | list[int]], after: dict[str, int | list[int]]) -> list[str]:
+    rows = [[name, _width(before[name]), _width(after[name])] for name in WIDTH_FIELDS
+            if name in before and name in after]
     if not rows:
         return []
-    return ["## New widths", "", "The config saved here holds the smaller model's shape:", "",
-            markdown_table(["config field", "before", "after"], rows), ""]
+    per_block = any(isinstance(v, list) for v in after.values())
+    intro = (f"The config saved here holds the widest block's widths and, in `{RECORD_KEY}`, every "
+             "block's (block 0 first):" if per_block else "The config saved here holds the smaller model's shape:")
+    return ["## New widths", "", intro, "", markdown_table(["config field", "before", "after"], rows), ""]
 
 
 def _evaluation(record: dict[str, Any]) -> list[str]:
@@ -90,8 +115,13 @@ def structured_model_card(record: dict[str, Any], *, widths_before: dict[str, in
     one, many, _ = _nouns(r)
     n = s["plan"]["removed"]
     title = f"{r['model']} with {n} {one if n == 1 else many} removed by {metric}"
-    lines = card_header(r["model"], ("structured-pruning", KIND_TAGS[kind])) + [
-        "", f"# {title}", "",
+    # the Hub offers a transformers snippet for library_name transformers: wrong for per-block widths
+    lines = card_header(r["model"], ("structured-pruning", KIND_TAGS[kind]),
+                        library_name="transformers" if loads else "prunedsl") + [
+        "", f"# {title}", ""]
+    if not loads:   # say it before anything else: plain transformers cannot load this directory
+        lines += per_block_loading_lines()
+    lines += [
         f"prunedsl scored every {one} of `{r['model']}` ({r['model_source']}) "
         f"on the dense model with the structure score below and removed the lowest-scoring ones for real: "
         f"the saved weights are physically smaller ({s['decoder_fraction_removed']:.2%} of the decoder's "
@@ -105,10 +135,7 @@ def structured_model_card(record: dict[str, Any], *, widths_before: dict[str, in
     lines += ["## Removal", "", markdown_table(["", ""], _removal_rows(r)), ""]
     lines += _widths(widths_before, widths_after) + _evaluation(r)
     lines += provenance_section(command, r["torch"], r["python"], loads_with_transformers=loads)
-    if loads:
+    if loads:   # a per-block checkpoint said how to load it at the top
         lines += ["This directory loads with plain `AutoModelForCausalLM.from_pretrained`: its config "
                   "carries the new widths, no prunedsl code is needed.", ""]
-    else:
-        lines += ["The blocks have different widths, which a Hugging Face config cannot hold: plain "
-                  "transformers cannot load this directory.", ""]
     return "\n".join(lines)

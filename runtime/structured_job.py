@@ -1,8 +1,13 @@
 """The job behind ``prunedsl prune --structure …``: load, calibrate, score structures on the
-dense model, remove them, evaluate, save a smaller plain Hugging Face model.
+dense model, remove them, evaluate, save a smaller model.
 
-The saved directory loads with ``AutoModelForCausalLM.from_pretrained`` (the config carries
-the new widths / layer count) and ``pruning.json`` records what was removed
+With one width per block (uniform allocation over every block, or blocks removed) the saved
+directory loads with plain ``AutoModelForCausalLM.from_pretrained`` (the config carries the new
+widths / layer count). With per-block widths (``allocation="global"``, a ``structure_blocks``
+range) it is a prunedsl-format checkpoint: config.json has the widest block's widths and the
+per-block record (``width_record.py``), plain transformers refuses it, ``load_model`` reads it
+(``structured_checkpoint.py``); ``checkpoint_format`` in the record says which. ``pruning.json``
+records what was removed
 (``structured.plan.keep``: the kept structure indices per block, in the dense model's numbering)
 and ``placement`` where and in which dtype it ran, as the masked job's does; ``README.md`` is its
 model card (``structured_card.py``).
@@ -31,6 +36,7 @@ from ..errors import ConfigError
 from . import data
 from .device import resolve_placement
 from .job import check_calib_batch, extra_evaluations, read_eval_data, task_manager_for
+from .block_range import parse_block_range
 from .structure_plan import ALLOCATIONS
 from .structure_scoring import language_score
 from .structures import check_kind, check_ratio
@@ -48,6 +54,7 @@ class StructuredJob:
     metric: str | None = None            # a structure score (library name or formula); None: DEFAULT_METRIC
     heads_mode: str = "kv_groups"
     allocation: str = "uniform"
+    structure_blocks: str | None = None  # START:END, the blocks that may lose structures; None: all
     bias_compensation: bool = False      # FLAP: fold removed structures' mean output into a bias
     nsamples: int = 32
     seqlen: int = 512
@@ -91,10 +98,11 @@ def validate(job: StructuredJob) -> None:
     if job.bias_compensation and job.structure == "blocks":
         raise ConfigError("{bias_compensation} applies to channels and heads, not blocks",
                           hint="removing whole blocks leaves no consumer to hold a bias")
-    if job.output and job.allocation == "global" and job.structure != "blocks":
-        raise ConfigError("{structure_allocation} global gives each block its own width, which a "
-                          "Hugging Face config cannot hold, so {output} is refused",
-                          hint="use uniform allocation to save a model plain transformers loads")
+    if job.structure_blocks is not None:
+        if job.structure == "blocks":
+            raise ConfigError("{structure_blocks} applies to channels and heads, not blocks",
+                              hint="the block ranking is over every block; leave {structure_blocks} out")
+        parse_block_range(job.structure_blocks)  # its form now; against the block count after the load
     for name in ("nsamples", "seqlen"):
         if getattr(job, name) < 1:
             raise ConfigError("{%s} must be >= 1, got {value}" % name, value=getattr(job, name))
@@ -115,6 +123,7 @@ def run_structured(job: StructuredJob) -> dict[str, Any]:
     from .save import check_output_dir, save_pruned
     from .structured_card import config_widths, structured_model_card
     from .structured_prune import prune_structures
+    from .width_record import record_of
     from .workbench import Workbench
     validate(job)
     score = job.score()
@@ -132,19 +141,22 @@ def run_structured(job: StructuredJob) -> dict[str, Any]:
     widths_before = config_widths(loaded.model)
     result = prune_structures(loaded.model, calib, kind=job.structure, score_fn=score.fn,
                               requires=score.requires, ratio=job.ratio, allocation=job.allocation,
-                              heads_mode=job.heads_mode, progress=job.progress,
+                              heads_mode=job.heads_mode, blocks=job.structure_blocks, progress=job.progress,
                               bias_compensation=job.bias_compensation, calib_batch=job.calib_batch)
+    per_block = record_of(loaded.model.config)   # widths a Hugging Face config cannot say
     record: dict[str, Any] = {
         "model": job.model, "model_source": loaded.source,
         "structure": job.structure, "structure_metric": score.name, "structure_metric_doc": score.doc,
         "ratio": job.ratio, "heads_mode": job.heads_mode if job.structure == "heads" else None,
-        "allocation": result.plan.allocation, "bias_compensation": job.bias_compensation,
+        "allocation": result.plan.allocation, "structure_blocks": job.structure_blocks,
+        "bias_compensation": job.bias_compensation,
         "structured": result.to_dict(),
         "calibration": {"source": calib_source, "nsamples": job.nsamples, "seqlen": job.seqlen,
                         "seed": job.seed},
         "placement": {**loaded.placement.describe(), "calib_batch": job.calib_batch},
         "load_seconds": load_seconds, "ppl": None, "seqlen": job.seqlen, "eval_windows": None,
-        "loadable_by_transformers": result.plan.uniform or result.plan.kind == "blocks",
+        "loadable_by_transformers": per_block is None,
+        "checkpoint_format": "transformers" if per_block is None else "prunedsl",
         "torch": torch.__version__, "python": platform.python_version()}
     if job.evaluate:
         ids = data.tokenize(loaded.tokenizer, data.load_text("test", data_dir=job.data_dir))

@@ -57,8 +57,16 @@ def test_heads_and_blocks_table(capsys, tiny_dir, extra, text):
     (["--structure", "channels", "--ratio", "0.2", "--metric", "wanda"], "--metric only apply"),
     (["--structure", "channels", "--ratio", "0.2", "--structure-metric", "block_influence"], "this score is for blocks"),
     (["--structure", "channels", "--ratio", "0.2", "--structure-metric", "nope"], "unknown name 'nope'"),
-    (["--structure", "channels", "--ratio", "0.2", "--structure-allocation", "global", "--output", "x"],
-     "--structure-allocation global"),
+    (["--structure", "blocks", "--ratio", "0.5", "--structure-blocks", "1:"],
+     "--structure-blocks applies to channels and heads, not blocks"),
+    (["--structure", "channels", "--ratio", "0.2", "--structure-blocks", "5:"],
+     "--structure-blocks 5: reaches past the model's 2 decoder blocks"),
+    (["--structure", "channels", "--ratio", "0.2", "--structure-blocks=-1:-1"],
+     "--structure-blocks -1:-1 selects no block: END must come after START"),
+    (["--structure", "heads", "--ratio", "0.9", "--structure-blocks", "1:"],
+     "decoder block 1 (inside the pruned range: block 1) would remove every one of them"),
+    (["--metric", "wanda", "--sparsity", "0.5", "--structure-blocks", "1:"],
+     "--structure-blocks only apply with --structure"),
     ([], "--metric is required"),
     (["--structure", "channels", "--ratio", "0.2", "--within-block", "parallel"], "--within-block only apply"),
     # the other way round: structured-removal options on masked pruning are refused, not ignored
@@ -73,6 +81,56 @@ def test_bad_requests_are_clear_errors(capsys, tiny_dir, extra, message):
     code, out, err = prune(capsys, tiny_dir, *extra)
     assert code == 2 and "Traceback" not in err
     assert message in err
+
+
+@pytest.mark.parametrize("extra,widths", [
+    (["--structure", "channels", "--ratio", "0.3", "--structure-allocation", "global"], None),
+    (["--structure", "channels", "--ratio", "0.25", "--structure-blocks", "1:"], [128, 96]),
+    (["--structure", "heads", "--ratio", "0.5", "--structure-blocks", ":1"], [2, 4]),
+])
+def test_per_block_widths_are_saved_in_prunedsl_format_and_reproduce_the_ppl(capsys, tiny_dir, tmp_path,
+                                                                               extra, widths):
+    out_dir = tmp_path / "per_block"
+    code, out, err = prune(capsys, tiny_dir, *extra, "--output", str(out_dir), "--json")
+    assert code == 0, err
+    rec = json.loads(out)
+    plan = rec["structured"]["plan"]
+    assert not plan["uniform"] and not rec["loadable_by_transformers"] and rec["checkpoint_format"] == "prunedsl"
+    assert "prunedsl-format checkpoint" in err and f"prunedsl eval --model {out_dir}" in err
+    saved = json.loads((out_dir / "pruning.json").read_text())
+    assert saved["structure_blocks"] == rec["structure_blocks"] and saved["structured"]["plan"] == plan
+    if "--structure-blocks" in extra:
+        assert plan["blocks"] == ([1] if extra[-1] == "1:" else [0])
+    field = "intermediate_size" if extra[1] == "channels" else "num_attention_heads"
+    config = json.loads((out_dir / "config.json").read_text())
+    assert config["prunedsl_structure"][field] == (widths or plan["widths"])
+    card = (out_dir / "README.md").read_text()
+    assert "**This is a prunedsl-format checkpoint with per-block widths.**" in card
+    assert "library_name: prunedsl" in card and "prunedsl eval --model PATH/TO/THIS/DIRECTORY" in card
+    from transformers import AutoModelForCausalLM
+    with pytest.raises(RuntimeError, match="size mismatch|ignore_mismatched_sizes"):
+        AutoModelForCausalLM.from_pretrained(out_dir)
+    code, out, err = main(["eval", "--model", str(out_dir), "--data-dir", str(tiny_dir / "data"),
+                           "--json"]), *capsys.readouterr()
+    assert code == 0, err
+    assert json.loads(out)["ppl"] == pytest.approx(rec["ppl"], rel=1e-5)
+
+
+def test_per_block_widths_summary_says_how_to_load(capsys, tiny_dir, tmp_path):
+    out_dir = tmp_path / "range"
+    code, out, err = prune(capsys, tiny_dir, "--structure", "channels", "--ratio", "0.25", "--no-eval",
+                           "--structure-blocks", ":-1", "--output", str(out_dir), "--format", "text")
+    assert code == 0, err
+    assert "pruned blocks" in out and "block 0 of 2" in out
+    assert f"prunedsl-format checkpoint with per-block widths: load it with prunedsl eval --model {out_dir}" in out
+
+
+def test_a_malformed_block_range_is_refused_before_loading(capsys, tmp_path):
+    code = main(["prune", "--model", str(tmp_path / "missing"), "--structure", "channels", "--ratio", "0.25",
+                 "--structure-blocks", "3"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--structure-blocks '3' is not a block range" in err and "Traceback" not in err
+    assert "hint: START:END" in err and "missing" not in err
 
 
 def test_bias_compensation_saved_model_reproduces_the_ppl(capsys, tiny_dir, tmp_path):

@@ -186,9 +186,9 @@ def test_block_range_requests_are_clear_errors():
     model = tiny_llama(layers=4)
     groups = find_structures(model, "heads")
     zeros = [torch.zeros(g.count) for g in groups]
-    with pytest.raises(ConfigError, match=r"block 1 \(one of the pruned blocks 1-2\) would remove every one"):
+    with pytest.raises(ConfigError, match=r"block 1 \(inside the pruned range: blocks 1-2\) would remove every one"):
         select_removal(groups, zeros, ratio=0.8, blocks=resolve_blocks("1:3", 4))
-    with pytest.raises(ConfigError, match=r"of the pruned block 3 would empty every block"):
+    with pytest.raises(ConfigError, match=r"of the pruned range \(block 3\) would empty every block"):
         select_removal(groups, zeros, ratio=0.8, allocation="global", blocks=[3])
     b = find_structures(model, "blocks")
     with pytest.raises(ConfigError, match="channels and heads, not to removing whole blocks"):

@@ -93,3 +93,29 @@ def test_blocks_card_of_a_qwen2_pruned_again_names_its_base_model(capsys, tiny_d
     assert table_row(card, "num_hidden_layers")[1:] == ["3", str(config["num_hidden_layers"])] == ["3", "2"]
     assert f"**{rec['structure_metric']}**: BI" in card and rec["structure_metric"] == "shortgpt"
     assert "loads with plain `AutoModelForCausalLM.from_pretrained`" in card
+
+
+def test_per_block_widths_card_says_it_is_a_prunedsl_checkpoint_and_lists_every_width(capsys, tmp_path):
+    ws = save_tiny_workspace(tmp_path / "ws", layers=4)
+    card, rec, config, _ = prune(capsys, ws / "model", ws / "data", tmp_path / "range", "--no-eval",
+                                 "--structure", "channels", "--ratio", "0.25", "--structure-blocks", "1:-1")
+    header = read_card_header(card)
+    assert header["library_name"] == "prunedsl" and not rec["loadable_by_transformers"]
+    first = card.split("# ", 1)[1].split("\n\n", 2)[1]   # the paragraph under the title
+    assert first.startswith("**This is a prunedsl-format checkpoint with per-block widths.**")
+    assert "prunedsl eval --model PATH/TO/THIS/DIRECTORY" in card and "load_model(" in card
+    assert "model = AutoModelForCausalLM.from_pretrained" not in card   # no snippet that would fail
+    assert table_row(card, "pruned blocks")[1] == "blocks 1-2 of 4 (--structure-blocks 1:-1)"
+    assert table_row(card, "removed")[1] == "64 of 512 MLP channels (32 in each of the 2 pruned blocks, none in the others)"
+    assert table_row(card, "intermediate_size")[1:] == ["128", "per block: 128, 96, 96, 128"]
+    assert config["prunedsl_structure"]["intermediate_size"] == [128, 96, 96, 128]
+    assert rec["structure_blocks"] == "1:-1" and rec["structured"]["plan"]["blocks"] == [1, 2]
+    # masked pruning of that checkpoint keeps its widths, and its card says how to load it too
+    out = tmp_path / "masked"
+    assert main(["prune", "--model", str(tmp_path / "range"), "--metric", "wanda", "--sparsity", "0.5",
+                 "--nsamples", "4", "--seqlen", "32", "--no-eval", "--data-dir", str(ws / "data"),
+                 "--output", str(out)]) == 0, capsys.readouterr().err
+    masked = (out / "README.md").read_text()
+    assert "**This is a prunedsl-format checkpoint with per-block widths.**" in masked
+    assert read_card_header(masked)["library_name"] == "prunedsl"
+    assert json.loads((out / "config.json").read_text())["prunedsl_structure"] == config["prunedsl_structure"]
