@@ -45,7 +45,8 @@ saved; `--resume` continues with the saved --llm-* settings.
 FITNESS_DEFAULTS = {"model": None, "sparsity": None, "pattern": "unstructured", "group": "row",
                     "nsamples": 16, "seqlen": 256, "val_windows": 16, "seed": 0, "calib_data": None, "eval_data": None,
                     "data_dir": None, "proxy_blocks": 8, "proxy_rows": 0.25, "proxy_rank": 64,
-                    "gradients": False, "structure": None, "ratio": None, "heads_mode": "kv_groups"}
+                    "gradients": False, "structure": None, "ratio": None, "heads_mode": "kv_groups",
+                    "structure_blocks": None}
 SEARCH_DEFAULTS = {"proposer": "evolve", "budget": 100, "full_evals": 10, "batch": 16,
                    "max_proposals": None, "test_windows": 40, "test_seqlen": 512, "report_top": 3,
                    "population": 32, "max_size": None, "library": []}
@@ -84,6 +85,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="with --structure: fraction of the structures removed (per block; blocks: of all)")
     g.add_argument("--heads-mode", choices=("kv_groups", "query_heads"), default=S,
                    help="with --structure heads: whole KV groups (default) or query heads")
+    g.add_argument("--structure-blocks", default=S, metavar="START:END",
+                   help="with --structure channels|heads: remove structures only from these decoder blocks "
+                        "(half-open, e.g. 3:-2), as prunedsl prune --structure-blocks does")
     g = p.add_argument_group("search")
     g.add_argument("--proposer", choices=("evolve", "enumerate", "llm"), default=S,
                    help="default evolve; " + ENUMERATE_HELP.replace("%", "%%"))
@@ -183,6 +187,9 @@ def cmd_search(args) -> int:
     if s.get("structure"):  # structure scores: search/structure_mode.py
         from .structure_mode import run_structure_search
         return run_structure_search(args, s)
+    if s.get("structure_blocks") is not None:
+        raise SearchError("--structure-blocks only applies with --structure channels|heads",
+                          hint="add --structure channels --ratio R, or leave it out")
     pattern = parse_pattern(s["pattern"])
     try:
         sparsity = check_sparsity(resolve_sparsity(s["sparsity"], pattern), dense_allowed=False)

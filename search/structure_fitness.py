@@ -11,7 +11,7 @@ with ``--gradients``), each block's influence (ShortGPT), and the Gram matrix X�
 Proxy (lower is better, no forward pass): score the structures with the candidate, plan the
 removal (uniform: ``round(ratio · n)`` per block, as ``prunedsl prune --structure``), and
 measure the consumer's output error from removing those input columns R, relative to its
-dense output energy, averaged over the blocks:
+dense output energy, averaged over the blocks (those of ``structure_blocks`` when given):
 
     e_b = tr(W[:, R] · (XᵀX)[R, R] · W[:, R]ᵀ) / tr(W · XᵀX · Wᵀ)
 
@@ -40,8 +40,9 @@ from typing import Any
 
 import torch
 
-from ..errors import PruneRuntimeError, SearchError
+from ..errors import ConfigError, PruneRuntimeError, SearchError
 from ..runtime import data
+from ..runtime.block_range import resolve_blocks
 from ..runtime.capture import run_blocks
 from ..runtime.gradients import gradient_norms
 from ..runtime.models import load_model
@@ -63,6 +64,7 @@ class StructureFitnessSettings:
     structure: str = "channels"         # channels | heads | blocks
     ratio: float = 0.2                  # fraction of the structures removed (per block; blocks: of all)
     heads_mode: str = "kv_groups"
+    structure_blocks: str | None = None  # START:END: the blocks that may lose structures; None: all
     nsamples: int = 16
     seqlen: int = 256
     val_windows: int = 16
@@ -98,9 +100,13 @@ class StructureFitness:
         self.val_ids, self.calib = split_validation(ids, s.val_windows, s.seqlen, s.nsamples, s.seed,
                                                     calib_source=other)
         self.groups = find_structures(self.model, s.structure, s.heads_mode)
+        try:
+            self.blocks = resolve_blocks(s.structure_blocks, len(self.groups))
+        except ConfigError as err:
+            raise err.for_cli(SearchError) from None
         # a ratio that empties a block fails here, before the statistics pass
         select_removal(self.groups, [torch.zeros(g.count) for g in self.groups], ratio=s.ratio,
-                       heads_mode=s.heads_mode)
+                       heads_mode=s.heads_mode, blocks=self.blocks)
         self.available = BASE_STATISTICS | (GRADIENT_STATISTICS if s.gradients else frozenset()) \
             | frozenset({"block_influence"})
         self.decoder_params = decoder_parameters(self.model)
@@ -151,7 +157,7 @@ class StructureFitness:
         if s.structure not in metric.kinds:
             raise SearchError(f"this formula scores {', '.join(sorted(metric.kinds))}, not {s.structure}")
         scores = score_structures(self.groups, self.dense, metric.compile())
-        return select_removal(self.groups, scores, ratio=s.ratio, heads_mode=s.heads_mode)
+        return select_removal(self.groups, scores, ratio=s.ratio, heads_mode=s.heads_mode, blocks=self.blocks)
 
     # --- proxy ------------------------------------------------------------------------
     @torch.no_grad()
@@ -165,6 +171,8 @@ class StructureFitness:
         else:
             errors = []
             for g, keep in zip(self.groups, plan.keep):
+                if plan.blocks is not None and g.block not in plan.blocks:
+                    continue   # outside the range: nothing removed, not part of the average
                 consumer = g.members[-1]                 # the consumer (down_proj / o_proj)
                 w = self.dense.layers[consumer.name]["W"]   # (out, in)
                 gram = self.grams[consumer.name]            # (in, in)

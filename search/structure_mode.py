@@ -16,6 +16,10 @@ The report phase (test ppl of the baselines, SparseGPT proper, lineage plots) is
 per-weight metrics; a structure search ends after the search (``--no-report``): evaluate the
 winner on test with ``prunedsl prune --structure … --structure-metric "FORMULA"``.
 
+``--structure-blocks START:END`` (channels, heads) plans the removal inside that block range
+only, as ``prunedsl prune --structure-blocks`` does, so the winner is searched for the plan it
+will be used with.
+
 ``--device``, ``--dtype`` and ``--calib-batch`` apply as in ``prunedsl prune --structure``;
 ``--offload`` is refused there and here (the dense statistics keep every weight on the device).
 """
@@ -24,7 +28,7 @@ from __future__ import annotations
 import json
 import sys
 from ..dsl.library import BUILTIN, Library
-from ..errors import PruneDSLError, SearchError
+from ..errors import ConfigError, PruneDSLError, SearchError
 
 KINDS = ("channels", "heads", "blocks")
 
@@ -56,6 +60,14 @@ def structure_settings_error(s: dict) -> None:
         raise SearchError("--structure needs --ratio R (the fraction of the structures removed)")
     if not 0.0 < float(ratio) < 1.0:
         raise SearchError(f"--ratio must be in (0, 1), got {ratio}")
+    if s.get("structure_blocks") is not None:
+        if kind == "blocks":
+            raise SearchError("--structure-blocks applies to channels and heads, not blocks")
+        from ..runtime.block_range import parse_block_range
+        try:   # its form now; against the block count once the model is loaded
+            parse_block_range(s["structure_blocks"])
+        except ConfigError as err:
+            raise err.for_cli(SearchError) from None
 
 
 def make_structure_proposer(s: dict, available, library: Library):
@@ -93,7 +105,8 @@ def run_structure_search(args, s: dict) -> int:
         import torch
         torch.set_num_threads(args.threads)
     fs = StructureFitnessSettings(model=s["model"], structure=s["structure"], ratio=float(s["ratio"]),
-                                  heads_mode=s["heads_mode"], nsamples=s["nsamples"], seqlen=s["seqlen"],
+                                  heads_mode=s["heads_mode"], structure_blocks=s.get("structure_blocks"),
+                                  nsamples=s["nsamples"], seqlen=s["seqlen"],
                                   val_windows=s["val_windows"], seed=s["seed"], calib_data=s["calib_data"],
                                   data_dir=s["data_dir"], gradients=s["gradients"])
     from .fitness import BASE_STATISTICS

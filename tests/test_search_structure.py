@@ -93,3 +93,28 @@ def test_blocks_search_and_bad_settings(tiny, tmp_path, capsys):
     assert res["best"]["full"]["keep"] == [[0]] or res["best"]["full"]["keep"] == [[1]]
     assert _search(tiny, tmp_path / "c", "--structure", "heads") != 0
     assert "--ratio" in capsys.readouterr().err
+
+
+def test_structure_search_inside_a_block_range(tiny, tmp_path, capsys):
+    out = tmp_path / "range"
+    assert _search(tiny, out, "--structure", "channels", "--ratio", "0.25", "--structure-blocks", "1:",
+                   "--budget", "1", "--full-evals", "1") == 0
+    capsys.readouterr()
+    state = json.loads((out / "state.json").read_text())
+    evaluated = [c for c in state["candidates"] if c["val_ppl"] is not None]
+    assert evaluated and all(c["full"]["removed"] == 32 for c in evaluated)   # 25% of block 1 only
+    assert all(c["full"]["keep"][0] == list(range(128)) for c in evaluated)
+    assert _search(tiny, out, "--resume", "--structure-blocks", "0:") != 0   # part of the saved fitness
+    assert "--structure-blocks 0: differs from the saved search (1:)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--structure", "blocks", "--ratio", "0.5", "--structure-blocks", "1:"], "applies to channels and heads"),
+    (["--structure", "channels", "--ratio", "0.5", "--structure-blocks", "x"], "--structure-blocks 'x' is not a block range"),
+    (["--structure", "channels", "--ratio", "0.5", "--structure-blocks", "4:"], "reaches past the model's 2 decoder blocks"),
+    (["--sparsity", "0.5", "--structure-blocks", "1:"], "--structure-blocks only applies with --structure"),
+])
+def test_bad_block_ranges_in_a_structure_search(tiny, tmp_path, capsys, extra, message):
+    assert _search(tiny, tmp_path / "bad", *extra, "--budget", "1", "--full-evals", "0") != 0
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
