@@ -2,7 +2,9 @@
 
 The directory reloads with ``AutoModelForCausalLM.from_pretrained(out_dir)``: weights
 are dense safetensors (pruned entries are zeros), and the GGUF quantization marker of
-the source checkpoint is dropped because the weights were dequantized on load.
+the source checkpoint is dropped because the weights were dequantized on load. A model
+with per-block widths (structured removal, ``width_record.py``) is saved the same way; its
+config's record makes it a prunedsl-format checkpoint, which ``models.load_model`` reads.
 
 Saving never loses work: ``check_output_dir`` refuses (before anything is loaded) the
 input model's own directory and a non-empty directory that is not an earlier prunedsl
