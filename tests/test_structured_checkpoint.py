@@ -110,3 +110,13 @@ def test_missing_weights_are_a_clear_error(tmp_path):
     (tmp_path / "model.safetensors").unlink()
     with pytest.raises(PruneRuntimeError, match="no model.safetensors"):
         load_model(str(tmp_path))
+
+
+def test_the_cli_reports_a_bad_record_without_a_traceback(tmp_path, capsys):
+    from prunedsl.cli import main
+    _pruned_dir("llama", "channels-global", tmp_path)
+    _edit_record(tmp_path, intermediate_size=[5, 5])
+    code = main(["eval", "--model", str(tmp_path), "--data-dir", str(tmp_path / "nowhere")])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert f"{tmp_path / 'config.json'}: the per-block widths it records do not match the weights" in err
