@@ -158,9 +158,12 @@ def tables(results: dict) -> str:
 
 
 def mean_sd(v: list[float], pct: bool = False) -> str:
-    unit = "%" if pct else ""
-    sd = statistics.stdev(v) if len(v) > 1 else float("nan")
-    return f"{statistics.fmean(v):+.1f}{unit} ± {sd:.1f}{unit}" if pct else f"{statistics.fmean(v):.2f} ± {sd:.2f}"
+    """Mean ± sd; one value has no sd, so it is shown alone (not "± nan")."""
+    mean = f"{statistics.fmean(v):+.1f}%" if pct else f"{statistics.fmean(v):.2f}"
+    if len(v) < 2:
+        return mean
+    sd = statistics.stdev(v)
+    return f"{mean} ± {sd:.1f}%" if pct else f"{mean} ± {sd:.2f}"
 
 
 def md(head, rows) -> str:
