@@ -246,8 +246,10 @@ def main(argv: list[str] | None = None) -> None:
                                      "eval_seconds": res["seconds"], "seconds": report.seconds}
             elif res["ppl"] != cell["ppl"]:  # pruned again for the tasks: the stored ppl stays the table's
                 cell["ppl_rerun"] = res["ppl"]
+                rel = res["ppl"] / cell["ppl"] - 1   # 6 digits can hide a last-bit difference
                 log(f"warning: {key} pruned again for the tasks gives ppl {res['ppl']:.6g}, stored "
-                    f"{cell['ppl']:.6g} (kept; the rerun is saved as ppl_rerun, its model took the tasks)")
+                    f"{cell['ppl']:.6g} ({rel:+.1e} relative; kept; the rerun is saved as ppl_rerun, "
+                    f"its model took the tasks)")
             log(f"{key:24s} ppl {res['ppl']:10.3f}  prune {prune_s:6.1f} s  eval {res['seconds']:5.1f} s")
             if todo:
                 zero_shot(cell, todo, key)
