@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from .models import find_blocks
+from .models import find_blocks, text_config
 from .structure_plan import RemovalPlan
 from .structures import attention_of, mlp_of
 
@@ -36,10 +36,6 @@ MEMBERS = {"channels": ("gate_proj", "up_proj", "down_proj"),
            "heads": ("q_proj", "k_proj", "v_proj", "o_proj")}
 CONSUMER = {"channels": "down_proj", "heads": "o_proj"}
 STATISTIC = "x_mean"  # what compensation needs from the statistics pass (consumers' inputs)
-
-
-def _text_config(model: nn.Module):
-    return getattr(model.config, "text_config", None) or model.config
 
 
 def check_compensable(model: nn.Module, kind: str) -> None:
@@ -52,7 +48,7 @@ def check_compensable(model: nn.Module, kind: str) -> None:
     module = getattr(blocks[0], part, None)
     flag = CONFIG_FLAG[kind]
     arch = type(model).__name__
-    cfg = copy.deepcopy(_text_config(model))
+    cfg = copy.deepcopy(text_config(model))
     leave_out = "leave out {bias_compensation} for this model"
     if module is None or not hasattr(cfg, flag):
         raise ConfigError("{arch}'s config has no {flag}: it cannot hold the compensation bias of "
@@ -125,4 +121,4 @@ def compensate(model: nn.Module, plan: RemovalPlan, means: Mapping[str, torch.Te
         if cols.numel():
             w = consumer.weight.index_select(1, cols).double()
             consumer.bias += (w @ mean.index_select(0, cols).double()).to(consumer.bias.dtype)
-    setattr(_text_config(model), CONFIG_FLAG[plan.kind], True)
+    setattr(text_config(model), CONFIG_FLAG[plan.kind], True)

@@ -191,6 +191,12 @@ def _num_layers(config: Any) -> int | None:
     return None
 
 
+def text_config(model_or_config: Any) -> Any:
+    """The config that holds the decoder's sizes: a multimodal config's ``text_config``, else itself."""
+    cfg = getattr(model_or_config, "config", model_or_config)
+    return getattr(cfg, "text_config", None) or cfg
+
+
 def find_blocks(model: nn.Module) -> tuple[nn.ModuleList, str]:
     """The decoder blocks and their dotted prefix (e.g. ``model.layers``)."""
     n = _num_layers(getattr(model, "config", None))

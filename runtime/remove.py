@@ -26,10 +26,10 @@ import torch
 from torch import nn
 
 from ..errors import PruneRuntimeError
-from .models import find_blocks, linear_layers
+from .models import find_blocks, linear_layers, text_config
 from .structure_plan import RemovalPlan
 from .structures import attention_of, mlp_of
-from .width_record import sync_config, text_config
+from .width_record import sync_config
 
 # Config fields holding one entry per decoder layer (sliced when blocks go).
 PER_LAYER_FIELDS = ("layer_types", "no_rope_layers")

@@ -15,6 +15,7 @@ from typing import Any
 from ..tables import markdown_table
 from .block_range import describe_blocks
 from .modelcard import card_header, evaluation_section, per_block_loading_lines, perplexity_row, provenance_section
+from .models import text_config
 from .results import Calibration
 from .width_record import RECORD_KEY, record_of
 
@@ -34,7 +35,7 @@ _BIAS = {"channels": "the removed channels' mean output over the calibration dat
 def config_widths(model) -> dict[str, int | list[int]]:
     """The width fields of a model's (text) config, as they would be saved; a field with per-block
     widths (``width_record.py``) as the list of every block's."""
-    cfg = getattr(model.config, "text_config", None) or model.config
+    cfg = text_config(model)
     per_block = record_of(model.config) or {}
     out: dict[str, int | list[int]] = {}
     for name in WIDTH_FIELDS:

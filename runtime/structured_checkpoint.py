@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from ..errors import PruneRuntimeError
-from .models import find_blocks
+from .models import find_blocks, text_config
 from .remove import keep_attention_rows, keep_mlp_channels
 from .structures import attention_of, mlp_of
 from .width_record import check_record, record_of, sync_config
@@ -48,7 +48,7 @@ def load_per_block(directory: str | Path, dtype: torch.dtype | str = "auto") -> 
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
     directory = Path(directory)
     config = AutoConfig.from_pretrained(directory)
-    n_blocks = (getattr(config, "text_config", None) or config).num_hidden_layers
+    n_blocks = text_config(config).num_hidden_layers
     widths = check_record(record_of(config), n_blocks, str(directory / CONFIG_NAME))
     kw = {"dtype": dtype} if isinstance(dtype, torch.dtype) else {}   # else the config's dtype
     model = AutoModelForCausalLM.from_config(config, **kw)

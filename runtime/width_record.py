@@ -21,7 +21,7 @@ from typing import Any
 from torch import nn
 
 from ..errors import PruneRuntimeError
-from .models import find_blocks
+from .models import find_blocks, text_config
 from .structures import attention_of, mlp_of
 
 RECORD_KEY = "prunedsl_structure"
@@ -29,11 +29,6 @@ FORMAT = 1
 PER_BLOCK_FIELDS = ("intermediate_size", "num_attention_heads", "num_key_value_heads")
 LOAD_WITH = ("per-block widths: plain transformers cannot load this directory; load it with prunedsl "
              "(prunedsl eval --model DIR, or prunedsl.runtime.models.load_model(DIR))")
-
-
-def text_config(model: nn.Module):
-    cfg = model.config
-    return getattr(cfg, "text_config", None) or cfg
 
 
 def block_widths(model: nn.Module) -> dict[str, list[int]]:
@@ -82,8 +77,7 @@ def record_of(config: Any) -> dict[str, Any] | None:
     if isinstance(config, dict):
         config = config.get("text_config") or config
         return config.get(RECORD_KEY)
-    cfg = getattr(config, "text_config", None) or config
-    return getattr(cfg, RECORD_KEY, None)
+    return getattr(text_config(config), RECORD_KEY, None)
 
 
 def check_record(record: Any, n_blocks: int, where: str) -> dict[str, list[int]]:
