@@ -242,7 +242,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--top-k", type=int, default=DEFAULT_TOP_K, help="dense log-probs kept per position for the KL")
     p.add_argument("--reconstruct-group", choices=("layer", "row"), default="layer")
     p.add_argument("--proxies", nargs="+", choices=list(PROXIES), default=list(PROXIES))
-    p.add_argument("--only", nargs="+", default=None, metavar="KEY", help="panel keys to run (e.g. wanda \"wanda +R\")")
+    p.add_argument("--only", nargs="+", action="extend", default=None, metavar="KEY",
+                   help="panel keys to run (e.g. wanda \"wanda +R\"); a key starting with '-' as --only=KEY "
+                        "(argparse reads -|W| as an option otherwise); repeatable")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", default=None, help="directory for fitness_<model>.json/.md (default docs; "

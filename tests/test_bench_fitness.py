@@ -64,3 +64,10 @@ def test_other_settings_are_never_mixed_into_a_results_file(bench, tmp_path):
     path.write_text(json.dumps({"settings": {"model": "tiny"}, "proxies": {}, "candidates": {}}))
     with pytest.raises(SystemExit, match="other settings"):
         bench.main(["--quick", "--out", str(tmp_path), "--table-only"])
+
+
+def test_only_takes_keys_that_start_with_a_dash_and_repeats(bench, monkeypatch):
+    seen = {}
+    monkeypatch.setattr(bench, "run", lambda args: seen.update(only=args.only))
+    bench.main(["--quick", "--only", "magnitude", "wanda +R", "--only=-|W|"])
+    assert seen["only"] == ["magnitude", "wanda +R", "-|W|"]
