@@ -12,6 +12,8 @@ outage) are saved, so a plain ``--resume`` talks to the same endpoint; given aga
 ``--resume`` they override the saved ones. The API key is never saved (it is read from
 $OPENAI_API_KEY each time). The device options are saved too: ``--device``, ``--offload``
 and ``--calib-batch`` may change on ``--resume``, ``--dtype`` may not (search/device_state.py).
+A search saved before ``--select-windows`` existed resumes with 0 (no selection slice), so
+its calibration windows stay where they were.
 """
 from __future__ import annotations
 
@@ -43,7 +45,7 @@ saved; `--resume` continues with the saved --llm-* settings.
 
 # option -> (default, part of the fitness: must match on --resume)
 FITNESS_DEFAULTS = {"model": None, "sparsity": None, "pattern": "unstructured", "group": "row",
-                    "nsamples": 16, "seqlen": 256, "val_windows": 16, "seed": 0, "calib_data": None, "eval_data": None,
+                    "nsamples": 16, "seqlen": 256, "val_windows": 16, "select_windows": 16, "seed": 0, "calib_data": None, "eval_data": None,
                     "data_dir": None, "proxy_blocks": 8, "proxy_rows": 0.25, "proxy_rank": 64,
                     "gradients": False, "structure": None, "ratio": None, "heads_mode": "kv_groups",
                     "structure_blocks": None}
@@ -51,6 +53,8 @@ SEARCH_DEFAULTS = {"proposer": "evolve", "budget": 100, "full_evals": 10, "batch
                    "max_proposals": None, "test_windows": 40, "test_seqlen": 512, "report_top": 3,
                    "population": 32, "max_size": None, "library": []}
 GROWABLE = {"budget", "full_evals", "max_proposals", "test_windows", "test_seqlen", "report_top"}
+# a saved search that predates an option resumes with the value that keeps what it did
+SAVED_BEFORE = {"select_windows": 0}
 try:
     from .llm import LLM_DEFAULTS  # --llm-* settings: saved, and may be given again on --resume
 except ImportError:  # the llm proposer is optional
@@ -105,6 +109,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--nsamples", type=int, default=S, help="calibration windows (default 16)")
     g.add_argument("--seqlen", type=int, default=S, help="tokens per calibration/validation window (default 256)")
     g.add_argument("--val-windows", type=int, default=S, help="held-out validation windows (default 16)")
+    g.add_argument("--select-windows", type=int, default=S, metavar="N",
+                   help="the next N validation windows, read only at the end to choose the winner among "
+                        "the finalists (default 16; 0 = no selection slice, the fitness winner)")
     g.add_argument("--proxy-blocks", type=int, default=S, help="decoder blocks screened, evenly spaced; 0 = all (default 8)")
     g.add_argument("--proxy-rows", type=float, default=S, help="fraction of output rows measured (default 0.25)")
     g.add_argument("--proxy-rank", type=int, default=S, help="Gram rank for the proxy; 0 = exact (default 64)")
@@ -160,7 +167,7 @@ def _settings(args, saved: dict | None) -> dict:
         if merged["proposer"] == "llm" and LLM_DEFAULTS and merged["llm_base_url"] is None:
             merged["llm_base_url"] = os.environ.get("OPENAI_BASE_URL") or None  # what it talks to
         return merged
-    merged = {**defaults, **saved}
+    merged = {**defaults, **SAVED_BEFORE, **saved}
     for k, v in given.items():
         if k == "dtype":
             check_resumed_dtype(v, saved)
@@ -185,8 +192,13 @@ def cmd_search(args) -> int:
     saved = saved_state.config.cli if saved_state else None
     s = _settings(args, saved)
     if s.get("structure"):  # structure scores: search/structure_mode.py
+        given = [o for o in ("select_windows",) if hasattr(args, o)]
+        if given:
+            raise SearchError(f"--{given[0].replace('_', '-')} applies to metric searches, not to --structure")
         from .structure_mode import run_structure_search
         return run_structure_search(args, s)
+    if s["select_windows"] < 0:
+        raise SearchError("--select-windows must be ≥ 0 (0: no selection slice)")
     if s.get("structure_blocks") is not None:
         raise SearchError("--structure-blocks only applies with --structure channels|heads",
                           hint="add --structure channels --ratio R, or leave it out")
