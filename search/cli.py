@@ -39,6 +39,11 @@ EPILOG = """examples:
 Files in DIR, rewritten after every evaluation: state.json (everything, for --resume),
 hall.json / hall.md (the Pareto front); at the end report.md, progress.png, lineage.json
 and graph.json (the GCoT graph: the llm proposer's own, or built from the evaluated formulas).
+The final choice: the --select-top best formulas by validation ppl and the best library metric
+are measured on --select-windows more validation windows the search never read; the best
+there is the winner (hall.md and report.md show both). The report's test table gives each
+row's test ppl ratio to the best library metric and to wanda with a paired bootstrap band,
+and says "beats" only when the band excludes 1.
 An LLM endpoint that fails is waited for (up to --llm-max-outage), then the search stops,
 saved; `--resume` continues with the saved --llm-* settings.
 """
@@ -51,8 +56,9 @@ FITNESS_DEFAULTS = {"model": None, "sparsity": None, "pattern": "unstructured", 
                     "structure_blocks": None}
 SEARCH_DEFAULTS = {"proposer": "evolve", "budget": 100, "full_evals": 10, "batch": 16,
                    "max_proposals": None, "test_windows": 40, "test_seqlen": 512, "report_top": 3,
-                   "population": 32, "max_size": None, "library": []}
-GROWABLE = {"budget", "full_evals", "max_proposals", "test_windows", "test_seqlen", "report_top"}
+                   "select_top": 5, "population": 32, "max_size": None, "library": []}
+GROWABLE = {"budget", "full_evals", "max_proposals", "test_windows", "test_seqlen", "report_top",
+            "select_top"}
 # a saved search that predates an option resumes with the value that keeps what it did
 SAVED_BEFORE = {"select_windows": 0}
 try:
@@ -136,6 +142,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--test-windows", type=int, default=S, help="WikiText-2 test windows (default 40)")
     g.add_argument("--test-seqlen", type=int, default=S, help="tokens per test window (default 512)")
     g.add_argument("--report-top", type=int, default=S, help="discovered formulas evaluated on test (default 3)")
+    g.add_argument("--select-top", type=int, default=S, metavar="K",
+                   help="discovered formulas (best by validation ppl) measured on the selection slice, "
+                        "with the best library metric (default 5)")
     g.add_argument("--no-report", action="store_true", help="stop after the search (no test perplexity)")
     g.add_argument("--json", action="store_true", help="print one JSON summary on stdout")
     from ..cli.output import add_format_option
@@ -192,13 +201,13 @@ def cmd_search(args) -> int:
     saved = saved_state.config.cli if saved_state else None
     s = _settings(args, saved)
     if s.get("structure"):  # structure scores: search/structure_mode.py
-        given = [o for o in ("select_windows",) if hasattr(args, o)]
+        given = [o for o in ("select_windows", "select_top") if hasattr(args, o)]
         if given:
             raise SearchError(f"--{given[0].replace('_', '-')} applies to metric searches, not to --structure")
         from .structure_mode import run_structure_search
         return run_structure_search(args, s)
-    if s["select_windows"] < 0:
-        raise SearchError("--select-windows must be ≥ 0 (0: no selection slice)")
+    if s["select_windows"] < 0 or s["select_top"] < 0:
+        raise SearchError("--select-windows and --select-top must be ≥ 0 (--select-windows 0: no selection slice)")
     if s.get("structure_blocks") is not None:
         raise SearchError("--structure-blocks only applies with --structure channels|heads",
                           hint="add --structure channels --ratio R, or leave it out")
@@ -231,7 +240,7 @@ def cmd_search(args) -> int:
                           library_texts=library.texts, test_windows=s["test_windows"],
                           test_seqlen=s["test_seqlen"], report_top=s["report_top"],
                           report=not args.no_report, fitness=fs.to_dict(), cli=s,
-                          max_outage=s.get("llm_max_outage") or 600.0)
+                          max_outage=s.get("llm_max_outage") or 600.0, select_top=s["select_top"])
 
     def stderr(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
@@ -265,6 +274,10 @@ def cmd_search(args) -> int:
         print_table(HALL_HEADER, rows, fmt)
     else:
         print("(no candidate fully evaluated yet)")
+    if summary["winner"]:
+        w = summary["winner"]
+        print(f"\nwinner (selection slice, never seen by the search): {w['pretty']} | select ppl "
+              f"{w['select_ppl']:.3f} | val ppl {w['val_ppl']:.3f}")
     if summary["report"]:
         print(f"\nreport: {summary['report']}")
     return 0

@@ -50,7 +50,13 @@ def verdict(band: Band) -> str:
 
 
 def band_text(band: Band | None) -> str:
-    return "–" if band is None else f"{band.ppl:.3f}× [{band.low:.3f}, {band.high:.3f}]"
+    """"0.934× [0.912, 0.957]": 3 decimals, more when a bound other than 1 would print as 1.000."""
+    if band is None:
+        return "–"
+    d = 3
+    while d < 6 and any(x != 1 and round(x, d) == 1 for x in (band.low, band.high)):
+        d += 1
+    return f"{band.ppl:.{d}f}× [{band.low:.{d}f}, {band.high:.{d}f}]"
 
 
 def compare(name: str, band: Band | None) -> str:
