@@ -21,7 +21,7 @@ import argparse
 import json
 import os
 import sys
-from dataclasses import fields
+from dataclasses import fields, replace
 
 from ..config import GROUPS
 from ..errors import ConfigError, SearchError
@@ -35,6 +35,7 @@ EPILOG = """examples:
   prunedsl search --output runs/ev60 --resume
   prunedsl search --model smollm2-135m --sparsity 0.6 --budget 300 --full-evals 40 --workers 4 --output runs/ray
   prunedsl search ... --workers 16 --ray-address auto      # on a running Ray cluster (README: Search on many workers)
+  prunedsl search ... --select-windows 32 --transfer-models gemma3-270m,qwen2.5-coder-0.5b
 
 Files in DIR, rewritten after every evaluation: state.json (everything, for --resume),
 hall.json / hall.md (the Pareto front); at the end report.md, progress.png, lineage.json
@@ -56,9 +57,9 @@ FITNESS_DEFAULTS = {"model": None, "sparsity": None, "pattern": "unstructured", 
                     "structure_blocks": None}
 SEARCH_DEFAULTS = {"proposer": "evolve", "budget": 100, "full_evals": 10, "batch": 16,
                    "max_proposals": None, "test_windows": 40, "test_seqlen": 512, "report_top": 3,
-                   "select_top": 5, "population": 32, "max_size": None, "library": []}
+                   "select_top": 5, "transfer_models": [], "population": 32, "max_size": None, "library": []}
 GROWABLE = {"budget", "full_evals", "max_proposals", "test_windows", "test_seqlen", "report_top",
-            "select_top"}
+            "select_top", "transfer_models"}
 # a saved search that predates an option resumes with the value that keeps what it did
 SAVED_BEFORE = {"select_windows": 0}
 try:
@@ -145,6 +146,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--select-top", type=int, default=S, metavar="K",
                    help="discovered formulas (best by validation ppl) measured on the selection slice, "
                         "with the best library metric (default 5)")
+    g.add_argument("--transfer-models", default=S, metavar="A,B",
+                   help="after the test table, prune the winner, the next --report-top formulas and every "
+                        "library metric (mask only and +R) on these models too (aliases, paths or hub ids); "
+                        "one table per model")
     g.add_argument("--no-report", action="store_true", help="stop after the search (no test perplexity)")
     g.add_argument("--json", action="store_true", help="print one JSON summary on stdout")
     from ..cli.output import add_format_option
@@ -201,11 +206,16 @@ def cmd_search(args) -> int:
     saved = saved_state.config.cli if saved_state else None
     s = _settings(args, saved)
     if s.get("structure"):  # structure scores: search/structure_mode.py
-        given = [o for o in ("select_windows", "select_top") if hasattr(args, o)]
+        given = [o for o in ("select_windows", "select_top", "transfer_models") if hasattr(args, o)]
         if given:
             raise SearchError(f"--{given[0].replace('_', '-')} applies to metric searches, not to --structure")
         from .structure_mode import run_structure_search
         return run_structure_search(args, s)
+    from .transfer import parse_transfer_models
+    transfer = parse_transfer_models(s["transfer_models"], s["model"])  # before anything is loaded
+    s["transfer_models"] = list(transfer)
+    if transfer and args.no_report:
+        raise SearchError("--transfer-models is measured in the report; it does nothing with --no-report")
     if s["select_windows"] < 0 or s["select_top"] < 0:
         raise SearchError("--select-windows and --select-top must be ≥ 0 (--select-windows 0: no selection slice)")
     if s.get("structure_blocks") is not None:
@@ -240,7 +250,8 @@ def cmd_search(args) -> int:
                           library_texts=library.texts, test_windows=s["test_windows"],
                           test_seqlen=s["test_seqlen"], report_top=s["report_top"],
                           report=not args.no_report, fitness=fs.to_dict(), cli=s,
-                          max_outage=s.get("llm_max_outage") or 600.0, select_top=s["select_top"])
+                          max_outage=s.get("llm_max_outage") or 600.0, select_top=s["select_top"],
+                          transfer_models=transfer)
 
     def stderr(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
@@ -257,7 +268,12 @@ def cmd_search(args) -> int:
                            gpus=args.worker_gpus, log=log, device={**device, "dtype": s["model_dtype"]})
     make_fitness = recording_model_dtype(lambda: Fitness(fs, progress=bars, log=stderr, placement=placement,
                                                          calib_batch=device["calib_batch"]), s)
-    engine = Engine(config, make_fitness, proposer, log=log, pool_factory=pool_factory)
+
+    def transfer_fitness(model: str):  # the report's transfer tables: full evaluations only
+        return Fitness(replace(fs, model=model), progress=bars, log=stderr, placement=placement,
+                       calib_batch=device["calib_batch"], screening=False)
+    engine = Engine(config, make_fitness, proposer, log=log, pool_factory=pool_factory,
+                    transfer_fitness=transfer_fitness)
     summary = engine.run(resume=args.resume)
     if fmt == "json":
         print(json.dumps(summary, ensure_ascii=False, default=str))

@@ -32,8 +32,9 @@ then it stops with an error, everything saved, and ``--resume`` continues.
 
 The final choice: at the end of the search phase the finalists are measured on the
 selection slice, validation windows the search never read, and the best there is the
-winner (``search/selection.py``). A finished search resumed with more finalists to
-measure goes back to the report.
+winner (``search/selection.py``); the report then measures test perplexity and, with
+``transfer_models``, the top formulas on other models (``search/transfer.py``). A finished
+search resumed with more finalists or transfer models to measure goes back to the report.
 
 Persistence: the state (``records.SearchState``: candidates, counters, pending
 proposals, outcomes not yet observed, the proposer's state with its RNG) is written
@@ -88,13 +89,17 @@ class Interrupted(BaseException):
 class Engine:
     def __init__(self, config: SearchConfig, fitness_factory: Callable[[], Any], proposer,
                  *, log: Callable[[str], None] | None = None, sleep: Callable[[float], None] = time.sleep,
-                 pool_factory: Callable[[Any], EvalPool] | None = None):
-        """``pool_factory(fitness)``: where full evaluations run (default: in this process)."""
+                 pool_factory: Callable[[Any], EvalPool] | None = None,
+                 transfer_fitness: Callable[[str], Any] | None = None):
+        """``pool_factory(fitness)``: where full evaluations run (default: in this process).
+        ``transfer_fitness(model)``: a full-evaluation-only fitness of another model with this
+        search's settings, for the report's transfer tables (default: ``search/transfer.py``'s)."""
         self.config = config
         self.library = Library(config.library_texts)  # parsed once for every proposal
         self.fitness_factory = fitness_factory
         self.fitness = None
         self.pool_factory = pool_factory or InProcessPool
+        self.transfer_fitness = transfer_fitness
         self.pool: EvalPool | None = None
         self.submitted: dict[int, int] = {}  # candidate id -> screened counter at its submission
         self.proposer = proposer
@@ -139,7 +144,7 @@ class Engine:
             if self.state.phase in ("report", "done") and self._more_to_do():
                 self.state.phase = "search"  # --resume with a larger --budget/--full-evals
             elif self.state.phase == "done" and self.config.report and _report_pending(self.state):
-                self.state.phase = "report"  # more finalists (--select-top)
+                self.state.phase = "report"  # more finalists (--select-top) or --transfer-models
             self.log(f"resuming {self.dir}: {self.state.counters.screened} candidates screened, "
                      f"phase {self.state.phase}")
         else:
@@ -327,7 +332,8 @@ class Engine:
 
 
 def _report_pending(state: SearchState) -> bool:
-    return selection_pending(state)
+    from .transfer import pending as transfer_pending
+    return selection_pending(state) or transfer_pending(state)
 
 
 def _raise_interrupt(signum, frame):

@@ -10,7 +10,9 @@ killed report phase resumes where it stopped.
 
 The verdict is about the **winner**, chosen on the selection slice (``search/selection.py``;
 without one, the best discovered formula by validation ppl), and says "beats" only when
-the paired bootstrap band of its test ppl ratio excludes 1 (``search/noise.py``).
+the paired bootstrap band of its test ppl ratio excludes 1 (``search/noise.py``). With
+``transfer_models`` the top formulas and the library are measured on other models too
+(``search/transfer.py``).
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from .hall import atomic_write, best_record, fmt, hall_markdown, label, markdown
 from .noise import METHOD, compare, ratio_cell
 from .records import Candidate, SearchState
 from .selection import best_seed, run_selection, select_ppl, selection_markdown, winner
+from .transfer import measure_transfer, transfer_markdown
 
 BASELINES = ("magnitude", "wanda", "ria", "sparsegpt")
 SPARSEGPT_R = "sparsegpt +R"   # SearchState.test key of SparseGPT proper (mask + OBS update)
@@ -224,6 +227,7 @@ def write_report(engine) -> None:
     out = Path(cfg.output)
     run_selection(engine)  # nothing to do unless finalists were added (e.g. a larger --select-top)
     measure_test(engine)
+    measure_transfer(engine)
     recs = state.candidates
     c = state.counters
     f = cfg.fitness
@@ -287,6 +291,9 @@ def write_report(engine) -> None:
            "validation ppl."]
     if selecting:
         md += ["", "## Final choice (selection slice)", "", selection_markdown(state)]
+    if cfg.transfer_models:
+        md += ["", "## Transfer to other models (WikiText-2 test perplexity)", "",
+               transfer_markdown(state, f["model"])]
     md += ["", "## Hall of fame (Pareto front: complexity vs validation ppl)", "", hall_markdown(recs)]
     md += ["", "## How the best formula was found", ""]
     if best is not None:
