@@ -88,13 +88,13 @@ def _spec_problem(spec: str) -> str | None:
 
 # --- what is measured ---------------------------------------------------------------------
 def top_formulas(state: SearchState) -> list[Candidate]:
-    """The winner (or the best by val ppl) if discovered, then the next ``report_top``
-    discovered formulas by val ppl."""
+    """The winner, then the next ``report_top`` discovered formulas by val ppl. Without a
+    selection slice the winner is the best by val ppl; a library winner is a library row."""
     from .selection import winner
     found = sorted((r for r in state.candidates if not r.seed and r.val_ppl is not None),
                    key=lambda r: (r.val_ppl, r.complexity, r.id))
     chosen = winner(state)
-    first = [chosen] if chosen is not None and not chosen.seed else found[:1]
+    first = found[:1] if chosen is None else [] if chosen.seed else [chosen]
     rest = [r for r in found if r not in first]
     return first + rest[:state.config.report_top]
 

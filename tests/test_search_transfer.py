@@ -155,3 +155,28 @@ def test_cli_search_with_a_selection_slice_and_a_transfer_model_then_a_larger_bu
     # the saved settings hold: another selection slice is a different fitness
     assert main(["search", "--resume", "--select-windows", "5", *common]) == 2
     assert "--select-windows 5 differs from the saved search" in capsys.readouterr().err
+
+
+def test_top_formulas_are_the_winner_and_the_next_report_top(tiny, tmp_path):
+    from prunedsl.search.selection import winner
+    from prunedsl.search.transfer import top_formulas
+    from test_search_selection import SEED_TEXTS
+
+    class SeedWins(SelectFitness):
+        def select_ppl(self, metric):
+            return {**super().select_ppl(metric), "select_ppl": 1.0 if metric.text() in SEED_TEXTS else 9.0}
+    for fitness, first in ((SelectFitness, "discovered"), (SeedWins, "seed"), (None, "best by val")):
+        cfg = _config(tiny, tmp_path / first, [], report=False)
+        if fitness is None:
+            cfg.fitness = {**cfg.fitness, "select_windows": 0}
+        engine = Engine(cfg, fitness or SelectFitness, Scripted(TEXTS), log=lambda m: None)
+        engine.run()
+        st = engine.state
+        found = sorted((r for r in st.candidates if not r.seed and r.val_ppl is not None), key=lambda r: r.val_ppl)
+        top, w = top_formulas(st), winner(st)
+        if first == "discovered":
+            assert top[0] is w and not w.seed and top[1:] == [r for r in found if r is not w][:2]
+        elif first == "seed":
+            assert w.seed and top == found[:2]             # the library winner is among the library rows
+        else:
+            assert w is None and top == found[:3]          # the best by val ppl, then the next 2
