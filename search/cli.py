@@ -51,7 +51,8 @@ saved; `--resume` continues with the saved --llm-* settings.
 
 # option -> (default, part of the fitness: must match on --resume)
 FITNESS_DEFAULTS = {"model": None, "sparsity": None, "pattern": "unstructured", "group": "row",
-                    "nsamples": 16, "seqlen": 256, "val_windows": 16, "select_windows": 16, "seed": 0, "calib_data": None, "eval_data": None,
+                    "nsamples": 16, "seqlen": 256, "val_windows": 16, "select_windows": 16, "seed": 0,
+                    "calib_data": None, "eval_data": None,
                     "data_dir": None, "proxy_blocks": 8, "proxy_rows": 0.25, "proxy_rank": 64,
                     "gradients": False, "structure": None, "ratio": None, "heads_mode": "kv_groups",
                     "structure_blocks": None}

@@ -236,7 +236,8 @@ def model_table(state: SearchState, model: str, rows: list[TransferRow]) -> tupl
         _, band = ratio_cell(res.get(top.key, {}), ref, tokens)
         where = display_name(model, state.config.transfer_models)
         vs = compare("wanda", band) if band is not None else "no band (no per-window sums)"
-        line = f"`{top.rec.pretty}` ({top.name.lstrip('★ ')}): rank {ranks[top.key]} of {len(ranks)} on {where}; {vs}."
+        line = (f"`{top.rec.pretty}` ({top.name.lstrip('★ ')}): rank {ranks[top.key]} of {len(ranks)} "
+                f"on {where}; {vs}.")
     return markdown_table(["metric", "formula", "", "test ppl", "× wanda [95%]", "rank"], table), line
 
 
