@@ -2,12 +2,17 @@
 
 Mean token NLL over every predicted token (seqlen - 1 per window), ppl = exp(mean).
 Per-batch NLL sums are added in float64, so the result barely depends on the batch size.
+The per-window NLL sums come back too (``window_nll_sums``): what a bootstrap over
+windows resamples (``runtime/fidelity.py``). With one window per batch (the default)
+each is the very float that was added to the total, so their sum, taken in order, is
+the total.
 """
 from __future__ import annotations
 
 import contextlib
 import math
 import time
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -28,8 +33,9 @@ DEFAULT_BATCH_SIZE = 1
 @torch.no_grad()
 def perplexity(model: nn.Module, ids: torch.Tensor, seqlen: int = 512,
                max_windows: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
-               progress: bool = True, placement: Placement | None = None) -> dict[str, float | int]:
-    """Perplexity of ``model`` on token ids (1, N): dict(ppl, nll, windows, tokens, seconds).
+               progress: bool = True, placement: Placement | None = None) -> dict[str, Any]:
+    """Perplexity of ``model`` on token ids (1, N): dict(ppl, nll, windows, tokens, seconds,
+    window_nll_sums), the last a list of each window's NLL sum over its seqlen - 1 tokens.
 
     placement: where to compute (default: where the model is); with offload each block is
     onloaded for its part of every forward."""
@@ -39,6 +45,7 @@ def perplexity(model: nn.Module, ids: torch.Tensor, seqlen: int = 512,
     start = time.perf_counter()
     total_nll = 0.0
     tokens = 0
+    window_sums: list[float] = []
     bar = progress_bar(total=windows.shape[0], desc="perplexity", unit="win", progress=progress)
     with bar, streamed:
         for i in range(0, windows.shape[0], max(1, batch_size)):
@@ -47,7 +54,13 @@ def perplexity(model: nn.Module, ids: torch.Tensor, seqlen: int = 512,
             vocab = logits.shape[-1]
             nll = F.cross_entropy(logits[:, :-1].reshape(-1, vocab).float(),
                                   batch[:, 1:].reshape(-1), reduction="sum")
-            total_nll += float(nll)
+            total_nll += float(nll)  # the total's order is the one before per-window sums existed
+            if batch.shape[0] == 1:
+                window_sums.append(float(nll))
+            else:  # float64 sums per window; their total may differ from nll in the last bits
+                per_token = F.cross_entropy(logits[:, :-1].reshape(-1, vocab).float(),
+                                            batch[:, 1:].reshape(-1), reduction="none")
+                window_sums += per_token.double().view(batch.shape[0], -1).sum(1).tolist()
             tokens += batch[:, 1:].numel()
             bar.update(batch.shape[0])
     mean = total_nll / tokens
@@ -57,4 +70,4 @@ def perplexity(model: nn.Module, ids: torch.Tensor, seqlen: int = 512,
             hint="the pruned model produces NaN/inf logits; check the metric or lower the sparsity")
     ppl = math.exp(mean) if mean < 700 else math.inf  # exp overflows a float past ~709
     return {"ppl": ppl, "nll": mean, "windows": int(windows.shape[0]),
-            "tokens": tokens, "seconds": time.perf_counter() - start}
+            "tokens": tokens, "seconds": time.perf_counter() - start, "window_nll_sums": window_sums}

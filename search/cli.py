@@ -12,6 +12,8 @@ outage) are saved, so a plain ``--resume`` talks to the same endpoint; given aga
 ``--resume`` they override the saved ones. The API key is never saved (it is read from
 $OPENAI_API_KEY each time). The device options are saved too: ``--device``, ``--offload``
 and ``--calib-batch`` may change on ``--resume``, ``--dtype`` may not (search/device_state.py).
+A search saved before ``--select-windows`` existed resumes with 0 (no selection slice), so
+its calibration windows stay where they were.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ import argparse
 import json
 import os
 import sys
-from dataclasses import fields
+from dataclasses import fields, replace
 
 from ..config import GROUPS
 from ..errors import ConfigError, SearchError
@@ -33,24 +35,34 @@ EPILOG = """examples:
   prunedsl search --output runs/ev60 --resume
   prunedsl search --model smollm2-135m --sparsity 0.6 --budget 300 --full-evals 40 --workers 4 --output runs/ray
   prunedsl search ... --workers 16 --ray-address auto      # on a running Ray cluster (README: Search on many workers)
+  prunedsl search ... --select-windows 32 --transfer-models gemma3-270m,qwen2.5-coder-0.5b
 
 Files in DIR, rewritten after every evaluation: state.json (everything, for --resume),
 hall.json / hall.md (the Pareto front); at the end report.md, progress.png, lineage.json
 and graph.json (the GCoT graph: the llm proposer's own, or built from the evaluated formulas).
+The final choice: the --select-top best formulas by validation ppl and the best library metric
+are measured on --select-windows more validation windows the search never read; the best
+there is the winner (hall.md and report.md show both). The report's test table gives each
+row's test ppl ratio to the best library metric and to wanda with a paired bootstrap band,
+and says "beats" only when the band excludes 1.
 An LLM endpoint that fails is waited for (up to --llm-max-outage), then the search stops,
 saved; `--resume` continues with the saved --llm-* settings.
 """
 
 # option -> (default, part of the fitness: must match on --resume)
 FITNESS_DEFAULTS = {"model": None, "sparsity": None, "pattern": "unstructured", "group": "row",
-                    "nsamples": 16, "seqlen": 256, "val_windows": 16, "seed": 0, "calib_data": None, "eval_data": None,
+                    "nsamples": 16, "seqlen": 256, "val_windows": 16, "select_windows": 16, "seed": 0,
+                    "calib_data": None, "eval_data": None,
                     "data_dir": None, "proxy_blocks": 8, "proxy_rows": 0.25, "proxy_rank": 64,
                     "gradients": False, "structure": None, "ratio": None, "heads_mode": "kv_groups",
                     "structure_blocks": None}
 SEARCH_DEFAULTS = {"proposer": "evolve", "budget": 100, "full_evals": 10, "batch": 16,
                    "max_proposals": None, "test_windows": 40, "test_seqlen": 512, "report_top": 3,
-                   "population": 32, "max_size": None, "library": []}
-GROWABLE = {"budget", "full_evals", "max_proposals", "test_windows", "test_seqlen", "report_top"}
+                   "select_top": 5, "transfer_models": [], "population": 32, "max_size": None, "library": []}
+GROWABLE = {"budget", "full_evals", "max_proposals", "test_windows", "test_seqlen", "report_top",
+            "select_top", "transfer_models"}
+# a saved search that predates an option resumes with the value that keeps what it did
+SAVED_BEFORE = {"select_windows": 0}
 try:
     from .llm import LLM_DEFAULTS  # --llm-* settings: saved, and may be given again on --resume
 except ImportError:  # the llm proposer is optional
@@ -105,6 +117,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--nsamples", type=int, default=S, help="calibration windows (default 16)")
     g.add_argument("--seqlen", type=int, default=S, help="tokens per calibration/validation window (default 256)")
     g.add_argument("--val-windows", type=int, default=S, help="held-out validation windows (default 16)")
+    g.add_argument("--select-windows", type=int, default=S, metavar="N",
+                   help="the next N validation windows, read only at the end to choose the winner among "
+                        "the finalists (default 16; 0 = no selection slice, the fitness winner)")
     g.add_argument("--proxy-blocks", type=int, default=S, help="decoder blocks screened, evenly spaced; 0 = all (default 8)")
     g.add_argument("--proxy-rows", type=float, default=S, help="fraction of output rows measured (default 0.25)")
     g.add_argument("--proxy-rank", type=int, default=S, help="Gram rank for the proxy; 0 = exact (default 64)")
@@ -129,6 +144,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--test-windows", type=int, default=S, help="WikiText-2 test windows (default 40)")
     g.add_argument("--test-seqlen", type=int, default=S, help="tokens per test window (default 512)")
     g.add_argument("--report-top", type=int, default=S, help="discovered formulas evaluated on test (default 3)")
+    g.add_argument("--select-top", type=int, default=S, metavar="K",
+                   help="discovered formulas (best by validation ppl) measured on the selection slice, "
+                        "with the best library metric (default 5)")
+    g.add_argument("--transfer-models", default=S, metavar="A,B",
+                   help="after the test table, prune the winner, the next --report-top formulas and every "
+                        "library metric (mask only and +R) on these models too (aliases, paths or hub ids); "
+                        "one table per model")
     g.add_argument("--no-report", action="store_true", help="stop after the search (no test perplexity)")
     g.add_argument("--json", action="store_true", help="print one JSON summary on stdout")
     from ..cli.output import add_format_option
@@ -160,7 +182,7 @@ def _settings(args, saved: dict | None) -> dict:
         if merged["proposer"] == "llm" and LLM_DEFAULTS and merged["llm_base_url"] is None:
             merged["llm_base_url"] = os.environ.get("OPENAI_BASE_URL") or None  # what it talks to
         return merged
-    merged = {**defaults, **saved}
+    merged = {**defaults, **SAVED_BEFORE, **saved}
     for k, v in given.items():
         if k == "dtype":
             check_resumed_dtype(v, saved)
@@ -185,8 +207,18 @@ def cmd_search(args) -> int:
     saved = saved_state.config.cli if saved_state else None
     s = _settings(args, saved)
     if s.get("structure"):  # structure scores: search/structure_mode.py
+        given = [o for o in ("select_windows", "select_top", "transfer_models") if hasattr(args, o)]
+        if given:
+            raise SearchError(f"--{given[0].replace('_', '-')} applies to metric searches, not to --structure")
         from .structure_mode import run_structure_search
         return run_structure_search(args, s)
+    from .transfer import parse_transfer_models
+    transfer = parse_transfer_models(s["transfer_models"], s["model"])  # before anything is loaded
+    s["transfer_models"] = list(transfer)
+    if transfer and args.no_report:
+        raise SearchError("--transfer-models is measured in the report; it does nothing with --no-report")
+    if s["select_windows"] < 0 or s["select_top"] < 0:
+        raise SearchError("--select-windows and --select-top must be ≥ 0 (--select-windows 0: no selection slice)")
     if s.get("structure_blocks") is not None:
         raise SearchError("--structure-blocks only applies with --structure channels|heads",
                           hint="add --structure channels --ratio R, or leave it out")
@@ -219,7 +251,8 @@ def cmd_search(args) -> int:
                           library_texts=library.texts, test_windows=s["test_windows"],
                           test_seqlen=s["test_seqlen"], report_top=s["report_top"],
                           report=not args.no_report, fitness=fs.to_dict(), cli=s,
-                          max_outage=s.get("llm_max_outage") or 600.0)
+                          max_outage=s.get("llm_max_outage") or 600.0, select_top=s["select_top"],
+                          transfer_models=transfer)
 
     def stderr(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
@@ -236,7 +269,12 @@ def cmd_search(args) -> int:
                            gpus=args.worker_gpus, log=log, device={**device, "dtype": s["model_dtype"]})
     make_fitness = recording_model_dtype(lambda: Fitness(fs, progress=bars, log=stderr, placement=placement,
                                                          calib_batch=device["calib_batch"]), s)
-    engine = Engine(config, make_fitness, proposer, log=log, pool_factory=pool_factory)
+
+    def transfer_fitness(model: str):  # the report's transfer tables: full evaluations only
+        return Fitness(replace(fs, model=model), progress=bars, log=stderr, placement=placement,
+                       calib_batch=device["calib_batch"], screening=False)
+    engine = Engine(config, make_fitness, proposer, log=log, pool_factory=pool_factory,
+                    transfer_fitness=transfer_fitness)
     summary = engine.run(resume=args.resume)
     if fmt == "json":
         print(json.dumps(summary, ensure_ascii=False, default=str))
@@ -253,6 +291,10 @@ def cmd_search(args) -> int:
         print_table(HALL_HEADER, rows, fmt)
     else:
         print("(no candidate fully evaluated yet)")
+    if summary["winner"]:
+        w = summary["winner"]
+        print(f"\nwinner (selection slice, never seen by the search): {w['pretty']} | select ppl "
+              f"{w['select_ppl']:.3f} | val ppl {w['val_ppl']:.3f}")
     if summary["report"]:
         print(f"\nreport: {summary['report']}")
     return 0

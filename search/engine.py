@@ -30,6 +30,12 @@ connection, 429 or 5xx) is not counted: the engine waits until the endpoint may 
 again, for at most ``max_outage`` seconds of failures in a row (default 600, ``--llm-max-outage``);
 then it stops with an error, everything saved, and ``--resume`` continues.
 
+The final choice: at the end of the search phase the finalists are measured on the
+selection slice, validation windows the search never read, and the best there is the
+winner (``search/selection.py``); the report then measures test perplexity and, with
+``transfer_models``, the top formulas on other models (``search/transfer.py``). A finished
+search resumed with more finalists or transfer models to measure goes back to the report.
+
 Persistence: the state (``records.SearchState``: candidates, counters, pending
 proposals, outcomes not yet observed, the proposer's state with its RNG) is written
 after every evaluation, so a SIGKILL loses at most the candidate in flight; Ctrl-C (or
@@ -63,6 +69,7 @@ from .hall import best_record, hall_markdown, label, write_hall, write_json
 from .pool import EvalPool, InProcessPool
 from .records import Candidate, SearchConfig, SearchState, to_json
 from .screening import Screening, next_full_eval
+from .selection import pending as selection_pending, run_selection, select_ppl, winner
 from .state import STATE_FILE, read_state
 
 __all__ = ["EMPTY_ROUNDS", "Engine", "Interrupted", "SearchConfig", "seed_metrics"]
@@ -82,13 +89,17 @@ class Interrupted(BaseException):
 class Engine:
     def __init__(self, config: SearchConfig, fitness_factory: Callable[[], Any], proposer,
                  *, log: Callable[[str], None] | None = None, sleep: Callable[[float], None] = time.sleep,
-                 pool_factory: Callable[[Any], EvalPool] | None = None):
-        """``pool_factory(fitness)``: where full evaluations run (default: in this process)."""
+                 pool_factory: Callable[[Any], EvalPool] | None = None,
+                 transfer_fitness: Callable[[str], Any] | None = None):
+        """``pool_factory(fitness)``: where full evaluations run (default: in this process).
+        ``transfer_fitness(model)``: a full-evaluation-only fitness of another model with this
+        search's settings, for the report's transfer tables (default: ``search/transfer.py``'s)."""
         self.config = config
         self.library = Library(config.library_texts)  # parsed once for every proposal
         self.fitness_factory = fitness_factory
         self.fitness = None
         self.pool_factory = pool_factory or InProcessPool
+        self.transfer_fitness = transfer_fitness
         self.pool: EvalPool | None = None
         self.submitted: dict[int, int] = {}  # candidate id -> screened counter at its submission
         self.proposer = proposer
@@ -132,6 +143,8 @@ class Engine:
             self.state.config = self.config
             if self.state.phase in ("report", "done") and self._more_to_do():
                 self.state.phase = "search"  # --resume with a larger --budget/--full-evals
+            elif self.state.phase == "done" and self.config.report and _report_pending(self.state):
+                self.state.phase = "report"  # more finalists (--select-top) or --transfer-models
             self.log(f"resuming {self.dir}: {self.state.counters.screened} candidates screened, "
                      f"phase {self.state.phase}")
         else:
@@ -170,6 +183,7 @@ class Engine:
             self._search()
             self._full_quota(final=True)
             self._observe()
+            run_selection(self)  # the winner, on validation windows the search never read
             self.state.phase = "report" if self.config.report else "done"
             self.save()
             self._close_pool()  # the report evaluates in this process
@@ -309,10 +323,17 @@ class Engine:
     def summary(self) -> dict[str, Any]:
         """The run as JSON values (``prunedsl search --json`` prints it)."""
         best = best_record(self.state.candidates)
+        chosen = winner(self.state)
         return {"output": str(self.dir), "phase": self.state.phase,
                 "counters": to_json(self.state.counters), "best": best and best.to_json(),
+                "winner": chosen and {**chosen.to_json(), "select_ppl": select_ppl(self.state, chosen)},
                 "seconds": self.state.seconds,
                 "report": str(self.dir / "report.md") if (self.dir / "report.md").exists() else None}
+
+
+def _report_pending(state: SearchState) -> bool:
+    from .transfer import pending as transfer_pending
+    return selection_pending(state) or transfer_pending(state)
 
 
 def _raise_interrupt(signum, frame):

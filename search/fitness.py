@@ -6,16 +6,24 @@ model once over the calibration batch to collect, for the *screened* layers, eve
 input statistic a metric can read plus the Gram matrix XᵀX (docs/design.md §4).
 
 Data split (validation only; test is for the final report): the validation token
-stream is cut at ``val_windows · seqlen``. The evaluation windows are the
-non-overlapping windows of the part before the cut; the calibration windows are seeded
-random windows of the part after it (or of ``--calib-data``). They cannot share a token.
+stream is cut into parts that share no token (``validation_parts``):
+
+    [0, v·L)              the fitness slice: val_windows non-overlapping windows of L = seqlen
+    [v·L, (v+s)·L)        the selection slice: the next select_windows windows (s = 0: none)
+    [(v+s)·L, end)        where the seeded random calibration windows are drawn
+
+The fitness slice ranks every candidate the search evaluates; the selection slice is read
+only at the end, for the few finalists (``search/selection.py``), so the final choice is
+made on windows the search never saw. With ``--calib-data`` calibration comes from that
+file instead. ``select_windows = 0`` is the split from before the selection slice existed.
 
 Task-specific search (``--eval-data FILE``, LLM-Sieve's setting): the fitness reads the
 user's text instead of WikiText-2 validation, cut the same way: the first
-``val_windows · seqlen`` tokens of FILE are the held-out evaluation windows. Calibration
-still comes from ``--calib-data`` (or WikiText-2 validation); when ``--calib-data`` is the
-same file, its calibration windows are drawn from the part of FILE after the cut only, so
-the fitness never reads text the model was calibrated on.
+``val_windows · seqlen`` tokens of FILE are the held-out evaluation windows, the next
+``select_windows · seqlen`` the selection slice. Calibration still comes from
+``--calib-data`` (or WikiText-2 validation); when ``--calib-data`` is the same file, its
+calibration windows are drawn from the part of FILE after both slices only, so the
+fitness never reads text the model was calibrated on.
 
 Proxy (lower is better): for each screened layer, score W with the candidate, mask at
 the target sparsity/group/pattern, and measure the output error of the pruned weights
@@ -40,6 +48,7 @@ approximations with the exact proxy.
 
 Full evaluation: restore the dense weights (no reload), ``prune_model`` with the
 candidate (sequential, the real thing), validation perplexity on the held-out windows.
+``select_ppl`` is the same on the selection slice.
 """
 from __future__ import annotations
 
@@ -73,6 +82,7 @@ class FitnessSettings:
     nsamples: int = 16                  # calibration windows
     seqlen: int = 256                   # tokens per calibration and validation window
     val_windows: int = 16               # held-out validation windows for the fitness
+    select_windows: int = 0             # the next windows: the final choice's slice; 0 = none
     seed: int = 0                       # calibration windows
     calib_data: str | None = None
     eval_data: str | None = None        # the fitness reads this text's first val_windows·seqlen tokens
@@ -112,19 +122,43 @@ def screened_blocks(n_blocks: int, k: int) -> list[int]:
     return sorted({round(i * (n_blocks - 1) / (k - 1)) for i in range(k)})
 
 
+@dataclass(frozen=True)
+class ValidationParts:
+    """The validation stream's parts (module doc): no token is in two of them."""
+    fitness: torch.Tensor                # (1, val_windows·seqlen) the fitness slice
+    selection: torch.Tensor | None       # (1, select_windows·seqlen) the selection slice; None: off
+    calib: torch.Tensor                  # (nsamples, seqlen) calibration windows
+
+
+def validation_parts(ids: torch.Tensor, val_windows: int, seqlen: int, nsamples: int, seed: int,
+                     calib_source: torch.Tensor | None = None, select_windows: int = 0,
+                     what: str = "the validation split") -> ValidationParts:
+    """Cut ``ids`` (1, N): the fitness slice, then the selection slice, then calibration
+    windows drawn from the rest (or from ``calib_source``): disjoint by construction."""
+    if select_windows < 0:
+        raise SearchError(f"--select-windows is {select_windows}; it must be at least 0 (0: no selection slice)")
+    cut = val_windows * seqlen
+    end = cut + select_windows * seqlen
+    if ids.shape[1] < end or (calib_source is None and ids.shape[1] - end <= seqlen):
+        selection = f" plus {select_windows} selection windows" if select_windows else ""
+        wiki = what == "the validation split"
+        calib = "" if calib_source is not None else \
+            " plus calibration windows" + ("" if wiki else " from the same file")
+        raise SearchError(f"{what} has {ids.shape[1]} tokens: too few for {val_windows} "
+                          f"evaluation windows of {seqlen}{selection}{calib}",
+                          hint="lower --val-windows" + (", --select-windows" if select_windows else "")
+                               + " or --seqlen" + ("" if wiki else ", or give a longer text"))
+    source = ids[:, end:] if calib_source is None else calib_source
+    return ValidationParts(ids[:, :cut], ids[:, cut:end] if select_windows else None,
+                           data.calibration_windows(source, nsamples, seqlen, seed))
+
+
 def split_validation(ids: torch.Tensor, val_windows: int, seqlen: int, nsamples: int, seed: int,
                      calib_source: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(evaluation ids (1, val_windows·seqlen), calibration windows (nsamples, seqlen)).
-
-    The evaluation part is the validation stream before the cut; calibration windows are
-    drawn from the stream after it (or from ``calib_source``): disjoint by construction."""
-    cut = val_windows * seqlen
-    if ids.shape[1] < cut or (calib_source is None and ids.shape[1] - cut <= seqlen):
-        raise SearchError(f"the validation split has {ids.shape[1]} tokens: too few for {val_windows} "
-                          f"evaluation windows of {seqlen} plus calibration windows",
-                          hint="lower --val-windows or --seqlen")
-    source = ids[:, cut:] if calib_source is None else calib_source
-    return ids[:, :cut], data.calibration_windows(source, nsamples, seqlen, seed)
+    """(evaluation ids (1, val_windows·seqlen), calibration windows (nsamples, seqlen)):
+    ``validation_parts`` without a selection slice."""
+    parts = validation_parts(ids, val_windows, seqlen, nsamples, seed, calib_source)
+    return parts.fitness, parts.calib
 
 
 class Fitness:
@@ -145,7 +179,8 @@ class Fitness:
         self.loaded = loaded or load_model(s.model, placement=placement)
         self.model = self.loaded.model
         self.timings["load"] = time.perf_counter() - t0
-        self.val_ids, self.calib = self._data()
+        parts = self._data()
+        self.val_ids, self.select_ids, self.calib = parts.fitness, parts.selection, parts.calib
         self.bench = Workbench(self.loaded, self.calib, progress=progress,  # dense copies, G once
                                calib_batch=calib_batch)
         self.dense = self.bench.dense
@@ -162,16 +197,17 @@ class Fitness:
             f"{len(self.layers)} screened layers in {self.timings['statistics']:.1f} s")
 
     # --- data -------------------------------------------------------------------------
-    def _data(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def _data(self) -> ValidationParts:
         s = self.settings
         tok = self.loaded.tokenizer
         if s.eval_data is None:
             ids = data.tokenize(tok, data.load_text("validation", data_dir=s.data_dir))  # (1, N)
             other = None if s.calib_data is None else data.tokenize(tok, data.load_text(path=s.calib_data))
-            return split_validation(ids, s.val_windows, s.seqlen, s.nsamples, s.seed, calib_source=other)
+            return validation_parts(ids, s.val_windows, s.seqlen, s.nsamples, s.seed, calib_source=other,
+                                    select_windows=s.select_windows)
         return self._task_data(tok)
 
-    def _task_data(self, tok) -> tuple[torch.Tensor, torch.Tensor]:
+    def _task_data(self, tok) -> ValidationParts:
         """--eval-data: held-out windows of the user's text; calibration never from that part."""
         s = self.settings
         ids = data.tokenize(tok, data.load_text(path=s.eval_data, what="--eval-data"))  # (1, N)
@@ -181,13 +217,8 @@ class Fitness:
             other = data.tokenize(tok, data.load_text("validation", data_dir=s.data_dir))
         else:
             other = None if same else data.tokenize(tok, data.load_text(path=s.calib_data))
-        cut = s.val_windows * s.seqlen
-        if ids.shape[1] < cut or (same and ids.shape[1] - cut <= s.seqlen):
-            raise SearchError(f"--eval-data {s.eval_data} has {ids.shape[1]} tokens: too few for "
-                              f"{s.val_windows} evaluation windows of {s.seqlen}"
-                              + (" plus calibration windows from the same file" if same else ""),
-                              hint="lower --val-windows or --seqlen, or give a longer text")
-        return split_validation(ids, s.val_windows, s.seqlen, s.nsamples, s.seed, calib_source=other)
+        return validation_parts(ids, s.val_windows, s.seqlen, s.nsamples, s.seed, calib_source=other,
+                                select_windows=s.select_windows, what=f"--eval-data {s.eval_data}")
 
     # --- cached statistics ------------------------------------------------------------
     @torch.no_grad()
@@ -299,6 +330,18 @@ class Fitness:
             raise PruneRuntimeError("validation perplexity overflowed (the pruned model is broken)")
         return {**rec, "val_ppl": res["ppl"], "eval_seconds": res["seconds"]}
 
+    def select_ppl(self, metric) -> dict[str, Any]:
+        """``full`` on the selection slice instead of the fitness slice (``search/selection.py``)."""
+        if self.select_ids is None:
+            raise SearchError("this search has no selection slice (--select-windows 0)")
+        try:
+            rec = self._prune(metric)
+            res = self.bench.perplexity(self.select_ids, seqlen=self.settings.seqlen)
+        finally:
+            self.bench.restore()
+        return {**rec, "select_ppl": res["ppl"], "eval_seconds": res["seconds"],
+                "select_nll_sums": res["window_nll_sums"]}
+
     def test_ppl(self, metric, *, seqlen: int, windows: int | None, reconstruct: bool = False,
                  group: str | None = None) -> dict[str, Any]:
         """WikiText-2 *test* perplexity (docs/design.md §5) after pruning with ``metric``
@@ -311,4 +354,4 @@ class Fitness:
         finally:
             self.bench.restore()
         return {**rec, "test_ppl": res["ppl"], "test_windows": res["windows"],
-                "eval_seconds": res["seconds"]}
+                "eval_seconds": res["seconds"], "test_nll_sums": res["window_nll_sums"]}

@@ -108,16 +108,23 @@ def hall_markdown(records: list[Candidate]) -> str:
 
 
 def write_hall(directory: str | os.PathLike, state: SearchState) -> None:
-    """hall.json and hall.md in ``directory`` from the search state."""
+    """hall.json and hall.md in ``directory`` from the search state (with the final choice
+    on the selection slice once it is measured: ``search/selection.py``)."""
+    from .selection import selection_json, selection_markdown
     records = state.candidates
     front = pareto_front(records)
     best = best_record(records)
     c = state.counters
-    write_json(Path(directory) / "hall.json",
-               {"front": [r.to_json() for r in front], "best": best and best.to_json(),
-                "counters": to_json(c), "phase": state.phase})
+    hall = {"front": [r.to_json() for r in front], "best": best and best.to_json(),
+            "counters": to_json(c), "phase": state.phase}
+    chosen = selection_json(state)
+    if chosen is not None:
+        hall["selection"] = chosen
+    write_json(Path(directory) / "hall.json", hall)
     summary = (f"{c.screened} candidates screened ({c.seeds} seeds), {c.full_evals} fully "
                f"evaluated, {c.duplicates} duplicates, {c.failed} failed")
+    final = ("\n## Final choice (selection slice)\n\n" + selection_markdown(state) + "\n"
+             if chosen is not None else "")
     atomic_write(Path(directory) / "hall.md",
                  "# Hall of fame: complexity vs validation perplexity\n\n" + summary + "\n\n"
-                 + hall_markdown(records) + "\n")
+                 + hall_markdown(records) + "\n" + final)

@@ -4,8 +4,10 @@
     text = json.dumps(state.to_json())                  # the same layout, key for key
 
 ``to_json`` writes exactly the layout the search wrote when these were plain dicts
-(the field order is the key order; a candidate's ``twin_of`` is left out until set), so
-a state or a hall of fame read and written back is unchanged. ``from_json`` checks
+(the field order is the key order; a candidate's ``twin_of`` is left out until set, and
+so are the fields added since version 2 without a version bump: ``SearchConfig.select_top``
+and ``transfer_models`` at their defaults, ``SearchState.selection`` and ``transfer`` while
+empty), so a state or a hall of fame read and written back is unchanged. ``from_json`` checks
 every key and value type against the annotations and raises ``RecordError`` for a
 missing, unknown or mistyped one; ``search/state.py`` turns it into the clear "not a
 prunedsl search state" error. Values typed ``Any`` (fitness results, the proposer's own
@@ -126,6 +128,16 @@ class SearchConfig:
     max_outage: float = 600.0            # seconds a failing proposer endpoint is waited for
     fitness: dict[str, Any] = field(default_factory=dict)   # FitnessSettings as a dict
     cli: dict[str, Any] = field(default_factory=dict)       # merged CLI settings, for --resume
+    select_top: int = 5                  # discovered finalists measured on the selection slice
+    transfer_models: tuple[str, ...] = ()  # report: the top formulas pruned on these models too
+
+    def to_json(self) -> dict[str, Any]:
+        out = {f.name: to_json(getattr(self, f.name)) for f in fields(self)}
+        for f in fields(self):  # the fields added since version 2: left out at their defaults
+            if f.name in ("select_top", "transfer_models") and getattr(self, f.name) == (
+                    f.default if f.default is not MISSING else f.default_factory()):
+                del out[f.name]
+        return out
 
 
 @dataclass
@@ -222,14 +234,21 @@ class SearchState:
     seconds: float = 0.0                                       # search time, resumes included
     skipped_seeds: dict[str, str] = field(default_factory=dict)    # name -> why
     counters: Counters = field(default_factory=Counters)
+    # search/selection.py: canonical form -> Fitness.select_ppl's result (or {"error": ...})
+    selection: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # search/transfer.py: model -> row key -> Fitness.test_ppl's result on that model
+    transfer: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
     # the JSON keys in the order they are written ("seconds" is {"total": s})
     _KEYS = ("version", "config", "phase", "candidates", "failures", "history", "pending",
              "unobserved", "proposer", "test", "seconds", "skipped_seeds", "counters")
 
+    _OPTIONAL = ("selection", "transfer")  # written when not empty (added without a version bump)
+
     def to_json(self) -> dict[str, Any]:
         out = {k: to_json(getattr(self, k)) for k in self._KEYS}
         out["seconds"] = {"total": self.seconds}
+        out.update({k: to_json(getattr(self, k)) for k in self._OPTIONAL if getattr(self, k)})
         return out
 
     @classmethod

@@ -7,6 +7,12 @@ selection; a reference row only, the search's fitness never reconstructs) and th
 discovered formulas by validation perplexity, each pruned with the search's own
 calibration batch. Each result is saved in the state as soon as it is measured, so a
 killed report phase resumes where it stopped.
+
+The verdict is about the **winner**, chosen on the selection slice (``search/selection.py``;
+without one, the best discovered formula by validation ppl), and says "beats" only when
+the paired bootstrap band of its test ppl ratio excludes 1 (``search/noise.py``). With
+``transfer_models`` the top formulas and the library are measured on other models too
+(``search/transfer.py``).
 """
 from __future__ import annotations
 
@@ -17,7 +23,10 @@ from typing import Any
 from ..api import parse
 from ..dsl.library import BUILTIN, Library
 from .hall import atomic_write, best_record, fmt, hall_markdown, label, markdown_table, write_json
+from .noise import METHOD, compare, ratio_cell
 from .records import Candidate, SearchState
+from .selection import best_seed, run_selection, select_ppl, selection_markdown, winner
+from .transfer import measure_transfer, transfer_markdown
 
 BASELINES = ("magnitude", "wanda", "ria", "sparsegpt")
 SPARSEGPT_R = "sparsegpt +R"   # SearchState.test key of SparseGPT proper (mask + OBS update)
@@ -43,13 +52,16 @@ def _spearman(xs: list[float], ys: list[float]) -> float | None:
 
 
 def report_candidates(state: SearchState, top: int) -> list[Candidate]:
-    """Baselines (in BASELINES order, then other seeds) and the best ``top`` discoveries."""
+    """Baselines (in BASELINES order, then other seeds) and the best ``top`` discoveries (and
+    the winner of the selection slice, when it is not among them)."""
     recs = state.candidates
     seeds = [r for r in recs if r.seed and r.val_ppl is not None]
     seeds.sort(key=lambda r: (BASELINES.index(r.name) if r.name in BASELINES else 99, r.id))
     found = [r for r in recs if not r.seed and r.val_ppl is not None]
     found.sort(key=lambda r: (r.val_ppl, r.complexity, r.id))
-    return seeds + found[:top]
+    chosen = winner(state)
+    extra = [chosen] if chosen is not None and not chosen.seed and chosen not in found[:top] else []
+    return seeds + found[:top] + extra
 
 
 def measure_test(engine) -> None:
@@ -161,10 +173,61 @@ def plot_progress(state: SearchState, path: Path, baseline: Candidate | None) ->
     return True
 
 
+def verdict_text(state: SearchState, found: list[Candidate]) -> str:
+    """The report's one-paragraph verdict: the winner's test ppl vs wanda and vs the best
+    library metric, "beats" only when the paired band excludes 1."""
+    test, tokens = state.test, state.config.test_seqlen - 1
+    chosen = winner(state)
+    if not found:
+        return "No formula beyond the seeds was fully evaluated."
+    lead = ""
+    if chosen is not None and chosen.seed:
+        lead = (f"The winner on the selection slice is a library metric, `{chosen.name}`: no discovered "
+                f"formula beat it on validation text the search never saw. ")
+        target, what = found[0], "The best discovered formula by validation ppl"
+    elif chosen is not None:
+        target, what = chosen, "The winner (chosen on the selection slice, validation windows the search never saw)"
+    else:
+        target, what = found[0], "The best discovered formula (by validation ppl)"
+    res = test.get(target.canonical, {})
+    if "test_ppl" not in res:
+        return lead + f"{what}, `{target.pretty}`, has no test perplexity."
+    parts = []
+    seed = best_seed(state)
+    wanda = next((r for r in state.candidates if r.seed and r.name == "wanda"), None)
+    refs = [(wanda, "wanda")] if wanda is not None else []
+    if seed is not None and seed is not wanda:
+        refs.append((seed, f"the best library metric by validation ppl ({seed.name})"))
+    for ref, name in refs:
+        cell, band = ratio_cell(res, test.get(ref.canonical, {}), tokens)
+        if band is not None:
+            parts.append(f"**{compare(name, band)}**")
+        elif cell != "–":
+            parts.append(f"{cell} {name}'s (no per-window sums: no noise band)")
+    return (lead + f"{what}, `{target.pretty}`, has test ppl {res['test_ppl']:.3f}: "
+            + ("; ".join(parts) or "no library metric to compare with") + ".")
+
+
+def _ratio_cells(state: SearchState, r: Candidate, res: dict[str, Any]) -> list[str]:
+    """The test table's "× best seed" and "× wanda" cells of one row."""
+    tokens = state.config.test_seqlen - 1
+    cells = []
+    for ref in (best_seed(state), next((c for c in state.candidates if c.seed and c.name == "wanda"), None)):
+        if ref is None:
+            cells.append("–")
+        elif ref is r and res is state.test.get(r.canonical):
+            cells.append("(reference)")
+        else:
+            cells.append(ratio_cell(res, state.test.get(ref.canonical, {}), tokens)[0])
+    return cells
+
+
 def write_report(engine) -> None:
     cfg, state = engine.config, engine.state
     out = Path(cfg.output)
+    run_selection(engine)  # nothing to do unless finalists were added (e.g. a larger --select-top)
     measure_test(engine)
+    measure_transfer(engine)
     recs = state.candidates
     c = state.counters
     f = cfg.fitness
@@ -178,25 +241,29 @@ def write_report(engine) -> None:
         return t.get("test_ppl")
     rows = []
     sgpt = sparsegpt_seed(state)
+    chosen = winner(state)
+    selecting = bool(state.selection)
+    star = chosen if chosen is not None else best
+
+    def sel(r: Candidate) -> list[str]:
+        return [fmt(select_ppl(state, r))] if selecting else []
     for r in report_candidates(state, cfg.report_top):
         if r.seed:
-            name = r.name + (" (mask only)" if r is sgpt else "")
+            name = r.name + (" (mask only)" if r is sgpt else "") + (" ★ winner" if r is chosen else "")
         else:
-            name = r.name or ("★ " if r is best else "") + "discovered"
-        rows.append([name, r.pretty, r.complexity, fmt(r.proxy, 4), fmt(r.val_ppl), fmt(tp(r))])
+            name = r.name or ("★ winner" if r is chosen else "★ discovered" if r is star else "discovered")
+        res = test.get(r.canonical, {})
+        rows.append([name, r.pretty, r.complexity, fmt(r.proxy, 4), fmt(r.val_ppl), *sel(r), fmt(tp(r)),
+                     *_ratio_cells(state, r, res)])
         if r is sgpt:
             t = test.get(SPARSEGPT_R, {})
             rows.append([f"{SPARSEGPT_R} (OBS update)", r.pretty + " + OBS weight update, layer-wise",
-                         "", "", "", fmt(t.get("test_ppl")) if "test_ppl" in t else
-                         "error" if "error" in t else "–"])
-    rows.append(["dense", "(no pruning)", "", "", "", fmt(tp(None))])
+                         "", "", "", *([""] if selecting else []), fmt(t.get("test_ppl")) if "test_ppl" in t else
+                         "error" if "error" in t else "–", *_ratio_cells(state, r, t)])
+    rows.append(["dense", "(no pruning)", "", "", "", *([""] if selecting else []), fmt(tp(None)), "", ""])
     found = [r for r in report_candidates(state, cfg.report_top) if not r.seed]
-    verdict = "No formula beyond the seeds was fully evaluated."
-    if found and wanda is not None and tp(found[0]) is not None and tp(wanda) is not None:
-        a, b = tp(found[0]), tp(wanda)
-        verdict = (f"The best discovered formula (by validation ppl), `{found[0].pretty}`, has test ppl "
-                   f"{a:.3f} vs wanda's {b:.3f}: it **{'beats' if a < b else 'does not beat'}** wanda "
-                   f"on test perplexity ({100 * (a - b) / b:+.2f}%).")
+    found.sort(key=lambda r: (r.val_ppl, r.complexity, r.id))
+    verdict = verdict_text(state, found)
     evald = [r for r in recs if r.val_ppl is not None]
     rho = _spearman([r.proxy for r in evald], [r.val_ppl for r in evald])
     proxy_s = [r.proxy_seconds for r in recs]
@@ -206,7 +273,10 @@ def write_report(engine) -> None:
     md.append(f"Proposer `{cfg.proposer}`, budget {cfg.budget}, {cfg.full_evals} full evaluations, "
               f"seed {f['seed']}; {state.seconds / 60:.1f} min in total.")
     md += ["", "## Best formulas vs baselines (WikiText-2 test perplexity)", "",
-           markdown_table(["metric", "formula", "complexity", "proxy", "val ppl", "test ppl"], rows), "",
+           markdown_table(["metric", "formula", "complexity", "proxy", "val ppl",
+                           *(["select ppl"] if selecting else []), "test ppl",
+                           f"× best seed{f' ({best_seed(state).name})' if best_seed(state) else ''} [95%]",
+                           "× wanda [95%]"], rows), "",
            verdict, "",
            f"Test: {cfg.test_windows or 'all'} windows of {cfg.test_seqlen} tokens (docs/design.md §5), every model "
            f"pruned with the search's calibration batch ({f['nsamples']}×{f['seqlen']} validation tokens). "
@@ -215,7 +285,15 @@ def write_report(engine) -> None:
            f"(the mask only, no weight update, selected like every other metric): what the search "
            f"competes with. `{SPARSEGPT_R}` is SparseGPT proper (the same saliency with the OBS weight update, "
            f"one threshold per 128-column block over all rows of the layer): a reference row for test "
-           f"perplexity only; no candidate of the search gets a weight update."]
+           f"perplexity only; no candidate of the search gets a weight update."
+           + (f" Select ppl: the {f.get('select_windows')} selection-slice windows (next section)."
+              if selecting else ""), "", METHOD + " The best seed is the library metric with the lowest "
+           "validation ppl."]
+    if selecting:
+        md += ["", "## Final choice (selection slice)", "", selection_markdown(state)]
+    if cfg.transfer_models:
+        md += ["", "## Transfer to other models (WikiText-2 test perplexity)", "",
+               transfer_markdown(state, f["model"])]
     md += ["", "## Hall of fame (Pareto front: complexity vs validation ppl)", "", hall_markdown(recs)]
     md += ["", "## How the best formula was found", ""]
     if best is not None:
@@ -274,4 +352,5 @@ def write_report(engine) -> None:
             md += [f"- `{x.input[:100]}` ({x.origin}): {x.error.splitlines()[0]}"]
     atomic_write(out / "report.md", "\n".join(md) + "\n")
     engine.log(f"report: {out / 'report.md'}")
-    engine.log(json.dumps({"best": best and best.pretty, "verdict": verdict}, ensure_ascii=False))
+    engine.log(json.dumps({"best": best and best.pretty, "winner": chosen and chosen.pretty, "verdict": verdict},
+                          ensure_ascii=False))

@@ -54,8 +54,10 @@ class FakeFitness:
         return {"val_ppl": 100 * (1 + p), "prune_seconds": 0.0, "eval_seconds": 0.0, "sparsity": 0.5}
 
     def test_ppl(self, metric, *, seqlen, windows) -> dict:
-        return {"test_ppl": 50.0 if metric is None else 100 * (1 + self.proxy(metric)),
-                "test_windows": 1, "eval_seconds": 0.0}
+        ppl = 50.0 if metric is None else 100 * (1 + self.proxy(metric))
+        n = windows or 4  # every window as hard as the others: a band of width 0
+        return {"test_ppl": ppl, "test_windows": n, "eval_seconds": 0.0,
+                "test_nll_sums": [math.log(ppl) * (seqlen - 1)] * n}
 
 
 TWINS = {"min(|W| * ‖X‖ ^ 2, 1000000000)": "|W| * ‖X‖ ^ 2"}  # same masks, other canonical form
@@ -207,7 +209,7 @@ def test_report_with_lineage_and_plot(tmp_path):
                key=lambda r: (r.val_ppl, r.complexity, r.id))
     wanda = next(r for r in recs if r.seed and r.name == "wanda")
     assert test[best.canonical]["test_ppl"] < test[wanda.canonical]["test_ppl"]
-    assert f"`{best.pretty}`" in text and "it **beats** wanda" in text
+    assert f"`{best.pretty}`" in text and "**beats wanda: 0." in text  # the ratio and its band
     assert "No formula beyond the seeds" not in text
     assert (out / "progress.png").stat().st_size > 1000
     lineage = json.loads((out / "lineage.json").read_text())

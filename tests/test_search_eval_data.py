@@ -28,7 +28,8 @@ def task_data(tmp_path, n_tokens: int, nsamples: int = 8, **kw):
     fit.settings = FitnessSettings(model="none", nsamples=nsamples, seqlen=32, val_windows=4, data_dir=str(wiki),
                                    eval_data=str(task), **{k: v.replace("TASK", str(task)) for k, v in kw.items()})
     fit.loaded = type("Loaded", (), {"tokenizer": NumberTokenizer()})
-    return fit._data()
+    parts = fit._data()
+    return parts.fitness, parts.calib
 
 
 def test_eval_data_is_the_held_out_part_and_calibration_stays_wikitext(tmp_path):

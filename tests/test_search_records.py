@@ -86,6 +86,19 @@ def test_a_state_written_by_the_code_reads_back_equal(tmp_path_factory, state):
     assert (out / "again.json").read_bytes() == (out / "state.json").read_bytes()
 
 
+def test_fields_added_without_a_version_bump_are_left_out_until_set(tmp_path):
+    state = read_state(V1)
+    assert "selection" not in state.to_json() and "select_top" not in state.to_json()["config"]
+    state.selection = {"c": {"select_ppl": 12.5, "select_nll_sums": [1.0, 2.0]}}
+    state.transfer = {"gemma3-270m": {"c +R": {"test_ppl": 30.0}}}
+    state.config.select_top, state.config.transfer_models = 2, ("gemma3-270m",)
+    out = tmp_path / "run"
+    out.mkdir()
+    write_json(out / "state.json", state.to_json())
+    back = read_state(out)
+    assert back == state and back.config.transfer_models == ("gemma3-270m",)
+
+
 def test_committed_state_is_written_back_key_for_key(tmp_path):
     raw = json.loads((V1 / "state.json").read_text())
     state = read_state(V1)
