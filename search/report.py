@@ -3,10 +3,11 @@
 Test perplexity (WikiText-2 test, docs/design.md §5) is measured here and only here: for the
 dense model, the baselines (magnitude, wanda, ria, sparsegpt: the seeds), SparseGPT
 proper (``sparsegpt +R``: the sparsegpt mask with the OBS weight update, layer-wise
-selection; a reference row only, the search's fitness never reconstructs) and the best
-discovered formulas by validation perplexity, each pruned with the search's own
-calibration batch. Each result is saved in the state as soon as it is measured, so a
-killed report phase resumes where it stopped.
+selection; a reference row, unless the search has that seed itself: ``--recipes search``)
+and the best discovered candidates by validation perplexity, each pruned with its recipe
+(runtime/job.prune_pass, as prunedsl prune) and the search's own calibration batch. Each
+result is saved in the state as soon as it is measured, so a killed report phase resumes
+where it stopped.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from typing import Any
 from ..api import parse
 from ..dsl.library import BUILTIN, Library
 from .hall import atomic_write, best_record, fmt, hall_markdown, label, markdown_table, write_json
+from .recipe import MASK, Recipe, evaluable, recipe_count_rows, with_tag
 from .records import Candidate, SearchState
 
 BASELINES = ("magnitude", "wanda", "ria", "sparsegpt")
@@ -56,16 +58,19 @@ def measure_test(engine) -> None:
     """Test ppl of the dense model and of every report candidate (saved one by one)."""
     cfg, state = engine.config, engine.state
     todo: list[tuple[str, Candidate | None]] = [("dense", None)]
-    todo += [(r.canonical, r) for r in report_candidates(state, cfg.report_top)]
+    todo += [(r.key, r) for r in report_candidates(state, cfg.report_top)]
     sgpt = sparsegpt_seed(state)
-    if sgpt is not None:
+    if sgpt is not None and not _sparsegpt_r_seed(state):
         todo.append((SPARSEGPT_R, sgpt))
     for key, rec in todo:
         if key in state.test:
             continue
         what = "dense model" if rec is None else label(rec)
-        extra = {"reconstruct": True, "group": "layer"} if key == SPARSEGPT_R else {}
-        engine.log(f"test perplexity: {what}" + (" with the OBS update (SparseGPT proper)" if extra else ""))
+        recipe = Recipe(reconstruct=True, group="layer") if key == SPARSEGPT_R else \
+            None if rec is None else evaluable(rec.recipe, engine.library)
+        extra = {} if recipe is None else {"recipe": recipe}
+        engine.log(f"test perplexity: {what}" + (" with the OBS update (SparseGPT proper)"
+                                                  if key == SPARSEGPT_R else ""))
         try:
             res = engine.fitness.test_ppl(None if rec is None else parse(rec.text),
                                           seqlen=cfg.test_seqlen, windows=cfg.test_windows, **extra)
@@ -76,8 +81,15 @@ def measure_test(engine) -> None:
 
 
 def sparsegpt_seed(state: SearchState) -> Candidate | None:
-    """The ``sparsegpt`` seed candidate, if the search screened it."""
-    return next((r for r in state.candidates if r.seed and r.name == "sparsegpt"), None)
+    """The ``sparsegpt`` seed candidate with the search's base recipe, if it was screened."""
+    return next((r for r in state.candidates if r.seed and r.name == "sparsegpt"
+                 and r.recipe == state.config.recipe), None)
+
+
+def _sparsegpt_r_seed(state: SearchState) -> bool:
+    """Whether the seeds hold SparseGPT proper (sparsegpt +R(layer), uniform) themselves."""
+    return any(r.seed and r.name == "sparsegpt" and r.recipe == Recipe(reconstruct=True, group="layer")
+               for r in state.candidates)
 
 
 def derivation_graph(state: SearchState, library: Library = BUILTIN):
@@ -88,7 +100,8 @@ def derivation_graph(state: SearchState, library: Library = BUILTIN):
     from .gcot import Graph
     from .sketch import parse_sketch
     g = Graph()
-    for r in sorted((r for r in state.candidates if r.val_ppl is not None),
+    for r in sorted((r for r in state.candidates if r.val_ppl is not None
+                     and r.recipe == state.config.recipe),  # one node per formula: its base recipe's
                     key=lambda r: (not r.seed, r.id)):
         try:
             node, _ = g.attach(parse_sketch(r.text, library), origin=r.origin)
@@ -102,15 +115,17 @@ def derivation_graph(state: SearchState, library: Library = BUILTIN):
 
 def lineage(state: SearchState, rec: Candidate, depth: int = 12) -> dict[str, Any]:
     """How ``rec`` was bred: a tree over Proposal.parents (canonical forms)."""
-    by = {r.canonical: r for r in state.candidates}
+    by = {r.key: r for r in state.candidates}
 
     def node(r: Candidate, d: int, seen: frozenset[str]) -> dict[str, Any]:
-        out = {"id": r.id, "formula": r.pretty, "canonical": r.canonical, "origin": r.origin,
-               "proxy": r.proxy, "val_ppl": r.val_ppl, "parents": []}
-        if d < depth and r.canonical not in seen:
+        out = {"id": r.id, "formula": with_tag(r.pretty, r.recipe), "canonical": r.canonical,
+               "origin": r.origin, "proxy": r.proxy, "val_ppl": r.val_ppl, "parents": []}
+        if r.recipe != MASK:
+            out["recipe"] = r.recipe.to_json()
+        if d < depth and r.key not in seen:
             for c in r.parents:
                 if c in by:
-                    out["parents"].append(node(by[c], d + 1, seen | {r.canonical}))
+                    out["parents"].append(node(by[c], d + 1, seen | {r.key}))
         return out
     return node(rec, 0, frozenset())
 
@@ -174,7 +189,7 @@ def write_report(engine) -> None:
     test = state.test
 
     def tp(r: Candidate | None) -> float | None:
-        t = test.get("dense" if r is None else r.canonical, {})
+        t = test.get("dense" if r is None else r.key, {})
         return t.get("test_ppl")
     rows = []
     sgpt = sparsegpt_seed(state)
@@ -183,8 +198,9 @@ def write_report(engine) -> None:
             name = r.name + (" (mask only)" if r is sgpt else "")
         else:
             name = r.name or ("★ " if r is best else "") + "discovered"
-        rows.append([name, r.pretty, r.complexity, fmt(r.proxy, 4), fmt(r.val_ppl), fmt(tp(r))])
-        if r is sgpt:
+        rows.append([name, with_tag(r.pretty, r.recipe), r.complexity, fmt(r.proxy, 4), fmt(r.val_ppl),
+                     fmt(tp(r))])
+        if r is sgpt and SPARSEGPT_R in test:
             t = test.get(SPARSEGPT_R, {})
             rows.append([f"{SPARSEGPT_R} (OBS update)", r.pretty + " + OBS weight update, layer-wise",
                          "", "", "", fmt(t.get("test_ppl")) if "test_ppl" in t else
@@ -194,14 +210,15 @@ def write_report(engine) -> None:
     verdict = "No formula beyond the seeds was fully evaluated."
     if found and wanda is not None and tp(found[0]) is not None and tp(wanda) is not None:
         a, b = tp(found[0]), tp(wanda)
-        verdict = (f"The best discovered formula (by validation ppl), `{found[0].pretty}`, has test ppl "
+        shown = with_tag(found[0].pretty, found[0].recipe)
+        verdict = (f"The best discovered formula (by validation ppl), `{shown}`, has test ppl "
                    f"{a:.3f} vs wanda's {b:.3f}: it **{'beats' if a < b else 'does not beat'}** wanda "
                    f"on test perplexity ({100 * (a - b) / b:+.2f}%).")
     evald = [r for r in recs if r.val_ppl is not None]
     rho = _spearman([r.proxy for r in evald], [r.val_ppl for r in evald])
-    proxy_s = [r.proxy_seconds for r in recs]
-    full_s = [r.full["prune_seconds"] + r.full["eval_seconds"] for r in recs
-              if r.full and "val_ppl" in r.full]
+    proxy_s = [r.proxy_seconds for r in recs if r.proxy_seconds > 0]  # 0: a recipe variant's, reused
+    full_s = [r.full["prune_seconds"] + r.full.get("allocation_seconds", 0.0) + r.full["eval_seconds"]
+              for r in recs if r.full and "val_ppl" in r.full]
     md = [f"# prunedsl search report: {f['model']} at {f['sparsity']:.0%} {pattern} (group {f['group']})", ""]
     md.append(f"Proposer `{cfg.proposer}`, budget {cfg.budget}, {cfg.full_evals} full evaluations, "
               f"seed {f['seed']}; {state.seconds / 60:.1f} min in total.")
@@ -214,8 +231,13 @@ def write_report(engine) -> None:
            f"from the calibration windows. `sparsegpt (mask only)` is the OBS saliency as a metric "
            f"(the mask only, no weight update, selected like every other metric): what the search "
            f"competes with. `{SPARSEGPT_R}` is SparseGPT proper (the same saliency with the OBS weight update, "
-           f"one threshold per 128-column block over all rows of the layer): a reference row for test "
-           f"perplexity only; no candidate of the search gets a weight update."]
+           f"one threshold per 128-column block over all rows of the layer). "
+           + ("Recipes were searched (`--recipes search`): a candidate's recipe (+R: the OBS weight "
+              "update with its selection group; alloc: an allocation rule's per-block sparsity) "
+              "follows its formula, and its test ppl is measured with it."
+              if cfg.recipes == "search" else
+              "Every candidate used the recipe " + (f"`{cfg.recipe.tag()}`" if cfg.recipe != MASK
+                                                     else "mask-only, uniform") + " (`--recipes fixed`).")]
     md += ["", "## Hall of fame (Pareto front: complexity vs validation ppl)", "", hall_markdown(recs)]
     md += ["", "## How the best formula was found", ""]
     if best is not None:
@@ -249,6 +271,7 @@ def write_report(engine) -> None:
         ["screened by the proxy (unique)", f"{c.screened} ({c.seeds} seeds)"],
         ["proxy twins (same masks as a simpler candidate; not fully evaluated)", c.twins],
         ["fully evaluated", c.full_evals],
+        *recipe_count_rows(recs),
         ["proxy time per candidate (mean)", f"{sum(proxy_s) / max(1, len(proxy_s)):.2f} s"],
         ["full evaluation time (mean)", f"{sum(full_s) / max(1, len(full_s)):.1f} s" if full_s else "–"],
         ["Spearman(proxy, val ppl) over full evaluations", fmt(rho, 3)],
@@ -263,7 +286,8 @@ def write_report(engine) -> None:
     top = sorted([r for r in recs if not r.seed], key=lambda r: r.proxy)[:10]
     md += ["", "## Best candidates by proxy", "", markdown_table(
         ["#", "formula", "complexity", "proxy", "val ppl", "origin"],
-        [[r.id, r.pretty, r.complexity, fmt(r.proxy, 4), fmt(r.val_ppl), r.origin] for r in top])]
+        [[r.id, with_tag(r.pretty, r.recipe), r.complexity, fmt(r.proxy, 4), fmt(r.val_ppl), r.origin]
+         for r in top])]
     if state.skipped_seeds:
         md += ["", "Library metrics not used as seeds: " + "; ".join(
             f"`{k}` ({v})" for k, v in state.skipped_seeds.items()) + "."]
