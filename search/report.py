@@ -298,4 +298,5 @@ def write_report(engine) -> None:
             md += [f"- `{x.input[:100]}` ({x.origin}): {x.error.splitlines()[0]}"]
     atomic_write(out / "report.md", "\n".join(md) + "\n")
     engine.log(f"report: {out / 'report.md'}")
-    engine.log(json.dumps({"best": best and best.pretty, "verdict": verdict}, ensure_ascii=False))
+    engine.log(json.dumps({"best": best and with_tag(best.pretty, best.recipe), "verdict": verdict},
+                          ensure_ascii=False))

@@ -94,8 +94,9 @@ class Screening:
         complexity = size(metric.expr)
         key = recipe_key(canonical, recipe)
         flag = {"variant": True} if recipe != self.config.recipe else {}
-        if p.recipe != recipe:  # the outcome tells the proposer the recipe in normal form
-            p = replace(p, recipe=None if recipe == MASK else recipe)
+        shown = None if recipe == MASK else recipe
+        if p.recipe != shown:  # the outcome tells the proposer the recipe in normal form
+            p = replace(p, recipe=shown)
         orig = self.by_key.get(key)
         if orig is not None:
             c.duplicates += 1
