@@ -95,14 +95,18 @@ def _sparsegpt_r_seed(state: SearchState) -> bool:
 def derivation_graph(state: SearchState, library: Library = BUILTIN):
     """A GCoT graph of the fully evaluated candidates (seeds as library nodes), for the
     report of a proposer without one (evolve, enumerate): each formula under the most
-    specific sketch it refines, reached from the root by one-production steps."""
+    specific sketch it refines, reached from the root by one-production steps. One node per
+    formula: its scores are those of its base-recipe candidate where there is one."""
     from ..errors import PruneDSLError
     from .gcot import Graph
     from .sketch import parse_sketch
     g = Graph()
-    for r in sorted((r for r in state.candidates if r.val_ppl is not None
-                     and r.recipe == state.config.recipe),  # one node per formula: its base recipe's
-                    key=lambda r: (not r.seed, r.id)):
+    done: set[str] = set()
+    for r in sorted((r for r in state.candidates if r.val_ppl is not None),
+                    key=lambda r: (r.recipe != state.config.recipe, not r.seed, r.id)):
+        if r.text in done:
+            continue
+        done.add(r.text)
         try:
             node, _ = g.attach(parse_sketch(r.text, library), origin=r.origin)
         except PruneDSLError:

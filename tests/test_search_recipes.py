@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from collections import Counter
 
 import pytest
@@ -220,11 +221,17 @@ def test_the_in_process_pool_passes_the_recipe():
 
 
 def test_report_counts_full_evaluations_with_recipes(tmp_path):
-    engine = _run(tmp_path, Scripted([]), budget=0, full_evals=0)
+    engine = _run(tmp_path, Scripted([]), budget=0, full_evals=0, report=True, test_windows=1)
     rows = dict(recipe_count_rows(engine.state.candidates))
     n = len([n for n, t in seed_metrics() if "G" not in parse(t).requires])
     assert rows["fully evaluated with the OBS update (+R)"] == f"{n} (mean 0.8 s)"
     assert rows["fully evaluated with an allocation rule"] == "3 (mean 0.9 s)"
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert f"| fully evaluated with the OBS update (+R) | {n} (mean 0.8 s)" in re.sub(" +", " ", report)
+    assert "| wanda" in report and r"\|W\|·‖X‖  +R(layer)" in report and r"\|W\|·‖X‖  alloc owl" in report
+    test = engine.state.test
+    assert "|W| * ‖X‖" in test and "|W| * ‖X‖  [+R(layer)]" in test and "|W| * ‖X‖  [alloc owl]" in test
+    assert "sparsegpt +R" not in test    # the sparsegpt +R(layer) seed is SparseGPT proper itself
     fixed = _run(tmp_path, Scripted([]), name="fixed", budget=0, full_evals=0, recipes="fixed")
     assert recipe_count_rows(fixed.state.candidates) == []
 
