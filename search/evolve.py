@@ -20,8 +20,9 @@ OWL's lam or AlphaPruning's eps, times a factor in [1/1.5, 1.5], kept within 4×
 default); every allocation text passes the allocation checker before it is proposed. The
 formula operators keep the first parent's recipe (crossover: parent A's); random
 immigrants have the search's base recipe. Recipe variants share their formula's proxy, so
-the tournament cannot tell them apart: the full evaluations do. Without a space, no random
-number is drawn for recipes: a seeded run proposes what it proposed before recipes.
+in a tournament the one with the lower validation perplexity wins (not evaluated: last).
+Without a space, no random number is drawn for recipes: a seeded run proposes what it
+proposed before recipes (exact proxy ties happen between recipe variants only).
 
 Every child is type-checked by the language's checker and must be a Mat formula that
 reads W (or G), at most ``max_size`` nodes, and not proposed before (by text and recipe).
@@ -65,6 +66,10 @@ class Individual:
     def key(self) -> str:
         """The engine's candidate key: canonical form [+ recipe]."""
         return recipe_key(self.canonical, self.recipe)
+
+
+def _ppl(i: Individual) -> float:
+    return math.inf if i.val_ppl is None else i.val_ppl
 
 
 def _seen(text: str, recipe: Recipe | None) -> str:
@@ -164,6 +169,8 @@ class EvolveProposer:
         for p in picks[1:]:
             if p.proxy < best.proxy * 0.99 or (p.proxy <= best.proxy * 1.01 and p.complexity < best.complexity):
                 best = p
+            elif (p.proxy, p.complexity) == (best.proxy, best.complexity) and _ppl(p) < _ppl(best):
+                best = p  # recipe variants of one formula: the proxy ties, the full evaluation decides
         return best
 
     # --- variation --------------------------------------------------------------------

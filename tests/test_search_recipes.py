@@ -256,3 +256,13 @@ def test_cli_recipe_options():
     a = args("--allocation", "owl", "--group", "global")
     with pytest.raises(SearchError, match="--allocation"):
         base_recipe(_settings(a, None), a, BUILTIN, FitnessSettings("m", sparsity=0.6, group="global"))
+
+
+def test_the_tournament_prefers_the_better_evaluated_recipe_of_a_formula():
+    from prunedsl.search.evolve import Individual
+    evo = EvolveProposer(seed=0, tournament=24)
+    tree = parse("|W| * ‖X‖").expr
+    mask = Individual("|W| * ‖X‖", "c", 0.1, 4, tree, val_ppl=20.0)
+    plus_r = Individual("|W| * ‖X‖", "c", 0.1, 4, tree, val_ppl=15.0, recipe=PLUS_R)
+    untried = Individual("|W| * ‖X‖", "c", 0.1, 4, tree, recipe=Recipe(allocation="owl"))
+    assert all(evo._select([mask, untried, plus_r]) is plus_r for _ in range(20))
