@@ -140,6 +140,10 @@ def test_recipes_round_trip_through_state_and_hall(tmp_path):
     hall = json.loads((tmp_path / "run" / "hall.json").read_text())
     best = hall["best"]
     assert Candidate.from_json(best).recipe == engine.state.candidates[best["id"]].recipe
+    from prunedsl.search.records import proposal_from_dict, proposal_to_dict
+    for prop in (Proposal("W", "s"), Proposal("W", "s", recipe=Recipe(True, "row", "owl(lam = 0.1)"))):
+        d = json.loads(json.dumps(proposal_to_dict(prop)))
+        assert proposal_from_dict(d) == prop and ("recipe" in d) == (prop.recipe is not None)
     md = (tmp_path / "run" / "hall.md").read_text()
     assert "+R(layer)" in md or "alloc" in md                          # the fake favours recipes
 
