@@ -81,9 +81,9 @@ def measure_test(engine) -> None:
 
 
 def sparsegpt_seed(state: SearchState) -> Candidate | None:
-    """The ``sparsegpt`` seed candidate with the search's base recipe, if it was screened."""
-    return next((r for r in state.candidates if r.seed and r.name == "sparsegpt"
-                 and r.recipe == state.config.recipe), None)
+    """The ``sparsegpt`` seed candidate (the mask-only one, if there is one), if it was screened."""
+    seeds = [r for r in state.candidates if r.seed and r.name == "sparsegpt"]
+    return next((r for r in seeds if r.recipe == MASK), seeds[0] if seeds else None)
 
 
 def _sparsegpt_r_seed(state: SearchState) -> bool:
@@ -199,7 +199,7 @@ def write_report(engine) -> None:
     sgpt = sparsegpt_seed(state)
     for r in report_candidates(state, cfg.report_top):
         if r.seed:
-            name = r.name + (" (mask only)" if r is sgpt else "")
+            name = r.name + (" (mask only)" if r is sgpt and r.recipe == MASK else "")
         else:
             name = r.name or ("★ " if r is best else "") + "discovered"
         rows.append([name, with_tag(r.pretty, r.recipe), r.complexity, fmt(r.proxy, 4), fmt(r.val_ppl),
