@@ -74,12 +74,20 @@ def check_prune_settings(*, sparsity: float, group: str, pattern: tuple[int, int
                          metric_shape: str, allocation: bool, nsamples: int, seqlen: int,
                          eval_windows: int | None) -> None:
     """Every rule a prune job's settings must meet before a model is loaded."""
-    check_sparsity(sparsity)
-    check_group(group)
     if nsamples < 1 or seqlen < 2:
         raise ConfigError("{nsamples} must be ≥ 1 and {seqlen} ≥ 2")
     if eval_windows is not None and eval_windows < 1:
         raise ConfigError("{eval_windows} must be ≥ 1")
+    check_selection(sparsity=sparsity, group=group, pattern=pattern, metric_shape=metric_shape,
+                    allocation=allocation)
+
+
+def check_selection(*, sparsity: float, group: str, pattern: tuple[int, int] | None,
+                    metric_shape: str, allocation: bool) -> None:
+    """The rules on what a pruning pass selects (sparsity, group, pattern, allocation), for
+    a prune job and for each of a search's candidates (runtime/job.prune_pass)."""
+    check_sparsity(sparsity)
+    check_group(group)
     if pattern is not None and metric_shape != "Mat":
         raise ConfigError("N:M needs a per-weight (Mat) metric; this metric is {shape}-typed "
                           "(it scores whole channels)", shape=metric_shape)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import check_prune_settings, check_seqlen, default_group, pattern_text
+from ..config import check_prune_settings, check_selection, check_seqlen, default_group, pattern_text
 from ..errors import ConfigError, PruneRuntimeError
 from . import data
 from .device import resolve_placement
@@ -104,10 +104,10 @@ def run_prune(job: PruneJob) -> PruneResult:
     calib, calib_source = calibration_ids(loaded.tokenizer, job, calib_text)
     bench = Workbench(loaded, calib, progress=job.progress, keep_dense=False,
                       calib_batch=job.calib_batch)
-    pruned = bench.prune(job.metric, sparsity=job.sparsity, pattern=job.pattern, group=job.group,
-                         reconstruct=job.reconstruct, allocation=job.allocation,
-                         on_nonfinite="allow" if job.allow_nonfinite else "error",
-                         within_block=job.within_block)
+    pruned = prune_pass(bench, job.metric, sparsity=job.sparsity, pattern=job.pattern, group=job.group,
+                        reconstruct=job.reconstruct, allocation=job.allocation,
+                        on_nonfinite="allow" if job.allow_nonfinite else "error",
+                        within_block=job.within_block)
     report, plan, prune_seconds = pruned.report, pruned.plan, pruned.seconds["prune"]
     bench.release()  # free G before evaluation
 
@@ -136,6 +136,23 @@ def run_prune(job: PruneJob) -> PruneResult:
         save_pruned(loaded, job.output, result.to_dict(), card=card)
         result = replace(result, output=str(job.output))
     return result
+
+
+def prune_pass(bench, metric, *, sparsity: float, pattern: tuple[int, int] | None = None,
+               group: str | None = None, reconstruct: bool = False, allocation=None,
+               within_block: str | None = None, on_nonfinite: str = "error"):
+    """One pruning pass of ``bench``'s model (a ``Workbench``) as ``prunedsl prune`` makes it:
+    the group and within-block order default as prune's do (``default_group``: "layer" with
+    ``reconstruct``, else "row"; ``default_within_block``: "parallel" with an allocation
+    rule), the selection settings are checked, then ``Workbench.prune``. ``run_prune`` and
+    the search's full and test evaluations (search/fitness.py) both call it, so a search
+    candidate is pruned exactly as the prune command would prune it. Returns ``Pruned``."""
+    group = default_group(group, reconstruct)
+    within_block = default_within_block(within_block, allocation)
+    check_selection(sparsity=sparsity, group=group, pattern=pattern, metric_shape=metric.type.shape,
+                    allocation=allocation is not None)
+    return bench.prune(metric, sparsity=sparsity, pattern=pattern, group=group, reconstruct=reconstruct,
+                       allocation=allocation, on_nonfinite=on_nonfinite, within_block=within_block)
 
 
 def default_within_block(order: str | None, allocation) -> str:

@@ -8,8 +8,13 @@ text goes through ``prunedsl.parse`` (lark + type checker) in the engine, never 
 What the engine promises a proposer (``search/engine.py``):
 - ``observe`` gets one ``Outcome`` per proposal, in order, after the proposal was parsed,
   deduplicated and screened by the proxy (and, for the few chosen, fully evaluated).
-- A duplicate (same canonical form as an earlier candidate) has ``ok=True``,
-  ``duplicate_of`` set, and the earlier candidate's ``proxy``/``val_ppl``.
+- A duplicate (same canonical form and recipe as an earlier candidate) has ``ok=True``,
+  ``duplicate_of`` set (the earlier candidate's key: ``recipe.recipe_key``), and its
+  ``proxy``/``val_ppl``.
+- Recipes (search/recipe.py): a proposal may carry one (None: the search's base recipe);
+  its outcome's proposal carries the recipe in normal form (None for the mask-only one),
+  and ``extra["variant"] = True`` when it is not the search's base recipe (the llm
+  proposer, which proposes formulas only, leaves those out of its graph).
 - A candidate fully evaluated *after* its batch was observed comes back once more as a
   new ``Outcome`` for the same proposal with ``val_ppl`` set and ``extra["update"] = True``.
 - Seeds (the library metrics) are observed first, with ``origin="seed"``.
@@ -24,14 +29,25 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from .recipe import Recipe
+
 
 @dataclass(frozen=True)
 class Proposal:
     text: str                    # formula text in the language (untrusted when from an LLM)
     origin: str                  # "seed", "llm", "evolve:mutate", "evolve:crossover", "enumerate", ...
-    parents: tuple[str, ...] = ()  # canonical forms of parent candidates, if any
+    parents: tuple[str, ...] = ()  # keys of parent candidates (canonical form [+ recipe]), if any
     node: int | None = None      # GCoT graph node this proposal refines (llm proposer)
     note: str = ""               # free text for the log (e.g. the LLM's rationale)
+    recipe: Recipe | None = None  # how the mask is applied (search/recipe.py); None: the search's own
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON values; ``recipe`` only when there is one (the layout before recipes)."""
+        out = {"text": self.text, "origin": self.origin, "parents": list(self.parents),
+               "node": self.node, "note": self.note}
+        if self.recipe is not None:
+            out["recipe"] = self.recipe.to_json()
+        return out
 
 
 @dataclass

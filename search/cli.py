@@ -4,6 +4,13 @@
         --full-evals 20 --output runs/evolve60
     prunedsl search --output runs/evolve60 --resume      # after a crash or Ctrl-C
 
+A candidate is a formula with a recipe (search/recipe.py): ``--recipes search`` (default)
+searches the OBS weight update (+R, with its row/layer selection) and the allocation rule
+with the formula; ``--recipes fixed`` gives every candidate one recipe: the formula alone
+(mask-only, uniform: the search before recipes), or the one ``--reconstruct`` and/or
+``--allocation RULE`` fix (they imply ``--recipes fixed``; with ``--recipes search`` they
+are an error).
+
 On ``--resume`` every setting comes from DIR/state.json; settings given again must
 agree with it, except ``--budget``/``--full-evals`` (which may grow), the report ones and
 the ``--llm-*`` ones. The LLM endpoint settings (``--llm-base-url``, resolved from
@@ -24,6 +31,7 @@ import sys
 from dataclasses import fields, replace
 
 from ..config import GROUPS
+from .recipe import RECIPE_MODES
 from ..errors import ConfigError, SearchError
 from .device_state import (DEVICE_DEFAULTS, DEVICE_OVERRIDABLE, check_model_dtype, check_resumed_dtype,
                            device_options, recording_model_dtype)
@@ -33,6 +41,8 @@ EPILOG = """examples:
   prunedsl search --model smollm2-135m --sparsity 0.5 --proposer enumerate --max-size 6 --budget 200 --output runs/enum
   prunedsl search --model smollm2-135m --pattern 2:4 --proposer llm --llm-base-url http://127.0.0.1:8000/v1 --budget 50 --output runs/llm
   prunedsl search --output runs/ev60 --resume
+  prunedsl search --model smollm2-135m --sparsity 0.6 --recipes fixed --output runs/mask   # formulas only
+  prunedsl search --model smollm2-135m --sparsity 0.6 --reconstruct --output runs/plusR    # every candidate +R
   prunedsl search --model smollm2-135m --sparsity 0.6 --budget 300 --full-evals 40 --workers 4 --output runs/ray
   prunedsl search ... --workers 16 --ray-address auto      # on a running Ray cluster (README: Search on many workers)
   prunedsl search ... --select-windows 32 --transfer-models gemma3-270m,qwen2.5-coder-0.5b
@@ -58,11 +68,12 @@ FITNESS_DEFAULTS = {"model": None, "sparsity": None, "pattern": "unstructured", 
                     "structure_blocks": None}
 SEARCH_DEFAULTS = {"proposer": "evolve", "budget": 100, "full_evals": 10, "batch": 16,
                    "max_proposals": None, "test_windows": 40, "test_seqlen": 512, "report_top": 3,
-                   "select_top": 5, "transfer_models": [], "population": 32, "max_size": None, "library": []}
+                   "select_top": 5, "transfer_models": [], "population": 32, "max_size": None, "library": [],
+                   "recipes": "search", "reconstruct": False, "allocation": None}
 GROWABLE = {"budget", "full_evals", "max_proposals", "test_windows", "test_seqlen", "report_top",
             "select_top", "transfer_models"}
 # a saved search that predates an option resumes with the value that keeps what it did
-SAVED_BEFORE = {"select_windows": 0}
+SAVED_BEFORE = {"select_windows": 0, "recipes": "fixed"}
 try:
     from .llm import LLM_DEFAULTS  # --llm-* settings: saved, and may be given again on --resume
 except ImportError:  # the llm proposer is optional
@@ -113,6 +124,17 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--gradients", action="store_true", default=S, help="offer G (backward passes; slower full evals)")
     g.add_argument("--output", required=True, metavar="DIR", help="where state, hall of fame and report go")
     g.add_argument("--resume", action="store_true", help="continue the search saved in DIR")
+    g = p.add_argument_group("recipes (how a candidate's mask is applied; search/recipe.py)")
+    g.add_argument("--recipes", choices=RECIPE_MODES, default=S,
+                   help="search (default): search the OBS update (+R, row/layer selection) and the "
+                        "allocation rule with the formula; fixed: one recipe for every candidate, the "
+                        "formula alone unless --reconstruct/--allocation")
+    g.add_argument("--reconstruct", action="store_true", default=S,
+                   help="fix +R (the OBS weight update, group layer unless --group) for every candidate; "
+                        "implies --recipes fixed")
+    g.add_argument("--allocation", default=S, metavar="RULE",
+                   help="fix an allocation rule (owl, alpha, sdsa, or a rule's text) for every "
+                        "candidate; implies --recipes fixed")
     g = p.add_argument_group("fitness")
     g.add_argument("--nsamples", type=int, default=S, help="calibration windows (default 16)")
     g.add_argument("--seqlen", type=int, default=S, help="tokens per calibration/validation window (default 256)")
@@ -175,6 +197,13 @@ def _settings(args, saved: dict | None) -> dict:
     given = {k: getattr(args, k) for k in defaults if hasattr(args, k)}
     if saved is None:
         merged = {**defaults, **given}
+        if merged["reconstruct"] or merged["allocation"] is not None:  # they fix the recipe
+            if given.get("recipes") == "search":
+                raise SearchError("--reconstruct and --allocation fix one recipe for every candidate; "
+                                  "--recipes search searches it",
+                                  hint="leave out --recipes (or give --recipes fixed), or leave out "
+                                       "--reconstruct/--allocation to search them")
+            merged["recipes"] = "fixed"
         for k in ("model", "sparsity"):
             if merged[k] is None and not (k == "sparsity" and (merged["pattern"] != "unstructured"
                                                                or merged.get("structure"))):
@@ -198,7 +227,7 @@ def cmd_search(args) -> int:
     from ..config import check_sparsity, parse_pattern, resolve_sparsity
     from .engine import Engine, SearchConfig
     from ..cli.output import output_format, print_table
-    from .hall import HALL_HEADER, hall_rows, read_state
+    from .hall import HALL_HEADER, best_record, hall_rows, label, read_state
     fmt = output_format(args)
 
     saved_state = read_state(args.output) if args.resume else None
@@ -210,6 +239,9 @@ def cmd_search(args) -> int:
         given = [o for o in ("select_windows", "select_top", "transfer_models") if hasattr(args, o)]
         if given:
             raise SearchError(f"--{given[0].replace('_', '-')} applies to metric searches, not to --structure")
+        if s["reconstruct"] or s["allocation"] is not None:
+            raise SearchError("--reconstruct and --allocation apply to per-weight metric searches, "
+                              "not to --structure")
         from .structure_mode import run_structure_search
         return run_structure_search(args, s)
     from .transfer import parse_transfer_models
@@ -246,13 +278,14 @@ def cmd_search(args) -> int:
                             if f.name not in ("sparsity", "pattern")}, sparsity=sparsity, pattern=pattern)
     available = BASE_STATISTICS | ({"G"} if fs.gradients else frozenset())
     proposer = make_proposer(s, args, available, library)
+    base = saved_state.config.recipe if saved_state else base_recipe(s, args, library, fs)
     config = SearchConfig(output=args.output, proposer=s["proposer"], budget=s["budget"],
                           full_evals=s["full_evals"], batch=s["batch"], max_proposals=s["max_proposals"],
                           library_texts=library.texts, test_windows=s["test_windows"],
                           test_seqlen=s["test_seqlen"], report_top=s["report_top"],
                           report=not args.no_report, fitness=fs.to_dict(), cli=s,
                           max_outage=s.get("llm_max_outage") or 600.0, select_top=s["select_top"],
-                          transfer_models=transfer)
+                          transfer_models=transfer, recipes=s["recipes"], recipe=base)
 
     def stderr(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
@@ -284,7 +317,7 @@ def cmd_search(args) -> int:
     print(f"prunedsl search: {s['model']} | {sparsity:.0%} {s['pattern']} | {s['proposer']} | "
           f"{c['screened']} screened ({c['seeds']} seeds), {c['duplicates']} deduplicated, {c['failed']} failed, "
           f"{c['full_evals']} full evals | best val ppl "
-          + (f"{best['val_ppl']:.3f} ({best['pretty']})" if best else "–"))
+          + (f"{best['val_ppl']:.3f} ({label(best_record(engine.state.candidates))})" if best else "–"))
     print()
     rows = hall_rows(engine.state.candidates)
     if rows:
@@ -298,6 +331,20 @@ def cmd_search(args) -> int:
     if summary["report"]:
         print(f"\nreport: {summary['report']}")
     return 0
+
+
+def base_recipe(s: dict, args, library, fs):
+    """The recipe of every candidate with --recipes fixed (normal form): mask-only, or +R
+    (the --group given, else prune's default "layer") and/or the --allocation rule."""
+    from .recipe import MASK, Recipe, normalize
+    if s["recipes"] != "fixed":
+        return MASK
+    recipe = Recipe(reconstruct=s["reconstruct"], group=s["group"] if hasattr(args, "group") else None,
+                    allocation=s["allocation"])
+    try:
+        return normalize(recipe, group=fs.group, sparsity=fs.sparsity, pattern=fs.pattern, library=library)
+    except ConfigError as err:
+        raise err.for_cli(SearchError) from None
 
 
 def search_placement(s: dict):
@@ -322,8 +369,10 @@ def make_proposer(s: dict, args, available, library):
     name = s["proposer"]
     if name == "evolve":
         from .evolve import EvolveProposer
+        from .recipe import RecipeSpace
+        space = RecipeSpace.from_library(library, s["group"]) if s["recipes"] == "search" else None
         return EvolveProposer(seed=s["seed"], vocab=vocab, population=s["population"],
-                              max_size=s["max_size"] or 20, library=library)
+                              max_size=s["max_size"] or 20, library=library, recipes=space)
     if name == "enumerate":
         from .enumerate import EnumerateProposer
         return EnumerateProposer(vocab=vocab, group=s["group"], max_size=s["max_size"] or 7,

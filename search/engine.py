@@ -3,9 +3,16 @@
     engine = Engine(config, fitness_factory, proposer)
     engine.run()          # resumes from config.output/state.json when config.resume
 
-Seeds: every library metric (plus SparseGPT's saliency when the library has no
-``sparsegpt``) is screened and fully evaluated first, so the best reported formula is
-never worse on validation than the best known metric.
+Candidates are (formula, recipe) (``search/recipe.py``): the recipe says whether the OBS
+weight update follows the mask (+R, with its selection group) and which allocation rule
+gives per-block sparsity. With ``config.recipes == "fixed"`` every candidate has the
+search's base recipe (mask-only and uniform unless ``--reconstruct``/``--allocation``);
+with ``"search"`` the seeds and the evolve proposer vary it.
+
+Seeds (``recipe.seed_list``, the one list): every library metric with the base recipe;
+with ``"search"`` also every metric with +R and wanda with every library allocation
+rule. They are screened and fully evaluated first, so the best reported candidate is never
+worse on validation than the best known metric and recipe.
 
 Budget: ``budget`` counts *new* candidates screened by the proxy (seeds not included).
 Failed and duplicate proposals cost no budget; ``max_proposals`` bounds them.
@@ -15,11 +22,21 @@ quota is floor(K · screened / budget), spent on the best-by-proxy candidates no
 evaluated among the top K by proxy whose proxy beats the worst seed's; what is left at
 the end goes to the best remaining by proxy.
 
+Dedup and proxy with recipes: a candidate's identity is its canonical form (under the
+search's group) and its recipe in normal form, so ``wanda`` and ``wanda +R(layer)`` are two
+candidates. The proxy sees the mask of the formula alone (no OBS update, uniform sparsity),
+so a candidate's proxy is its formula's: computed once per canonical form and reused for
+every recipe of it (``proxy_seconds`` 0). Two formulas that rank alike under the search's
+group share a canonical form, even where a recipe's group (+R(layer)) or an allocation rule
+reading score statistics (OWL's outlier ratio, SDSA's skew) would tell them apart: the
+search keeps the first.
+
 Proxy twins: two formulas with different canonical forms can still prune exactly the same
 weights on this model (``min(|W|·‖X‖, 1e4)`` vs ``|W|·‖X‖``). A candidate whose proxy is
-bit-identical to an earlier one's (same masks on every screened layer) is recorded as
-its ``twin_of`` and not fully evaluated unless it is the simpler of the two (then the
-roles swap, if the other was not evaluated yet); twins are counted in the report.
+bit-identical to an earlier one's *with the same recipe* (same masks on every screened
+layer) is recorded as its ``twin_of`` and not fully evaluated unless it is the simpler of
+the two (then the roles swap, if the other was not evaluated yet); twins are counted in
+the report. Recipe variants of one formula share its proxy but are never twins.
 
 Empty rounds: a proposer can return nothing in a round (an LLM's answers all invalid or
 already seen); the search ends after ``EMPTY_ROUNDS`` such rounds in a row, with the
@@ -67,6 +84,7 @@ from ..errors import SearchError
 from .base import Proposal
 from .hall import best_record, hall_markdown, label, write_hall, write_json
 from .pool import EvalPool, InProcessPool
+from .recipe import Seed, evaluable, recipe_key, seed_list
 from .records import Candidate, SearchConfig, SearchState, to_json
 from .screening import Screening, next_full_eval
 from .selection import pending as selection_pending, run_selection, select_ppl, winner
@@ -78,7 +96,8 @@ EMPTY_ROUNDS = 5  # consecutive empty proposal rounds that end a search
 
 
 def seed_metrics(library: Library = BUILTIN) -> list[tuple[str, str]]:
-    """(name, text) of the seeds: the library's metrics (built-in ones included)."""
+    """(name, text) of the seed metrics: the library's metrics (built-in ones included).
+    The seed candidates, with their recipes, are ``recipe.seed_list``'s."""
     return [(name, name) for name in library.of_kind("metric")]
 
 
@@ -196,28 +215,35 @@ class Engine:
 
     def _seeds(self) -> None:
         skipped = self.state.skipped_seeds
-        for name, text in self._seed_list():
-            missing = sorted(self.screening.parse(text).requires - self.fitness.available)
-            if missing:  # e.g. G without --gradients: not a failure, just not offered
-                if name not in skipped:
-                    skipped[name] = f"needs {', '.join(missing)}" + (" (--gradients)" if "G" in missing else "")
-                    self.log(f"seed {name} skipped: {skipped[name]}")
+        for seed in self._seed_list():
+            name, label = seed.name, seed.label
+            missing = sorted(self.screening.parse(seed.text).requires - self.fitness.available)
+            why = seed.skip or (f"needs {', '.join(missing)}" + (" (--gradients)" if "G" in missing else "")
+                                if missing else None)
+            if why:  # e.g. G without --gradients: not a failure, just not offered
+                if label not in skipped:
+                    skipped[label] = why
+                    self.log(f"seed {label} skipped: {skipped[label]}")
                 continue
-            rec = next((r for r in self.state.candidates if r.seed and r.name == name), None)
-            if rec is None and not any(f.seed == name for f in self.state.failures):
-                outcome = self.screening.screen(self.fitness, Proposal(text, "seed", note=name), seed=name)
-                rec = self.screening.by_canonical.get(outcome.canonical) if outcome.ok else None
+            recipe = seed.recipe or self.config.recipe
+            rec = next((r for r in self.state.candidates if r.seed and r.name == name and r.recipe == recipe), None)
+            if rec is None and not any(f.seed == label for f in self.state.failures):
+                p = Proposal(seed.text, "seed", note=name, recipe=seed.recipe)
+                outcome = self.screening.screen(self.fitness, p, seed=name)
+                key = recipe_key(outcome.canonical, outcome.proposal.recipe) if outcome.ok else None
+                rec = self.screening.by_key.get(key)
                 self.state.unobserved.append(outcome)
                 self.save()
             if rec is not None and rec.full is None and rec.seed:
                 self._submit(rec)
         self._record(wait=True)
 
-    def _seed_list(self) -> list[tuple[str, str]]:
+    def _seed_list(self) -> list[Seed]:
         if self.screening.structure:  # structure mode: the library's structure scores
             from .structure_mode import structure_seeds
-            return structure_seeds(self.library, self.screening.structure)
-        return seed_metrics(self.library)
+            return [Seed(name, text) for name, text in structure_seeds(self.library, self.screening.structure)]
+        return seed_list(seed_metrics(self.library), self.library, mode=self.config.recipes,
+                         base=self.config.recipe, group=self.screening.group)
 
     def _search(self) -> None:
         c, cfg = self.state.counters, self.config
@@ -290,7 +316,8 @@ class Engine:
     # --- full evaluations ---------------------------------------------------------------
     def _submit(self, rec: Candidate) -> None:
         self.submitted[rec.id] = self.state.counters.screened
-        self.pool.submit(rec.id, rec.text)
+        recipe = evaluable(rec.recipe, self.library)  # None: the formula alone, as before recipes
+        self.pool.submit(rec.id, rec.text, *(() if recipe is None else (recipe,)))
         self._record(wait=False)  # in process: evaluated and recorded now
 
     def _record(self, wait: bool) -> None:

@@ -32,6 +32,8 @@ agree on that sample but differ elsewhere are merged (the later one is dropped),
 subexpression non-finite on that sample (``log`` of a negative, division by a value
 near 0) is dropped even if it would be finite on a real layer.
 Enumeration is deterministic, so the state is just the number of formulas handed out.
+Its proposals have the search's base recipe (search/recipe.py): with ``--recipes search``
+only the seeds vary the recipe (+R, allocation rules); the enumerated formulas do not.
 """
 from __future__ import annotations
 

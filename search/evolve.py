@@ -11,9 +11,23 @@ within 1% go to the simpler formula). Children come from:
   function or an operator with a fresh leaf;
 - ``random``: a fresh random formula (the first proposals, then 10% immigrants).
 
+Recipes (``search/recipe.py``; only with a ``RecipeSpace``, i.e. ``--recipes search``): an
+individual is a formula with a recipe. A share (``RecipeSpace.rate``) of the children
+change only the recipe of a parent picked by tournament: ``reconstruct`` (toggle the OBS
+update), ``group`` (row ↔ layer selection of a +R recipe), ``allocation`` (set, clear or
+switch the library allocation rule) and ``alloc_param`` (one parameter of the rule, e.g.
+OWL's lam or AlphaPruning's eps, times a factor in [1/1.5, 1.5], kept within 4× of its
+default); every allocation text passes the allocation checker before it is proposed. The
+formula operators keep the first parent's recipe (crossover: parent A's); random
+immigrants have the search's base recipe. Recipe variants share their formula's proxy, so
+in a tournament the one with the lower validation perplexity wins (not evaluated: last).
+Without a space, no random number is drawn for recipes: a seeded run proposes what it
+proposed before recipes (exact proxy ties happen between recipe variants only).
+
 Every child is type-checked by the language's checker and must be a Mat formula that
-reads W (or G), at most ``max_size`` nodes, and not proposed before (by text).
-Duplicates by canonical form are the engine's business; they come back in ``observe``.
+reads W (or G), at most ``max_size`` nodes, and not proposed before (by text and recipe).
+Duplicates by canonical form and recipe are the engine's business; they come back in
+``observe``.
 """
 from __future__ import annotations
 
@@ -30,6 +44,7 @@ from ..dsl.printer import to_text
 from ..dsl.types import COL, MAT
 from ..errors import PruneDSLError
 from .base import Outcome, Proposal
+from .recipe import Recipe, RecipeSpace, recipe_key
 from .grammar import (ARITH, NORMALIZERS, PAIRWISE, REDUCERS, WHOLE, Grower,
                       Vocabulary, is_exponent, nodes, reads_weights, replace_at, typecheck)
 
@@ -45,6 +60,21 @@ class Individual:
     complexity: int
     tree: Expr
     val_ppl: float | None = None
+    recipe: Recipe | None = None     # normal form; None: the search's base recipe
+
+    @property
+    def key(self) -> str:
+        """The engine's candidate key: canonical form [+ recipe]."""
+        return recipe_key(self.canonical, self.recipe)
+
+
+def _ppl(i: Individual) -> float:
+    return math.inf if i.val_ppl is None else i.val_ppl
+
+
+def _seen(text: str, recipe: Recipe | None) -> str:
+    """What ``seen`` holds for a proposal: its text, with the recipe's tag if it has one."""
+    return text if recipe is None else f"{text}  [{recipe.tag()}]"
 
 
 def _rng_state(rng: random.Random) -> list:
@@ -61,15 +91,16 @@ class EvolveProposer:
 
     def __init__(self, *, seed: int = 0, vocab: Vocabulary | None = None, population: int = 32,
                  tournament: int = 3, max_size: int = 20, initial_random: int = 16,
-                 immigrants: float = 0.1, library: Library = BUILTIN):
+                 immigrants: float = 0.1, library: Library = BUILTIN, recipes: RecipeSpace | None = None):
         self.rng = random.Random(seed)
         self.vocab = vocab or Vocabulary()
         self.grower = Grower(self.rng, self.vocab)
         self.population, self.tournament, self.max_size = population, tournament, max_size
         self.initial_random, self.immigrants = initial_random, immigrants
         self.library = library
-        self.archive: dict[str, Individual] = {}   # canonical -> best-known individual
-        self.seen: set[str] = set()                 # texts proposed or observed
+        self.recipes = recipes                      # None: formulas only (--recipes fixed)
+        self.archive: dict[str, Individual] = {}   # key (canonical [+ recipe]) -> individual
+        self.seen: set[str] = set()                 # texts (+ recipe tags) proposed or observed
         self.randoms = 0
 
     # --- Proposer protocol ------------------------------------------------------------
@@ -79,17 +110,18 @@ class EvolveProposer:
             if len(out) >= n:
                 break
             p = self._child()
-            if p is not None and p.text not in self.seen:
-                self.seen.add(p.text)
+            if p is not None and _seen(p.text, p.recipe) not in self.seen:
+                self.seen.add(_seen(p.text, p.recipe))
                 out.append(p)
         return out
 
     def observe(self, outcomes: list[Outcome]) -> None:
         for o in outcomes:
-            self.seen.add(o.proposal.text)
+            self.seen.add(_seen(o.proposal.text, o.proposal.recipe))
             if not o.ok or o.canonical is None or o.proxy is None:
                 continue
-            old = self.archive.get(o.canonical)
+            key = recipe_key(o.canonical, o.proposal.recipe)
+            old = self.archive.get(key)
             if old is not None:
                 if o.val_ppl is not None:
                     old.val_ppl = o.val_ppl
@@ -100,26 +132,31 @@ class EvolveProposer:
             if twin is not None:  # prunes like a known individual: keep the simpler one
                 if o.complexity is None or o.complexity >= twin.complexity:
                     continue
-                del self.archive[twin.canonical]
+                del self.archive[twin.key]
             try:
                 tree = parse(o.proposal.text, library=self.library).expr
             except PruneDSLError:
                 continue
-            self.archive[o.canonical] = Individual(to_text(tree), o.canonical, o.proxy,
-                                                   size(tree), tree, o.val_ppl)
+            self.archive[key] = Individual(to_text(tree), o.canonical, o.proxy, size(tree), tree,
+                                           o.val_ppl, o.proposal.recipe)
 
     def state(self) -> dict[str, Any]:
+        # an archive row is [text, canonical, proxy, val_ppl] (+ the recipe, when there is one)
         return {"rng": _rng_state(self.rng), "randoms": self.randoms, "seen": sorted(self.seen),
-                "archive": [[i.text, i.canonical, i.proxy, i.val_ppl] for i in self.archive.values()]}
+                "archive": [[i.text, i.canonical, i.proxy, i.val_ppl]
+                            + ([i.recipe.to_json()] if i.recipe is not None else [])
+                            for i in self.archive.values()]}
 
     def load_state(self, state: dict[str, Any]) -> None:
         _set_rng_state(self.rng, state["rng"])
         self.randoms = int(state.get("randoms", 0))
         self.seen = set(state.get("seen", []))
         self.archive = {}
-        for text, canonical, proxy, val_ppl in state.get("archive", []):
+        for text, canonical, proxy, val_ppl, *recipe in state.get("archive", []):
             tree = parse(text, library=self.library).expr
-            self.archive[canonical] = Individual(text, canonical, proxy, size(tree), tree, val_ppl)
+            ind = Individual(text, canonical, proxy, size(tree), tree, val_ppl,
+                             Recipe(**recipe[0]) if recipe else None)
+            self.archive[ind.key] = ind
 
     # --- selection --------------------------------------------------------------------
     def _pool(self) -> list[Individual]:
@@ -132,6 +169,8 @@ class EvolveProposer:
         for p in picks[1:]:
             if p.proxy < best.proxy * 0.99 or (p.proxy <= best.proxy * 1.01 and p.complexity < best.complexity):
                 best = p
+            elif (p.proxy, p.complexity) == (best.proxy, best.complexity) and _ppl(p) < _ppl(best):
+                best = p  # recipe variants of one formula: the proxy ties, the full evaluation decides
         return best
 
     # --- variation --------------------------------------------------------------------
@@ -143,19 +182,31 @@ class EvolveProposer:
                 return None
             self.randoms += 1
             return Proposal(to_text(tree), "evolve:random")
+        if self.recipes is not None and self.rng.random() < self.recipes.rate:
+            return self._recipe_child(pool)
         op = self.rng.choices(OPERATORS, WEIGHTS)[0]
         a = self._select(pool)
-        parents = (a.canonical,)
+        parents = (a.key,)
         if op == "crossover":
             b = self._select(pool)
             child = self._crossover(a.tree, b.tree)
-            parents = (a.canonical, b.canonical) if b.canonical != a.canonical else parents
+            parents = (a.key, b.key) if b.key != a.key else parents
         else:
             child = getattr(self, f"_{op}")(a.tree)
         child = self._accept(child)
         if child is None:
             return None
-        return Proposal(to_text(child), f"evolve:{op}", parents=parents)
+        return Proposal(to_text(child), f"evolve:{op}", parents=parents, recipe=a.recipe)
+
+    def _recipe_child(self, pool: list[Individual]) -> Proposal | None:
+        """A parent's formula with one change to its recipe (module doc)."""
+        a = self._select(pool)
+        r = a.recipe or Recipe()
+        op = self.rng.choice(self.recipes.operators(r))
+        new = self.recipes.apply(op, r, self.rng)
+        if new is None or new == r:
+            return None
+        return Proposal(a.text, f"evolve:{op}", parents=(a.key,), recipe=None if new == Recipe() else new)
 
     def _accept(self, tree: Expr | None) -> Expr | None:
         """The checked child if it is a valid metric for the search, else None."""

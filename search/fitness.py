@@ -46,9 +46,10 @@ candidates/minute on a 2-core CPU, two documented approximations (both settable)
 ``bench/bench_search.py`` measures the throughput and the rank correlation of the
 approximations with the exact proxy.
 
-Full evaluation: restore the dense weights (no reload), ``prune_model`` with the
-candidate (sequential, the real thing), validation perplexity on the held-out windows.
-``select_ppl`` is the same on the selection slice.
+Full evaluation: restore the dense weights (no reload), prune with the candidate and its
+recipe through ``prunedsl prune``'s own pass (``runtime/job.prune_pass``: sequential, the
+real thing, ± the OBS update and an allocation rule), validation perplexity on the
+held-out windows. ``select_ppl`` is the same on the selection slice.
 """
 from __future__ import annotations
 
@@ -67,6 +68,7 @@ from ..runtime.models import find_blocks, load_model
 from ..runtime.statcache import StatsCache, layer_stats
 from ..runtime.stats import GRADIENT_STATISTICS, INPUT_STATISTICS, KNOWN_STATISTICS, DerivedSet
 from ..runtime.workbench import Workbench
+from .recipe import Recipe
 from .select import select_mask
 
 # Every statistic but the gradient ones (G needs --gradients), read live from the operand table.
@@ -312,17 +314,27 @@ class Fitness:
         return value
 
     # --- full evaluation --------------------------------------------------------------
-    def _prune(self, metric, *, reconstruct: bool = False, group: str | None = None) -> dict[str, Any]:
+    def _prune(self, metric, recipe=None) -> dict[str, Any]:
+        """Prune as ``prunedsl prune`` would (runtime/job.prune_pass) with the candidate's
+        recipe (search/recipe.py; None: the formula alone, the search's group, uniform)."""
+        from ..api import parse_allocation
+        from ..runtime.job import prune_pass
         s = self.settings
         self.check_available(metric.requires)
-        pruned = self.bench.prune(metric, sparsity=s.sparsity, pattern=s.pattern, group=group or s.group,
-                                  reconstruct=reconstruct)
-        return {"sparsity": pruned.report.sparsity, "prune_seconds": pruned.seconds["prune"]}
+        r = recipe or Recipe()
+        group = r.group if r.group is not None else (None if r.reconstruct else s.group)
+        pruned = prune_pass(self.bench, metric, sparsity=s.sparsity, pattern=s.pattern, group=group,
+                            reconstruct=r.reconstruct,
+                            allocation=parse_allocation(r.allocation) if r.allocation else None)
+        out = {"sparsity": pruned.report.sparsity, "prune_seconds": pruned.seconds["prune"]}
+        if "allocation" in pruned.seconds:
+            out["allocation_seconds"] = pruned.seconds["allocation"]
+        return out
 
-    def full(self, metric) -> dict[str, Any]:
+    def full(self, metric, recipe=None) -> dict[str, Any]:
         """Prune for real and measure validation perplexity; the model is dense afterwards."""
         try:
-            rec = self._prune(metric)
+            rec = self._prune(metric, recipe)
             res = self.bench.perplexity(self.val_ids, seqlen=self.settings.seqlen)
         finally:
             self.bench.restore()
@@ -330,26 +342,24 @@ class Fitness:
             raise PruneRuntimeError("validation perplexity overflowed (the pruned model is broken)")
         return {**rec, "val_ppl": res["ppl"], "eval_seconds": res["seconds"]}
 
-    def select_ppl(self, metric) -> dict[str, Any]:
+    def select_ppl(self, metric, recipe=None) -> dict[str, Any]:
         """``full`` on the selection slice instead of the fitness slice (``search/selection.py``)."""
         if self.select_ids is None:
             raise SearchError("this search has no selection slice (--select-windows 0)")
         try:
-            rec = self._prune(metric)
+            rec = self._prune(metric, recipe)
             res = self.bench.perplexity(self.select_ids, seqlen=self.settings.seqlen)
         finally:
             self.bench.restore()
         return {**rec, "select_ppl": res["ppl"], "eval_seconds": res["seconds"],
                 "select_nll_sums": res["window_nll_sums"]}
 
-    def test_ppl(self, metric, *, seqlen: int, windows: int | None, reconstruct: bool = False,
-                 group: str | None = None) -> dict[str, Any]:
+    def test_ppl(self, metric, *, seqlen: int, windows: int | None, recipe=None) -> dict[str, Any]:
         """WikiText-2 *test* perplexity (docs/design.md §5) after pruning with ``metric``
-        (None: the dense model). For the final report only. ``reconstruct``/``group``: the
-        report's SparseGPT-proper row (OBS weight update, layer-wise selection)."""
+        (None: the dense model) and ``recipe`` (as ``full``). For the final report only."""
         ids = data.tokenize(self.loaded.tokenizer, data.load_text("test", data_dir=self.settings.data_dir))
         try:
-            rec = self._prune(metric, reconstruct=reconstruct, group=group) if metric is not None else {}
+            rec = self._prune(metric, recipe) if metric is not None else {}
             res = self.bench.perplexity(ids, seqlen=seqlen, max_windows=windows)
         finally:
             self.bench.restore()

@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
+from .recipe import with_tag
 from .records import Candidate, SearchState, to_json
 from .state import read_state  # noqa: F401  (search.cli reads the state through here)
 
@@ -88,7 +89,8 @@ def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
 
 
 def label(r: Candidate) -> str:
-    return f"{r.name}: {r.pretty}" if r.name else r.pretty
+    """Name, formula and recipe: ``wanda: |W|·‖X‖  +R(layer) · alloc owl``."""
+    return with_tag(f"{r.name}: {r.pretty}" if r.name else r.pretty, r.recipe)
 
 
 def hall_rows(records: list[Candidate]) -> list[list[Any]]:

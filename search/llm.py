@@ -29,6 +29,12 @@ does not count those rounds as empty). Nothing raises out of ``propose``/``obser
 Each reply's counts (lines, parsed, type-checked, new formulas: ``reply_stats.py``) are
 kept in ``reply_stats`` and the saved state; the report shows them.
 
+Recipes (search/recipe.py): the model proposes formulas only; every proposal has the
+search's base recipe (None), and the reply contract knows no recipes. With ``--recipes
+search`` the engine still screens the seeds' recipe variants (+R, allocation rules); their
+outcomes (``extra["variant"]``) are left out of the graph, so the library metrics it shows
+carry the scores of the formula alone.
+
 Resume: a formula handed out is the engine's until it is observed (in its saved
 ``pending`` or ``unobserved`` lists), so ``load_state`` does not hand it out again.
 """
@@ -123,7 +129,7 @@ class LLMProposer:
     def state(self) -> dict[str, Any]:
         return {"version": 1, "round": self.round, "model": self.endpoint.model,
                 "graph": self.graph.graph_json(), "errors": [asdict(e) for e in self.errors],
-                "queue": [asdict(p) for p in self._queue], "proposed": sorted(self._proposed),
+                "queue": [p.to_json() for p in self._queue], "proposed": sorted(self._proposed),
                 "replies": [r.to_json() for r in self.reply_stats]}
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -267,6 +273,8 @@ class LLMProposer:
 
     def _observe(self, o: Outcome) -> None:
         p = o.proposal
+        if o.extra.get("variant"):  # another recipe than the search's (module doc): not in the graph
+            return
         if p.origin == "seed":
             self._observe_seed(o)
             return

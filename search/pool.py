@@ -1,6 +1,7 @@
 """Where the search's full evaluations run: a pool the engine submits candidates to.
 
     pool.submit(rec.id, rec.text)           # queue one candidate's full evaluation
+    pool.submit(rec.id, rec.text, recipe)   # ... with its recipe (search/recipe.py, evaluable)
     done = pool.next_result(wait=False)     # the oldest submitted one's FullResult, or None
     pool.close()
 
@@ -10,7 +11,10 @@ the hall of fame do not depend on timing. ``InProcessPool`` (``--workers 1``) ev
 on the engine's own fitness when a result is asked for, which is exactly the sequential
 search: submit, evaluate, apply. ``search/ray_pool.py``'s ``RayPool`` (``--workers N``)
 spreads them over Ray actors. A worker evaluates a candidate from its printed text (no
-library needed: calls are inlined) with ``evaluate_full``, here or in an actor.
+library needed: calls are inlined) and its recipe (allocation rules resolved into rule
+text: ``recipe.evaluable``) with ``evaluate_full``, here or in an actor. The engine
+submits a recipe only when there is one, and ``evaluate_full`` passes it on only then,
+so a fitness without recipes (structure mode's) is called as before.
 """
 from __future__ import annotations
 
@@ -30,13 +34,15 @@ class FullResult:
     seconds: float              # the evaluation's own time, where it ran
 
 
-def evaluate_full(fitness: Any, text: str) -> tuple[dict[str, Any], float]:
-    """Prune with the formula ``text`` and measure validation perplexity; a failure of the
-    candidate is its result (``{"error": message}``), never an exception."""
+def evaluate_full(fitness: Any, text: str, recipe: Any = None) -> tuple[dict[str, Any], float]:
+    """Prune with the formula ``text`` (and ``recipe``: OBS update, group, allocation rule)
+    and measure validation perplexity; a failure of the candidate is its result
+    (``{"error": message}``), never an exception."""
     t0 = time.perf_counter()
     parse_candidate = getattr(fitness, "parse_candidate", parse)  # structure mode: its own kind
     try:
-        res = fitness.full(parse_candidate(text))
+        metric = parse_candidate(text)
+        res = fitness.full(metric) if recipe is None else fitness.full(metric, recipe)
     except Exception as err:  # recorded; the search goes on
         res = {"error": render_error(err)}
     return res, time.perf_counter() - t0
@@ -45,7 +51,7 @@ def evaluate_full(fitness: Any, text: str) -> tuple[dict[str, Any], float]:
 class EvalPool(Protocol):
     workers: int
 
-    def submit(self, key: int, text: str) -> None: ...
+    def submit(self, key: int, text: str, recipe: Any = None) -> None: ...
 
     def next_result(self, wait: bool = True) -> FullResult | None:
         """The result of the oldest submitted evaluation not returned yet; None when nothing
@@ -61,16 +67,16 @@ class InProcessPool:
 
     def __init__(self, fitness: Any):
         self.fitness = fitness
-        self._queue: deque[tuple[int, str]] = deque()
+        self._queue: deque[tuple[int, str, Any]] = deque()
 
-    def submit(self, key: int, text: str) -> None:
-        self._queue.append((key, text))
+    def submit(self, key: int, text: str, recipe: Any = None) -> None:
+        self._queue.append((key, text, recipe))
 
     def next_result(self, wait: bool = True) -> FullResult | None:
         if not self._queue:
             return None
-        key, text = self._queue.popleft()
-        return FullResult(key, *evaluate_full(self.fitness, text))
+        key, text, recipe = self._queue.popleft()
+        return FullResult(key, *evaluate_full(self.fitness, text, recipe))
 
     def close(self) -> None:
         self._queue.clear()

@@ -1,7 +1,7 @@
 """Full evaluations spread over Ray actors (``prunedsl search --workers N``).
 
     pool = RayPool(settings, workers=4, address="auto", log=log)   # starts the actors
-    pool.submit(rec.id, rec.text); pool.next_result(wait=True); pool.close()
+    pool.submit(rec.id, rec.text[, recipe]); pool.next_result(wait=True); pool.close()
 
 Each actor (``FullEvalWorker``) builds a ``Fitness`` from the search's ``FitnessSettings``
 once: it loads the model, cuts the same validation and calibration windows, keeps the
@@ -34,6 +34,7 @@ from .fitness import Fitness, FitnessSettings
 from .pool import FullResult, evaluate_full
 
 MAX_TRIES = 3          # workers one candidate may take down before it is recorded as failed
+Job = tuple[str, Any]  # (formula text, recipe or None): one candidate's full evaluation
 
 
 def import_ray():
@@ -63,8 +64,8 @@ class FullEvalWorker:
         self.fitness = Fitness(settings, progress=False, log=lambda msg: None, screening=False,
                                placement=placement, calib_batch=calib_batch)
 
-    def full(self, text: str) -> tuple[dict[str, Any], float]:
-        return evaluate_full(self.fitness, text)
+    def full(self, text: str, recipe: Any = None) -> tuple[dict[str, Any], float]:
+        return evaluate_full(self.fitness, text, recipe)
 
     def pid(self) -> int:
         return os.getpid()
@@ -110,9 +111,9 @@ class RayPool:
         self.evaluated = [0] * workers                     # results per worker
         self._slot = {id(a): i for i, a in enumerate(self.actors)}
         self._idle = list(self.actors)
-        self._queue: deque[tuple[int, str]] = deque()      # submitted, not yet given to an actor
+        self._queue: deque[tuple[int, Job]] = deque()      # submitted, not yet given to an actor
         self._order: deque[int] = deque()                  # keys in submission order, not returned
-        self._running: dict[Any, tuple[Any, int | None, str]] = {}  # ObjectRef -> (actor, key, text);
+        self._running: dict[Any, tuple[Any, int | None, Job]] = {}  # ObjectRef -> (actor, key, job);
         #                                                  key None: waiting for a restarted actor
         self._done: dict[int, FullResult] = {}
         self._tries: dict[int, int] = {}                   # key -> workers lost while holding it
@@ -122,8 +123,8 @@ class RayPool:
             + (f", {gpus:g} GPU" if gpus else "") + f" each) on {where}")
 
     # --- the pool protocol -------------------------------------------------------------
-    def submit(self, key: int, text: str) -> None:
-        self._queue.append((key, text))
+    def submit(self, key: int, text: str, recipe: Any = None) -> None:
+        self._queue.append((key, (text, recipe)))
         self._order.append(key)
         self._dispatch()
 
@@ -165,18 +166,20 @@ class RayPool:
     def _dispatch(self) -> None:
         while self._idle and self._queue:
             actor = self._idle.pop(0)
-            key, text = self._queue.popleft()
-            self._running[actor.full.remote(text)] = (actor, key, text)
+            key, job = self._queue.popleft()
+            text, recipe = job  # a recipe only when there is one (a worker class may take none)
+            ref = actor.full.remote(text) if recipe is None else actor.full.remote(text, recipe)
+            self._running[ref] = (actor, key, job)
 
     def _collect(self, ref) -> None:
-        actor, key, text = self._running.pop(ref)
+        actor, key, job = self._running.pop(ref)
         try:
             result = self.ray.get(ref)
         except self.ray.exceptions.RayError as err:  # the worker died (a failing candidate returns an error)
             if key is None:
                 self._drop(actor, f"a Ray worker is gone for good ({_first_line(err)})")
             else:
-                self._lost(actor, key, text, err)
+                self._lost(actor, key, job, err)
         else:
             if key is not None:
                 self._done[key] = FullResult(key, *result)
@@ -184,11 +187,11 @@ class RayPool:
             self._idle.append(actor)  # after a result, or back from a restart
         self._dispatch()
 
-    def _lost(self, actor, key: int, text: str, err: Exception) -> None:
+    def _lost(self, actor, key: int, job: Job, err: Exception) -> None:
         """``actor`` failed while holding ``key``: give the candidate back (or record it as
         failed after MAX_TRIES) and wait for Ray to restart the actor (or drop it)."""
         if getattr(err, "actor_init_failed", False):  # not the candidate's fault: it never ran
-            self._queue.appendleft((key, text))
+            self._queue.appendleft((key, job))
             self.last_error = _init_cause(err)
             self._drop(actor, f"a Ray worker could not start: {self.last_error}")
             return
@@ -199,10 +202,10 @@ class RayPool:
             self.log(f"a Ray worker died; candidate {key} took down {MAX_TRIES}: recorded as failed")
         else:
             self.requeued += 1
-            self._queue.appendleft((key, text))
+            self._queue.appendleft((key, job))
             self.log(f"a Ray worker died ({type(err).__name__}); candidate {key} goes back to the queue")
         # Calls to a restarting actor fail at once; this one waits for the restart (or its death).
-        self._running[actor.pid.options(max_task_retries=-1).remote()] = (actor, None, "")
+        self._running[actor.pid.options(max_task_retries=-1).remote()] = (actor, None, ("", None))
 
     def _drop(self, actor, why: str) -> None:
         self.actors = [a for a in self.actors if a is not actor]

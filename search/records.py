@@ -20,8 +20,9 @@ from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from .base import Outcome, Proposal
+from .recipe import MASK, Recipe, recipe_key
 
-STATE_VERSION = 2  # a change of the layout bumps it, with a migration in search/state.py
+STATE_VERSION = 3  # a change of the layout bumps it, with a migration in search/state.py
 PHASES = ("seeds", "search", "report", "done")
 
 
@@ -126,6 +127,8 @@ class SearchConfig:
     report_top: int = 3                  # discovered formulas evaluated on test
     report: bool = True
     max_outage: float = 600.0            # seconds a failing proposer endpoint is waited for
+    recipes: Literal["search", "fixed"] = "fixed"   # search the recipe with the formula, or not
+    recipe: Recipe = MASK                # the base recipe (normal form): every candidate's with "fixed"
     fitness: dict[str, Any] = field(default_factory=dict)   # FitnessSettings as a dict
     cli: dict[str, Any] = field(default_factory=dict)       # merged CLI settings, for --resume
     select_top: int = 5                  # discovered finalists measured on the selection slice
@@ -142,8 +145,9 @@ class SearchConfig:
 
 @dataclass
 class Candidate:
-    """One formula screened by the proxy (a seed or a proposal); ``full``/``val_ppl`` are
-    set by its full evaluation, ``twin_of`` when another candidate has the same proxy."""
+    """One formula with its recipe, screened by the proxy (a seed or a proposal);
+    ``full``/``val_ppl`` are set by its full evaluation, ``twin_of`` when another candidate
+    with the same recipe has the same proxy. Identity: ``key`` (canonical form + recipe)."""
 
     id: int                          # its index in SearchState.candidates
     input: str                       # the text as proposed
@@ -163,11 +167,19 @@ class Candidate:
     seed: bool = False
     screened_at: int = 0             # the screened counter after it
     twin_of: int | None = None       # id of the primary of its proxy twins (left out when None)
+    recipe: Recipe = MASK            # normal form (search/recipe.py; left out when mask-only)
+
+    @property
+    def key(self) -> str:
+        """The dedup key: the canonical form, with the recipe's tag unless mask-only."""
+        return recipe_key(self.canonical, self.recipe)
 
     def to_json(self) -> dict[str, Any]:
         out = {f.name: to_json(getattr(self, f.name)) for f in fields(self)}
         if self.twin_of is None:
             del out["twin_of"]
+        if self.recipe == MASK:
+            del out["recipe"]
         return out
 
     @classmethod

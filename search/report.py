@@ -3,10 +3,11 @@
 Test perplexity (WikiText-2 test, docs/design.md §5) is measured here and only here: for the
 dense model, the baselines (magnitude, wanda, ria, sparsegpt: the seeds), SparseGPT
 proper (``sparsegpt +R``: the sparsegpt mask with the OBS weight update, layer-wise
-selection; a reference row only, the search's fitness never reconstructs) and the best
-discovered formulas by validation perplexity, each pruned with the search's own
-calibration batch. Each result is saved in the state as soon as it is measured, so a
-killed report phase resumes where it stopped.
+selection; a reference row, unless the search has that seed itself: ``--recipes search``)
+and the best discovered candidates by validation perplexity, each pruned with its recipe
+(runtime/job.prune_pass, as prunedsl prune) and the search's own calibration batch. Each
+result is saved in the state as soon as it is measured, so a killed report phase resumes
+where it stopped.
 
 The verdict is about the **winner**, chosen on the selection slice (``search/selection.py``;
 without one, the best discovered formula by validation ppl), and says "beats" only when
@@ -24,6 +25,7 @@ from ..api import parse
 from ..dsl.library import BUILTIN, Library
 from .hall import atomic_write, best_record, fmt, hall_markdown, label, markdown_table, write_json
 from .noise import METHOD, compare, ratio_cell
+from .recipe import MASK, Recipe, evaluable, recipe_count_rows, with_tag
 from .records import Candidate, SearchState
 from .selection import best_seed, run_selection, select_ppl, selection_markdown, winner
 from .transfer import measure_transfer, transfer_markdown
@@ -68,16 +70,19 @@ def measure_test(engine) -> None:
     """Test ppl of the dense model and of every report candidate (saved one by one)."""
     cfg, state = engine.config, engine.state
     todo: list[tuple[str, Candidate | None]] = [("dense", None)]
-    todo += [(r.canonical, r) for r in report_candidates(state, cfg.report_top)]
+    todo += [(r.key, r) for r in report_candidates(state, cfg.report_top)]
     sgpt = sparsegpt_seed(state)
-    if sgpt is not None:
+    if sgpt is not None and not _sparsegpt_r_seed(state):
         todo.append((SPARSEGPT_R, sgpt))
     for key, rec in todo:
         if key in state.test:
             continue
         what = "dense model" if rec is None else label(rec)
-        extra = {"reconstruct": True, "group": "layer"} if key == SPARSEGPT_R else {}
-        engine.log(f"test perplexity: {what}" + (" with the OBS update (SparseGPT proper)" if extra else ""))
+        recipe = Recipe(reconstruct=True, group="layer") if key == SPARSEGPT_R else \
+            None if rec is None else evaluable(rec.recipe, engine.library)
+        extra = {} if recipe is None else {"recipe": recipe}
+        engine.log(f"test perplexity: {what}" + (" with the OBS update (SparseGPT proper)"
+                                                  if key == SPARSEGPT_R else ""))
         try:
             res = engine.fitness.test_ppl(None if rec is None else parse(rec.text),
                                           seqlen=cfg.test_seqlen, windows=cfg.test_windows, **extra)
@@ -87,21 +92,40 @@ def measure_test(engine) -> None:
         engine.save()
 
 
+def wanda_seed(state: SearchState) -> Candidate | None:
+    """The ``wanda`` seed with the search's base recipe (mask-only unless --recipes fixed
+    fixes another): the reference of every ratio."""
+    seeds = [r for r in state.candidates if r.seed and r.name == "wanda"]
+    return next((r for r in seeds if r.recipe == state.config.recipe), seeds[0] if seeds else None)
+
+
 def sparsegpt_seed(state: SearchState) -> Candidate | None:
-    """The ``sparsegpt`` seed candidate, if the search screened it."""
-    return next((r for r in state.candidates if r.seed and r.name == "sparsegpt"), None)
+    """The ``sparsegpt`` seed candidate (the mask-only one, if there is one), if it was screened."""
+    seeds = [r for r in state.candidates if r.seed and r.name == "sparsegpt"]
+    return next((r for r in seeds if r.recipe == MASK), seeds[0] if seeds else None)
+
+
+def _sparsegpt_r_seed(state: SearchState) -> bool:
+    """Whether the seeds hold SparseGPT proper (sparsegpt +R(layer), uniform) themselves."""
+    return any(r.seed and r.name == "sparsegpt" and r.recipe == Recipe(reconstruct=True, group="layer")
+               for r in state.candidates)
 
 
 def derivation_graph(state: SearchState, library: Library = BUILTIN):
     """A GCoT graph of the fully evaluated candidates (seeds as library nodes), for the
     report of a proposer without one (evolve, enumerate): each formula under the most
-    specific sketch it refines, reached from the root by one-production steps."""
+    specific sketch it refines, reached from the root by one-production steps. One node per
+    formula: its scores are those of its base-recipe candidate where there is one."""
     from ..errors import PruneDSLError
     from .gcot import Graph
     from .sketch import parse_sketch
     g = Graph()
+    done: set[str] = set()
     for r in sorted((r for r in state.candidates if r.val_ppl is not None),
-                    key=lambda r: (not r.seed, r.id)):
+                    key=lambda r: (r.recipe != state.config.recipe, not r.seed, r.id)):
+        if r.text in done:
+            continue
+        done.add(r.text)
         try:
             node, _ = g.attach(parse_sketch(r.text, library), origin=r.origin)
         except PruneDSLError:
@@ -114,15 +138,17 @@ def derivation_graph(state: SearchState, library: Library = BUILTIN):
 
 def lineage(state: SearchState, rec: Candidate, depth: int = 12) -> dict[str, Any]:
     """How ``rec`` was bred: a tree over Proposal.parents (canonical forms)."""
-    by = {r.canonical: r for r in state.candidates}
+    by = {r.key: r for r in state.candidates}
 
     def node(r: Candidate, d: int, seen: frozenset[str]) -> dict[str, Any]:
-        out = {"id": r.id, "formula": r.pretty, "canonical": r.canonical, "origin": r.origin,
-               "proxy": r.proxy, "val_ppl": r.val_ppl, "parents": []}
-        if d < depth and r.canonical not in seen:
+        out = {"id": r.id, "formula": with_tag(r.pretty, r.recipe), "canonical": r.canonical,
+               "origin": r.origin, "proxy": r.proxy, "val_ppl": r.val_ppl, "parents": []}
+        if r.recipe != MASK:
+            out["recipe"] = r.recipe.to_json()
+        if d < depth and r.key not in seen:
             for c in r.parents:
                 if c in by:
-                    out["parents"].append(node(by[c], d + 1, seen | {r.canonical}))
+                    out["parents"].append(node(by[c], d + 1, seen | {r.key}))
         return out
     return node(rec, 0, frozenset())
 
@@ -189,22 +215,23 @@ def verdict_text(state: SearchState, found: list[Candidate]) -> str:
         target, what = chosen, "The winner (chosen on the selection slice, validation windows the search never saw)"
     else:
         target, what = found[0], "The best discovered formula (by validation ppl)"
-    res = test.get(target.canonical, {})
+    res = test.get(target.key, {})
+    shown = with_tag(target.pretty, target.recipe)
     if "test_ppl" not in res:
-        return lead + f"{what}, `{target.pretty}`, has no test perplexity."
+        return lead + f"{what}, `{shown}`, has no test perplexity."
     parts = []
     seed = best_seed(state)
-    wanda = next((r for r in state.candidates if r.seed and r.name == "wanda"), None)
+    wanda = wanda_seed(state)
     refs = [(wanda, "wanda")] if wanda is not None else []
     if seed is not None and seed is not wanda:
-        refs.append((seed, f"the best library metric by validation ppl ({seed.name})"))
+        refs.append((seed, f"the best library candidate by validation ppl ({with_tag(seed.name, seed.recipe)})"))
     for ref, name in refs:
-        cell, band = ratio_cell(res, test.get(ref.canonical, {}), tokens)
+        cell, band = ratio_cell(res, test.get(ref.key, {}), tokens)
         if band is not None:
             parts.append(f"**{compare(name, band)}**")
         elif cell != "–":
             parts.append(f"{cell} {name}'s (no per-window sums: no noise band)")
-    return (lead + f"{what}, `{target.pretty}`, has test ppl {res['test_ppl']:.3f}: "
+    return (lead + f"{what}, `{shown}`, has test ppl {res['test_ppl']:.3f}: "
             + ("; ".join(parts) or "no library metric to compare with") + ".")
 
 
@@ -212,13 +239,13 @@ def _ratio_cells(state: SearchState, r: Candidate, res: dict[str, Any]) -> list[
     """The test table's "× best seed" and "× wanda" cells of one row."""
     tokens = state.config.test_seqlen - 1
     cells = []
-    for ref in (best_seed(state), next((c for c in state.candidates if c.seed and c.name == "wanda"), None)):
+    for ref in (best_seed(state), wanda_seed(state)):
         if ref is None:
             cells.append("–")
-        elif ref is r and res is state.test.get(r.canonical):
+        elif ref is r and res is state.test.get(r.key):
             cells.append("(reference)")
         else:
-            cells.append(ratio_cell(res, state.test.get(ref.canonical, {}), tokens)[0])
+            cells.append(ratio_cell(res, state.test.get(ref.key, {}), tokens)[0])
     return cells
 
 
@@ -232,12 +259,12 @@ def write_report(engine) -> None:
     c = state.counters
     f = cfg.fitness
     best = best_record(recs)
-    wanda = next((r for r in recs if r.seed and r.name == "wanda"), None)
+    wanda = wanda_seed(state)
     pattern = "unstructured" if not f.get("pattern") else f"{f['pattern'][0]}:{f['pattern'][1]}"
     test = state.test
 
     def tp(r: Candidate | None) -> float | None:
-        t = test.get("dense" if r is None else r.canonical, {})
+        t = test.get("dense" if r is None else r.key, {})
         return t.get("test_ppl")
     rows = []
     sgpt = sparsegpt_seed(state)
@@ -249,13 +276,14 @@ def write_report(engine) -> None:
         return [fmt(select_ppl(state, r))] if selecting else []
     for r in report_candidates(state, cfg.report_top):
         if r.seed:
-            name = r.name + (" (mask only)" if r is sgpt else "") + (" ★ winner" if r is chosen else "")
+            name = (r.name + (" (mask only)" if r is sgpt and r.recipe == MASK else "")
+                    + (" ★ winner" if r is chosen else ""))
         else:
             name = r.name or ("★ winner" if r is chosen else "★ discovered" if r is star else "discovered")
-        res = test.get(r.canonical, {})
-        rows.append([name, r.pretty, r.complexity, fmt(r.proxy, 4), fmt(r.val_ppl), *sel(r), fmt(tp(r)),
-                     *_ratio_cells(state, r, res)])
-        if r is sgpt:
+        res = test.get(r.key, {})
+        rows.append([name, with_tag(r.pretty, r.recipe), r.complexity, fmt(r.proxy, 4), fmt(r.val_ppl),
+                     *sel(r), fmt(tp(r)), *_ratio_cells(state, r, res)])
+        if r is sgpt and SPARSEGPT_R in test:
             t = test.get(SPARSEGPT_R, {})
             rows.append([f"{SPARSEGPT_R} (OBS update)", r.pretty + " + OBS weight update, layer-wise",
                          "", "", "", *([""] if selecting else []), fmt(t.get("test_ppl")) if "test_ppl" in t else
@@ -266,9 +294,9 @@ def write_report(engine) -> None:
     verdict = verdict_text(state, found)
     evald = [r for r in recs if r.val_ppl is not None]
     rho = _spearman([r.proxy for r in evald], [r.val_ppl for r in evald])
-    proxy_s = [r.proxy_seconds for r in recs]
-    full_s = [r.full["prune_seconds"] + r.full["eval_seconds"] for r in recs
-              if r.full and "val_ppl" in r.full]
+    proxy_s = [r.proxy_seconds for r in recs if r.proxy_seconds > 0]  # 0: a recipe variant's, reused
+    full_s = [r.full["prune_seconds"] + r.full.get("allocation_seconds", 0.0) + r.full["eval_seconds"]
+              for r in recs if r.full and "val_ppl" in r.full]
     md = [f"# prunedsl search report: {f['model']} at {f['sparsity']:.0%} {pattern} (group {f['group']})", ""]
     md.append(f"Proposer `{cfg.proposer}`, budget {cfg.budget}, {cfg.full_evals} full evaluations, "
               f"seed {f['seed']}; {state.seconds / 60:.1f} min in total.")
@@ -284,11 +312,16 @@ def write_report(engine) -> None:
            f"from the calibration windows. `sparsegpt (mask only)` is the OBS saliency as a metric "
            f"(the mask only, no weight update, selected like every other metric): what the search "
            f"competes with. `{SPARSEGPT_R}` is SparseGPT proper (the same saliency with the OBS weight update, "
-           f"one threshold per 128-column block over all rows of the layer): a reference row for test "
-           f"perplexity only; no candidate of the search gets a weight update."
+           f"one threshold per 128-column block over all rows of the layer). "
+           + ("Recipes were searched (`--recipes search`): a candidate's recipe (+R: the OBS weight "
+              "update with its selection group; alloc: an allocation rule's per-block sparsity) "
+              "follows its formula, and its test ppl is measured with it."
+              if cfg.recipes == "search" else
+              "Every candidate used the recipe " + (f"`{cfg.recipe.tag()}`" if cfg.recipe != MASK
+                                                     else "mask-only, uniform") + " (`--recipes fixed`).")
            + (f" Select ppl: the {f.get('select_windows')} selection-slice windows (next section)."
-              if selecting else ""), "", METHOD + " The best seed is the library metric with the lowest "
-           "validation ppl."]
+              if selecting else ""), "", METHOD + " The best seed is the library candidate (formula and "
+           "recipe) with the lowest validation ppl."]
     if selecting:
         md += ["", "## Final choice (selection slice)", "", selection_markdown(state)]
     if cfg.transfer_models:
@@ -327,6 +360,7 @@ def write_report(engine) -> None:
         ["screened by the proxy (unique)", f"{c.screened} ({c.seeds} seeds)"],
         ["proxy twins (same masks as a simpler candidate; not fully evaluated)", c.twins],
         ["fully evaluated", c.full_evals],
+        *recipe_count_rows(recs),
         ["proxy time per candidate (mean)", f"{sum(proxy_s) / max(1, len(proxy_s)):.2f} s"],
         ["full evaluation time (mean)", f"{sum(full_s) / max(1, len(full_s)):.1f} s" if full_s else "–"],
         ["Spearman(proxy, val ppl) over full evaluations", fmt(rho, 3)],
@@ -341,7 +375,8 @@ def write_report(engine) -> None:
     top = sorted([r for r in recs if not r.seed], key=lambda r: r.proxy)[:10]
     md += ["", "## Best candidates by proxy", "", markdown_table(
         ["#", "formula", "complexity", "proxy", "val ppl", "origin"],
-        [[r.id, r.pretty, r.complexity, fmt(r.proxy, 4), fmt(r.val_ppl), r.origin] for r in top])]
+        [[r.id, with_tag(r.pretty, r.recipe), r.complexity, fmt(r.proxy, 4), fmt(r.val_ppl), r.origin]
+         for r in top])]
     if state.skipped_seeds:
         md += ["", "Library metrics not used as seeds: " + "; ".join(
             f"`{k}` ({v})" for k, v in state.skipped_seeds.items()) + "."]
@@ -352,5 +387,6 @@ def write_report(engine) -> None:
             md += [f"- `{x.input[:100]}` ({x.origin}): {x.error.splitlines()[0]}"]
     atomic_write(out / "report.md", "\n".join(md) + "\n")
     engine.log(f"report: {out / 'report.md'}")
-    engine.log(json.dumps({"best": best and best.pretty, "winner": chosen and chosen.pretty, "verdict": verdict},
+    engine.log(json.dumps({"best": best and with_tag(best.pretty, best.recipe),
+                           "winner": chosen and with_tag(chosen.pretty, chosen.recipe), "verdict": verdict},
                           ensure_ascii=False))

@@ -1,5 +1,6 @@
 """One candidate at a time, for the engine (``search/engine.py``, whose module doc has the
-rules): screen a proposal (parse and check → canonical dedup → proxy → proxy twins), fully
+rules): screen a proposal (parse and check → recipe in normal form → dedup by canonical
+form and recipe → proxy, once per canonical form → proxy twins within a recipe), fully
 evaluate a candidate, and pick the next candidate for the full-evaluation quota. Each
 records what happened in the ``SearchState``; saving it is the engine's job.
 """
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import replace
 from typing import Any, Callable, Collection
 
 from ..api import parse
@@ -15,6 +17,7 @@ from ..dsl.library import Library
 from ..errors import PruneDSLError, SearchError
 from .base import Outcome, Proposal
 from .hall import best_record, fmt
+from .recipe import MASK, Recipe, normalize, recipe_key, seed_label, with_tag
 from .records import Candidate, Failure, HistoryPoint, SearchConfig, SearchState
 
 
@@ -23,8 +26,9 @@ def render_error(err: BaseException) -> str:
 
 
 class Screening:
-    """The state's candidates indexed by canonical form and by proxy value, and the texts
-    that failed after parsing (a repeat fails again without a retry)."""
+    """The state's candidates indexed by key (canonical form + recipe) and by (proxy value,
+    recipe), the proxy of each canonical form, and the texts that failed after parsing (a
+    repeat fails again without a retry)."""
 
     def __init__(self, state: SearchState, config: SearchConfig, library: Library,
                  log: Callable[[str], None]):
@@ -32,9 +36,12 @@ class Screening:
         self.group = config.fitness.get("group", "row")
         # structure mode (search/structure_mode.py): proposals are structure scores of this kind
         self.structure: str | None = config.fitness.get("structure")
-        self.by_canonical: dict[str, Candidate] = {r.canonical: r for r in state.candidates}
-        # proxy value -> the primary of its twins
-        self.by_proxy: dict[float, Candidate] = {r.proxy: r for r in state.candidates if r.twin_of is None}
+        self.by_key: dict[str, Candidate] = {r.key: r for r in state.candidates}
+        # the proxy cannot see a recipe: one proxy per canonical form, whatever the recipe
+        self.proxies: dict[str, float] = {r.canonical: r.proxy for r in state.candidates}
+        # (proxy value, recipe) -> the primary of its twins
+        self.by_proxy: dict[tuple[float, Recipe], Candidate] = {
+            (r.proxy, r.recipe): r for r in state.candidates if r.twin_of is None}
         self.failed_texts: dict[str, str] = {f.text: f.error for f in state.failures if f.resolved}
 
     def parse(self, text: str):
@@ -44,10 +51,26 @@ class Screening:
             return parse_structure(text, self.library, self.structure)
         return parse(text, library=self.library)
 
+    def recipe_of(self, p: Proposal) -> Recipe:
+        """The proposal's recipe in normal form (None: the search's base recipe); raises
+        for an allocation text that does not check, or one the search's group excludes."""
+        if self.structure:
+            if p.recipe is not None and p.recipe != MASK:
+                raise SearchError("structure scores have no recipe (no OBS update or allocation rule)")
+            return MASK
+        if p.recipe is None:
+            return self.config.recipe
+        f = self.config.fitness
+        pattern = tuple(f["pattern"]) if f.get("pattern") else None
+        return normalize(p.recipe, group=self.group, sparsity=f.get("sparsity", 0.5), pattern=pattern,
+                         library=self.library)
+
     def fail(self, p: Proposal, err: BaseException, resolved: str | None = None,
              seed: str | None = None) -> Outcome:
         msg = render_error(err)
         self.state.counters.failed += 1
+        if seed is not None and p.recipe is not None:
+            seed = seed_label(seed, p.recipe)
         self.state.failures.append(Failure(text=resolved or p.text, input=p.text, origin=p.origin,
                                            error=msg, resolved=resolved is not None, seed=seed))
         if resolved is not None:
@@ -64,24 +87,35 @@ class Screening:
                 raise SearchError(f"the search looks for per-weight metrics (Mat); this formula is "
                                   f"{metric.type.shape}-typed", hint="multiply by a weight term such as |W|")
             canonical = metric.canonical(self.group)
+            recipe = self.recipe_of(p)
         except Exception as err:  # bad text, or sympy choking on an odd formula: a failed outcome
             return self.fail(p, err, seed=seed)
         text = metric.text()
         complexity = size(metric.expr)
-        orig = self.by_canonical.get(canonical)
+        key = recipe_key(canonical, recipe)
+        flag = {"variant": True} if recipe != self.config.recipe else {}
+        shown = None if recipe == MASK else recipe
+        if p.recipe != shown:  # the outcome tells the proposer the recipe in normal form
+            p = replace(p, recipe=shown)
+        orig = self.by_key.get(key)
         if orig is not None:
             c.duplicates += 1
-            return Outcome(p, ok=True, canonical=canonical, duplicate_of=canonical, proxy=orig.proxy,
-                           val_ppl=orig.val_ppl, complexity=orig.complexity, extra={"pretty": orig.pretty})
+            return Outcome(p, ok=True, canonical=canonical, duplicate_of=key, proxy=orig.proxy,
+                           val_ppl=orig.val_ppl, complexity=orig.complexity,
+                           extra={"pretty": orig.pretty, **flag})
         if text in self.failed_texts:
             c.failed += 1
-            return Outcome(p, ok=False, error=self.failed_texts[text], canonical=canonical)
+            return Outcome(p, ok=False, error=self.failed_texts[text], canonical=canonical, extra=flag)
         t0 = time.perf_counter()
-        try:
-            proxy = fitness.proxy(metric)
-        except Exception as err:  # any failure of one candidate is its outcome, not the search's
-            return self.fail(p, err, resolved=text, seed=seed)
-        seconds = time.perf_counter() - t0
+        if canonical in self.proxies:  # a recipe variant of a screened formula: the same proxy
+            proxy, seconds = self.proxies[canonical], 0.0
+        else:
+            try:
+                proxy = fitness.proxy(metric)
+            except Exception as err:  # any failure of one candidate is its outcome, not the search's
+                return self.fail(p, err, resolved=text, seed=seed)
+            seconds = time.perf_counter() - t0
+            self.proxies[canonical] = proxy
         try:
             pretty = metric.pretty()
         except Exception:  # printing must never end a search
@@ -90,25 +124,25 @@ class Screening:
                         name=seed or metric.name, canonical=canonical, complexity=complexity,
                         origin=p.origin, parents=tuple(p.parents), node=p.node, note=p.note,
                         proxy=proxy, proxy_seconds=seconds, val_ppl=None, full=None,
-                        seed=seed is not None, screened_at=c.screened + 1)
-        extra: dict[str, Any] = {"pretty": pretty, "name": rec.name, "seconds": seconds}
-        twin = self.by_proxy.get(proxy)
+                        seed=seed is not None, screened_at=c.screened + 1, recipe=recipe)
+        extra: dict[str, Any] = {"pretty": pretty, "name": rec.name, "seconds": seconds, **flag}
+        twin = self.by_proxy.get((proxy, recipe))  # twins only within one recipe
         if twin is not None:
             c.twins += 1
             primary, other = (rec, twin) if (complexity < twin.complexity and twin.full is None
                                             and not twin.seed) else (twin, rec)
             other.twin_of = primary.id
             primary.twin_of = None
-            self.by_proxy[proxy] = primary
-            extra["twin_of"] = primary.canonical
+            self.by_proxy[(proxy, recipe)] = primary
+            extra["twin_of"] = primary.key
         else:
-            self.by_proxy[proxy] = rec
+            self.by_proxy[(proxy, recipe)] = rec
         self.state.candidates.append(rec)
-        self.by_canonical[canonical] = rec
+        self.by_key[key] = rec
         c.screened += 1
         c.seeds += seed is not None
         n = f"seed {seed}" if seed else f"{c.screened_new}/{self.config.budget}"
-        self.log(f"[{n}] proxy {fmt(proxy, 4)}  {pretty}  ({p.origin}, {seconds:.2f} s)")
+        self.log(f"[{n}] proxy {fmt(proxy, 4)}  {with_tag(pretty, recipe)}  ({p.origin}, {seconds:.2f} s)")
         return Outcome(p, ok=True, canonical=canonical, proxy=proxy, complexity=complexity, extra=extra)
 
     def record_full(self, rec: Candidate, result: dict[str, Any], screened: int,
@@ -120,7 +154,8 @@ class Screening:
         rec.full = result
         if "error" in result:
             rec.val_ppl = None
-            self.log(f"  ✗ full evaluation of {rec.pretty} failed: {result['error'].splitlines()[0]}")
+            self.log(f"  ✗ full evaluation of {with_tag(rec.pretty, rec.recipe)} failed: "
+                     f"{result['error'].splitlines()[0]}")
         else:
             rec.val_ppl = result["val_ppl"]
         c.full_evals += 1
@@ -134,14 +169,17 @@ class Screening:
     def _update_outcome(self, rec: Candidate) -> None:
         """Give the proposer the val ppl: in the pending outcome, or as an update."""
         for o in self.state.unobserved:
-            if o.canonical == rec.canonical and not o.duplicate_of:
+            if o.canonical is not None and recipe_key(o.canonical, o.proposal.recipe) == rec.key \
+                    and not o.duplicate_of:
                 o.val_ppl = rec.val_ppl
                 return
-        p = Proposal(rec.input, rec.origin, tuple(rec.parents), rec.node, rec.note)
+        p = Proposal(rec.input, rec.origin, tuple(rec.parents), rec.node, rec.note,
+                     None if rec.recipe == MASK else rec.recipe)
+        flag = {"variant": True} if rec.recipe != self.config.recipe else {}
         self.state.unobserved.append(Outcome(
             p, ok=rec.val_ppl is not None, canonical=rec.canonical, proxy=rec.proxy,
             val_ppl=rec.val_ppl, complexity=rec.complexity,
-            error=(rec.full or {}).get("error"), extra={"update": True, "pretty": rec.pretty}))
+            error=(rec.full or {}).get("error"), extra={"update": True, "pretty": rec.pretty, **flag}))
 
 
 def next_full_eval(state: SearchState, config: SearchConfig, final: bool = False,

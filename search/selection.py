@@ -5,15 +5,15 @@ candidate the search evaluates, and the search keeps the best of many: the best 
 noisy measurements is partly the luckiest, so its fitness value is biased low and its
 lead over the runner-up may be noise. So the search does not choose on it. At the end of
 the search the finalists, the ``select_top`` best *discovered* formulas by fitness val ppl
-plus the best seed (the library metric with the lowest fitness val ppl), are pruned once
+plus the best seed (the library candidate, formula and recipe, with the lowest fitness val ppl), are pruned once
 more, the same way (``Fitness.select_ppl``), and measured on the **selection slice**: the
 next ``select_windows`` windows of the same stream, which no proposal, screening, full
 evaluation or proxy ever read (``search/fitness.py``'s module doc has the split). The
 best there is the **winner**; the report's verdict is about the winner, and the test
 split still only reports.
 
-Each finalist's result is saved in ``SearchState.selection`` (by canonical form) as soon as
-it is measured, so a killed run resumes without measuring it again, and a ``--resume``
+Each finalist's result is saved in ``SearchState.selection`` (by candidate key: canonical
+form and recipe) as soon as it is measured, so a killed run resumes without measuring it again, and a ``--resume``
 with a larger budget measures only the new finalists. ``select_windows = 0`` turns this
 off (no winner; the report is as before).
 """
@@ -23,6 +23,7 @@ import math
 from typing import Any
 
 from .hall import fmt, label, markdown_table
+from .recipe import MASK, evaluable
 from .records import Candidate, SearchState
 
 
@@ -31,7 +32,7 @@ def select_windows(state: SearchState) -> int:
 
 
 def best_seed(state: SearchState) -> Candidate | None:
-    """The library metric with the lowest fitness val ppl."""
+    """The library candidate (metric and recipe) with the lowest fitness val ppl."""
     seeds = [r for r in state.candidates if r.seed and r.val_ppl is not None]
     return min(seeds, key=lambda r: (r.val_ppl, r.complexity, r.id)) if seeds else None
 
@@ -47,28 +48,29 @@ def finalists(state: SearchState) -> list[Candidate]:
 
 
 def select_ppl(state: SearchState, rec: Candidate) -> float | None:
-    return state.selection.get(rec.canonical, {}).get("select_ppl")
+    return state.selection.get(rec.key, {}).get("select_ppl")
 
 
 def pending(state: SearchState) -> bool:
     """Whether some finalist has not been measured on the selection slice yet."""
-    return any(r.canonical not in state.selection for r in finalists(state))
+    return any(r.key not in state.selection for r in finalists(state))
 
 
 def run_selection(engine) -> None:
     """Measure every finalist not measured yet on the selection slice (saved one by one)."""
     state = engine.state
-    todo = [r for r in finalists(state) if r.canonical not in state.selection]
+    todo = [r for r in finalists(state) if r.key not in state.selection]
     for i, rec in enumerate(todo):
         engine.log(f"selection slice ({i + 1}/{len(todo)}): {label(rec)}")
         try:
-            res = engine.fitness.select_ppl(engine.screening.parse(rec.text))
+            res = engine.fitness.select_ppl(engine.screening.parse(rec.text),
+                                            evaluable(rec.recipe, engine.library))
         except Exception as err:  # one broken finalist must not lose the others
             res = {"error": f"{type(err).__name__}: {err}"}
         if not math.isfinite(res.get("select_ppl", 0.0)):
             res = {**res, "error": "the selection slice's perplexity overflowed"}
             del res["select_ppl"]
-        state.selection[rec.canonical] = res
+        state.selection[rec.key] = res
         engine.save()
     w = winner(state)
     if w is not None:
@@ -103,7 +105,7 @@ def selection_markdown(state: SearchState) -> str:
     vals, sels = [r.val_ppl for r in fin], [select_ppl(state, r) for r in fin]
     rows = []
     for r, vr, sr in zip(fin, _ranks(vals), _ranks(sels)):
-        err = state.selection.get(r.canonical, {}).get("error")
+        err = state.selection.get(r.key, {}).get("error")
         role = ("★ winner" if r is w else "") + (" (best seed)" if r.seed else "")
         rows.append([role.strip(), label(r), fmt(r.val_ppl), vr,
                      fmt(select_ppl(state, r)) if not err else "error",
@@ -120,9 +122,9 @@ def selection_markdown(state: SearchState) -> str:
     if w is None:
         lines.append("No finalist has a selection-slice ppl yet: there is no winner.")
     elif w is by_fitness:
-        lines.append(f"The winner, `{w.pretty}`, is also the best on the fitness slice.")
+        lines.append(f"The winner, `{label(w)}`, is also the best on the fitness slice.")
     else:
-        lines.append(f"The winner, `{w.pretty}`, is not the best on the fitness slice (`{by_fitness.pretty}`, "
+        lines.append(f"The winner, `{label(w)}`, is not the best on the fitness slice (`{label(by_fitness)}`, "
                      f"val ppl {by_fitness.val_ppl:.3f}): its lead there did not hold on new text.")
     return "\n".join(lines)
 
@@ -133,6 +135,7 @@ def selection_json(state: SearchState) -> dict[str, Any] | None:
     if not fin or not state.selection:
         return None
     w = winner(state)
-    return {"winner": w and w.canonical, "select_windows": select_windows(state),
-            "finalists": [{"id": r.id, "formula": r.pretty, "canonical": r.canonical, "seed": r.seed,
+    return {"winner": w and w.key, "select_windows": select_windows(state),
+            "finalists": [{"id": r.id, "formula": r.pretty, "canonical": r.canonical, "key": r.key,
+                           **({"recipe": r.recipe.to_json()} if r.recipe != MASK else {}), "seed": r.seed,
                            "val_ppl": r.val_ppl, "select_ppl": select_ppl(state, r)} for r in fin]}

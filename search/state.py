@@ -2,7 +2,8 @@
 error for a file that is not a search state (empty, truncated, a list, ``{}``).
 
 Version 1 is the layout written before the version bump, where ``skipped_seeds`` was
-added on first use; version 2 always holds it. Older files are migrated in memory on
+added on first use; version 2 always holds it; version 3 gives candidates a recipe
+(search/recipe.py; left out when mask-only) and the config ``recipes``/``recipe``. Older files are migrated in memory on
 read and written back as the current version by the next save. The migrated JSON is
 then read into a ``SearchState`` (``search/records.py``): a missing, unknown or mistyped
 key anywhere in it is the same clear error, never a KeyError.
@@ -30,7 +31,17 @@ def _v1_to_v2(state: dict[str, Any]) -> dict[str, Any]:
     return state
 
 
-_MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2}
+def _v2_to_v3(state: dict[str, Any]) -> dict[str, Any]:
+    # version 3: a candidate is (formula, recipe). Searches before it were formula-only
+    # (mask-only, uniform): they resume as --recipes fixed with the mask-only recipe, and
+    # a candidate without a recipe key has that one.
+    state["config"].setdefault("recipes", "fixed")
+    state["config"]["cli"].setdefault("recipes", "fixed")
+    state["version"] = 3
+    return state
+
+
+_MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2, 2: _v2_to_v3}
 
 
 def _not_a_state(path: Path, why: str) -> SearchError:

@@ -18,9 +18,9 @@ the next. Each result is saved in ``SearchState.transfer[model][key]`` as soon a
 measured, so a killed report resumes where it stopped; a model whose rows are all
 measured is not loaded again.
 
-Which rows are measured is ``transfer_rows``: (candidate, reconstruct) pairs. Discovered
-formulas are mask only for now; when candidates carry their own recipe, this is the one
-place to read it.
+Which rows are measured is ``transfer_rows``: (candidate, recipe) pairs. Discovered
+formulas keep their own recipe (search/recipe.py); every library metric is measured mask
+only and with +R (layer-wise selection, SparseGPT proper's).
 """
 from __future__ import annotations
 
@@ -34,19 +34,24 @@ from typing import Any, Callable
 from ..errors import SearchError
 from .hall import fmt, markdown_table
 from .noise import compare, ratio_cell
+from .recipe import MASK, Recipe, evaluable, recipe_key
 from .records import Candidate, SearchState
 
-RECONSTRUCT = {"reconstruct": True, "group": "layer"}   # +R: SparseGPT proper's selection
+RECONSTRUCT = Recipe(reconstruct=True, group="layer")   # a library row's +R: SparseGPT proper's selection
 DENSE = "dense"
 
 
 @dataclass(frozen=True)
 class TransferRow:
-    """One (metric, reconstruct) pair measured on every transfer model."""
-    key: str                        # SearchState.transfer[model] key
+    """One (metric, recipe) pair measured on every transfer model."""
+    key: str                        # SearchState.transfer[model] key: recipe_key(canonical, recipe)
     name: str                       # the table's first column
     rec: Candidate | None           # None: the dense model
-    reconstruct: bool = False
+    recipe: Recipe = MASK           # a discovered row's own recipe; a library row's mask-only or +R
+
+    @property
+    def tag(self) -> str:
+        return self.recipe.tag()
 
 
 # --- the option, checked before the search starts ----------------------------------------
@@ -106,16 +111,23 @@ def library_seeds(state: SearchState) -> list[Candidate]:
 
 
 def transfer_rows(state: SearchState) -> list[TransferRow]:
-    """Dense, the top formulas mask only, every library metric mask only and +R."""
+    """Dense, the top formulas with their recipes, every library metric mask only and +R
+    (and a winning library candidate with its own recipe)."""
     from .selection import winner
     chosen = winner(state)
     rows = [TransferRow(DENSE, "dense", None)]
     for i, r in enumerate(top_formulas(state)):
-        rows.append(TransferRow(r.canonical, "★ winner" if r is chosen else
-                                "★ discovered" if i == 0 and chosen is None else "discovered", r))
+        rows.append(TransferRow(r.key, "★ winner" if r is chosen else
+                                "★ discovered" if i == 0 and chosen is None else "discovered", r, r.recipe))
+    seen = {row.key for row in rows}
     for r in library_seeds(state):
-        name = (r.name or "library") + (" (★ winner)" if r is chosen else "")
-        rows += [TransferRow(r.canonical, name, r), TransferRow(r.canonical + " +R", name, r, True)]
+        for recipe in [MASK, RECONSTRUCT] + ([r.recipe] if r is chosen else []):
+            key = recipe_key(r.canonical, recipe)
+            if key in seen:
+                continue
+            seen.add(key)
+            won = r is chosen and recipe == r.recipe
+            rows.append(TransferRow(key, (r.name or "library") + (" (★ winner)" if won else ""), r, recipe))
     return rows
 
 
@@ -174,12 +186,12 @@ def measure_transfer(engine, rows: list[TransferRow] | None = None) -> None:
             engine.save()
             continue
         for row in left:
-            engine.log(f"transfer {model}: {row.name}" + (" +R" if row.reconstruct else "")
+            engine.log(f"transfer {model}: {row.name}" + (f" {row.tag}" if row.tag else "")
                        + ("" if row.rec is None else f": {row.rec.pretty}"))
             try:
                 metric = None if row.rec is None else engine.screening.parse(row.rec.text)
                 res = fit.test_ppl(metric, seqlen=cfg.test_seqlen, windows=cfg.test_windows,
-                                   **(RECONSTRUCT if row.reconstruct else {}))
+                                   recipe=None if row.rec is None else evaluable(row.recipe, engine.library))
             except Exception as err:  # one failed row must not lose the others
                 res = {"error": f"{type(err).__name__}: {err}"}
             results[row.key] = res
@@ -202,7 +214,7 @@ def _model_results(state: SearchState, model: str | None) -> dict[str, dict]:
     out = dict(state.test)
     sgpt = next((r for r in state.candidates if r.seed and r.name == "sparsegpt"), None)
     if sgpt is not None and SPARSEGPT_R in state.test:
-        out[sgpt.canonical + " +R"] = state.test[SPARSEGPT_R]
+        out.setdefault(recipe_key(sgpt.canonical, RECONSTRUCT), state.test[SPARSEGPT_R])
     return out
 
 
@@ -219,7 +231,7 @@ def model_table(state: SearchState, model: str, rows: list[TransferRow]) -> tupl
     tokens = state.config.test_seqlen - 1
     res = _model_results(state, model)
     wanda = next((r for r in rows if r.rec is not None and r.rec.seed and r.rec.name == "wanda"
-                  and not r.reconstruct), None)
+                  and r.recipe == MASK), None)
     ref = res.get(wanda.key, {}) if wanda is not None else {}
     ppl = {r.key: res.get(r.key, {}).get("test_ppl") for r in rows if r.rec is not None}
     ranks = _ranks(ppl)
@@ -228,7 +240,7 @@ def model_table(state: SearchState, model: str, rows: list[TransferRow]) -> tupl
         got = res.get(r.key, {})
         cell = fmt(got["test_ppl"]) if "test_ppl" in got else "error" if "error" in got else "–"
         ratio = "" if r.rec is None else "(reference)" if r is wanda else ratio_cell(got, ref, tokens)[0]
-        table.append([r.name, "(no pruning)" if r.rec is None else r.rec.pretty, "+R" if r.reconstruct else "",
+        table.append([r.name, "(no pruning)" if r.rec is None else r.rec.pretty, r.tag,
                       cell, ratio, ranks.get(r.key, "")])
     top = next((r for r in rows if r.rec is not None and not r.rec.seed), None)
     line = ""
@@ -266,7 +278,7 @@ def transfer_markdown(state: SearchState, search_model: str) -> str:
     for model in [None, *models]:
         res = _model_results(state, model)
         wanda = next((r for r in rows if r.rec is not None and r.rec.seed and r.rec.name == "wanda"
-                      and not r.reconstruct), None)
+                      and r.recipe == MASK), None)
         ref = res.get(wanda.key, {}) if wanda is not None else {}
         ranks = _ranks({r.key: res.get(r.key, {}).get("test_ppl") for r in rows if r.rec is not None})
         per_model.append((res, ref, ranks))
@@ -278,7 +290,7 @@ def transfer_markdown(state: SearchState, search_model: str) -> str:
             got = res.get(r.key, {})
             b = ref.get("test_ppl")
             cells.append(f"{got['test_ppl'] / b:.3f}× #{ranks[r.key]}" if r.key in ranks and b else "–")
-        across.append([r.name, r.rec.pretty, "+R" if r.reconstruct else "", *cells])
+        across.append([r.name, r.rec.pretty, r.tag, *cells])
     md += ["", "### Across models (test ppl / wanda's, and rank)", "",
            markdown_table(["metric", "formula", "", *names], across), "",
            f"On {search_model} only the rows of the test table above were measured (of the +R rows, "

@@ -14,11 +14,13 @@ import sys
 
 import pytest
 
+from prunedsl.dsl.library import BUILTIN
 from prunedsl.errors import SearchError
 from prunedsl.search.engine import Engine, SearchConfig
 from prunedsl.search.evolve import EvolveProposer
 from prunedsl.search.fitness import BASE_STATISTICS, Fitness, FitnessSettings
 from prunedsl.search.grammar import Vocabulary
+from prunedsl.search.recipe import RecipeSpace
 
 
 @pytest.fixture(scope="module")
@@ -40,11 +42,12 @@ def _settings(tiny) -> FitnessSettings:
                            nsamples=4, seqlen=32, val_windows=4, seed=1)
 
 
-def _run(tiny, out, pool_factory=None) -> Engine:
+def _run(tiny, out, pool_factory=None, recipes="fixed") -> Engine:
     fs = _settings(tiny)
     config = SearchConfig(output=str(out), budget=12, full_evals=3, batch=4, report=False,
-                          fitness=fs.to_dict())
-    proposer = EvolveProposer(seed=1, vocab=Vocabulary.from_available(BASE_STATISTICS))
+                          fitness=fs.to_dict(), recipes=recipes)
+    space = RecipeSpace.from_library(BUILTIN, fs.group) if recipes == "search" else None
+    proposer = EvolveProposer(seed=1, vocab=Vocabulary.from_available(BASE_STATISTICS), recipes=space)
     engine = Engine(config, lambda: Fitness(fs, progress=False, log=lambda m: None), proposer,
                     log=lambda m: None, pool_factory=pool_factory)
     engine.run()
@@ -60,7 +63,7 @@ def _comparable(engine: Engine) -> dict:
         h.pop("seconds")
     for c in st["candidates"]:
         c.pop("proxy_seconds")
-        for k in ("prune_seconds", "eval_seconds"):
+        for k in ("prune_seconds", "eval_seconds", "allocation_seconds"):
             (c["full"] or {}).pop(k, None)
     for o in st["unobserved"]:
         o.get("extra", {}).pop("seconds", None)
@@ -96,6 +99,21 @@ def test_two_ray_workers_give_the_in_process_search(tiny, reference, ray_local, 
     assert _comparable(engine) == _comparable(reference)
     assert (tmp_path / "run" / "hall.md").read_text() == (reference.dir / "hall.md").read_text()
     assert ray_local.is_initialized()                       # the pool did not own this Ray
+
+
+def test_ray_workers_evaluate_recipes_as_the_process_does(tiny, ray_local, tmp_path):
+    """+R and allocation candidates travel to the actors with their recipe: the same state."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        here = _run(tiny, tmp_path / "here", recipes="search")
+    finally:
+        torch.set_num_threads(threads)
+    there = _run(tiny, tmp_path / "ray", _ray_pool(tiny, []), recipes="search")
+    recipes = [c.recipe for c in here.state.candidates if c.full]
+    assert any(r.reconstruct for r in recipes) and any(r.allocation for r in recipes)
+    assert _comparable(there) == _comparable(here)
 
 
 def test_a_worker_killed_mid_evaluation_loses_nothing(tiny, reference, ray_local, tmp_path):

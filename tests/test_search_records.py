@@ -102,7 +102,10 @@ def test_fields_added_without_a_version_bump_are_left_out_until_set(tmp_path):
 def test_committed_state_is_written_back_key_for_key(tmp_path):
     raw = json.loads((V1 / "state.json").read_text())
     state = read_state(V1)
-    assert state.to_json() == {**raw, "version": 2}
+    # migrated to version 3: a formula-only search, with the mask-only recipe
+    config = {**raw["config"], "recipes": "fixed", "cli": {**raw["config"]["cli"], "recipes": "fixed"},
+              "recipe": {"reconstruct": False, "group": None, "allocation": None}}
+    assert state.to_json() == {**raw, "version": 3, "config": config}
     for r, c in zip(raw["candidates"], state.candidates):
         assert c.to_json() == r and list(c.to_json()) == list(r)  # the key order too
     # the hall of fame it writes is the committed one, byte for byte

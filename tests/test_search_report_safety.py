@@ -21,6 +21,7 @@ from fake_openai_server import MODEL, FakeOpenAI, Reply
 from prunedsl.errors import PruneRuntimeError
 from prunedsl.search.engine import Engine, SearchConfig
 from prunedsl.search.fitness import FitnessSettings
+from prunedsl.search.recipe import Recipe
 from test_search_engine import FakeFitness, Scripted
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,7 +43,7 @@ class Fitness(FakeFitness):
     def test_ppl(self, metric, *, seqlen, windows, **kw):
         self.test_calls.append((None if metric is None else metric.text(), kw))
         res = super().test_ppl(metric, seqlen=seqlen, windows=windows)
-        if kw.get("reconstruct"):
+        if kw.get("recipe") is not None and kw["recipe"].reconstruct:
             res["test_ppl"] = 42.125
         return res
 
@@ -63,7 +64,7 @@ def test_report_survives_a_failed_wanda_and_shows_sparsegpt_proper_and_the_graph
     assert wanda["val_ppl"] is None and summary["phase"] == "done"
     report = (out / "report.md").read_text()
     # SparseGPT proper, measured with the OBS update and layer-wise selection, next to the mask
-    assert ("W ^ 2 / hinv", {"reconstruct": True, "group": "layer"}) in fit.test_calls
+    assert ("W ^ 2 / hinv", {"recipe": Recipe(reconstruct=True, group="layer")}) in fit.test_calls
     rows = [line for line in report.splitlines() if line.startswith("| sparsegpt")]
     assert len(rows) == 2 and "mask only" in rows[0] and "sparsegpt +R" in rows[1] and "42.12" in rows[1]
     assert "OBS weight update" in report

@@ -82,7 +82,7 @@ class SelectFitness(FakeFitness):
         self.test_calls: list[str | None] = []
         self.interrupt_select, self.interrupt_test = interrupt_select, interrupt_test
 
-    def select_ppl(self, metric) -> dict:
+    def select_ppl(self, metric, recipe=None) -> dict:
         if self.interrupt_select is not None and len(self.select_calls) >= self.interrupt_select:
             raise KeyboardInterrupt
         self.select_calls.append(metric.text())
@@ -184,8 +184,8 @@ def test_no_selection_slice_means_no_winner_and_the_report_of_before(tmp_path):
 
 def test_a_library_winner_is_said_plainly(tmp_path):
     class SeedWins(SelectFitness):
-        def select_ppl(self, metric):
-            res = super().select_ppl(metric)
+        def select_ppl(self, metric, recipe=None):
+            res = super().select_ppl(metric, recipe)
             return {**res, "select_ppl": 1.0 if metric.text() in SEED_TEXTS else 10 ** 6}
     engine = Engine(_config(tmp_path), lambda: SeedWins(), Scripted(TEXTS), log=lambda m: None)
     engine.run()

@@ -1,5 +1,5 @@
 """state.json on --resume: a committed version-1 state (written before the version bump)
-resumes to the same hall of fame as its version-2 form, and a file that is not a search
+resumes to the same hall of fame as its current (version-3) form, and a file that is not a search
 state is a clear error that leaves the file as it was."""
 from __future__ import annotations
 
@@ -28,13 +28,13 @@ def test_v1_state_without_skipped_seeds_gets_them(tmp_path):
     del raw["skipped_seeds"]  # version 1 added the key on first use only
     (tmp_path / "state.json").write_text(json.dumps(raw))
     state = read_state(tmp_path)
-    assert state.version == 2 and state.skipped_seeds == {}
+    assert state.version == 3 and state.skipped_seeds == {}
 
 
 def test_v1_fixture_migrates_to_current_version():
     raw = json.loads((V1 / "state.json").read_text())
     assert raw["version"] == 1 and "skipped_seeds" in raw
-    assert read_state(V1).version == STATE_VERSION == 2
+    assert read_state(V1).version == STATE_VERSION == 3  # 1 -> 2 -> 3
     assert json.loads((V1 / "state.json").read_text())["version"] == 1  # reading changes nothing
 
 
@@ -50,7 +50,7 @@ def test_resume_of_v1_state_equals_resume_of_v2_state(tmp_path):
         res = _search(tmp_path, out, "--budget", "6", "--quiet")
         assert res.returncode == 0, res.stderr[-3000:]
         st = json.loads((out / "state.json").read_text())
-        assert st["version"] == 2 and st["phase"] == "done"
+        assert st["version"] == 3 and st["phase"] == "done"
         assert st["counters"]["screened"] - st["counters"]["seeds"] == 6  # it did continue
         halls.append(json.loads((out / "hall.json").read_text()))
     assert halls[0]["front"] == halls[1]["front"] and halls[0]["best"] == halls[1]["best"]

@@ -11,7 +11,8 @@ import torch
 
 from prunedsl.search.engine import Engine, SearchConfig
 from prunedsl.search.fitness import FitnessSettings
-from prunedsl.search.transfer import default_transfer_fitness, parse_transfer_models, transfer_rows
+from prunedsl.search.recipe import recipe_key
+from prunedsl.search.transfer import RECONSTRUCT, default_transfer_fitness, parse_transfer_models, transfer_rows
 from test_search_engine import TEXTS, Scripted
 from test_search_selection import SelectFitness
 
@@ -80,14 +81,14 @@ def test_transfer_tables_have_every_row_and_resume(tiny, tmp_path):
     seeds = [r for r in st.candidates if r.seed]
     found = [r for r in rows if r.rec is not None and not r.rec.seed]
     assert len(found) == 3 and len(rows) == 1 + len(found) + 2 * len(seeds)  # winner + report_top 2
-    assert sum(r.reconstruct for r in rows) == len(seeds) and rows[1].name == "★ winner"
+    assert sum(r.recipe.reconstruct for r in rows) == len(seeds) and rows[1].name == "★ winner"
     for m in models:
         assert set(st.transfer[m]) == {r.key for r in rows}
         assert all("test_ppl" in res and len(res["test_nll_sums"]) == 3 for res in st.transfer[m].values())
     # the +R rows really reconstruct: sparsegpt +R differs from its mask
     sgpt = next(r for r in seeds if r.name == "sparsegpt")
     got = st.transfer[models[0]]
-    assert got[sgpt.canonical]["test_ppl"] != got[sgpt.canonical + " +R"]["test_ppl"]
+    assert got[sgpt.canonical]["test_ppl"] != got[recipe_key(sgpt.canonical, RECONSTRUCT)]["test_ppl"]
     report = (tmp_path / "run" / "report.md").read_text()
     assert "## Transfer to other models" in report and "### Across models" in report
     for m in models:
@@ -163,8 +164,8 @@ def test_top_formulas_are_the_winner_and_the_next_report_top(tiny, tmp_path):
     from test_search_selection import SEED_TEXTS
 
     class SeedWins(SelectFitness):
-        def select_ppl(self, metric):
-            return {**super().select_ppl(metric), "select_ppl": 1.0 if metric.text() in SEED_TEXTS else 9.0}
+        def select_ppl(self, metric, recipe=None):
+            return {**super().select_ppl(metric, recipe), "select_ppl": 1.0 if metric.text() in SEED_TEXTS else 9.0}
     for fitness, first in ((SelectFitness, "discovered"), (SeedWins, "seed"), (None, "best by val")):
         cfg = _config(tiny, tmp_path / first, [], report=False)
         if fitness is None:
