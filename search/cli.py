@@ -69,9 +69,9 @@ FITNESS_DEFAULTS = {"model": None, "sparsity": None, "pattern": "unstructured", 
 SEARCH_DEFAULTS = {"proposer": "evolve", "budget": 100, "full_evals": 10, "batch": 16,
                    "max_proposals": None, "test_windows": 40, "test_seqlen": 512, "report_top": 3,
                    "select_top": 5, "transfer_models": [], "population": 32, "max_size": None, "library": [],
-                   "recipes": "search", "reconstruct": False, "allocation": None}
+                   "recipes": "search", "reconstruct": False, "allocation": None, "time_limit": None}
 GROWABLE = {"budget", "full_evals", "max_proposals", "test_windows", "test_seqlen", "report_top",
-            "select_top", "transfer_models"}
+            "select_top", "transfer_models", "time_limit"}
 # a saved search that predates an option resumes with the value that keeps what it did
 SAVED_BEFORE = {"select_windows": 0, "recipes": "fixed"}
 try:
@@ -85,6 +85,14 @@ ENUMERATE_HELP = ("enumerate: every formula up to --max-size AST nodes over a fi
                   "+ - * / min max, ^ 2 0.5 -1, abs sqrt log exp sq sigmoid tanh, negation, minmax, "
                   "row_/col_ sum mean max std and whole-tensor mean max std; subexpressions equal on "
                   "one fixed random sample of the statistics (or non-finite there) are dropped")
+
+
+def _seconds(text: str) -> float:
+    """--time-limit: positive seconds (argparse turns the ValueError into a usage error)."""
+    value = float(text)
+    if not value > 0 or value == float("inf"):
+        raise ValueError(text)
+    return value
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -118,6 +126,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--full-evals", type=int, default=S, metavar="K", help="candidates pruned for real (default 10)")
     g.add_argument("--batch", type=int, default=S, help="proposals per round (default 16)")
     g.add_argument("--max-proposals", type=int, default=S, help="stop after this many proposals (default 5×budget+100)")
+    g.add_argument("--time-limit", type=_seconds, default=S, metavar="SECONDS",
+                   help="wall clock for the seeds and the search (proposals, screening, full evaluations; "
+                        "the selection slice and the report come after): once spent, no proposal is asked "
+                        "for and no full evaluation started; --resume with a larger value continues")
     g.add_argument("--seed", type=int, default=S, help="calibration windows, proxy rows, evolve RNG (default 0)")
     g.add_argument("--population", type=int, default=S, help="evolve: parents kept (default 32)")
     g.add_argument("--max-size", type=int, default=S, help="largest formula in AST nodes (evolve 20, enumerate 7)")
@@ -285,7 +297,8 @@ def cmd_search(args) -> int:
                           test_seqlen=s["test_seqlen"], report_top=s["report_top"],
                           report=not args.no_report, fitness=fs.to_dict(), cli=s,
                           max_outage=s.get("llm_max_outage") or 600.0, select_top=s["select_top"],
-                          transfer_models=transfer, recipes=s["recipes"], recipe=base)
+                          transfer_models=transfer, recipes=s["recipes"], recipe=base,
+                          time_limit=s["time_limit"])
 
     def stderr(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)

@@ -16,6 +16,11 @@ worse on validation than the best known metric and recipe.
 
 Budget: ``budget`` counts *new* candidates screened by the proxy (seeds not included).
 Failed and duplicate proposals cost no budget; ``max_proposals`` bounds them.
+``time_limit`` (``--time-limit``) bounds the wall clock of the seeds and the search (what
+proposers are compared at, ``bench/bench_proposers.py``): once it is spent no proposal is
+asked for, no candidate screened and no full evaluation started (the unscreened rest of
+a batch stays pending, so ``--resume`` with a larger limit goes on); the quota below then
+follows the share of the time spent when that is ahead of the share of the budget.
 
 Full evaluations: ``full_evals`` (K) candidates are pruned for real. After each batch the
 quota is floor(K · screened / budget), spent on the best-by-proxy candidates not yet
@@ -258,6 +263,9 @@ class Engine:
                 left = cfg.budget - c.screened_new
                 if left <= 0 or c.from_proposer >= max_proposals:
                     break
+                if self._out_of_time():
+                    self._log_time_limit(left)
+                    break
                 batch = self.proposer.propose(min(cfg.batch, left))
                 if not batch and self._wait_for_proposer():
                     continue  # the endpoint is failing: not an empty round
@@ -275,13 +283,21 @@ class Engine:
                 empty = 0
                 self.state.pending = list(batch)
                 self.save()
-            while self.state.pending and c.screened_new < cfg.budget:
+            while self.state.pending and c.screened_new < cfg.budget and not self._out_of_time():
                 outcome = self.screening.screen(self.fitness, self.state.pending[0])
                 self.state.pending.pop(0)
                 c.from_proposer += 1
                 self.state.unobserved.append(outcome)
                 self.save()
+            if self.state.pending and self._out_of_time():
+                self._log_time_limit(cfg.budget - c.screened_new)
+                break  # the rest of the batch stays pending: a --resume with more time screens it
             self.state.pending = []  # the budget is spent: drop the rest of the batch
+
+    def _log_time_limit(self, left: int) -> None:
+        self.log(f"the time limit of {self.config.time_limit:g} s is spent ({self._elapsed():.0f} s): ending "
+                 f"the search with {left} of the budget of {self.config.budget} not spent and no further "
+                 f"full evaluation (`--resume --time-limit S` with a larger S continues)")
 
     def _wait_for_proposer(self) -> bool:
         """After an empty round: True (having waited) when the proposer's endpoint is failing
@@ -306,6 +322,16 @@ class Engine:
                      f"{down_for:.0f} s): waiting {wait:.1f} s; this round is not counted as empty")
             self.sleep(wait)
         return True
+
+    def _out_of_time(self) -> bool:
+        limit = self.config.time_limit
+        return limit is not None and self._elapsed() >= limit
+
+    def _time_spent(self) -> float:
+        """The share of ``--time-limit`` used (0 without one): the full-evaluation quota
+        follows it as it follows the budget, so full evaluations spread over the time."""
+        limit = self.config.time_limit
+        return 0.0 if limit is None else min(1.0, self._elapsed() / limit)
 
     def _more_to_do(self) -> bool:
         recs = self.state.candidates
@@ -333,7 +359,8 @@ class Engine:
 
     def _full_quota(self, final: bool = False) -> None:
         """Spend the full-evaluation quota on the best candidates by proxy (module doc)."""
-        while (todo := next_full_eval(self.state, self.config, final, busy=self.submitted)) is not None:
+        while not self._out_of_time() and (todo := next_full_eval(
+                self.state, self.config, final, busy=self.submitted, spent=self._time_spent())) is not None:
             self._submit(todo)
         self._record(wait=True)
 

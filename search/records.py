@@ -133,11 +133,12 @@ class SearchConfig:
     cli: dict[str, Any] = field(default_factory=dict)       # merged CLI settings, for --resume
     select_top: int = 5                  # discovered finalists measured on the selection slice
     transfer_models: tuple[str, ...] = ()  # report: the top formulas pruned on these models too
+    time_limit: float | None = None      # wall-clock seconds for seeds + search (None: no limit)
 
     def to_json(self) -> dict[str, Any]:
         out = {f.name: to_json(getattr(self, f.name)) for f in fields(self)}
         for f in fields(self):  # the fields added since version 2: left out at their defaults
-            if f.name in ("select_top", "transfer_models") and getattr(self, f.name) == (
+            if f.name in ("select_top", "transfer_models", "time_limit") and getattr(self, f.name) == (
                     f.default if f.default is not MISSING else f.default_factory()):
                 del out[f.name]
         return out

@@ -183,16 +183,17 @@ class Screening:
 
 
 def next_full_eval(state: SearchState, config: SearchConfig, final: bool = False,
-                   busy: Collection[int] = ()) -> Candidate | None:
+                   busy: Collection[int] = (), spent: float = 0.0) -> Candidate | None:
     """The next candidate the full-evaluation quota goes to, or None (engine module doc):
-    the quota is floor(K · screened / budget) (K at the end), spent on the best by proxy
+    the quota is floor(K · max(screened / budget, ``spent``)) (K at the end; ``spent``: the
+    share of --time-limit used), spent on the best by proxy
     among the top K whose proxy beats the worst seed's (at the end: on the best remaining).
     ``busy``: ids of candidates submitted and not recorded yet, counted as evaluated. Besides
     the seeds' results (all recorded before the search phase) the choice reads only proxies
     and which candidates are taken, so a round picks the same candidates whether their
     results are in yet or not."""
     k, budget = config.full_evals, max(1, config.budget)
-    quota = k if final else math.floor(k * min(1.0, state.counters.screened_new / budget))
+    quota = k if final else math.floor(k * min(1.0, max(state.counters.screened_new / budget, spent)))
     seeds = [r.proxy for r in state.candidates if r.seed and r.val_ppl is not None]
     bar = max(seeds) if seeds and not final else math.inf  # beat the worst baseline's proxy
     pool = [r for r in state.candidates if not r.seed and r.twin_of is None]
