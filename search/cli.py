@@ -69,7 +69,8 @@ FITNESS_DEFAULTS = {"model": None, "sparsity": None, "pattern": "unstructured", 
 SEARCH_DEFAULTS = {"proposer": "evolve", "budget": 100, "full_evals": 10, "batch": 16,
                    "max_proposals": None, "test_windows": 40, "test_seqlen": 512, "report_top": 3,
                    "select_top": 5, "transfer_models": [], "population": 32, "max_size": None, "library": [],
-                   "recipes": "search", "reconstruct": False, "allocation": None, "time_limit": None}
+                   "recipes": "search", "reconstruct": False, "allocation": None, "time_limit": None,
+                   "proposer_seed": None}
 GROWABLE = {"budget", "full_evals", "max_proposals", "test_windows", "test_seqlen", "report_top",
             "select_top", "transfer_models", "time_limit"}
 # a saved search that predates an option resumes with the value that keeps what it did
@@ -126,6 +127,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--full-evals", type=int, default=S, metavar="K", help="candidates pruned for real (default 10)")
     g.add_argument("--batch", type=int, default=S, help="proposals per round (default 16)")
     g.add_argument("--max-proposals", type=int, default=S, help="stop after this many proposals (default 5×budget+100)")
+    g.add_argument("--proposer-seed", type=int, default=S, metavar="N",
+                   help="evolve's RNG seed (default: --seed), to repeat a search on the same calibration "
+                        "and validation windows with another random proposer")
     g.add_argument("--time-limit", type=_seconds, default=S, metavar="SECONDS",
                    help="wall clock for the seeds and the search (proposals, screening, full evaluations; "
                         "the selection slice and the report come after): once spent, no proposal is asked "
@@ -384,7 +388,8 @@ def make_proposer(s: dict, args, available, library):
         from .evolve import EvolveProposer
         from .recipe import RecipeSpace
         space = RecipeSpace.from_library(library, s["group"]) if s["recipes"] == "search" else None
-        return EvolveProposer(seed=s["seed"], vocab=vocab, population=s["population"],
+        seed = s["seed"] if s.get("proposer_seed") is None else s["proposer_seed"]
+        return EvolveProposer(seed=seed, vocab=vocab, population=s["population"],
                               max_size=s["max_size"] or 20, library=library, recipes=space)
     if name == "enumerate":
         from .enumerate import EnumerateProposer

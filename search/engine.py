@@ -380,7 +380,8 @@ class Engine:
         chosen = winner(self.state)
         return {"output": str(self.dir), "phase": self.state.phase,
                 "counters": to_json(self.state.counters), "best": best and best.to_json(),
-                "winner": chosen and {**chosen.to_json(), "select_ppl": select_ppl(self.state, chosen)},
+                "winner": chosen and {**chosen.to_json(), "key": chosen.key,
+                                      "select_ppl": select_ppl(self.state, chosen)},
                 "seconds": self.state.seconds,
                 "report": str(self.dir / "report.md") if (self.dir / "report.md").exists() else None}
 
