@@ -184,11 +184,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--report-top", type=int, default=S, help="discovered formulas evaluated on test (default 3)")
     g.add_argument("--select-top", type=int, default=S, metavar="K",
                    help="discovered formulas (best by validation ppl) measured on the selection slice, "
-                        "with the best library metric (default 5)")
+                        "with the best library candidate (default 5)")
     g.add_argument("--transfer-models", default=S, metavar="A,B",
-                   help="after the test table, prune the winner, the next --report-top formulas and every "
-                        "library metric (mask only and +R) on these models too (aliases, paths or hub ids); "
-                        "one table per model")
+                   help="after the test table, prune the winner, the next --report-top formulas (each with "
+                        "its recipe) and every library metric (mask only and +R) on these models too (aliases, "
+                        "paths or hub ids); one table per model")
     g.add_argument("--no-report", action="store_true", help="stop after the search (no test perplexity)")
     g.add_argument("--json", action="store_true", help="print one JSON summary on stdout")
     from ..cli.output import add_format_option
