@@ -51,6 +51,7 @@ from prunedsl.runtime import data  # noqa: E402
 from prunedsl.runtime.divergence import DEFAULT_TOP_K, dense_reference, evaluate_windows  # noqa: E402
 from prunedsl.runtime.models import load_model  # noqa: E402
 from prunedsl.search.fitness import Fitness, FitnessSettings  # noqa: E402
+from prunedsl.search.recipe import Recipe  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 HALL = ROOT / "docs" / "search_run" / "hall.json"
@@ -71,7 +72,9 @@ PROXIES = {
     "proxy": {},
     "proxy_all_blocks": {"proxy_blocks": 0},
     "proxy_exact": {"proxy_blocks": 0, "proxy_rows": 1.0, "proxy_rank": 0},
+    "proxy_obs": {},   # the default proxy; a +R candidate's is the error after the OBS update
 }
+OBS_PROXIES = {"proxy_obs"}   # these score a +R candidate as such (key: its text + " +R")
 QUICK = dict(seqlen=16, val_windows=2, nsamples=2, test_seqlen=32, test_windows=10, top_k=16,
              only=["magnitude", "wanda", "wanda +R", "sparsegpt", "|W| * ‖X‖ ^ 0.9", "W", "hall:197"])
 
@@ -132,7 +135,11 @@ def run_proxies(args, state, cands, loaded, save) -> Fitness:
     main = None
     for name in args.proxies:
         done = state["proxies"].setdefault(name, {})
-        todo = [c for c in cands if c["text"] not in done]
+        obs = name in OBS_PROXIES
+
+        def key(c: dict) -> str:
+            return c["text"] + (" +R" if obs and c["reconstruct"] else "")
+        todo = [c for c in cands if key(c) not in done]
         if not todo and name != args.proxies[0]:
             continue
         t0 = time.perf_counter()
@@ -140,15 +147,16 @@ def run_proxies(args, state, cands, loaded, save) -> Fitness:
         if todo:  # a resumed run that only needs the workbench keeps the first timing
             state.setdefault("proxy_setup_seconds", {})[name] = time.perf_counter() - t0
         for c in todo:
-            if c["text"] in done:                     # ±R share their metric's proxy
+            if key(c) in done:                        # ±R share their metric's mask-only proxy
                 continue
+            recipe = Recipe(reconstruct=True, group=args.reconstruct_group) if obs and c["reconstruct"] else None
             t = time.perf_counter()
             try:
-                value = fit.proxy(prunedsl.parse(c["text"]))
+                value = fit.proxy(prunedsl.parse(c["text"]), recipe)
             except prunedsl.PruneDSLError as e:
                 value = None
                 log(f"{name} {c['key']}: {e}")
-            done[c["text"]] = {"value": value, "seconds": time.perf_counter() - t}
+            done[key(c)] = {"value": value, "seconds": time.perf_counter() - t}
         save()
         log(f"{name}: {len(todo)} candidates")
         if main is None:

@@ -33,10 +33,11 @@ def fitness_values(state: dict) -> dict[str, dict]:
         if "error" in c:
             continue
         text = state["panel"].get(key, {}).get("text", key)
+        plus_r = state["panel"].get(key, {}).get("reconstruct", False)
         fwd, kls, prune = c["val_forward_seconds"], c["val_kl_seconds"], c["prune_seconds"]
         row = {}
         for name, per_text in state["proxies"].items():
-            p = per_text.get(text)
+            p = (per_text.get(text + " +R") if plus_r else None) or per_text.get(text)  # +R: an OBS proxy's own
             if p is not None and p["value"] is not None:
                 row[name] = (p["value"], p["seconds"])
         for label, n in ((f"val_ppl@{v}", v), (f"val_ppl@{len(fwd)}", None)):
@@ -118,7 +119,8 @@ def summary(state: dict, values: dict) -> str:
     for name, per_text in state["proxies"].items():
         vals = [p["value"] for p in per_text.values() if p["value"] is not None]
         if vals:
-            lines.append(f"- {name}: {len(set(vals))} distinct values over {len(vals)} distinct formulas "
+            what = "formulas (+R candidates apart)" if any(k.endswith(" +R") for k in per_text) else "formulas"
+            lines.append(f"- {name}: {len(set(vals))} distinct values over {len(vals)} distinct {what} "
                          f"({len({float(f'{x:.3g}') for x in vals})} at 3 significant digits); "
                          f"setup {state.get('proxy_setup_seconds', {}).get(name, math.nan):.1f} s once")
     halves = [bootstrap_ppl(c["test_nll_sums"], tt).relative_halfwidth for c in cands.values() if "error" not in c]

@@ -69,6 +69,7 @@ from ..runtime.statcache import StatsCache, layer_stats
 from ..runtime.stats import GRADIENT_STATISTICS, INPUT_STATISTICS, KNOWN_STATISTICS, DerivedSet
 from ..runtime.workbench import Workbench
 from .recipe import Recipe
+from .obs_proxy import reconstructed_error
 from .select import select_mask
 
 # Every statistic but the gradient ones (G needs --gradients), read live from the operand table.
@@ -106,7 +107,8 @@ class _Layer:
     w: torch.Tensor                     # (m, in) dense weight of those rows, float32
     stats: dict[str, Any]               # what a compiled metric reads (whole layer)
     energy: float                       # tr(W XᵀX Wᵀ) over the measured rows
-    quad: dict[str, torch.Tensor]       # "gram" (in, in) | "factor" (in, r) + "resid" (in,)
+    quad: dict[str, torch.Tensor]       # "gram" (in, in) | "factor" (in, r) + "resid" (in,) + "gram_exact"
+                                        # (for the +R proxy, search/obs_proxy.py)
 
 
 def _on_cpu(d: dict[str, Any]) -> dict[str, Any]:
@@ -268,7 +270,7 @@ class Fitness:
         top, vecs = evals[-r:].clamp_min(0), evecs[:, -r:]       # (r,), (in, r)
         factor = vecs * top.sqrt()                               # (in, r): G_r = F Fᵀ
         resid = (torch.diagonal(g) - factor.square().sum(1)).clamp_min(0)  # (in,)
-        return {"factor": factor.float(), "resid": resid.float()}
+        return {"factor": factor.float(), "resid": resid.float(), "gram_exact": g.float()}
 
     # --- proxy ------------------------------------------------------------------------
     def check_available(self, requires: frozenset[str]) -> None:
@@ -279,9 +281,13 @@ class Fitness:
                               hint=f"available statistics: {', '.join(sorted(self.available))}")
 
     @torch.no_grad()
-    def proxy(self, metric) -> float:
-        """Mean relative layer-wise output error of the screened layers (lower is better)."""
+    def proxy(self, metric, recipe=None) -> float:
+        """Mean relative layer-wise output error of the screened layers (lower is better).
+        With a +R ``recipe``: the error left after the OBS update (search/obs_proxy.py), with
+        the recipe's selection group; an allocation rule is not seen (uniform sparsity)."""
         s = self.settings
+        reconstructing = recipe is not None and recipe.reconstruct
+        group_of = (recipe.group or "layer") if reconstructing else s.group
         if not self.layers:
             raise SearchError("this fitness evaluates candidates fully only (screening=False)")
         self.check_available(metric.requires)
@@ -294,7 +300,7 @@ class Fitness:
         total = 0.0
         for l in self.layers:
             frac = fractions[l.name] if fractions else s.sparsity
-            group = "layer" if fractions else s.group
+            group = "layer" if fractions else group_of
             sc = scores[l.name]
             if group == "row" or s.pattern is not None:        # rows are independent
                 mask = select_mask(sc[l.rows] if sc.shape[0] == l.shape[0] else sc, frac, group=group,
@@ -302,7 +308,9 @@ class Fitness:
             else:                                              # one threshold for the layer
                 mask = select_mask(sc, frac, group=group, pattern=s.pattern, shape=l.shape)[l.rows]
             dw = l.w * mask                                    # (m, in) pruned weights
-            if "gram" in l.quad:
+            if reconstructing:
+                err = reconstructed_error(l.w, mask, l.quad)
+            elif "gram" in l.quad:
                 err = float(((dw @ l.quad["gram"]) * dw).sum())
             else:
                 err = float((dw @ l.quad["factor"]).square().sum()

@@ -38,7 +38,7 @@ class Screening:
         self.structure: str | None = config.fitness.get("structure")
         self.by_key: dict[str, Candidate] = {r.key: r for r in state.candidates}
         # the proxy cannot see a recipe: one proxy per canonical form, whatever the recipe
-        self.proxies: dict[str, float] = {r.canonical: r.proxy for r in state.candidates}
+        self.proxies: dict[str, float] = {proxy_key(r.canonical, r.recipe): r.proxy for r in state.candidates}
         # (proxy value, recipe) -> the primary of its twins
         self.by_proxy: dict[tuple[float, Recipe], Candidate] = {
             (r.proxy, r.recipe): r for r in state.candidates if r.twin_of is None}
@@ -107,15 +107,16 @@ class Screening:
             c.failed += 1
             return Outcome(p, ok=False, error=self.failed_texts[text], canonical=canonical, extra=flag)
         t0 = time.perf_counter()
-        if canonical in self.proxies:  # a recipe variant of a screened formula: the same proxy
-            proxy, seconds = self.proxies[canonical], 0.0
+        pkey = proxy_key(canonical, recipe)
+        if pkey in self.proxies:  # a recipe variant of a screened formula: the same proxy
+            proxy, seconds = self.proxies[pkey], 0.0
         else:
-            try:
-                proxy = fitness.proxy(metric)
+            try:  # +R: the error after the OBS update (search/obs_proxy.py)
+                proxy = fitness.proxy(metric, recipe) if recipe.reconstruct else fitness.proxy(metric)
             except Exception as err:  # any failure of one candidate is its outcome, not the search's
                 return self.fail(p, err, resolved=text, seed=seed)
             seconds = time.perf_counter() - t0
-            self.proxies[canonical] = proxy
+            self.proxies[pkey] = proxy
         try:
             pretty = metric.pretty()
         except Exception:  # printing must never end a search
@@ -180,6 +181,12 @@ class Screening:
             p, ok=rec.val_ppl is not None, canonical=rec.canonical, proxy=rec.proxy,
             val_ppl=rec.val_ppl, complexity=rec.complexity,
             error=(rec.full or {}).get("error"), extra={"update": True, "pretty": rec.pretty, **flag}))
+
+
+def proxy_key(canonical: str, recipe: Recipe) -> tuple[str, str | None]:
+    """What a proxy value depends on: the formula, and the selection group of the OBS update
+    when the recipe reconstructs (the proxy does not see an allocation rule)."""
+    return canonical, ((recipe.group or "layer") if recipe.reconstruct else None)
 
 
 def next_full_eval(state: SearchState, config: SearchConfig, final: bool = False,

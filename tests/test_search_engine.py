@@ -37,7 +37,7 @@ class FakeFitness:
         if self.crash_after is not None and self.calls > self.crash_after:
             raise KeyboardInterrupt  # stands in for a kill in the middle of an evaluation
 
-    def proxy(self, metric) -> float:
+    def proxy(self, metric, recipe=None) -> float:
         self._tick()
         if "log" in metric.text():
             raise NonFiniteScoreError("layer model.layers.0.mlp.up_proj: 3 scores are NaN")

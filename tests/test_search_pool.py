@@ -37,7 +37,7 @@ class FakeFitness:
         if self.crash_after is not None and self.calls > self.crash_after:
             raise KeyboardInterrupt  # stands in for a kill
 
-    def proxy(self, metric) -> float:
+    def proxy(self, metric, recipe=None) -> float:
         self._tick()
         c = metric.canonical("row")
         return (sum(map(ord, c)) % 97) / 97 + 0.01 * len(c)

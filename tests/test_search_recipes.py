@@ -29,7 +29,8 @@ TWINS = {"min(|W| * ‖X‖ ^ 2, 1000000000)": "|W| * ‖X‖ ^ 2"}  # same mask
 
 
 class RecipeFitness:
-    """Proxy from the canonical form (counted); val ppl from the formula and the recipe."""
+    """Proxy from the canonical form and, with +R, the selection group (counted, as the OBS
+    proxy's); val ppl from the formula and the recipe."""
 
     available = BASE_STATISTICS
 
@@ -37,10 +38,12 @@ class RecipeFitness:
         self.proxy_calls: Counter[str] = Counter()
         self.full_calls: list[tuple[str, Recipe | None]] = []
 
-    def proxy(self, metric) -> float:
+    def proxy(self, metric, recipe=None) -> float:
         c = parse(TWINS.get(metric.text(), metric.text())).canonical("row")
-        self.proxy_calls[metric.canonical("row")] += 1
-        return (sum(map(ord, c)) % 97) / 97 + 0.01 * len(c)
+        group = recipe.group if recipe is not None and recipe.reconstruct else None
+        self.proxy_calls[(metric.canonical("row"), group)] += 1
+        value = (sum(map(ord, c)) % 97) / 97 + 0.01 * len(c)
+        return value if group is None else value * (0.5 if group == "layer" else 0.6)
 
     def full(self, metric, recipe=None) -> dict:
         self.full_calls.append((metric.text(), recipe))
@@ -101,7 +104,7 @@ def test_the_seed_list():
     assert [s.label for s in fixed] == [f"{name} +R(layer)" for name, _ in metrics]
 
 
-def test_same_formula_with_and_without_plus_r_are_two_candidates_with_one_proxy(tmp_path):
+def test_same_formula_with_and_without_plus_r_are_two_candidates_and_proxies(tmp_path):
     fit = RecipeFitness()
     props = [Proposal("|W| * ‖X‖", "scripted", recipe=Recipe(reconstruct=True)),            # a duplicate seed
              Proposal("|W| * ‖X‖ ^ 2", "scripted"),
@@ -114,8 +117,10 @@ def test_same_formula_with_and_without_plus_r_are_two_candidates_with_one_proxy(
     recs = engine.state.candidates
     wanda = [r for r in recs if r.seed and r.name == "wanda"]
     assert {r.recipe for r in wanda} >= {MASK, PLUS_R} and len({r.key for r in wanda}) == len(wanda)
-    assert len({r.proxy for r in wanda}) == 1
-    assert all(n == 1 for n in fit.proxy_calls.values())          # once per canonical form
+    assert len({r.proxy for r in wanda if not r.recipe.reconstruct}) == 1   # allocation: not seen
+    plus_r = next(r for r in wanda if r.recipe == PLUS_R)
+    assert plus_r.proxy < min(r.proxy for r in wanda if not r.recipe.reconstruct)  # the OBS proxy's
+    assert all(n == 1 for n in fit.proxy_calls.values())          # once per formula (and +R group)
     assert sum(1 for r in recs if r.proxy_seconds == 0.0) >= 4    # reused, not recomputed
     sq = [r for r in recs if r.text == "|W| * ‖X‖ ^ 2"]
     assert [r.recipe for r in sq] == [MASK, Recipe(True, "row"), Recipe(allocation="owl(lam = 0.1)")]
