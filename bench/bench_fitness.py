@@ -1,7 +1,7 @@
 """Benchmark: how well each fitness the search could use ranks candidates like test perplexity.
 
 A fixed panel (every library metric ± --reconstruct, the hall of fame of the committed run
-docs/search_run/hall.json, and the formulas of ``FORMULAS``: near-ties of Wanda and clearly bad
+docs/search_run/2026-11-30_evolve_300/hall.json, and the formulas of ``FORMULAS``: near-ties of Wanda and clearly bad
 ones) is pruned at one sparsity (default 60% unstructured, comparison group per row; +R rows
 use the prune command's selection for --reconstruct, one threshold per 128-column block).
 Each candidate is pruned once, then measured by every fitness:
@@ -54,7 +54,7 @@ from prunedsl.search.fitness import Fitness, FitnessSettings  # noqa: E402
 from prunedsl.search.recipe import Recipe  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-HALL = ROOT / "docs" / "search_run" / "hall.json"
+HALL = ROOT / "docs" / "search_run" / "2026-11-30_evolve_300" / "hall.json"
 
 # (formula, why it is in the panel)
 FORMULAS = (

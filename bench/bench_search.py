@@ -2,7 +2,7 @@
 
     python bench/bench_search.py                          # smollm2-135m, 60% unstructured
     python bench/bench_search.py --candidates 40 --exact  # + rank correlation with the exact proxy
-    python bench/bench_search.py --exact --full 0 --from-state docs/search_run/state.json
+    python bench/bench_search.py --exact --full 0 --from-state docs/search_run/2026-11-30_evolve_300/state.json
 
 Candidates: the library seeds plus random formulas from the evolve proposer's grower
 (fixed seed), or with ``--from-state`` the best-by-proxy candidates of a finished search.
@@ -62,7 +62,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--from-state", metavar="STATE_JSON", default=None,
                     help="screen the best-by-proxy candidates of a finished search instead "
-                         "(e.g. docs/search_run/state.json): fidelity where it matters, near the optimum")
+                         "(e.g. docs/search_run/2026-11-30_evolve_300/state.json): fidelity where it matters, near the optimum")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
