@@ -137,7 +137,14 @@ def pending(state: SearchState) -> bool:
     if not models:
         return False
     keys = [row.key for row in transfer_rows(state)]
-    return any(k not in state.transfer.get(m, {}) for m in models for k in keys)
+    return any(_missing(state, m, k) for m in models for k in keys)
+
+
+def _missing(state: SearchState, model: str, key: str) -> bool:
+    """No result for the row yet, or only the error of a model that did not load (a missing
+    package, memory): that is retried on --resume; a row that failed itself is not."""
+    res = state.transfer.get(model, {}).get(key)
+    return res is None or bool(res.get("load_failed"))
 
 
 # --- measuring ----------------------------------------------------------------------------
@@ -166,7 +173,7 @@ def measure_transfer(engine, rows: list[TransferRow] | None = None) -> None:
     """Test ppl of every row on every transfer model not measured yet (saved one by one)."""
     state, cfg = engine.state, engine.config
     rows = transfer_rows(state) if rows is None else rows
-    todo = [(m, [r for r in rows if r.key not in state.transfer.get(m, {})]) for m in cfg.transfer_models]
+    todo = [(m, [r for r in rows if _missing(state, m, r.key)]) for m in cfg.transfer_models]
     todo = [(m, left) for m, left in todo if left]
     if not todo:
         return
@@ -182,7 +189,7 @@ def measure_transfer(engine, rows: list[TransferRow] | None = None) -> None:
             msg = f"loading {model} failed: {type(err).__name__}: {err}"
             engine.log(f"transfer: {msg}")
             for row in left:
-                results[row.key] = {"error": msg}
+                results[row.key] = {"error": msg, "load_failed": True}
             engine.save()
             continue
         for row in left:
@@ -268,6 +275,11 @@ def transfer_markdown(state: SearchState, search_model: str) -> str:
           f"ppl among the pruned rows of each table (1 = best); × wanda is the paired ratio to wanda mask-only "
           f"on the same model, with its bootstrap band (see the noise band above)."]
     for model in models:
+        failed = next((r["error"] for r in state.transfer.get(model, {}).values() if r.get("load_failed")), None)
+        if failed is not None:  # said once, not in every row
+            md += ["", f"### {display_name(model, models)}", "", f"Model: `{model}`: {failed}. "
+                   "`prunedsl search --output DIR --resume` tries it again."]
+            continue
         table, line = model_table(state, model, rows)
         md += ["", f"### {display_name(model, models)}", "", f"Model: `{model}`.", "", table]
         if line:

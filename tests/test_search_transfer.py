@@ -181,3 +181,26 @@ def test_top_formulas_are_the_winner_and_the_next_report_top(tiny, tmp_path):
             assert w.seed and top == found[:2]             # the library winner is among the library rows
         else:
             assert w is None and top == found[:3]          # the best by val ppl, then the next 2
+
+
+def test_a_model_that_did_not_load_is_retried_on_resume(tiny, tmp_path):
+    torch.set_num_threads(1)
+    models = [str(tiny / "qwen")]
+    engine = Engine(_config(tiny, tmp_path, models), SelectFitness, Scripted(TEXTS), log=lambda m: None)
+    base = default_transfer_fitness(engine)
+
+    def missing_package(model):
+        raise ImportError("No module named 'some_model_parts'")
+    engine.transfer_fitness = missing_package
+    assert engine.run()["phase"] == "done"
+    saved = engine.state.transfer[models[0]]
+    assert saved and all(r.get("load_failed") and "some_model_parts" in r["error"] for r in saved.values())
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "some_model_parts" in report and "--resume` tries it again" in report
+    # the package installed: --resume measures every row, and a row's own error would have stayed
+    loads, calls = [], []
+    engine = _engine(tiny, tmp_path, models, loads, calls)
+    assert engine.run(resume=True)["phase"] == "done"
+    rows = transfer_rows(engine.state)
+    assert loads == models and len(calls) == len(rows)
+    assert all("test_ppl" in r for r in engine.state.transfer[models[0]].values())
