@@ -144,7 +144,9 @@ def _missing(state: SearchState, model: str, key: str) -> bool:
     """No result for the row yet, or only the error of a model that did not load (a missing
     package, memory): that is retried on --resume; a row that failed itself is not."""
     res = state.transfer.get(model, {}).get(key)
-    return res is None or bool(res.get("load_failed"))
+    if res is None or res.get("load_failed"):
+        return True  # (states saved before the flag: the same error text, "loading MODEL failed")
+    return "test_ppl" not in res and str(res.get("error", "")).startswith(f"loading {model} failed")
 
 
 # --- measuring ----------------------------------------------------------------------------
@@ -275,7 +277,8 @@ def transfer_markdown(state: SearchState, search_model: str) -> str:
           f"ppl among the pruned rows of each table (1 = best); × wanda is the paired ratio to wanda mask-only "
           f"on the same model, with its bootstrap band (see the noise band above)."]
     for model in models:
-        failed = next((r["error"] for r in state.transfer.get(model, {}).values() if r.get("load_failed")), None)
+        failed = next((r["error"] for k, r in state.transfer.get(model, {}).items()
+                       if "test_ppl" not in r and _missing(state, model, k)), None)
         if failed is not None:  # said once, not in every row
             md += ["", f"### {display_name(model, models)}", "", f"Model: `{model}`: {failed}. "
                    "`prunedsl search --output DIR --resume` tries it again."]
