@@ -25,6 +25,7 @@ its calibration windows stay where they were.
 from __future__ import annotations
 
 import argparse
+import math
 import json
 import os
 import sys
@@ -89,10 +90,13 @@ ENUMERATE_HELP = ("enumerate: every formula up to --max-size AST nodes over a fi
 
 
 def _seconds(text: str) -> float:
-    """--time-limit: positive seconds (argparse turns the ValueError into a usage error)."""
-    value = float(text)
-    if not value > 0 or value == float("inf"):
-        raise ValueError(text)
+    """--time-limit: a positive, finite number of seconds (else a usage error saying so)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"wants a positive number of seconds, got {text!r}")
     return value
 
 

@@ -65,4 +65,5 @@ def test_a_bad_time_limit_is_a_usage_error(bad, capsys):
     search_cli.add_parser(parser.add_subparsers())
     with pytest.raises(SystemExit):
         parser.parse_args(["search", "--output", "x", "--time-limit", bad])
-    assert "--time-limit" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--time-limit" in err and "positive number of seconds" in err
