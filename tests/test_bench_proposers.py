@@ -33,7 +33,10 @@ def test_commands_share_the_task_and_the_limit(bench):
 
 def test_quick_runs_and_counts_from_the_state(bench, tmp_path, capsys):
     out = tmp_path / "p.md"
-    bench.main(["--quick", "--minutes", "0.1", "--arms", "evolve:0", "--out", str(out)])
+    # formulas only (4 seeds, no allocation passes) and 15 s: the seeds fit even on a busy CI machine
+    argv = ["--quick", "--minutes", "0.25", "--arms", "evolve:0", "--out", str(out), "--search-args", "--recipes",
+            "fixed"]
+    bench.main(argv)
     rows = json.loads(out.with_suffix(".json").read_text())
     (row,) = rows
     assert "error" not in row, row
@@ -41,5 +44,5 @@ def test_quick_runs_and_counts_from_the_state(bench, tmp_path, capsys):
     assert row["search_seconds"] < 60 and "| evolve:0 |" in out.read_text()
     assert row["winner"] is not None and row["winner_test_ppl"] is not None
     # a rerun skips the arm already measured
-    bench.main(["--quick", "--minutes", "0.1", "--arms", "evolve:0", "--out", str(out)])
+    bench.main(argv)
     assert json.loads(out.with_suffix(".json").read_text()) == rows
