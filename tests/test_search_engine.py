@@ -64,7 +64,7 @@ TWINS = {"min(|W| * ‖X‖ ^ 2, 1000000000)": "|W| * ‖X‖ ^ 2"}  # same mask
 
 
 class Scripted:
-    """Proposes fixed texts in order; records what it observed."""
+    """Proposes fixed texts (or ready Proposals, e.g. with a recipe) in order; records what it observed."""
 
     name = "scripted"
 
@@ -74,7 +74,7 @@ class Scripted:
         self.seen: list[Outcome] = []
 
     def propose(self, n):
-        out = [Proposal(t, "scripted") for t in self.texts[self.i:self.i + n]]
+        out = [t if isinstance(t, Proposal) else Proposal(t, "scripted") for t in self.texts[self.i:self.i + n]]
         self.i += len(out)
         return out
 

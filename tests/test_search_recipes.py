@@ -23,6 +23,7 @@ from prunedsl.search.hall import read_state
 from prunedsl.search.pool import InProcessPool
 from prunedsl.search.recipe import MASK, Recipe, RecipeSpace, recipe_count_rows, seed_list
 from prunedsl.search.records import Candidate
+from test_search_engine import Scripted  # proposes texts or ready Proposals (with recipes)
 
 PLUS_R = Recipe(reconstruct=True, group="layer")
 TWINS = {"min(|W| * ‖X‖ ^ 2, 1000000000)": "|W| * ‖X‖ ^ 2"}  # same masks, other canonical form
@@ -55,27 +56,6 @@ class RecipeFitness:
 
     def test_ppl(self, metric, *, seqlen, windows, recipe=None) -> dict:
         return {"test_ppl": 50.0, "test_windows": 1, "eval_seconds": 0.0}
-
-
-class Scripted:
-    name = "scripted"
-
-    def __init__(self, proposals):
-        self.proposals, self.i, self.seen = list(proposals), 0, []
-
-    def propose(self, n):
-        out = self.proposals[self.i:self.i + n]
-        self.i += len(out)
-        return out
-
-    def observe(self, outcomes):
-        self.seen += outcomes
-
-    def state(self):
-        return {"i": self.i}
-
-    def load_state(self, state):
-        self.i = state["i"]
 
 
 def _config(tmp_path, name="run", **kw) -> SearchConfig:
