@@ -28,6 +28,7 @@ from prunedsl.dsl.printer import to_text
 from prunedsl.search.engine import seed_metrics
 from prunedsl.search.fitness import BASE_STATISTICS, Fitness, FitnessSettings
 from prunedsl.search.grammar import Grower, Vocabulary
+from prunedsl.search.recipe import Recipe
 from prunedsl.search.report import _spearman
 
 
@@ -42,11 +43,11 @@ def candidates(n: int, seed: int = 0) -> list:
     return out[:n]
 
 
-def screen(fit: Fitness, metrics) -> tuple[list, float]:
+def screen(fit: Fitness, metrics, recipe=None) -> tuple[list, float]:
     scores, t0 = [], time.perf_counter()
     for m in metrics:
         try:
-            scores.append(fit.proxy(m))
+            scores.append(fit.proxy(m, recipe))
         except Exception:  # non-finite formulas fail in the search too
             scores.append(None)
     return scores, time.perf_counter() - t0
@@ -60,6 +61,9 @@ def main() -> None:
     ap.add_argument("--full", type=int, default=2, help="full evaluations to time")
     ap.add_argument("--exact", action="store_true", help="rank correlation with the exact proxy")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--reconstruct-share", type=float, default=0.45, metavar="P",
+                    help="share of +R candidates in the search's mix (0.45: 143 of 315 in "
+                         "docs/search_run/unstructured_60)")
     ap.add_argument("--from-state", metavar="STATE_JSON", default=None,
                     help="screen the best-by-proxy candidates of a finished search instead "
                          "(e.g. docs/search_run/2026-11-30_evolve_300/state.json): fidelity where it matters, near the optimum")
@@ -82,6 +86,13 @@ def main() -> None:
              f"{fit.timings['statistics']:.1f} s", f"{setup:.1f} s total"],
             ["proxy (8/30 blocks, 1/4 rows, rank 64)", f"{secs / len(metrics):.2f} s / candidate",
              f"**{60 * len(metrics) / secs:.0f} candidates/min** ({len(metrics)} candidates)"]]
+    _, rsecs = screen(fit, metrics, Recipe(reconstruct=True, group="layer"))
+    p = args.reconstruct_share
+    mixed = 60 / ((1 - p) * secs / len(metrics) + p * rsecs / len(metrics))
+    rows += [["proxy +R(layer): error after the OBS update (search/obs_proxy.py)",
+              f"{rsecs / len(metrics):.2f} s / candidate", f"{60 * len(metrics) / rsecs:.0f} candidates/min"],
+             [f"search mix: {p:.0%} +R", f"{60 / mixed:.2f} s / candidate",
+              f"**{mixed:.0f} candidates/min** (from the two rows above)"]]
     to_time = [parse("wanda")] + metrics[0 if args.from_state else len(seed_metrics()):]
     for m in to_time[: args.full]:
         t = time.perf_counter()

@@ -69,7 +69,7 @@ from ..runtime.statcache import StatsCache, layer_stats
 from ..runtime.stats import GRADIENT_STATISTICS, INPUT_STATISTICS, KNOWN_STATISTICS, DerivedSet
 from ..runtime.workbench import Workbench
 from .recipe import Recipe
-from .obs_proxy import reconstructed_error
+from .obs_proxy import reconstructed_errors
 from .select import select_mask
 
 # Every statistic but the gradient ones (G needs --gradients), read live from the operand table.
@@ -195,10 +195,19 @@ class Fitness:
         else:
             self.layers = []
             if s.gradients:
-                self.bench.gradients()             # once, before the first candidate
+                self._gradients()                  # once, before the first candidate
         self.timings["statistics"] = time.perf_counter() - t0
+        g = self.timings.get("gradients")
         log(f"fitness: {s.model} loaded in {self.timings['load']:.1f} s; statistics of "
-            f"{len(self.layers)} screened layers in {self.timings['statistics']:.1f} s")
+            f"{len(self.layers)} screened layers in {self.timings['statistics']:.1f} s"
+            + (f" (G: {g:.1f} s of it)" if g is not None else ""))
+
+    def _gradients(self) -> dict[str, torch.Tensor]:
+        """G of the dense model (once; ``timings["gradients"]``: its cost, for the report)."""
+        t0 = time.perf_counter()
+        grads = self.bench.gradients()
+        self.timings.setdefault("gradients", time.perf_counter() - t0)
+        return grads
 
     # --- data -------------------------------------------------------------------------
     def _data(self) -> ValidationParts:
@@ -230,7 +239,7 @@ class Fitness:
         s = self.settings
         blocks, prefix = find_blocks(self.model)
         keep = set(screened_blocks(len(blocks), s.proxy_blocks))
-        grads = self.bench.gradients() if s.gradients else {}
+        grads = self._gradients() if s.gradients else {}
         cache = StatsCache(frozenset(INPUT_STATISTICS), with_gram=True)  # the runtime's statistics
         quads: dict[tuple[int, int], dict[str, torch.Tensor]] = {}  # (block, id(Gram)): one per input
         gen = torch.Generator().manual_seed(s.seed)       # which rows the proxy measures
@@ -297,7 +306,7 @@ class Fitness:
         if s.group == "global":
             from ..runtime.masks import global_sparsities
             fractions = global_sparsities(scores, s.sparsity)
-        total = 0.0
+        masks = []
         for l in self.layers:
             frac = fractions[l.name] if fractions else s.sparsity
             group = "layer" if fractions else group_of
@@ -307,19 +316,23 @@ class Fitness:
                                    pattern=s.pattern, shape=(len(l.rows), l.shape[1]))
             else:                                              # one threshold for the layer
                 mask = select_mask(sc, frac, group=group, pattern=s.pattern, shape=l.shape)[l.rows]
-            dw = l.w * mask                                    # (m, in) pruned weights
-            if reconstructing:
-                err = reconstructed_error(l.w, mask, l.quad)
-            elif "gram" in l.quad:
-                err = float(((dw @ l.quad["gram"]) * dw).sum())
-            else:
-                err = float((dw @ l.quad["factor"]).square().sum()
-                            + (dw.square() @ l.quad["resid"]).sum())
-            total += err / l.energy if l.energy > 0 else 0.0
+            masks.append(mask)
+        if reconstructing:                                     # all layers of a width in one sweep
+            errors = reconstructed_errors([(l.w, m, l.quad) for l, m in zip(self.layers, masks)])
+        else:
+            errors = [self._mask_error(l, l.w * m) for l, m in zip(self.layers, masks)]
+        total = sum(err / l.energy if l.energy > 0 else 0.0 for l, err in zip(self.layers, errors))
         value = total / len(self.layers)
         if not math.isfinite(value):
             raise PruneRuntimeError("the proxy error is not finite")
         return value
+
+    @staticmethod
+    def _mask_error(l: _Layer, dw: torch.Tensor) -> float:
+        """tr(ΔW·XᵀX·ΔWᵀ) of the pruned weights ΔW (m, in), exact or low rank + diagonal."""
+        if "gram" in l.quad:
+            return float(((dw @ l.quad["gram"]) * dw).sum())
+        return float((dw @ l.quad["factor"]).square().sum() + (dw.square() @ l.quad["resid"]).sum())
 
     # --- full evaluation --------------------------------------------------------------
     def _prune(self, metric, recipe=None) -> dict[str, Any]:

@@ -16,15 +16,32 @@ update depends on that row only, and the Gram matrix is the exact XᵀX of the s
 block's input (kept next to the low-rank form for this purpose; its damped inverse
 Cholesky factor is computed once per input, on first use).
 
-Cost: one column sweep over the measured rows per screened layer, about a second for
-SmolLM2 (8 blocks, 1/4 of the rows) against ~0.07 s for the mask-only proxy; only +R
-candidates pay it.
+Cost: the sweep is sequential in the columns and each step is a few tiny tensor ops, so
+its time is Python overhead per column, not arithmetic. ``reconstructed_errors`` therefore
+sweeps every screened layer of one input width *together* (a leading layer dimension, the
+rows zero-padded to the widest layer): one pass over 576 + 1536 columns for SmolLM2's 56
+screened layers instead of one per layer (~40k column steps). Same arithmetic as
+``runtime/obs.reconstruct`` with a fixed mask (tested against it).
 """
 from __future__ import annotations
 
+from collections import defaultdict
+
 import torch
 
-from ..runtime.obs import inverse_cholesky, reconstruct
+from ..runtime.obs import BLOCKSIZE, inverse_cholesky, reconstruct
+
+
+def _chol(quad: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    if "chol" not in quad:  # once per input: layers that share an input share the dict
+        quad["chol"] = inverse_cholesky(quad.get("gram_exact", quad.get("gram")))
+    return quad["chol"]
+
+
+def _error(w: torch.Tensor, new_w: torch.Tensor, quad: dict[str, torch.Tensor]) -> float:
+    gram = quad.get("gram_exact", quad.get("gram"))
+    dw = w - new_w                                                     # (m, in)
+    return float(((dw @ gram) * dw).sum())
 
 
 @torch.no_grad()
@@ -32,11 +49,63 @@ def reconstructed_error(w: torch.Tensor, mask: torch.Tensor, quad: dict[str, tor
     """tr(ΔW·H·ΔWᵀ) for ΔW = w − OBS-reconstructed w with the fixed ``mask`` (True = pruned).
 
     w, mask: (m, in) measured rows; quad: the proxy's per-input dict holding the exact Gram
-    "gram_exact" (in, in) (or "gram" when the proxy is exact); "chol" is cached in it."""
-    gram = quad.get("gram_exact", quad.get("gram"))
-    if "chol" not in quad:
-        quad["chol"] = inverse_cholesky(gram)
+    "gram_exact" (in, in) (or "gram" when the proxy is exact); "chol" is cached in it.
+    The one-layer reference of ``reconstructed_errors`` (runtime/obs.reconstruct itself)."""
     pruned = mask.bool()
-    new_w, _ = reconstruct(w, None, lambda cur, hinv, a, b: pruned[:, a:b], chol=quad["chol"])
-    dw = w - new_w                                                     # (m, in)
-    return float(((dw @ gram) * dw).sum())
+    new_w, _ = reconstruct(w, None, lambda cur, hinv, a, b: pruned[:, a:b], chol=_chol(quad))
+    return _error(w, new_w, quad)
+
+
+@torch.no_grad()
+def reconstructed_errors(layers: list[tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]],
+                         blocksize: int = BLOCKSIZE) -> list[float]:
+    """``reconstructed_error`` of each (w, mask, quad), the layers of one input width swept at once."""
+    errors = [0.0] * len(layers)
+    by_width: dict[int, list[int]] = defaultdict(list)
+    for i, (w, _, _) in enumerate(layers):
+        by_width[w.shape[1]].append(i)
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)   # tiny ops: threads only add synchronisation (runtime/obs.py)
+    try:
+        for n, idx in by_width.items():
+            rows = max(layers[i][0].shape[0] for i in idx)
+            w = torch.zeros(len(idx), rows, n)                              # (L, rows, n)
+            mask = torch.zeros(len(idx), rows, n, dtype=torch.bool)
+            u = torch.empty(len(idx), n, n)                                 # (L, n, n) upper
+            for b, i in enumerate(idx):
+                wi, mi, quad = layers[i]
+                u64, dead = _chol(quad)
+                w[b, :wi.shape[0]] = wi
+                w[b, :, dead] = 0                                           # as reconstruct does
+                mask[b, :wi.shape[0]] = mi.bool()
+                u[b] = u64
+            _sweep_fixed(w, u, mask, blocksize)
+            for b, i in enumerate(idx):
+                wi, _, quad = layers[i]
+                errors[i] = _error(wi.float(), w[b, :wi.shape[0]], quad)
+    finally:
+        torch.set_num_threads(saved)
+    return errors
+
+
+def _sweep_fixed(w: torch.Tensor, u: torch.Tensor, mask: torch.Tensor, blocksize: int) -> None:
+    """runtime/obs._sweep with a fixed mask and a leading layer dimension; updates ``w`` in place.
+
+    w, mask: (L, rows, n); u: (L, n, n) the upper Cholesky factors of each layer's H⁻¹."""
+    n = w.shape[-1]
+    for i1 in range(0, n, blocksize):
+        i2 = min(i1 + blocksize, n)
+        w1 = w[..., i1:i2].clone()                  # (L, rows, B) eagerly updated block
+        err = torch.zeros_like(w1)                  # (L, rows, B) scaled errors, lazy update
+        u1 = u[:, i1:i2, i1:i2]                     # (L, B, B)
+        m1 = mask[..., i1:i2]
+        for j in range(i2 - i1):
+            d = u1[:, j, j].unsqueeze(1)                            # (L, 1)
+            q = w1[..., j].masked_fill(m1[..., j], 0.0)             # (L, rows)
+            e = (w1[..., j] - q) / d
+            w1[..., j + 1:] -= e.unsqueeze(2) * u1[:, j, j + 1:].unsqueeze(1)
+            w1[..., j] = q
+            err[..., j] = e
+        w[..., i1:i2] = w1
+        if i2 < n:
+            w[..., i2:] -= err @ u[:, i1:i2, i2:]                   # lazy batch update

@@ -9,7 +9,7 @@ import torch
 from prunedsl.api import parse
 from prunedsl.runtime.stats import damped_gram
 from prunedsl.search.fitness import Fitness
-from prunedsl.search.obs_proxy import reconstructed_error
+from prunedsl.search.obs_proxy import reconstructed_error, reconstructed_errors
 from prunedsl.search.recipe import Recipe
 from test_search_fitness import _settings, tiny  # noqa: F401  (the fixture)
 
@@ -39,6 +39,27 @@ def test_the_error_after_obs_is_between_the_optimum_and_the_mask_only_error(seed
     mask_only = float(((dw.double() @ gram.double()) * dw.double()).sum())
     optimum = _optimum(w, mask, h)
     assert optimum * (1 - 1e-4) <= err + 1e-6 and err < mask_only
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_sweeping_layers_together_equals_one_sweep_per_layer(seed):
+    """Layers of one input width share a batched sweep (rows zero-padded); layers that share
+    an input share its quad; a dead input channel is handled as reconstruct handles it."""
+    g = torch.Generator().manual_seed(seed)
+    quads = []
+    for width in (40, 40, 300):                        # two inputs of width 40, one of 300 (3 blocks)
+        x = torch.randn(500, width, generator=g) * torch.rand(width, generator=g)
+        x[:, 3] = 0                                    # a dead input
+        quads.append({"gram": x.T @ x})
+    layers = []
+    for quad, rows in ((quads[0], 7), (quads[0], 3), (quads[1], 11), (quads[2], 5), (quads[2], 9)):
+        n = quad["gram"].shape[0]
+        w = torch.randn(rows, n, generator=g)
+        layers.append((w, torch.rand(rows, n, generator=g) < 0.6, quad))
+    together = reconstructed_errors(layers, blocksize=16)
+    alone = [reconstructed_error(w, m, {"gram": q["gram"]}) for w, m, q in layers]
+    assert together == pytest.approx(alone, rel=1e-4)
+    assert len(set(together)) == len(together)
 
 
 def test_the_proxy_of_a_reconstructing_candidate_is_its_error_after_obs(tiny):  # noqa: F811
