@@ -65,7 +65,7 @@ FITNESS_DEFAULTS = {"model": None, "sparsity": None, "pattern": "unstructured", 
                     "nsamples": 16, "seqlen": 256, "val_windows": 16, "select_windows": 16, "seed": 0,
                     "calib_data": None, "eval_data": None,
                     "data_dir": None, "proxy_blocks": 8, "proxy_rows": 0.25, "proxy_rank": 64,
-                    "gradients": False, "structure": None, "ratio": None, "heads_mode": "kv_groups",
+                    "gradients": "auto", "structure": None, "ratio": None, "heads_mode": "kv_groups",
                     "structure_blocks": None}
 SEARCH_DEFAULTS = {"proposer": "evolve", "budget": 100, "full_evals": 10, "batch": 16,
                    "max_proposals": None, "test_windows": 40, "test_seqlen": 512, "report_top": 3,
@@ -75,7 +75,7 @@ SEARCH_DEFAULTS = {"proposer": "evolve", "budget": 100, "full_evals": 10, "batch
 GROWABLE = {"budget", "full_evals", "max_proposals", "test_windows", "test_seqlen", "report_top",
             "select_top", "transfer_models", "time_limit"}
 # a saved search that predates an option resumes with the value that keeps what it did
-SAVED_BEFORE = {"select_windows": 0, "recipes": "fixed"}
+SAVED_BEFORE = {"select_windows": 0, "recipes": "fixed", "gradients": False}
 try:
     from .llm import LLM_DEFAULTS  # --llm-* settings: saved, and may be given again on --resume
 except ImportError:  # the llm proposer is optional
@@ -141,7 +141,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=S, help="calibration windows, proxy rows, evolve RNG (default 0)")
     g.add_argument("--population", type=int, default=S, help="evolve: parents kept (default 32)")
     g.add_argument("--max-size", type=int, default=S, help="largest formula in AST nodes (evolve 20, enumerate 7)")
-    g.add_argument("--gradients", action="store_true", default=S, help="offer G (backward passes; slower full evals)")
+    g.add_argument("--gradients", action="store_const", const=True, default=S,
+                   help="offer G (one backward pass per calibration window, once per search). Default "
+                        "auto: on when it costs at most a fifth of --full-evals (search/gradient_budget.py)")
+    g.add_argument("--no-gradients", dest="gradients", action="store_const", const=False, default=S,
+                   help="do not offer G")
     g.add_argument("--output", required=True, metavar="DIR", help="where state, hall of fame and report go")
     g.add_argument("--resume", action="store_true", help="continue the search saved in DIR")
     g = p.add_argument_group("recipes (how a candidate's mask is applied; search/recipe.py)")
@@ -228,6 +232,11 @@ def _settings(args, saved: dict | None) -> dict:
             if merged[k] is None and not (k == "sparsity" and (merged["pattern"] != "unstructured"
                                                                or merged.get("structure"))):
                 raise SearchError(f"--{k} is required for a new search")
+        if merged["gradients"] == "auto":  # decided once, saved: --resume keeps the answer
+            from .gradient_budget import decide_gradients
+            merged["gradients"], merged["gradients_note"] = decide_gradients(
+                nsamples=merged["nsamples"], val_windows=merged["val_windows"],
+                full_evals=merged["full_evals"], offload=bool(merged.get("offload")))
         if merged["proposer"] == "llm" and LLM_DEFAULTS and merged["llm_base_url"] is None:
             merged["llm_base_url"] = os.environ.get("OPENAI_BASE_URL") or None  # what it talks to
         return merged

@@ -249,6 +249,14 @@ def _ratio_cells(state: SearchState, r: Candidate, res: dict[str, Any]) -> list[
     return cells
 
 
+def gradient_row(engine, f: dict) -> str:
+    """On/off, why (``--gradients auto``'s decision) and the gradient pass's time in this process."""
+    note = engine.config.cli.get("gradients_note") if isinstance(engine.config.cli, dict) else None
+    text = note or ("on (--gradients)" if f.get("gradients") else "off")
+    seconds = getattr(getattr(engine, "fitness", None), "timings", {}).get("gradients")
+    return text + (f"; the gradient pass took {seconds:.1f} s" if seconds is not None else "")
+
+
 def write_report(engine) -> None:
     cfg, state = engine.config, engine.state
     out = Path(cfg.output)
@@ -364,6 +372,7 @@ def write_report(engine) -> None:
         ["proxy time per candidate (mean)", f"{sum(proxy_s) / max(1, len(proxy_s)):.2f} s"],
         ["full evaluation time (mean)", f"{sum(full_s) / max(1, len(full_s)):.1f} s" if full_s else "–"],
         ["Spearman(proxy, val ppl) over full evaluations", fmt(rho, 3)],
+        ["G (gradients)", gradient_row(engine, f)],
         ["proxy settings", f"{f['proxy_blocks'] or 'all'} blocks, {f['proxy_rows']:g} of rows, "
                            f"rank {f['proxy_rank'] or 'exact'}"],
     ])]
