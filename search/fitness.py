@@ -179,6 +179,7 @@ class Fitness:
         self.progress = progress
         self.calib_batch = calib_batch
         self.timings: dict[str, float] = {}
+        self._obs_factors: dict = {}           # the +R proxy's stacked OBS factors (obs_proxy.py)
         t0 = time.perf_counter()
         self.loaded = loaded or load_model(s.model, placement=placement)
         self.model = self.loaded.model
@@ -318,7 +319,8 @@ class Fitness:
                 mask = select_mask(sc, frac, group=group, pattern=s.pattern, shape=l.shape)[l.rows]
             masks.append(mask)
         if reconstructing:                                     # all layers of a width in one sweep
-            errors = reconstructed_errors([(l.w, m, l.quad) for l, m in zip(self.layers, masks)])
+            errors = reconstructed_errors([(l.w, m, l.quad) for l, m in zip(self.layers, masks)],
+                                          cache=self._obs_factors)
         else:
             errors = [self._mask_error(l, l.w * m) for l, m in zip(self.layers, masks)]
         total = sum(err / l.energy if l.energy > 0 else 0.0 for l, err in zip(self.layers, errors))

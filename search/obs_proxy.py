@@ -16,12 +16,12 @@ update depends on that row only, and the Gram matrix is the exact XᵀX of the s
 block's input (kept next to the low-rank form for this purpose; its damped inverse
 Cholesky factor is computed once per input, on first use).
 
-Cost: the sweep is sequential in the columns and each step is a few tiny tensor ops, so
-its time is Python overhead per column, not arithmetic. ``reconstructed_errors`` therefore
-sweeps every screened layer of one input width *together* (a leading layer dimension, the
-rows zero-padded to the widest layer): one pass over 576 + 1536 columns for SmolLM2's 56
-screened layers instead of one per layer (~40k column steps). Same arithmetic as
-``runtime/obs.reconstruct`` with a fixed mask (tested against it).
+Cost: the sweep is sequential in the columns and each step is a few small tensor ops, so
+one sweep per layer is mostly Python overhead (~40k column steps for SmolLM2's 56 screened
+layers, ~2 s). ``reconstructed_errors`` sweeps layers *together*: the rows of the layers
+that share an input are one matrix (q/k/v; gate/up), and those are stacked over the blocks
+(a leading dimension), so SmolLM2 takes four sweeps (q/k/v, o, gate/up: 576 columns; down:
+1536). Same arithmetic as ``runtime/obs.reconstruct`` with a fixed mask (tested against it).
 """
 from __future__ import annotations
 
@@ -58,33 +58,41 @@ def reconstructed_error(w: torch.Tensor, mask: torch.Tensor, quad: dict[str, tor
 
 @torch.no_grad()
 def reconstructed_errors(layers: list[tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]],
-                         blocksize: int = BLOCKSIZE) -> list[float]:
-    """``reconstructed_error`` of each (w, mask, quad), the layers of one input width swept at once."""
+                         blocksize: int = BLOCKSIZE, cache: dict | None = None) -> list[float]:
+    """``reconstructed_error`` of each (w, mask, quad), swept together: the rows of layers that
+    share an input (one quad: q/k/v, gate/up) are one matrix, and those matrices are stacked
+    over the blocks where their shapes agree (one sweep for all blocks' q/k/v rows, …).
+
+    cache: a dict kept by the caller across calls (the quads must live as long): the stacked
+    inverse Cholesky factors of each batch, which depend on the inputs only."""
     errors = [0.0] * len(layers)
-    by_width: dict[int, list[int]] = defaultdict(list)
-    for i, (w, _, _) in enumerate(layers):
-        by_width[w.shape[1]].append(i)
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)   # tiny ops: threads only add synchronisation (runtime/obs.py)
-    try:
-        for n, idx in by_width.items():
-            rows = max(layers[i][0].shape[0] for i in idx)
-            w = torch.zeros(len(idx), rows, n)                              # (L, rows, n)
-            mask = torch.zeros(len(idx), rows, n, dtype=torch.bool)
-            u = torch.empty(len(idx), n, n)                                 # (L, n, n) upper
-            for b, i in enumerate(idx):
-                wi, mi, quad = layers[i]
-                u64, dead = _chol(quad)
-                w[b, :wi.shape[0]] = wi
-                w[b, :, dead] = 0                                           # as reconstruct does
-                mask[b, :wi.shape[0]] = mi.bool()
-                u[b] = u64
-            _sweep_fixed(w, u, mask, blocksize)
-            for b, i in enumerate(idx):
+    by_input: dict[int, list[int]] = {}                    # id(quad) -> layer indices, in order
+    for i, (_, _, quad) in enumerate(layers):
+        by_input.setdefault(id(quad), []).append(i)
+    batches: dict[tuple[int, int], list[list[int]]] = defaultdict(list)
+    for idx in by_input.values():                          # (rows, width) -> inputs of that shape
+        w0 = layers[idx[0]][0]
+        batches[(sum(layers[i][0].shape[0] for i in idx), w0.shape[1])].append(idx)
+    cache = {} if cache is None else cache
+    for (rows, n), inputs in batches.items():
+        quads = [layers[idx[0]][2] for idx in inputs]
+        key = tuple(id(q) for q in quads)
+        if key not in cache:
+            cache[key] = torch.stack([_chol(q)[0].to(torch.float32) for q in quads])  # (B, n, n)
+        u = cache[key]
+        w = torch.cat([torch.cat([layers[i][0] for i in idx]) for idx in inputs]).view(len(inputs), rows, n)
+        w = w.to(torch.float32, copy=True)
+        mask = torch.cat([torch.cat([layers[i][1].bool() for i in idx]) for idx in inputs]).view(len(inputs),
+                                                                                                 rows, n)
+        for b, q in enumerate(quads):
+            w[b, :, _chol(q)[1]] = 0                   # dead inputs, as reconstruct does
+        _sweep_fixed(w, u, mask, blocksize)            # one thread inside: small ops
+        for b, idx in enumerate(inputs):
+            r0 = 0
+            for i in idx:
                 wi, _, quad = layers[i]
-                errors[i] = _error(wi.float(), w[b, :wi.shape[0]], quad)
-    finally:
-        torch.set_num_threads(saved)
+                errors[i] = _error(wi.float(), w[b, r0:r0 + wi.shape[0]], quad)
+                r0 += wi.shape[0]
     return errors
 
 
@@ -92,6 +100,15 @@ def _sweep_fixed(w: torch.Tensor, u: torch.Tensor, mask: torch.Tensor, blocksize
     """runtime/obs._sweep with a fixed mask and a leading layer dimension; updates ``w`` in place.
 
     w, mask: (L, rows, n); u: (L, n, n) the upper Cholesky factors of each layer's H⁻¹."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)   # small ops: threads only add synchronisation (runtime/obs.py)
+    try:
+        _sweep_blocks(w, u, mask, blocksize)
+    finally:
+        torch.set_num_threads(saved)
+
+
+def _sweep_blocks(w: torch.Tensor, u: torch.Tensor, mask: torch.Tensor, blocksize: int) -> None:
     n = w.shape[-1]
     for i1 in range(0, n, blocksize):
         i2 = min(i1 + blocksize, n)

@@ -43,20 +43,23 @@ def test_the_error_after_obs_is_between_the_optimum_and_the_mask_only_error(seed
 
 @pytest.mark.parametrize("seed", range(3))
 def test_sweeping_layers_together_equals_one_sweep_per_layer(seed):
-    """Layers of one input width share a batched sweep (rows zero-padded); layers that share
-    an input share its quad; a dead input channel is handled as reconstruct handles it."""
+    """Layers that share an input (one quad) are one matrix, inputs of the same shape are
+    stacked into one sweep, a dead input channel is handled as reconstruct handles it."""
     g = torch.Generator().manual_seed(seed)
     quads = []
-    for width in (40, 40, 300):                        # two inputs of width 40, one of 300 (3 blocks)
+    for width in (40, 40, 300, 40):                    # three inputs of width 40, one of 300
         x = torch.randn(500, width, generator=g) * torch.rand(width, generator=g)
         x[:, 3] = 0                                    # a dead input
         quads.append({"gram": x.T @ x})
     layers = []
-    for quad, rows in ((quads[0], 7), (quads[0], 3), (quads[1], 11), (quads[2], 5), (quads[2], 9)):
+    for quad, rows in ((quads[0], 7), (quads[0], 3), (quads[1], 11), (quads[2], 5), (quads[2], 9),
+                       (quads[3], 4), (quads[3], 6)):   # 0 and 3: 10 rows of width 40, one sweep
         n = quad["gram"].shape[0]
         w = torch.randn(rows, n, generator=g)
         layers.append((w, torch.rand(rows, n, generator=g) < 0.6, quad))
-    together = reconstructed_errors(layers, blocksize=16)
+    cache: dict = {}
+    together = reconstructed_errors(layers, blocksize=16, cache=cache)
+    assert len(cache) == 3 and reconstructed_errors(layers, blocksize=16, cache=cache) == together
     alone = [reconstructed_error(w, m, {"gram": q["gram"]}) for w, m, q in layers]
     assert together == pytest.approx(alone, rel=1e-4)
     assert len(set(together)) == len(together)
