@@ -29,12 +29,13 @@ the end goes to the best remaining by proxy.
 
 Dedup and proxy with recipes: a candidate's identity is its canonical form (under the
 search's group) and its recipe in normal form, so ``wanda`` and ``wanda +R(layer)`` are two
-candidates. The proxy sees the mask of the formula alone (no OBS update, uniform sparsity),
-so a candidate's proxy is its formula's: computed once per canonical form and reused for
-every recipe of it (``proxy_seconds`` 0). Two formulas that rank alike under the search's
-group share a canonical form, even where a recipe's group (+R(layer)) or an allocation rule
-reading score statistics (OWL's outlier ratio, SDSA's skew) would tell them apart: the
-search keeps the first.
+candidates. The proxy sees the formula's mask and, for +R, the error left after the OBS
+update with the recipe's selection group (search/obs_proxy.py); it does not see an
+allocation rule (uniform sparsity). So a proxy is computed once per (canonical form, +R
+group) and reused for every allocation variant of it (``proxy_seconds`` 0). Two formulas
+that rank alike under the search's group share a canonical form, even where a recipe's
+group (+R(layer)) or an allocation rule reading score statistics (OWL's outlier ratio,
+SDSA's skew) would tell them apart: the search keeps the first.
 
 Proxy twins: two formulas with different canonical forms can still prune exactly the same
 weights on this model (``min(|W|·‖X‖, 1e4)`` vs ``|W|·‖X‖``). A candidate whose proxy is
