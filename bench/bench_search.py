@@ -63,7 +63,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--reconstruct-share", type=float, default=0.45, metavar="P",
                     help="share of +R candidates in the search's mix (0.45: 143 of 315 in "
-                         "docs/search_run/unstructured_60)")
+                         "docs/search_run/2026-12-07_unstructured_60_mask_proxy)")
     ap.add_argument("--from-state", metavar="STATE_JSON", default=None,
                     help="screen the best-by-proxy candidates of a finished search instead "
                          "(e.g. docs/search_run/2026-11-30_evolve_300/state.json): fidelity where it matters, near the optimum")
