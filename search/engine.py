@@ -123,6 +123,7 @@ class Engine:
         self.library = Library(config.library_texts)  # parsed once for every proposal
         self.fitness_factory = fitness_factory
         self.fitness = None
+        self.fitness_timings: dict[str, float] = {}  # kept for the report after the model is released
         self.pool_factory = pool_factory or InProcessPool
         self.transfer_fitness = transfer_fitness
         self.pool: EvalPool | None = None
@@ -179,6 +180,7 @@ class Engine:
         try:
             if self.state.phase != "done":
                 self.fitness = self.fitness_factory()
+                self.fitness_timings = dict(getattr(self.fitness, "timings", {}))
                 if self.state.phase in ("seeds", "search"):
                     self.pool = self.pool_factory(self.fitness)
             self._phases()

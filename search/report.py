@@ -253,7 +253,7 @@ def gradient_row(engine, f: dict) -> str:
     """On/off, why (``--gradients auto``'s decision) and the gradient pass's time in this process."""
     note = engine.config.cli.get("gradients_note") if isinstance(engine.config.cli, dict) else None
     text = note or ("on (--gradients)" if f.get("gradients") else "off")
-    seconds = getattr(getattr(engine, "fitness", None), "timings", {}).get("gradients")
+    seconds = getattr(engine, "fitness_timings", {}).get("gradients")
     return text + (f"; the gradient pass took {seconds:.1f} s" if seconds is not None else "")
 
 

@@ -46,3 +46,21 @@ def test_resume_keeps_the_saved_answer_and_an_old_search_without_it_has_no_g():
     assert again["gradients"] is False
     old = {k: v for k, v in saved.items() if k not in ("gradients", "gradients_note")}
     assert _settings(_args(), old)["gradients"] is False
+
+
+def test_the_report_gives_the_decision_and_the_gradient_pass_time_after_the_model_is_released(tmp_path):
+    from test_search_engine import FakeFitness, _config, _evolve
+    from prunedsl.search.engine import Engine
+
+    class Timed(FakeFitness):
+        timings = {"gradients": 12.5}
+
+    cfg = _config(tmp_path, budget=3, full_evals=1, batch=3, report=True, test_windows=1,
+                  cli={"gradients_note": "on (auto): G costs ≈2.0 full evaluations"})
+    engine = Engine(cfg, Timed, _evolve(), log=lambda m: None)
+    engine.run()
+    engine.fitness = None                           # as the transfer phase releases it
+    from prunedsl.search.report import gradient_row
+    row = gradient_row(engine, cfg.fitness)
+    assert row == "on (auto): G costs ≈2.0 full evaluations; the gradient pass took 12.5 s"
+    assert row in (tmp_path / "run" / "report.md").read_text()
