@@ -89,34 +89,45 @@ def reconstruct(w: torch.Tensor, gram: torch.Tensor | None, select: Select, *,
         w = w.to(torch.float32, copy=True)
         w[:, dead] = 0
         mask = torch.zeros(out, n, dtype=torch.bool, device=w.device)
-        _sweep(w, u, hinv, mask, select, group_cols or blocksize, blocksize)
+        _sweep(w, u, mask, blocksize, select, hinv, group_cols or blocksize)
     return w, mask
 
 
-def _sweep(w: torch.Tensor, u: torch.Tensor, hinv: torch.Tensor, mask: torch.Tensor,
-           select: Select, step: int, blocksize: int) -> None:
-    """The column sweep; updates ``w`` (out, in) and fills ``mask`` in place."""
-    out, n = w.shape
+def _sweep(w: torch.Tensor, u: torch.Tensor, mask: torch.Tensor, blocksize: int,
+           select: Select | None = None, hinv: torch.Tensor | None = None, step: int | None = None) -> None:
+    """The column sweep; updates ``w`` in place. ``w``, ``mask`` (..., out, in) and ``u``
+    (..., in, in) may carry leading dimensions (layers swept together). With ``select``
+    (2-D only) the mask is filled in place, ``step`` columns at a time on the current
+    weights; without, ``mask`` is given and fixed (search/obs_proxy.py)."""
+    n = w.shape[-1]
+    step = step or blocksize
     for i1 in range(0, n, blocksize):
         i2 = min(i1 + blocksize, n)
-        w1 = w[:, i1:i2].clone()                    # (out, B) eagerly updated block
-        err = torch.zeros_like(w1)                  # (out, B) scaled errors for the lazy update
-        u1 = u[i1:i2, i1:i2]
+        w1 = w[..., i1:i2].clone()                  # (..., out, B) eagerly updated block
+        err = torch.zeros_like(w1)                  # (..., out, B) scaled errors for the lazy update
+        u1 = u[..., i1:i2, i1:i2]
         for j in range(i2 - i1):
             c = i1 + j
-            if (c - i1) % step == 0:                # decide the next columns on current weights
+            if select is not None and j % step == 0:  # decide the next columns on current weights
                 w[:, i1:i2] = w1
                 end = min(c + step, i2)
-                mask[:, c:end] = _checked(select(w, hinv, c, end), (out, end - c))
-            d = u1[j, j]
-            q = w1[:, j].masked_fill(mask[:, c], 0.0)             # (out,)
-            e = (w1[:, j] - q) / d                                 # (out,)
-            w1[:, j + 1:] -= e.unsqueeze(1) * u1[j, j + 1:].unsqueeze(0)
-            w1[:, j] = q
-            err[:, j] = e
-        w[:, i1:i2] = w1
+                mask[:, c:end] = _checked(select(w, hinv, c, end), (w.shape[0], end - c))
+            d = u1[..., j, j].unsqueeze(-1)                        # (..., 1)
+            q = w1[..., j].masked_fill(mask[..., c], 0.0)          # (..., out)
+            e = (w1[..., j] - q) / d                               # (..., out)
+            w1[..., j + 1:] -= e.unsqueeze(-1) * u1[..., j, j + 1:].unsqueeze(-2)
+            w1[..., j] = q
+            err[..., j] = e
+        w[..., i1:i2] = w1
         if i2 < n:
-            w[:, i2:] -= err @ u[i1:i2, i2:]                       # lazy batch update
+            w[..., i2:] -= err @ u[..., i1:i2, i2:]                # lazy batch update
+
+
+def sweep_fixed(w: torch.Tensor, u: torch.Tensor, mask: torch.Tensor, blocksize: int = BLOCKSIZE) -> None:
+    """The OBS sweep with a fixed mask (True = pruned), in place, on one thread (small ops).
+    w, mask: (..., out, in); u: (..., in, in) the upper Cholesky factors of H⁻¹ (float32)."""
+    with _one_thread():
+        _sweep(w, u, mask, blocksize)
 
 
 def _checked(m: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:

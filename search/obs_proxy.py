@@ -29,7 +29,7 @@ from collections import defaultdict
 
 import torch
 
-from ..runtime.obs import BLOCKSIZE, inverse_cholesky, reconstruct
+from ..runtime.obs import BLOCKSIZE, inverse_cholesky, reconstruct, sweep_fixed
 
 
 def _chol(quad: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -86,7 +86,7 @@ def reconstructed_errors(layers: list[tuple[torch.Tensor, torch.Tensor, dict[str
                                                                                                  rows, n)
         for b, q in enumerate(quads):
             w[b, :, _chol(q)[1]] = 0                   # dead inputs, as reconstruct does
-        _sweep_fixed(w, u, mask, blocksize)            # one thread inside: small ops
+        sweep_fixed(w, u, mask, blocksize)
         for b, idx in enumerate(inputs):
             r0 = 0
             for i in idx:
@@ -94,35 +94,3 @@ def reconstructed_errors(layers: list[tuple[torch.Tensor, torch.Tensor, dict[str
                 errors[i] = _error(wi.float(), w[b, r0:r0 + wi.shape[0]], quad)
                 r0 += wi.shape[0]
     return errors
-
-
-def _sweep_fixed(w: torch.Tensor, u: torch.Tensor, mask: torch.Tensor, blocksize: int) -> None:
-    """runtime/obs._sweep with a fixed mask and a leading layer dimension; updates ``w`` in place.
-
-    w, mask: (L, rows, n); u: (L, n, n) the upper Cholesky factors of each layer's H⁻¹."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)   # small ops: threads only add synchronisation (runtime/obs.py)
-    try:
-        _sweep_blocks(w, u, mask, blocksize)
-    finally:
-        torch.set_num_threads(saved)
-
-
-def _sweep_blocks(w: torch.Tensor, u: torch.Tensor, mask: torch.Tensor, blocksize: int) -> None:
-    n = w.shape[-1]
-    for i1 in range(0, n, blocksize):
-        i2 = min(i1 + blocksize, n)
-        w1 = w[..., i1:i2].clone()                  # (L, rows, B) eagerly updated block
-        err = torch.zeros_like(w1)                  # (L, rows, B) scaled errors, lazy update
-        u1 = u[:, i1:i2, i1:i2]                     # (L, B, B)
-        m1 = mask[..., i1:i2]
-        for j in range(i2 - i1):
-            d = u1[:, j, j].unsqueeze(1)                            # (L, 1)
-            q = w1[..., j].masked_fill(m1[..., j], 0.0)             # (L, rows)
-            e = (w1[..., j] - q) / d
-            w1[..., j + 1:] -= e.unsqueeze(2) * u1[:, j, j + 1:].unsqueeze(1)
-            w1[..., j] = q
-            err[..., j] = e
-        w[..., i1:i2] = w1
-        if i2 < n:
-            w[..., i2:] -= err @ u[:, i1:i2, i2:]                   # lazy batch update
