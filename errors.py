@@ -119,6 +119,13 @@ class SearchError(PruneDSLError):
     kind = "search error"
 
 
+class ReplyRejected(PruneDSLError):
+    """A model's reply line that type-checks but does not answer what was asked: a list of
+    numbers, or no refinement of the sketch it names (``serve/replies.py``)."""
+
+    kind = "rejected"
+
+
 class ConfigError(PruneDSLError):
     """A setting (sparsity, pattern, group, ...) is out of range or contradicts another.
 

@@ -4,7 +4,7 @@
 ``dsl.checker._Checker``) and a hole typed as its shape with sign ``pos``, the most
 permissive sign: a sketch type-checks when *some* filling of its holes could
 (``sqrt(?Mat)`` is fine, ``sqrt(W)`` is not). Used by the search's GCoT graph
-(``search/sketch.py``) and by the server's reply check (``serve/replies.py``).
+(``dsl/sketch.py``) and by the server's reply check (``serve/replies.py``).
 """
 from __future__ import annotations
 

@@ -181,23 +181,36 @@ class ChatEndpoint:
             log.info("LLM model: %s (of the ones %s lists%s)", self.model, self.where,
                      "; decoding constrained to the reply format" if self.model.endswith("+reply") else "")
 
-    def _once(self, messages: list[dict]) -> str:
+    def speaks_prunedsl(self) -> bool:
+        """Whether the endpoint is prunedsl's own server decoding to the reply format (the
+        ``+reply`` model it lists, or the grammar field in ``extra_body``): only it knows
+        ``prunedsl_sketches``, other servers reject unknown fields."""
+        return (self.model or "").endswith("+reply") or \
+            (self.extra_body or {}).get("prunedsl_grammar") == "reply"
+
+    def _once(self, messages: list[dict], sketches: dict[str, str] | None = None, seed: int | None = None) -> str:
         client = self._client_or_raise()
         if not self._picked:
             self._pick_model(client)
-        extra = {"extra_body": self.extra_body} if self.extra_body else {}
+        body = dict(self.extra_body or {})
+        if sketches and self.speaks_prunedsl():  # the server checks that a reply refines one
+            body["prunedsl_sketches"] = sketches
+        extra = {"extra_body": body} if body else {}
+        if seed is not None:
+            extra["seed"] = seed
         resp = client.chat.completions.create(
             model=self.model, messages=messages, temperature=self.temperature,
             max_tokens=self.max_tokens, timeout=self.timeout, **extra)
         return _content(resp)
 
-    def _bounded(self, messages: list[dict]) -> str:
+    def _bounded(self, messages: list[dict], sketches: dict[str, str] | None = None,
+                 seed: int | None = None) -> str:
         """``_once`` given ``timeout`` seconds of real time in all, not per socket read."""
         done, outcome = threading.Event(), {}
 
         def attempt():
             try:
-                outcome["text"] = self._once(messages)
+                outcome["text"] = self._once(messages, sketches, seed)
             except BaseException as err:  # handed to the caller's thread
                 outcome["error"] = err
             finally:
@@ -222,15 +235,18 @@ class ChatEndpoint:
             log.info("LLM endpoint %s asked to wait; waiting %.2f s", self.where, wait)
             self.sleep(wait)
 
-    def complete(self, messages: list[dict]) -> str | None:
-        """The model's answer, or None after retries (logged; counted by the breaker)."""
+    def complete(self, messages: list[dict], sketches: dict[str, str] | None = None,
+                 seed: int | None = None) -> str | None:
+        """The model's answer, or None after retries (logged; counted by the breaker).
+        ``sketches``: node id -> sketch text the prompt offers (sent to prunedsl's server only);
+        ``seed``: OpenAI's sampling seed (the same for the retries of this call)."""
         import openai
         last, started, retryable = "unknown error", self.clock(), True
         self._wait_not_before()
         for attempt in range(self.max_retries + 1):
             asked = None
             try:
-                text = self._bounded(messages)
+                text = self._bounded(messages, sketches, seed)
                 self.breaker.success()
                 self.failing_since = None
                 return text

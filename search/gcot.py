@@ -37,7 +37,7 @@ from ..dsl.printer import to_text
 from ..errors import PruneDSLError
 from .gcot_steps import is_one_step, one_production_steps
 from .gcot_text import graph_text, render_tree, score_text
-from .sketch import HOLE_SHAPES, NotARefinement, holes, match, parse_sketch
+from ..dsl.sketch import HOLE_SHAPES, NotARefinement, holes, match, parse_sketch
 
 DEFAULT_SEEDS = ("?Mat * ?Col", "|W| * ?Col", "|W| ^ ?c * ‖X‖ ^ ?c")
 MAX_NODES = 5000  # a runaway search stops growing the graph, not the process

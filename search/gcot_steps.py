@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from ..dsl.ast import Expr, Hole, Num, children
 from ..dsl.printer import to_text
 from ..errors import PruneDSLError
-from .sketch import HOLE_SHAPES, match, parse_sketch, replace_at
+from ..dsl.sketch import HOLE_SHAPES, match, parse_sketch, replace_at
 
 if TYPE_CHECKING:
     from .gcot import Edge

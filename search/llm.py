@@ -51,15 +51,15 @@ from ..api import parse as parse_metric
 from ..dsl.library import BUILTIN, Library
 from ..dsl.parser import parse_expr
 from ..dsl.printer import to_text
+from ..dsl.sketch import NotARefinement, check_sketch, has_holes, parse_sketch
 from ..errors import PruneDSLError, SearchError
 from ..llm_contract import MAX_LINE_CHARS, split_reply
+from ..reply_guard import copied_numbers, shown_numbers
 from .base import Outcome, Proposal
 from .chat import ChatEndpoint, preview
 from .gcot import Graph
-from .prompt import VIEWS, Feedback, build_messages
-from .reply_guard import copied_numbers, shown_numbers
+from .prompt import VIEWS, Feedback, build_messages, offered_sketches
 from .reply_stats import ReplyStats
-from .sketch import NotARefinement, check_sketch, has_holes, parse_sketch
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +72,12 @@ class LLMProposer:
     def __init__(self, *, calls_per_propose: int = 3, root: str = "?Mat", seeds=(),
                  sketches=None, available: frozenset[str] | None = None, max_errors: int = 8,
                  max_prompt_nodes: int = 40, library: Library = BUILTIN, prompt_view: str = "compact",
-                 endpoint: ChatEndpoint | None = None, **endpoint_args):
+                 llm_seed: int | None = None, endpoint: ChatEndpoint | None = None, **endpoint_args):
         """``seeds``/``sketches``: see ``Graph``. ``available``: the statistic keys this run
         provides (the prompt leaves the others out); None: all. ``prompt_view``: ``compact``
-        or ``tree`` (``prompt.py``). ``endpoint_args`` go to
+        or ``tree`` (``prompt.py``). ``llm_seed``: request k (counted over the search, resumes
+        included) is sent with ``seed = llm_seed + k``, so a seeded server answers a search
+        reproducibly; None: unseeded. ``endpoint_args`` go to
         ``ChatEndpoint`` (base_url, model, api_key, timeout, max_retries, temperature,
         backoff, breaker_threshold, extra_body, sleep, ...)."""
         self.endpoint = endpoint or ChatEndpoint(**endpoint_args)
@@ -84,6 +86,7 @@ class LLMProposer:
         if prompt_view not in VIEWS:
             raise SearchError(f"unknown prompt view {prompt_view!r}", hint=f"choose one of {', '.join(VIEWS)}")
         self.prompt_view = prompt_view
+        self.llm_seed = llm_seed
         self.reply_stats: list[ReplyStats] = []  # one per request answered (reply_stats.py)
         self._stats = ReplyStats(0)              # the reply being read (not kept before _digest)
         self.available = frozenset(available) if available is not None else None
@@ -102,7 +105,7 @@ class LLMProposer:
         v = {k: get(k, d) for k, d in LLM_DEFAULTS.items()}
         return cls(base_url=v["llm_base_url"], model=v["llm_model"], timeout=v["llm_timeout"],
                    max_retries=v["llm_max_retries"], temperature=v["llm_temperature"],
-                   prompt_view=v["llm_prompt_view"] or "compact", **kwargs)
+                   prompt_view=v["llm_prompt_view"] or "compact", llm_seed=v["llm_seed"], **kwargs)
 
     def outage(self) -> tuple[float, float] | None:
         """``(seconds until the endpoint may be called, seconds it has been failing)``, or
@@ -176,7 +179,10 @@ class LLMProposer:
             messages = build_messages(self.graph, list(self.errors), n - len(out), self.max_prompt_nodes,
                                       self.available, self.library, self.prompt_view)
             self.last_messages = messages
-            text = self.endpoint.complete(messages)
+            offered = {str(i): self.graph.nodes[i].text
+                       for i in offered_sketches(self.graph, self.max_prompt_nodes, self.prompt_view)}
+            seed = None if self.llm_seed is None else self.llm_seed + len(self.reply_stats)
+            text = self.endpoint.complete(messages, sketches=offered, seed=seed)
             if text is None:
                 break
             self.errors.clear()  # they were shown; new ones come from this answer
@@ -343,7 +349,7 @@ def _temperature(text: str) -> float:
 # dest -> default of the --llm-* options; ``prunedsl search`` saves them in the state
 # (never the API key) so that --resume talks to the same endpoint.
 LLM_DEFAULTS = {"llm_base_url": None, "llm_model": None, "llm_timeout": 300.0, "llm_max_retries": 4,
-                "llm_temperature": 0.7, "llm_max_outage": 600.0, "llm_prompt_view": "compact"}
+                "llm_temperature": 0.7, "llm_max_outage": 600.0, "llm_prompt_view": "compact", "llm_seed": None}
 
 
 def add_llm_arguments(group, suppress: bool = False) -> None:
@@ -365,6 +371,10 @@ def add_llm_arguments(group, suppress: bool = False) -> None:
                        help="retries of a failed request, with exponential backoff (default: 4)")
     group.add_argument("--llm-temperature", metavar="T", type=_temperature, default=D("llm_temperature"),
                        help="sampling temperature, 0 to 2 (default: 0.7)")
+    group.add_argument("--llm-seed", metavar="N", type=_nonneg_int, default=D("llm_seed"),
+                       help="send request k of the search with seed N + k (OpenAI's `seed`), so that a "
+                            "server that honours it (prunedsl serve-llm, vLLM) answers reproducibly "
+                            "(default: unseeded)")
     group.add_argument("--llm-prompt-view", choices=VIEWS, default=D("llm_prompt_view"),
                        help="how the prompt shows the search graph: compact (library metrics with their "
                             "measured scores, then the nodes oldest first, no intermediate sketches; "

@@ -30,7 +30,7 @@ W``). So only sketches carry ``node <id>``: a complete formula is a ``formula:``
 best one is named without an id, and the request lists the sketches by id. Scores are
 words on their own line under the formula (``scores: val ppl 241.3, proxy 0.0795``),
 never next to formula text, with 4 and 3 significant digits. The reader rejects lines
-that still copy them (``reply_guard.py``).
+that still copy them (``reply_guard.py``, shared with the server).
 """
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ from ..llm_contract import MAX_LINES
 from ..llm_prompt import REPLY_FORMAT, ROLE, SKETCH_HOLES, language_summary
 from .gcot import Edge, Graph, Node
 
-__all__ = ["Feedback", "VIEWS", "build_messages", "language_summary", "open_sketches", "render_best",
+__all__ = ["Feedback", "VIEWS", "build_messages", "language_summary", "offered_sketches", "open_sketches", "render_best",
            "render_errors", "render_graph", "render_library", "render_nodes", "score_line", "score_words"]
 
 VIEWS = ("compact", "tree")
@@ -165,6 +165,15 @@ def open_sketches(nodes) -> list[int]:
     return sorted(n.id for n in nodes if not n.complete)
 
 
+def offered_sketches(graph: Graph, max_nodes: int = 40, view: str = "compact") -> list[int]:
+    """The sketches a round's prompt lists for refinement (``build_messages``), by id; the
+    LLM proposer also sends them to prunedsl's server, which then checks that a reply
+    refines one of them (``serve/replies.py``)."""
+    shown = (graph.nodes[i] for i in _visible(graph, max_nodes)) if view == "tree" else \
+        _compact_visible(graph, max_nodes)
+    return open_sketches(shown)
+
+
 def render_errors(errors: list[Feedback]) -> str:
     if not errors:
         return ""
@@ -188,14 +197,13 @@ def build_messages(graph: Graph, errors: list[Feedback], n: int, max_nodes: int 
                  "child refines its parent by filling holes. Scores: validation perplexity after "
                  "pruning (ppl, lower is better) and layer-wise output error (proxy, lower is better).",
                  render_graph(graph, max_nodes)]
-        sketches = open_sketches(graph.nodes[i] for i in _visible(graph, max_nodes))
     else:
         parts = [p for p in (render_library(graph),) if p] + [
             "Search nodes, oldest first: `node <id>:` lines are sketches with typed holes, the ones "
             "you refine; `formula:` lines are complete formulas already proposed, each with its scores "
             "on the line below.",
             render_nodes(graph, max_nodes)]
-        sketches = open_sketches(_compact_visible(graph, max_nodes))
+    sketches = offered_sketches(graph, max_nodes, view)
     if best is not None:
         parts.append(render_best(best))
     # After the node list (it changes as they do), before the errors: the ids a reply may name.

@@ -118,7 +118,7 @@ def derivation_graph(state: SearchState, library: Library = BUILTIN):
     formula: its scores are those of its base-recipe candidate where there is one."""
     from ..errors import PruneDSLError
     from .gcot import Graph
-    from .sketch import parse_sketch
+    from ..dsl.sketch import parse_sketch
     g = Graph()
     done: set[str] = set()
     for r in sorted((r for r in state.candidates if r.val_ppl is not None),

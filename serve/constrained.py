@@ -3,6 +3,7 @@
     grammar_text("formula")   # one formula, no holes
     grammar_text("reply")     # optional `node N` line, then 1..8 formulas (holes allowed),
                               # each may be numbered `1. ` (dropped by the reader)
+    reply_grammar_for((0, 3)) # the same with a required `node 0` or `node 3` line
 
 The derivation reads the *compiled* lark grammar (``Lark(...).rules`` / ``.terminals``),
 so it follows ``grammar.lark`` when that changes: the rules reachable from ``formula``
@@ -25,9 +26,12 @@ Lark vs llguidance's Lark dialect, and what the derivation does about each diffe
   grammar that agrees with lark (``**`` vs ``*``, ``2.5`` vs ``2`` ``.5``).
 
 Bounds, so that decoding terminates: at most 6 digits before and after the point and a
-2-digit exponent (every number is finite); only known names; nesting and length are
+1-digit exponent (every number is finite); only known names; nesting and length are
 bounded by the token budget, which ``generate.py`` keeps by completing the formula
-before it runs out.
+before it runs out. A number has at most ``reply_guard.MAX_SIGNIFICANT`` (5) significant
+digits (``1.156054`` is gone, ``0.00125`` and ``2.5e-3`` are not): the reply check
+(``replies.py``) rejects more, as a copied score or noise, so the grammar never offers
+what every attempt would be rejected for.
 
 Narrowing (a subset of ``grammar.lark``'s language, towards what the checker accepts;
 the names come from the ``dsl`` tables and the library, so they follow them too):
@@ -70,6 +74,7 @@ from ..dsl.parser import GRAMMAR_PATH
 from ..dsl.types import SCALAR
 from ..errors import PruneDSLError
 from ..llm_contract import MAX_LINES, MAX_NODE_DIGITS
+from ..reply_guard import MAX_SIGNIFICANT
 
 MODES = ("formula", "reply")
 MAX_DIGITS = 6        # digits before and after the decimal point
@@ -153,6 +158,25 @@ def _bound_regex(name: str, regex: str) -> str:
         raise GrammarDerivationError(f"terminal {name} /{regex}/ is unbounded after rewriting: /{out}/",
                                      hint="teach serve/constrained.py to bound it")
     return "/" + out.replace("/", r"\/") + "/"
+
+
+# The mantissa _bound_regex makes of grammar.lark's NUMBER, and the same numbers with at
+# most MAX_SIGNIFICANT significant digits (leading zeros do not count: 0.00125 has 3).
+BOUNDED_MANTISSA = rf"[0-9]{{1,{MAX_DIGITS}}}(\.[0-9]{{1,{MAX_DIGITS}}})?|\.[0-9]{{1,{MAX_DIGITS}}}"
+
+
+def significant_mantissa(n: int = MAX_SIGNIFICANT) -> str:
+    zero_led = rf"0?\.0{{0,{MAX_DIGITS - 1}}}[0-9]{{1,{n}}}"
+    return "|".join(["0", rf"[1-9][0-9]{{0,{n - 1}}}", zero_led] +
+                    [rf"[1-9]{f'[0-9]{{{k - 1}}}' if k > 1 else ''}\.[0-9]{{1,{n - k}}}" for k in range(1, n)])
+
+
+def _number_terminal(name: str, pattern) -> str:
+    out = _bound_regex(name, pattern.value)
+    if BOUNDED_MANTISSA not in out:
+        raise GrammarDerivationError(f"the number terminal {name} /{pattern.value}/ changed: no /{BOUNDED_MANTISSA}/ "
+                                     f"in /{out}/", hint="teach _number_terminal in serve/constrained.py its form")
+    return out.replace(BOUNDED_MANTISSA, significant_mantissa())
 
 
 def _literal(text: str) -> str:
@@ -328,6 +352,20 @@ def _reachable(rules: dict[str, list[list[str]]], start: str) -> dict[str, list[
     return {r: alts for r, alts in rules.items() if r in seen and alts}
 
 
+@functools.lru_cache(maxsize=256)
+def reply_grammar_for(nodes: tuple[int, ...]) -> str:
+    """The reply grammar when the request offers sketches (``prunedsl_sketches``): the
+    ``node <id>`` line is required and names one of ``nodes``. A 0.5B model otherwise
+    copies a score from the prompt as the id (``node 341940``, docs/prompt_cache.md)."""
+    base = grammar_text("reply")
+    optional, any_node = 'start: (NODE_LINE "\\n")?', f"NODE_LINE: {NODE_LINE}"
+    if optional not in base or any_node not in base or not nodes:
+        raise GrammarDerivationError("the reply grammar has no optional node line to narrow" if nodes
+                                     else "no node ids to narrow the reply grammar to")
+    return base.replace(optional, 'start: NODE_LINE "\\n"').replace(
+        any_node, "NODE_LINE: " + _alternatives(f"node {int(i)}" for i in sorted(set(nodes))))
+
+
 @functools.lru_cache(maxsize=None)
 def grammar_text(mode: str) -> str:
     """The llguidance Lark grammar for ``mode`` (``formula`` or ``reply``)."""
@@ -381,6 +419,7 @@ def grammar_text(mode: str) -> str:
         if choices and term in body:
             lines.append(f"{term}: {_alternatives(choices)}")
     for name in sorted(w.terminals):
-        lines.append(f"{name}: {_terminal(name, terminals[name].pattern)}")
+        pattern = terminals[name].pattern
+        lines.append(f"{name}: {_number_terminal(name, pattern) if name == number else _terminal(name, pattern)}")
     lines.append('%ignore " "')
     return "\n".join(lines) + "\n"

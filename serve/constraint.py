@@ -19,7 +19,7 @@ import re
 import numpy as np
 
 from ..errors import PruneRuntimeError
-from .constrained import MODES, grammar_text, known_names
+from .constrained import MODES, grammar_text, known_names, reply_grammar_for
 
 CLOSER_MAX = 64     # a closer that needs more than this gives up
 
@@ -38,20 +38,23 @@ class Constraint:
         import llguidance.hf
         return llguidance.hf.from_tokenizer(self.tokenizer, n_vocab=self.vocab, eos_token=self.stop)
 
-    @functools.cache
-    def _grammar(self, mode: str) -> str:
+    @functools.lru_cache(maxsize=256)  # noqa: B019 (one Constraint per server, kept for its life)
+    def _grammar(self, mode: str, nodes: tuple[int, ...] = ()) -> str:
         import llguidance
-        g = llguidance.LLMatcher.grammar_from_lark(grammar_text(mode))
+        text = reply_grammar_for(nodes) if nodes and mode == "reply" else grammar_text(mode)
+        g = llguidance.LLMatcher.grammar_from_lark(text)  # ~10 ms: a request's own node ids are cheap
         is_error, messages = llguidance.LLMatcher.validate_grammar_with_warnings(g, self.ll_tokenizer)
         if is_error:
             raise PruneRuntimeError(f"the derived {mode} grammar does not compile: {messages[0]}")
         return g
 
-    def matcher(self, mode: str):
+    def matcher(self, mode: str, nodes: tuple[int, ...] = ()):
+        """A matcher for ``mode``; ``nodes``: the reply's ``node <id>`` line is required and
+        names one of them (the request's offered sketches)."""
         import llguidance
         if mode not in MODES:
             raise ValueError(f"unknown grammar mode {mode!r}")
-        return llguidance.LLMatcher(self.ll_tokenizer, self._grammar(mode), log_level=0)
+        return llguidance.LLMatcher(self.ll_tokenizer, self._grammar(mode, tuple(nodes)), log_level=0)
 
     def allowed(self, matcher) -> np.ndarray:
         """Boolean mask (vocab,) of the tokens ``matcher`` accepts next."""

@@ -26,7 +26,9 @@ formula short).
 
 The grammar guarantees parsing, not types (``sqrt(W)``). Each constrained reply is
 checked with prunedsl's own checker (``replies.check_completion``: ``prunedsl.parse`` for
-a formula; for a ``reply``, at least one line that checks, sketches as sketches); when
+a formula; for a ``reply``, at least one line that checks, sketches as sketches, no line
+of copied numbers; with the request's offered sketches, a complete formula refining the
+one the reply names); when
 it is rejected the reply is sampled again, up to ``max_attempts`` times. Attempt 0
 uses the request's seed, attempt k the seed sequence ``[seed, k]``, so a seeded
 request is reproducible. A greedy request (``temperature`` 0) would repeat a rejected
@@ -173,8 +175,8 @@ class Generator:
         return self.tokenizer.encode(text)
 
     # --- grammar (constraint.py) -------------------------------------------------
-    def matcher(self, mode: str):
-        return self.constraint.matcher(mode)
+    def matcher(self, mode: str, nodes: tuple[int, ...] = ()):
+        return self.constraint.matcher(mode, nodes)
 
     def warm_up(self) -> None:
         """Compile both grammars and the closer's token tables now, not on a first request."""
@@ -196,7 +198,7 @@ class Generator:
                 # attempt, sample at RETRY_TEMPERATURE with the attempt's own seed.
                 q = p if attempt == 0 or p.temperature > 0 else replace(p, temperature=RETRY_TEMPERATURE)
                 tried.append(self._generate(prompt_ids, q, attempt_rng(seed, attempt), limits))
-                check = check_completion(tried[-1].text, p.grammar)
+                check = check_completion(tried[-1].text, p.grammar, dict(p.sketches))
                 if check.ok or limits.expired():
                     break
         if not check.ok:
@@ -210,7 +212,7 @@ class Generator:
 
     def _generate(self, prompt_ids: list[int], p: SamplingParams, rng: np.random.Generator,
                   limits: Limits = NO_LIMITS) -> Completion:
-        matcher = self.matcher(p.grammar) if p.grammar else None
+        matcher = self.matcher(p.grammar, tuple(i for i, _ in p.sketches)) if p.grammar else None
         _, _, calm, tame, newline = self.constraint.token_tables if matcher is not None else (None,) * 5
         close, allowed = self.constraint.close, self.constraint.allowed
         spaced = self.constraint.spacing if matcher is not None else None

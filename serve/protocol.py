@@ -20,6 +20,10 @@ Grammar-constrained decoding is asked for with ``"prunedsl_grammar": "formula" |
 in the body (the openai client sends it with ``extra_body=``) or a model-name suffix,
 ``<model>+formula`` / ``<model>+reply``.
 
+With the reply grammar, ``"prunedsl_sketches": {"<node id>": "<sketch>", ...}`` (at most 64)
+names the sketches the prompt offers: a reply must then name one of them and refine it,
+with at least one complete formula (``replies.py``); a sketch that does not parse is a 422.
+
 Every response has a ``prunedsl`` object besides OpenAI's fields (the openai client keeps
 unknown fields: ``response.prunedsl``)::
 
@@ -43,15 +47,20 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import PruneDSLError
+from ..llm_contract import MAX_NODE_DIGITS
 from .constrained import MODES
+from .replies import parse_sketches
 from .sampling import MAX_ATTEMPTS, Completion, SamplingParams
 
 GRAMMAR_FIELD = "prunedsl_grammar"
+SKETCHES_FIELD = "prunedsl_sketches"
+MAX_SKETCHES = 64
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 MAX_STOP = 4
 KNOWN = {"model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "seed",
          "stop", "n", "stream", "user", "frequency_penalty", "presence_penalty", "logprobs",
-         "response_format", GRAMMAR_FIELD}
+         "response_format", GRAMMAR_FIELD, SKETCHES_FIELD}
 
 
 class ApiError(Exception):
@@ -152,6 +161,27 @@ def _grammar(body: dict, model: str, model_id: str) -> str | None:
     return suffix or field
 
 
+def _sketches(body: dict, grammar: str | None) -> tuple:
+    """The offered sketches (``SKETCHES_FIELD``) as ``((node id, parsed sketch), ...)``."""
+    value = body.get(SKETCHES_FIELD)
+    if value is None:
+        return ()
+    if grammar != "reply":
+        raise ApiError(400, f"'{SKETCHES_FIELD}' needs the reply grammar (the model suffix '+reply' or "
+                            f"'{GRAMMAR_FIELD}': \"reply\")", param=SKETCHES_FIELD, code="conflicting_parameters")
+    if not isinstance(value, dict) or not value or len(value) > MAX_SKETCHES:
+        raise _invalid(SKETCHES_FIELD, f"'{SKETCHES_FIELD}' must be an object of 1 to {MAX_SKETCHES} "
+                                       "node ids mapped to sketch texts")
+    for node, text in value.items():
+        if not (node.isdigit() and len(node) <= MAX_NODE_DIGITS) or not isinstance(text, str):
+            raise _invalid(SKETCHES_FIELD, f"'{SKETCHES_FIELD}' maps node ids (up to {MAX_NODE_DIGITS} digits) "
+                                           f"to sketch texts; got {node!r}: {type(text).__name__}")
+    try:
+        return tuple(sorted(parse_sketches({int(k): v for k, v in value.items()}).items()))
+    except PruneDSLError as err:
+        raise _invalid(SKETCHES_FIELD, f"'{SKETCHES_FIELD}': {err.render()}") from None
+
+
 def parse_chat_request(body: Any, *, model_id: str, max_tokens_limit: int,
                        default_max_tokens: int, max_attempts: int = MAX_ATTEMPTS) -> ChatRequest:
     """Validate a ``/v1/chat/completions`` body; raise ``ApiError`` on anything wrong.
@@ -214,7 +244,8 @@ def parse_chat_request(body: Any, *, model_id: str, max_tokens_limit: int,
 
     params = SamplingParams(max_tokens=max_tokens, temperature=_number(body, "temperature", 1.0, 0.0, 2.0),
                             top_p=_number(body, "top_p", 1.0, 0.0, 1.0, lo_open=True),
-                            seed=_int(body, "seed"), stop=stop, grammar=grammar, max_attempts=max_attempts)
+                            seed=_int(body, "seed"), stop=stop, grammar=grammar, max_attempts=max_attempts,
+                            sketches=_sketches(body, grammar))
     return ChatRequest(model=model, messages=messages, params=params)
 
 

@@ -26,6 +26,7 @@ class SamplingParams:
     stop: tuple[str, ...] = ()
     grammar: str | None = None   # None, "formula" or "reply"
     max_attempts: int = MAX_ATTEMPTS  # constrained: replies sampled until one type-checks
+    sketches: tuple = ()         # reply grammar: ((node id, parsed sketch), ...) a reply must refine
 
 
 @dataclass(frozen=True)

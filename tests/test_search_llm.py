@@ -87,6 +87,21 @@ def test_the_constrained_reply_variant_is_preferred_when_listed():
         assert len(p.propose(2)) == 1
         assert srv.chat_requests[0]["body"]["model"] == "smollm2-135m+reply"
         assert srv.chat_requests[0]["body"]["max_tokens"] <= 512  # the offline server's limit
+        # prunedsl's server is told which sketches the prompt offers (it checks replies refine one)
+        offered = srv.chat_requests[0]["body"]["prunedsl_sketches"]
+        assert offered and all(p.graph.nodes[int(i)].text == t and not p.graph.nodes[int(i)].complete
+                               for i, t in offered.items())
+
+
+def test_llm_seed_numbers_the_requests_and_none_sends_no_seed(server):
+    server.push(Reply.text("node 1\nG * ‖X‖"), Reply.text("node 1\nG * hinv"))
+    p = make(server, llm_seed=7)
+    p.propose(1)
+    p.propose(1)
+    assert [r["body"]["seed"] for r in server.chat_requests] == [7, 8]
+    server.push(Reply.text("node 1\nhinv * ‖X‖"))
+    make(server).propose(1)
+    assert "seed" not in server.chat_requests[-1]["body"]
 
 
 def test_a_given_model_takes_its_constrained_reply_variant_when_listed(server):
@@ -101,6 +116,7 @@ def test_a_given_model_takes_its_constrained_reply_variant_when_listed(server):
     p.propose(1)
     p.propose(1)
     assert [r["body"]["model"] for r in server.chat_requests] == [MODEL, MODEL]
+    assert not any("prunedsl_sketches" in r["body"] for r in server.chat_requests)  # other servers reject it
     assert [r["path"] for r in server.requests].count("/v1/models") == 1  # listed once
 
 

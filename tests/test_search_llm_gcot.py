@@ -18,7 +18,7 @@ from prunedsl.errors import DSLTypeError, PruneDSLError
 from prunedsl.llm_contract import MAX_LINES, split_reply
 from prunedsl.search.gcot import Graph
 from prunedsl.search.prompt import Feedback, build_messages, language_summary, render_graph
-from prunedsl.search.sketch import (HOLE_SHAPES, NotARefinement, is_refinement, match, parse_sketch,
+from prunedsl.dsl.sketch import (HOLE_SHAPES, NotARefinement, is_refinement, match, parse_sketch,
                                     refinement, replace_at, substitute)
 from strategies import checked_exprs
 

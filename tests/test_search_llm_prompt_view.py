@@ -15,7 +15,7 @@ from prunedsl.search.gcot import Graph
 from prunedsl.search.llm import LLMProposer
 from prunedsl.search.prompt import build_messages, render_library, render_nodes
 from prunedsl.search.reply_stats import ReplyStats, reply_markdown, reply_rows
-from prunedsl.search.sketch import parse_sketch
+from prunedsl.dsl.sketch import parse_sketch
 
 
 def _graph() -> Graph:
@@ -103,7 +103,7 @@ class ScriptedEndpoint:
     def outage(self):
         return None
 
-    def complete(self, messages):
+    def complete(self, messages, sketches=None, seed=None):
         self.requests.append(messages)
         return self.texts.pop(0) if self.texts else None
 

@@ -1,4 +1,4 @@
-"""Reply lines that copy numbers (``search/reply_guard.py``): the lines Qwen 0.5B wrote in
+"""Reply lines that copy numbers (``reply_guard.py``): the lines Qwen 0.5B wrote in
 docs/prompt_cache.md are rejected with feedback before they become nodes; real constants
 pass."""
 from __future__ import annotations
@@ -12,7 +12,7 @@ from prunedsl.dsl.parser import parse_expr
 from prunedsl.dsl.printer import format_number, to_text
 from prunedsl.search.base import Outcome, Proposal
 from prunedsl.search.llm import LLMProposer
-from prunedsl.search.reply_guard import (MAX_NUMBERS, MAX_SIGNIFICANT, copied_numbers, numbers, shown_numbers,
+from prunedsl.reply_guard import (MAX_NUMBERS, MAX_SIGNIFICANT, copied_numbers, numbers, shown_numbers,
                                          significant_digits)
 
 # the scores of the library metrics in that run, as its prompt showed them
@@ -79,7 +79,7 @@ class Scripted:
     def outage(self):
         return None
 
-    def complete(self, messages):
+    def complete(self, messages, sketches=None, seed=None):
         return self.texts.pop(0) if self.texts else None
 
 

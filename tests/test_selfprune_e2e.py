@@ -58,7 +58,7 @@ def test_search_with_proposals_from_the_real_server(served, tiny_model_and_data,
     out = tmp_path / "out"
     rc = cli.main(["search", "--model", model, "--sparsity", "0.5", "--proposer", "llm",
                    "--llm-base-url", url, "--llm-model", SERVED, "--llm-timeout", "60",
-                   "--llm-max-retries", "1", "--budget", "3", "--full-evals", "1", "--batch", "2",
+                   "--llm-max-retries", "1", "--llm-seed", "0", "--budget", "3", "--full-evals", "1", "--batch", "2",
                    "--nsamples", "2", "--seqlen", "16", "--val-windows", "2", "--proxy-blocks", "0",
                    "--proxy-rank", "0", "--data-dir", data, "--test-windows", "2", "--test-seqlen", "16",
                    "--report-top", "1", "--threads", "1", "--output", str(out), "--quiet", "--json"])
@@ -68,7 +68,9 @@ def test_search_with_proposals_from_the_real_server(served, tiny_model_and_data,
     # the server answered in the constrained reply format, every reply checked; a reply that
     # still fails the checker (a random model can write sqrt of a possibly negative value, which
     # the grammar cannot rule out) comes back only after every attempt was spent, marked invalid
-    assert calls and all(p.grammar == "reply" for p, _ in calls)
+    # offered sketches and the seeds of --llm-seed 0 sent (a seeded server: the test is reproducible)
+    assert calls and all(p.grammar == "reply" and p.sketches for p, _ in calls)
+    assert [p.seed for p, _ in calls] == list(range(len(calls)))
     assert all(c.check is not None for _, c in calls)
     assert all(c.check.ok or (c.attempts == p.max_attempts and len(c.rejected) == p.max_attempts - 1)
                for p, c in calls), [(c.attempts, c.text) for _, c in calls]

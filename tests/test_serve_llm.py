@@ -19,6 +19,8 @@ import urllib.request
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 pytest.importorskip("llguidance")
 pytest.importorskip("starlette")
@@ -29,8 +31,10 @@ from lark import Lark  # noqa: E402
 from serve_fakes import MODEL, fake_generator, smollm2_tokenizer  # noqa: E402
 
 from prunedsl.dsl.parser import GRAMMAR_PATH, parse_expr  # noqa: E402
+from prunedsl.dsl.printer import to_text  # noqa: E402
 from prunedsl.serve import constrained  # noqa: E402
-from prunedsl.serve.constrained import MODES, GrammarDerivationError, grammar_text  # noqa: E402
+from prunedsl.reply_guard import MAX_SIGNIFICANT, significant_digits  # noqa: E402
+from prunedsl.serve.constrained import MODES, GrammarDerivationError, grammar_text, significant_mantissa  # noqa: E402
 from prunedsl.serve.replies import check_reply, split_reply  # noqa: E402
 from prunedsl.serve.generate import Generator, SamplingParams  # noqa: E402
 from prunedsl.serve.sampling import sample as _sample  # noqa: E402
@@ -65,11 +69,25 @@ def test_derived_grammars_follow_the_dialect_rules():
     f, r = grammar_text("formula"), grammar_text("reply")
     for g in (f, r):
         assert "(?!" not in g and r"\d" not in g and "%import" not in g and "?expr" not in g
-        assert re.search(r"^NUMBER: /.*\{1,6\}.*\{1,1\}.*/$", g, re.M)  # bounded digits and exponent
+        assert re.search(r"^NUMBER: /.*\{1,5\}.*\{1,1\}.*/$", g, re.M)  # bounded digits and exponent
         assert '%ignore " "' in g and "COMMENT" not in g
     assert "HOLE" not in f and "HOLE: /\\?(Mat|Row|Col|Scalar|c)/" in r
     assert "start: expr_t" in f and "atom_u:" in f and "SCALAR_NAME:" in f  # an operand is required
     assert r.startswith("//") and "NODE_LINE" in r and "{0,7}" in r
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.from_regex(significant_mantissa(), fullmatch=True))
+def test_grammar_numbers_have_the_significant_digits_the_reply_check_allows(text):
+    assert significant_digits(float(text)) <= MAX_SIGNIFICANT, text
+
+
+def test_grammar_numbers_examples():
+    rx = re.compile(significant_mantissa())
+    for ok in ("0", "5", "12345", "0.00125", ".5", "3.1416", "282.8", "1.5"):
+        assert rx.fullmatch(ok), ok
+    for bad in ("123456", "1.156054", "0.1234567", "00.5", "1."):  # `1.` is list numbering
+        assert not rx.fullmatch(bad), bad
 
 
 def test_derivation_follows_grammar_lark(monkeypatch):
@@ -106,10 +124,11 @@ def test_call_arities_come_from_the_dsl_tables(monkeypatch):
 def test_bounded_numbers_are_finite_and_parse():
     body = re.search(r"^NUMBER: /(.*)/$", grammar_text("formula"), re.M).group(1)
     number = re.compile(body)
-    for s in ["0", "123456", "123456.123456", ".5", "999999.999999e9", "1e-9", "1e-5", "2.5", "3E+7"]:
+    for s in ["0", "12345", "1234.5", ".5", "99999e9", "9999.9e9", "1e-9", "1e-5", "2.5", "3E+7", "0.000001"]:
         assert number.fullmatch(s), s
         assert np.isfinite(np.float32(s)) and parse_expr(s)  # scores are float32
-    for s in ["1234567", "1.1234567", "1e10", "1e-99", "1e100", "1e+123"]:
+    # at most 5 significant digits (the reply check's bound), a 1-digit exponent
+    for s in ["123456", "123456.123456", "1.123456", "1e10", "1e-99", "1e100", "1e+123"]:
         assert not number.fullmatch(s), s
     # `2.` is a number to the language but not to the server: `1.` is a list number there
     assert parse_expr("2. * W") and not number.fullmatch("2.") and not number.fullmatch("1.e5")
@@ -214,6 +233,10 @@ def test_request_grammar_from_field_or_suffix():
     assert _parse({"model": MODEL, "messages": PROMPT}).params.max_attempts == 8
     assert parse_chat_request({"model": MODEL, "messages": PROMPT}, model_id=MODEL, max_tokens_limit=8,
                               default_max_tokens=8, max_attempts=3).params.max_attempts == 3
+    sk = _parse({"model": MODEL + "+reply", "messages": PROMPT,
+                 "prunedsl_sketches": {"3": "|W| * ?Col", "0": "?Mat"}}).params.sketches
+    assert [i for i, _ in sk] == [0, 3] and to_text(sk[1][1]) == "|W| * ?Col"
+    assert _parse({"model": MODEL + "+reply", "messages": PROMPT}).params.sketches == ()
 
 
 @pytest.mark.parametrize("body,status,param", [
@@ -240,6 +263,12 @@ def test_request_grammar_from_field_or_suffix():
     ({"model": MODEL, "messages": PROMPT, "stop": ["a"] * 5}, 422, "stop"),
     ({"model": MODEL, "messages": PROMPT, "prunedsl_grammar": "json"}, 422, "prunedsl_grammar"),
     ({"model": MODEL + "+formula", "messages": PROMPT, "prunedsl_grammar": "reply"}, 400, "prunedsl_grammar"),
+    ({"model": MODEL, "messages": PROMPT, "prunedsl_sketches": {"0": "?Mat"}}, 400, "prunedsl_sketches"),
+    ({"model": MODEL + "+reply", "messages": PROMPT, "prunedsl_sketches": {"x": "?Mat"}}, 422, "prunedsl_sketches"),
+    ({"model": MODEL + "+reply", "messages": PROMPT, "prunedsl_sketches": {"0": 3}}, 422, "prunedsl_sketches"),
+    ({"model": MODEL + "+reply", "messages": PROMPT, "prunedsl_sketches": {}}, 422, "prunedsl_sketches"),
+    ({"model": MODEL + "+reply", "messages": PROMPT, "prunedsl_sketches": ["?Mat"]}, 422, "prunedsl_sketches"),
+    ({"model": MODEL + "+reply", "messages": PROMPT, "prunedsl_sketches": {"0": "?Mat +"}}, 422, "prunedsl_sketches"),
     ({"model": MODEL, "messages": PROMPT, "tools": []}, 400, "tools"),
     ({"model": MODEL, "messages": PROMPT, "response_format": {"type": "json_object"}}, 400, "response_format"),
 ])

@@ -18,7 +18,7 @@ from serve_fakes import EchoModel, FakeModel, fake_generator, smollm2_tokenizer 
 from prunedsl.dsl.parser import parse_expr  # noqa: E402
 from prunedsl.errors import PruneDSLError  # noqa: E402
 from prunedsl.serve.generate import MAX_FORMULA_TOKENS, Completion, SamplingParams  # noqa: E402
-from prunedsl.serve.replies import Check, check_completion, check_line, check_reply  # noqa: E402
+from prunedsl.serve.replies import Check, check_completion, check_line, check_reply, parse_sketches  # noqa: E402
 
 PROMPT_IDS = [1, 2, 3]
 
@@ -59,12 +59,36 @@ def test_check_completion():
     assert not check_completion("node 1", "reply").ok
 
 
+def test_lines_of_numbers_do_not_check():
+    # what Qwen2.5-Coder 0.5B wrote (docs/prompt_cache.md): they parse and type-check
+    assert "significant digits" in check_line("241.111111 * W")
+    assert "numbers in one formula" in check_line("0.0599 - 0.0741 + 0.0599 + 0.0741 + 0.0599 + W")
+    assert check_line("|W| ^ (1/3) * ‖X‖ ^ (2/3)") is None and check_line("gblm(alpha = 282.8)") is None
+    assert not check_completion("1.156054 - W", "formula").ok
+
+
+def test_offered_sketches_make_a_reply_answer_the_question():
+    sketches = parse_sketches({0: "?Mat", 3: "|W| * ?Col"})
+    ok = check_completion("node 3\n|W| * ‖X‖\n|W| * ?Col", "reply", sketches)
+    assert ok.ok and (ok.lines, ok.valid_lines) == (2, 1) and "no hole is filled" in ok.error
+    for text, why in [("node 7\n|W| * ‖X‖", "node 7 is not offered"),   # a score copied as an id
+                      ("|W| * ‖X‖", "no `node <id>` line"),
+                      ("node 3\nW ^ 2 * ‖X‖", "does not refine the sketch `|W| * ?Col`"),
+                      ("node 0\n|W| * ?Col", "no complete formula")]:  # sketches alone: sampled again
+        c = check_completion(text, "reply", sketches)
+        assert not c.ok and why in c.error, (text, c)
+    assert check_completion("node 0\nwanda", "reply", sketches).ok      # ?Mat: any metric
+    assert check_completion("|W| * ‖X‖", "reply").ok                    # nothing offered: as before
+    with pytest.raises(PruneDSLError, match="sketch of node 2"):
+        parse_sketches({2: "|W| * ?Col +"})
+
+
 @pytest.mark.parametrize("line", ["|W| * ?Col", "sqrt(?Mat) * W", "W ^ ?c", "|W| ^ ?c * ‖X‖ ^ ?c",
                                   "sqrt(W) * ?Col", "W ^ ?Mat", "row_sum(?Col) * ?Mat", "log(?Row) + W",
                                   "?Col + ?Row", "col_sum(?Col) * W", "ria(a = 0.3) * ?Col", "|W| * ‖X‖"])
 def test_lines_are_checked_as_the_search_checks_them(line):
     from prunedsl.api import parse
-    from prunedsl.search.sketch import check_sketch, has_holes
+    from prunedsl.dsl.sketch import check_sketch, has_holes
     try:
         tree = parse_expr(line)
         check_sketch(tree, line) if has_holes(tree) else parse(line)
@@ -98,6 +122,17 @@ def test_reply_mode_resamples_only_when_no_line_checks(fake_gen, monkeypatch):
     assert c.attempts == 2 and (c.check.lines, c.check.valid_lines) == (2, 1)
 
 
+def test_offered_sketches_narrow_the_node_line_and_the_check(fake_gen):
+    """A real (random) model under the narrowed grammar: every attempt names an offered node."""
+    sketches = tuple(parse_sketches({0: "?Mat", 3: "|W| * ?Col"}).items())
+    for seed in range(3):
+        c = fake_gen.generate(PROMPT_IDS, SamplingParams(grammar="reply", seed=seed, max_tokens=48,
+                                                         max_attempts=2, sketches=sketches))
+        for text in (c.text, *c.rejected):
+            assert text.split("\n")[0].strip() in ("node 0", "node 3"), text
+        assert c.check == check_completion(c.text, "reply", dict(sketches))
+
+
 def test_free_text_is_not_checked(fake_gen, monkeypatch):
     _script(fake_gen, monkeypatch, ["sqrt(W)", "W"])
     c = fake_gen.generate(PROMPT_IDS, SamplingParams(seed=0))
@@ -126,7 +161,7 @@ def test_greedy_request_resamples_differently(fake_gen, monkeypatch):
     temps = []
     real = gen._generate
     monkeypatch.setattr(gen, "_generate", lambda ids, p, rng, limits: temps.append(p.temperature) or real(ids, p, rng, limits))
-    monkeypatch.setattr(g, "check_completion", lambda text, mode: Check(False, "rejected by the test", 1, 0))
+    monkeypatch.setattr(g, "check_completion", lambda text, mode, sketches=None: Check(False, "rejected by the test", 1, 0))
     c = gen.generate(PROMPT_IDS, SamplingParams(max_tokens=16, temperature=0, grammar="formula", seed=3,
                                                 max_attempts=5))
     assert temps == [0] + [g.RETRY_TEMPERATURE] * 4
@@ -221,7 +256,7 @@ def test_a_matcher_error_falls_back_to_the_last_safe_point(fake_gen, monkeypatch
     """Once a 500 ("grammar matcher rejected an allowed token"); now the reply is cut back
     to the last prefix whose completion was known, and still parses."""
     real = fake_gen.matcher
-    monkeypatch.setattr(fake_gen, "matcher", lambda mode: _FailingMatcher(real(mode), 7))
+    monkeypatch.setattr(fake_gen, "matcher", lambda mode, nodes=(): _FailingMatcher(real(mode, nodes), 7))
     closed = 0
     for seed in range(4):
         c = fake_gen.generate(PROMPT_IDS, SamplingParams(max_tokens=24, seed=seed, grammar="formula",

@@ -22,9 +22,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields, replace
 
-from ..dsl.ast import BinOp, Call, Expr, Hole, Neg, Num, children
-from ..dsl.printer import to_text
-from ..dsl.sketch_check import HOLE_SHAPES, check_sketch, has_holes, holes, parse_sketch
+from .ast import BinOp, Call, Expr, Hole, Neg, Num, children
+from .printer import to_text
+from .sketch_check import HOLE_SHAPES, check_sketch, has_holes, holes, parse_sketch
 from ..errors import SearchError
 
 __all__ = ["HOLE_SHAPES", "HOLE_DOCS", "NotARefinement", "Fill", "check_sketch", "has_holes", "holes",

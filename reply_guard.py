@@ -28,8 +28,8 @@ from __future__ import annotations
 import math
 from typing import Iterable
 
-from ..dsl.ast import Expr, Num, walk
-from ..dsl.printer import format_number
+from .dsl.ast import Expr, Num, walk
+from .dsl.printer import format_number
 
 MIN_COPIED_DIGITS = 3
 MAX_SIGNIFICANT = 5
