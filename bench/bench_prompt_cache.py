@@ -116,7 +116,7 @@ def run(args) -> dict:
             cli.main(["search", "--model", str(root / "model"), "--data-dir", str(root / "data"),
                       "--sparsity", "0.5", "--proposer", "llm", "--llm-base-url", srv.url,
                       "--llm-model", args.model, "--llm-timeout", "900", "--llm-max-retries", "0",
-                      "--llm-max-outage", "1", "--llm-temperature", str(args.temperature),
+                      "--llm-max-outage", "1", "--llm-temperature", str(args.temperature), "--llm-seed", str(args.seed),
                       "--llm-prompt-view", args.prompt_view, "--budget", str(args.budget),
                       "--full-evals", "2", "--batch", str(args.batch), "--nsamples", "2", "--seqlen", "16",
                       "--val-windows", "2", "--proxy-blocks", "0", "--proxy-rank", "0", "--test-windows", "2",
@@ -194,6 +194,7 @@ def main(argv=None) -> int:
     p.add_argument("--model", default="qwen2.5-coder-0.5b", help="the served (proposing) model")
     p.add_argument("--prompt-view", default="compact", choices=("compact", "tree"))
     p.add_argument("--budget", type=int, default=10, help="proposals the search asks for (not counting seeds)")
+    p.add_argument("--seed", type=int, default=0, help="the search's --llm-seed (request k is sampled with seed+k)")
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--max-requests", type=int, default=14)
     p.add_argument("--max-tokens", type=int, default=96, help="a reply's tokens at most")

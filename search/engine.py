@@ -20,7 +20,10 @@ Failed and duplicate proposals cost no budget; ``max_proposals`` bounds them.
 proposers are compared at, ``bench/bench_proposers.py``): once it is spent no proposal is
 asked for, no candidate screened and no full evaluation started (the unscreened rest of
 a batch stays pending, so ``--resume`` with a larger limit goes on); the quota below then
-follows the share of the time spent when that is ahead of the share of the budget.
+follows the share of the search phase's time spent (the time left after the seeds) when
+that is ahead of the share of the budget. Counting from the start instead would hand the
+seeds' time to the quota: on SmolLM2 the seeds took ~40% of 30 minutes, and that share of
+the full evaluations went to the first candidates screened.
 
 Full evaluations: ``full_evals`` (K) candidates are pruned for real. After each batch the
 quota is floor(K · screened / budget), spent on the best-by-proxy candidates not yet
@@ -204,6 +207,7 @@ class Engine:
         if self.state.phase == "seeds":
             self._seeds()
             self.state.phase = "search"
+            self.state.search_started = self._elapsed()
             self._observe()
             self.save()
         if self.state.phase == "search":
@@ -331,10 +335,15 @@ class Engine:
         return limit is not None and self._elapsed() >= limit
 
     def _time_spent(self) -> float:
-        """The share of ``--time-limit`` used (0 without one): the full-evaluation quota
-        follows it as it follows the budget, so full evaluations spread over the time."""
+        """The share of the search phase's part of ``--time-limit`` used (0 without one):
+        the full-evaluation quota follows it as it follows the budget, so full evaluations
+        spread over the search's time (module doc). A state saved before the seeds' end was
+        recorded counts from 0."""
         limit = self.config.time_limit
-        return 0.0 if limit is None else min(1.0, self._elapsed() / limit)
+        if limit is None:
+            return 0.0
+        start = self.state.search_started or 0.0
+        return 1.0 if start >= limit else min(1.0, max(0.0, self._elapsed() - start) / (limit - start))
 
     def _more_to_do(self) -> bool:
         recs = self.state.candidates

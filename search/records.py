@@ -251,17 +251,19 @@ class SearchState:
     selection: dict[str, dict[str, Any]] = field(default_factory=dict)
     # search/transfer.py: model -> row key -> Fitness.test_ppl's result on that model
     transfer: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    # the search time (``seconds``) when the seeds were done: --time-limit's quota counts from it
+    search_started: float | None = None
 
     # the JSON keys in the order they are written ("seconds" is {"total": s})
     _KEYS = ("version", "config", "phase", "candidates", "failures", "history", "pending",
              "unobserved", "proposer", "test", "seconds", "skipped_seeds", "counters")
 
-    _OPTIONAL = ("selection", "transfer")  # written when not empty (added without a version bump)
+    _OPTIONAL = ("selection", "transfer", "search_started")  # written when set (added without a version bump)
 
     def to_json(self) -> dict[str, Any]:
         out = {k: to_json(getattr(self, k)) for k in self._KEYS}
         out["seconds"] = {"total": self.seconds}
-        out.update({k: to_json(getattr(self, k)) for k in self._OPTIONAL if getattr(self, k)})
+        out.update({k: to_json(getattr(self, k)) for k in self._OPTIONAL if getattr(self, k) not in ({}, None)})
         return out
 
     @classmethod

@@ -10,6 +10,7 @@ import pytest
 
 from prunedsl.search import cli as search_cli
 from prunedsl.search.engine import Engine
+from prunedsl.search.records import SearchState
 from test_search_engine import TEXTS, FakeFitness, Scripted, _config
 
 
@@ -67,3 +68,27 @@ def test_a_bad_time_limit_is_a_usage_error(bad, capsys):
         parser.parse_args(["search", "--output", "x", "--time-limit", bad])
     err = capsys.readouterr().err
     assert "--time-limit" in err and "positive number of seconds" in err
+
+
+def test_the_time_quota_counts_from_the_end_of_the_seeds(tmp_path):
+    """The seeds' time is not the search's: the full-evaluation quota follows the share of
+    the time left after them (on SmolLM2 the seeds took ~40% of 30 minutes)."""
+    fit = FakeFitness()
+    cfg = _config(tmp_path, budget=8, full_evals=6, batch=4, report=False, time_limit=1000.0)
+    engine = _clocked(Engine(cfg, lambda: fit, Scripted(TEXTS), log=lambda m: None))
+    engine.run()
+    seeds = engine.state.counters.seeds
+    assert seeds and engine.state.search_started == 10.0 * seeds  # the clock when the seeds were done
+    saved = json.loads((tmp_path / "run" / "state.json").read_text())
+    assert saved["search_started"] == 10.0 * seeds
+    assert SearchState.from_json(saved).search_started == 10.0 * seeds  # resume reads it back
+
+    engine.state.search_started = 400.0
+    for elapsed, share in [(400.0, 0.0), (700.0, 0.5), (1000.0, 1.0), (2000.0, 1.0)]:
+        engine._elapsed = lambda e=elapsed: e
+        assert engine._time_spent() == pytest.approx(share)
+    engine.state.search_started = None     # a state from before: counts from 0, as it did
+    engine._elapsed = lambda: 500.0
+    assert engine._time_spent() == pytest.approx(0.5)
+    engine.state.search_started = 1000.0   # the seeds spent the whole limit
+    assert engine._time_spent() == 1.0
