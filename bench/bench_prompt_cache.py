@@ -194,12 +194,12 @@ def main(argv=None) -> int:
     p.add_argument("--model", default="qwen2.5-coder-0.5b", help="the served (proposing) model")
     p.add_argument("--prompt-view", default="compact", choices=("compact", "tree"))
     p.add_argument("--budget", type=int, default=10, help="proposals the search asks for (not counting seeds)")
-    p.add_argument("--seed", type=int, default=0, help="the search's --llm-seed (request k is sampled with seed+k)")
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--max-requests", type=int, default=14)
     p.add_argument("--max-tokens", type=int, default=96, help="a reply's tokens at most")
     p.add_argument("--temperature", type=float, default=0.7)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="the search's --seed and --llm-seed (request k is sampled "
+                                                        "with seed + k)")
     p.add_argument("--out", type=Path, help="write the Markdown here, and the JSON (replies included) "
                                              "next to it (.json)")
     p.add_argument("--replay", type=Path, metavar="RUN.json", help="answer with a run's recorded replies")
