@@ -184,17 +184,17 @@ class ChatEndpoint:
     def speaks_prunedsl(self) -> bool:
         """Whether the endpoint is prunedsl's own server decoding to the reply format (the
         ``+reply`` model it lists, or the grammar field in ``extra_body``): only it knows
-        ``prunedsl_sketches``, other servers reject unknown fields."""
+        ``prunedsl_*`` fields, other servers reject unknown fields."""
         return (self.model or "").endswith("+reply") or \
             (self.extra_body or {}).get("prunedsl_grammar") == "reply"
 
-    def _once(self, messages: list[dict], sketches: dict[str, str] | None = None, seed: int | None = None) -> str:
+    def _once(self, messages: list[dict], fields: dict | None = None, seed: int | None = None) -> str:
         client = self._client_or_raise()
         if not self._picked:
             self._pick_model(client)
         body = dict(self.extra_body or {})
-        if sketches and self.speaks_prunedsl():  # the server checks that a reply refines one
-            body["prunedsl_sketches"] = sketches
+        if fields and self.speaks_prunedsl():  # what the server checks a reply against
+            body.update(fields)
         extra = {"extra_body": body} if body else {}
         if seed is not None:
             extra["seed"] = seed
@@ -203,14 +203,13 @@ class ChatEndpoint:
             max_tokens=self.max_tokens, timeout=self.timeout, **extra)
         return _content(resp)
 
-    def _bounded(self, messages: list[dict], sketches: dict[str, str] | None = None,
-                 seed: int | None = None) -> str:
+    def _bounded(self, messages: list[dict], fields: dict | None = None, seed: int | None = None) -> str:
         """``_once`` given ``timeout`` seconds of real time in all, not per socket read."""
         done, outcome = threading.Event(), {}
 
         def attempt():
             try:
-                outcome["text"] = self._once(messages, sketches, seed)
+                outcome["text"] = self._once(messages, fields, seed)
             except BaseException as err:  # handed to the caller's thread
                 outcome["error"] = err
             finally:
@@ -235,18 +234,18 @@ class ChatEndpoint:
             log.info("LLM endpoint %s asked to wait; waiting %.2f s", self.where, wait)
             self.sleep(wait)
 
-    def complete(self, messages: list[dict], sketches: dict[str, str] | None = None,
-                 seed: int | None = None) -> str | None:
+    def complete(self, messages: list[dict], fields: dict | None = None, seed: int | None = None) -> str | None:
         """The model's answer, or None after retries (logged; counted by the breaker).
-        ``sketches``: node id -> sketch text the prompt offers (sent to prunedsl's server only);
-        ``seed``: OpenAI's sampling seed (the same for the retries of this call)."""
+        ``fields``: ``prunedsl_*`` body fields, sent to prunedsl's own server only (the
+        offered sketches, the formulas seen); ``seed``: OpenAI's sampling seed (the same for
+        the retries of this call)."""
         import openai
         last, started, retryable = "unknown error", self.clock(), True
         self._wait_not_before()
         for attempt in range(self.max_retries + 1):
             asked = None
             try:
-                text = self._bounded(messages, sketches, seed)
+                text = self._bounded(messages, fields, seed)
                 self.breaker.success()
                 self.failing_since = None
                 return text

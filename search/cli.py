@@ -417,4 +417,5 @@ def make_proposer(s: dict, args, available, library):
     from ..api import parse
     seeds = [text for _, text in seed_metrics(library)
              if parse(text, library=library).requires <= available]
-    return LLMProposer.from_args(s, seeds=seeds, available=frozenset(available), library=library)
+    return LLMProposer.from_args(s, seeds=seeds, available=frozenset(available), library=library,
+                                 group=s["group"])

@@ -72,12 +72,14 @@ class LLMProposer:
     def __init__(self, *, calls_per_propose: int = 3, root: str = "?Mat", seeds=(),
                  sketches=None, available: frozenset[str] | None = None, max_errors: int = 8,
                  max_prompt_nodes: int = 40, library: Library = BUILTIN, prompt_view: str = "compact",
-                 llm_seed: int | None = None, endpoint: ChatEndpoint | None = None, **endpoint_args):
+                 llm_seed: int | None = None, group: str = "row", endpoint: ChatEndpoint | None = None,
+                 **endpoint_args):
         """``seeds``/``sketches``: see ``Graph``. ``available``: the statistic keys this run
         provides (the prompt leaves the others out); None: all. ``prompt_view``: ``compact``
         or ``tree`` (``prompt.py``). ``llm_seed``: request k (counted over the search, resumes
         included) is sent with ``seed = llm_seed + k``, so a seeded server answers a search
-        reproducibly; None: unseeded. ``endpoint_args`` go to
+        reproducibly; None: unseeded. ``group``: the search's comparison group (the canonical
+        forms of the formulas seen, sent to prunedsl's server, are under it). ``endpoint_args`` go to
         ``ChatEndpoint`` (base_url, model, api_key, timeout, max_retries, temperature,
         backoff, breaker_threshold, extra_body, sleep, ...)."""
         self.endpoint = endpoint or ChatEndpoint(**endpoint_args)
@@ -86,7 +88,8 @@ class LLMProposer:
         if prompt_view not in VIEWS:
             raise SearchError(f"unknown prompt view {prompt_view!r}", hint=f"choose one of {', '.join(VIEWS)}")
         self.prompt_view = prompt_view
-        self.llm_seed = llm_seed
+        self.llm_seed, self.group = llm_seed, group
+        self._canonical: dict[str, str | None] = {}  # text -> canonical form (None: does not parse)
         self.reply_stats: list[ReplyStats] = []  # one per request answered (reply_stats.py)
         self._stats = ReplyStats(0)              # the reply being read (not kept before _digest)
         self.available = frozenset(available) if available is not None else None
@@ -179,16 +182,31 @@ class LLMProposer:
             messages = build_messages(self.graph, list(self.errors), n - len(out), self.max_prompt_nodes,
                                       self.available, self.library, self.prompt_view)
             self.last_messages = messages
-            offered = {str(i): self.graph.nodes[i].text
-                       for i in offered_sketches(self.graph, self.max_prompt_nodes, self.prompt_view)}
             seed = None if self.llm_seed is None else self.llm_seed + len(self.reply_stats)
-            text = self.endpoint.complete(messages, sketches=offered, seed=seed)
+            text = self.endpoint.complete(messages, self._server_fields(), seed=seed)
             if text is None:
                 break
             self.errors.clear()  # they were shown; new ones come from this answer
             self._queue.extend(self._digest(text))
             out += self._take(n - len(out))
         return out
+
+    def _server_fields(self) -> dict[str, Any]:
+        """What prunedsl's server checks a reply against (``serve/replies.py``): the sketches
+        the prompt offers and the formulas the search already has (canonical forms)."""
+        offered = {str(i): self.graph.nodes[i].text
+                   for i in offered_sketches(self.graph, self.max_prompt_nodes, self.prompt_view)}
+        forms = {n.canonical or self._canonical_of(n.text) for n in self.graph.nodes if n.complete}
+        return {"prunedsl_sketches": offered,
+                "prunedsl_seen": {"group": self.group, "forms": sorted(f for f in forms if f)}}
+
+    def _canonical_of(self, text: str) -> str | None:
+        if text not in self._canonical:
+            try:
+                self._canonical[text] = parse_metric(text, library=self.library).canonical(self.group)
+            except PruneDSLError:
+                self._canonical[text] = None
+        return self._canonical[text]
 
     def _feedback(self, line: str, message: str, node: int | None = None) -> None:
         log.debug("LLM feedback for %r: %s", line, message)

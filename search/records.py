@@ -251,19 +251,22 @@ class SearchState:
     selection: dict[str, dict[str, Any]] = field(default_factory=dict)
     # search/transfer.py: model -> row key -> Fitness.test_ppl's result on that model
     transfer: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
-    # the search time (``seconds``) when the seeds were done: --time-limit's quota counts from it
+    # the search time (``seconds``) when the seeds were done: --time-limit's quota counts from
+    # it; written in the "seconds" object next to the total (the times of a run, together)
     search_started: float | None = None
 
     # the JSON keys in the order they are written ("seconds" is {"total": s})
     _KEYS = ("version", "config", "phase", "candidates", "failures", "history", "pending",
              "unobserved", "proposer", "test", "seconds", "skipped_seeds", "counters")
 
-    _OPTIONAL = ("selection", "transfer", "search_started")  # written when set (added without a version bump)
+    _OPTIONAL = ("selection", "transfer")  # written when not empty (added without a version bump)
 
     def to_json(self) -> dict[str, Any]:
         out = {k: to_json(getattr(self, k)) for k in self._KEYS}
         out["seconds"] = {"total": self.seconds}
-        out.update({k: to_json(getattr(self, k)) for k in self._OPTIONAL if getattr(self, k) not in ({}, None)})
+        if self.search_started is not None:
+            out["seconds"]["search_started"] = self.search_started
+        out.update({k: to_json(getattr(self, k)) for k in self._OPTIONAL if getattr(self, k)})
         return out
 
     @classmethod
@@ -271,9 +274,11 @@ class SearchState:
         if not isinstance(data, dict):
             raise RecordError(f"{where} is {_kind(data)}, not an object")
         seconds = data.get("seconds")
-        if not isinstance(seconds, dict) or set(seconds) != {"total"}:
-            raise RecordError(f"{where}.seconds is not an object holding only the total")
-        state = record_from_json(cls, {**data, "seconds": seconds["total"]}, where)
+        if not isinstance(seconds, dict) or "total" not in seconds or not set(seconds) <= {"total", "search_started"}:
+            raise RecordError(f"{where}.seconds is not an object holding the total (and when the search "
+                              "phase started)")
+        state = record_from_json(cls, {**data, "seconds": seconds["total"],
+                                       "search_started": seconds.get("search_started")}, where)
         if state.version != STATE_VERSION:
             raise RecordError(f"{where}.version is {state.version}, not {STATE_VERSION}")
         for i, rec in enumerate(state.candidates):

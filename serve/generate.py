@@ -198,7 +198,7 @@ class Generator:
                 # attempt, sample at RETRY_TEMPERATURE with the attempt's own seed.
                 q = p if attempt == 0 or p.temperature > 0 else replace(p, temperature=RETRY_TEMPERATURE)
                 tried.append(self._generate(prompt_ids, q, attempt_rng(seed, attempt), limits))
-                check = check_completion(tried[-1].text, p.grammar, dict(p.sketches))
+                check = check_completion(tried[-1].text, p.grammar, dict(p.sketches), p.seen)
                 if check.ok or limits.expired():
                     break
         if not check.ok:

@@ -23,6 +23,8 @@ in the body (the openai client sends it with ``extra_body=``) or a model-name su
 With the reply grammar, ``"prunedsl_sketches": {"<node id>": "<sketch>", ...}`` (at most 64)
 names the sketches the prompt offers: a reply must then name one of them and refine it,
 with at least one complete formula (``replies.py``); a sketch that does not parse is a 422.
+``"prunedsl_seen": {"group": "row", "forms": ["|W|", ...]}`` (at most 4096 canonical forms)
+makes a complete formula that ranks weights like one of them not count.
 
 Every response has a ``prunedsl`` object besides OpenAI's fields (the openai client keeps
 unknown fields: ``response.prunedsl``)::
@@ -47,20 +49,23 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from ..config import GROUPS
 from ..errors import PruneDSLError
 from ..llm_contract import MAX_NODE_DIGITS
 from .constrained import MODES
-from .replies import parse_sketches
+from .replies import Seen, parse_sketches
 from .sampling import MAX_ATTEMPTS, Completion, SamplingParams
 
 GRAMMAR_FIELD = "prunedsl_grammar"
 SKETCHES_FIELD = "prunedsl_sketches"
 MAX_SKETCHES = 64
+SEEN_FIELD = "prunedsl_seen"
+MAX_SEEN = 4096
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 MAX_STOP = 4
 KNOWN = {"model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "seed",
          "stop", "n", "stream", "user", "frequency_penalty", "presence_penalty", "logprobs",
-         "response_format", GRAMMAR_FIELD, SKETCHES_FIELD}
+         "response_format", GRAMMAR_FIELD, SKETCHES_FIELD, SEEN_FIELD}
 
 
 class ApiError(Exception):
@@ -182,6 +187,22 @@ def _sketches(body: dict, grammar: str | None) -> tuple:
         raise _invalid(SKETCHES_FIELD, f"'{SKETCHES_FIELD}': {err.render()}") from None
 
 
+def _seen(body: dict, grammar: str | None) -> Seen | None:
+    """The formulas already in the search (``SEEN_FIELD``): a group and canonical forms."""
+    value = body.get(SEEN_FIELD)
+    if value is None:
+        return None
+    if grammar is None:
+        raise ApiError(400, f"'{SEEN_FIELD}' needs a grammar (the model suffix '+reply' or '+formula')",
+                       param=SEEN_FIELD, code="conflicting_parameters")
+    forms = value.get("forms") if isinstance(value, dict) else None
+    if not (isinstance(value, dict) and set(value) == {"group", "forms"} and value["group"] in GROUPS
+            and isinstance(forms, list) and len(forms) <= MAX_SEEN and all(isinstance(f, str) for f in forms)):
+        raise _invalid(SEEN_FIELD, f"'{SEEN_FIELD}' must be {{\"group\": one of {', '.join(GROUPS)}, "
+                                   f"\"forms\": at most {MAX_SEEN} canonical formula texts}}")
+    return Seen(value["group"], frozenset(forms))
+
+
 def parse_chat_request(body: Any, *, model_id: str, max_tokens_limit: int,
                        default_max_tokens: int, max_attempts: int = MAX_ATTEMPTS) -> ChatRequest:
     """Validate a ``/v1/chat/completions`` body; raise ``ApiError`` on anything wrong.
@@ -245,7 +266,7 @@ def parse_chat_request(body: Any, *, model_id: str, max_tokens_limit: int,
     params = SamplingParams(max_tokens=max_tokens, temperature=_number(body, "temperature", 1.0, 0.0, 2.0),
                             top_p=_number(body, "top_p", 1.0, 0.0, 1.0, lo_open=True),
                             seed=_int(body, "seed"), stop=stop, grammar=grammar, max_attempts=max_attempts,
-                            sketches=_sketches(body, grammar))
+                            sketches=_sketches(body, grammar), seen=_seen(body, grammar))
     return ChatRequest(model=model, messages=messages, params=params)
 
 

@@ -28,7 +28,10 @@ id) makes a reply answer the question it was asked: its ``node <id>`` line must 
 of them, a line checks only if it also refines that sketch (``dsl/sketch.refinement``:
 only the holes change), and the reply is acceptable only with at least one *complete*
 formula among its checked lines (what the search evaluates; sketch lines are kept, but a
-reply of sketches alone is sampled again).
+reply of sketches alone is sampled again). ``seen`` (``prunedsl_seen``: the canonical forms
+of the formulas the search already has, under its comparison group) rejects a complete
+line that ranks weights like one of them (``|W| ^ 0.5`` is ``|W|``): Qwen 0.5B, once its
+grammar and check held it to a sketch, answered ``|W| ^ 0.5`` ten times in a row.
 """
 from __future__ import annotations
 
@@ -54,14 +57,26 @@ class Check:
     valid_lines: int = 0      # of them, those that type-check
 
 
-def check_line(line: str, sketch: Expr | None = None) -> str | None:
+@dataclass(frozen=True)
+class Seen:
+    """Formulas a reply should not repeat: canonical forms under a comparison group."""
+    group: str
+    forms: frozenset[str]
+
+
+def check_line(line: str, sketch: Expr | None = None, seen: Seen | None = None) -> str | None:
     """None when ``line`` (a formula, or a sketch with holes) type-checks, is no list of
-    numbers and (given ``sketch``) refines it; else the error."""
+    numbers, (given ``sketch``) refines it and (given ``seen``) is not a formula seen
+    before; else the error."""
     from ..api import parse
     try:
         tree = parse_expr(line)
         if not has_holes(tree):
-            expr = parse(line).expr
+            metric = parse(line)
+            expr = metric.expr
+            if seen is not None and metric.canonical(seen.group) in seen.forms:
+                raise ReplyRejected(f"`{line}` ranks weights like a formula the search already has "
+                                    f"(`{metric.canonical(seen.group)}`); write a new one")
         else:
             expr = check_sketch(tree)
             if expr.type.shape == SCALAR:
@@ -89,9 +104,11 @@ def parse_sketches(sketches: Mapping[int, str]) -> dict[int, Expr]:
     return out
 
 
-def check_completion(text: str, mode: str, sketches: Mapping[int, Expr] | None = None) -> Check:
+def check_completion(text: str, mode: str, sketches: Mapping[int, Expr] | None = None,
+                     seen: Seen | None = None) -> Check:
     """Whether a constrained reply is acceptable (module docstring), with what failed.
-    ``sketches``: the offered sketches by node id (``parse_sketches``), reply mode only."""
+    ``sketches``: the offered sketches by node id (``parse_sketches``), reply mode only;
+    ``seen``: the formulas already in the search."""
     node, lines, _ = split_reply(text) if mode != "formula" else (None, [text], [])
     if not lines:
         return Check(False, "no formula in the reply", 0, 0)
@@ -102,7 +119,7 @@ def check_completion(text: str, mode: str, sketches: Mapping[int, Expr] | None =
             named = "no `node <id>` line" if node is None else f"node {node} is not offered"
             return Check(False, f"{named}: the reply must name one of {offered}", len(lines), 0)
         sketch = sketches[node]
-    errors = [check_line(line, sketch) for line in lines]
+    errors = [check_line(line, sketch, seen) for line in lines]
     first = next((e for e in errors if e is not None), None)
     valid = sum(e is None for e in errors)
     if mode == "formula":

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .replies import Check
+from .replies import Check, Seen
 
 MAX_ATTEMPTS = 8    # constrained replies sampled until one type-checks
 
@@ -27,6 +27,7 @@ class SamplingParams:
     grammar: str | None = None   # None, "formula" or "reply"
     max_attempts: int = MAX_ATTEMPTS  # constrained: replies sampled until one type-checks
     sketches: tuple = ()         # reply grammar: ((node id, parsed sketch), ...) a reply must refine
+    seen: Seen | None = None     # formulas (canonical forms) a reply must not repeat
 
 
 @dataclass(frozen=True)

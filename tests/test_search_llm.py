@@ -88,9 +88,16 @@ def test_the_constrained_reply_variant_is_preferred_when_listed():
         assert srv.chat_requests[0]["body"]["model"] == "smollm2-135m+reply"
         assert srv.chat_requests[0]["body"]["max_tokens"] <= 512  # the offline server's limit
         # prunedsl's server is told which sketches the prompt offers (it checks replies refine one)
-        offered = srv.chat_requests[0]["body"]["prunedsl_sketches"]
+        body = srv.chat_requests[0]["body"]
+        offered = body["prunedsl_sketches"]
         assert offered and all(p.graph.nodes[int(i)].text == t and not p.graph.nodes[int(i)].complete
                                for i, t in offered.items())
+        # and the formulas the search has, as canonical forms under its group: none yet, then
+        # the one it proposed (handed out, not scored yet: canonical form computed here)
+        assert body["prunedsl_seen"] == {"group": "row", "forms": []}
+        srv.push(Reply.text("node 1\nG * hinv"))
+        p.propose(1)
+        assert srv.chat_requests[1]["body"]["prunedsl_seen"]["forms"] == ["G * ‖X‖"]
 
 
 def test_llm_seed_numbers_the_requests_and_none_sends_no_seed(server):
@@ -116,7 +123,7 @@ def test_a_given_model_takes_its_constrained_reply_variant_when_listed(server):
     p.propose(1)
     p.propose(1)
     assert [r["body"]["model"] for r in server.chat_requests] == [MODEL, MODEL]
-    assert not any("prunedsl_sketches" in r["body"] for r in server.chat_requests)  # other servers reject it
+    assert not any(k.startswith("prunedsl_") for r in server.chat_requests for k in r["body"])  # others reject them
     assert [r["path"] for r in server.requests].count("/v1/models") == 1  # listed once
 
 

@@ -103,7 +103,7 @@ class ScriptedEndpoint:
     def outage(self):
         return None
 
-    def complete(self, messages, sketches=None, seed=None):
+    def complete(self, messages, fields=None, seed=None):
         self.requests.append(messages)
         return self.texts.pop(0) if self.texts else None
 

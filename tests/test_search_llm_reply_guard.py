@@ -79,7 +79,7 @@ class Scripted:
     def outage(self):
         return None
 
-    def complete(self, messages, sketches=None, seed=None):
+    def complete(self, messages, fields=None, seed=None):
         return self.texts.pop(0) if self.texts else None
 
 

@@ -96,7 +96,7 @@ def _comparable(state: dict) -> dict:
     selection slice, transfer)."""
     s = {k: v for k, v in state.items() if k not in ("version", "seconds")}
     later = ("recipes", "recipe", "reconstruct", "allocation", "select_windows", "select_top", "transfer_models",
-             "time_limit", "proposer_seed", "gradients_note")
+             "time_limit", "proposer_seed", "gradients_note", "llm_seed")
     s["config"] = {k: v for k, v in s["config"].items() if k not in ("output", *later)}
     s["config"]["cli"] = {k: v for k, v in s["config"]["cli"].items() if k not in later}
     s["config"]["fitness"] = {k: v for k, v in s["config"]["fitness"].items() if k not in later}

@@ -80,7 +80,7 @@ def test_the_time_quota_counts_from_the_end_of_the_seeds(tmp_path):
     seeds = engine.state.counters.seeds
     assert seeds and engine.state.search_started == 10.0 * seeds  # the clock when the seeds were done
     saved = json.loads((tmp_path / "run" / "state.json").read_text())
-    assert saved["search_started"] == 10.0 * seeds
+    assert saved["seconds"]["search_started"] == 10.0 * seeds
     assert SearchState.from_json(saved).search_started == 10.0 * seeds  # resume reads it back
 
     engine.state.search_started = 400.0

@@ -237,6 +237,9 @@ def test_request_grammar_from_field_or_suffix():
                  "prunedsl_sketches": {"3": "|W| * ?Col", "0": "?Mat"}}).params.sketches
     assert [i for i, _ in sk] == [0, 3] and to_text(sk[1][1]) == "|W| * ?Col"
     assert _parse({"model": MODEL + "+reply", "messages": PROMPT}).params.sketches == ()
+    seen = _parse({"model": MODEL + "+formula", "messages": PROMPT,
+                   "prunedsl_seen": {"group": "layer", "forms": ["|W|", "|W|"]}}).params.seen
+    assert (seen.group, seen.forms) == ("layer", frozenset({"|W|"}))
 
 
 @pytest.mark.parametrize("body,status,param", [
@@ -269,6 +272,12 @@ def test_request_grammar_from_field_or_suffix():
     ({"model": MODEL + "+reply", "messages": PROMPT, "prunedsl_sketches": {}}, 422, "prunedsl_sketches"),
     ({"model": MODEL + "+reply", "messages": PROMPT, "prunedsl_sketches": ["?Mat"]}, 422, "prunedsl_sketches"),
     ({"model": MODEL + "+reply", "messages": PROMPT, "prunedsl_sketches": {"0": "?Mat +"}}, 422, "prunedsl_sketches"),
+    ({"model": MODEL, "messages": PROMPT, "prunedsl_seen": {"group": "row", "forms": []}}, 400, "prunedsl_seen"),
+    ({"model": MODEL + "+reply", "messages": PROMPT, "prunedsl_seen": {"group": "rows", "forms": []}}, 422,
+     "prunedsl_seen"),
+    ({"model": MODEL + "+reply", "messages": PROMPT, "prunedsl_seen": {"group": "row", "forms": [1]}}, 422,
+     "prunedsl_seen"),
+    ({"model": MODEL + "+reply", "messages": PROMPT, "prunedsl_seen": ["|W|"]}, 422, "prunedsl_seen"),
     ({"model": MODEL, "messages": PROMPT, "tools": []}, 400, "tools"),
     ({"model": MODEL, "messages": PROMPT, "response_format": {"type": "json_object"}}, 400, "response_format"),
 ])

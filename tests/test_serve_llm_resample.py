@@ -18,7 +18,7 @@ from serve_fakes import EchoModel, FakeModel, fake_generator, smollm2_tokenizer 
 from prunedsl.dsl.parser import parse_expr  # noqa: E402
 from prunedsl.errors import PruneDSLError  # noqa: E402
 from prunedsl.serve.generate import MAX_FORMULA_TOKENS, Completion, SamplingParams  # noqa: E402
-from prunedsl.serve.replies import Check, check_completion, check_line, check_reply, parse_sketches  # noqa: E402
+from prunedsl.serve.replies import Check, Seen, check_completion, check_line, check_reply, parse_sketches  # noqa: E402
 
 PROMPT_IDS = [1, 2, 3]
 
@@ -79,6 +79,12 @@ def test_offered_sketches_make_a_reply_answer_the_question():
         assert not c.ok and why in c.error, (text, c)
     assert check_completion("node 0\nwanda", "reply", sketches).ok      # ?Mat: any metric
     assert check_completion("|W| * ‖X‖", "reply").ok                    # nothing offered: as before
+    seen = Seen("row", frozenset({"|W|", "|W| * ‖X‖"}))
+    c = check_completion("node 0\n|W| ^ 0.5\n|W| * |W| ^ 0.5", "reply", sketches, seen)  # both rank like |W|
+    assert not c.ok and "already has (`|W|`)" in c.error and c.valid_lines == 0
+    assert check_completion("node 0\n|W| ^ 0.5\nsqrt(|W|) * G", "reply", sketches, seen).ok
+    assert not check_completion("wanda", "formula", seen=seen).ok
+    assert check_completion("|W| ^ 0.5", "formula", seen=Seen("row", frozenset({"G"}))).ok
     with pytest.raises(PruneDSLError, match="sketch of node 2"):
         parse_sketches({2: "|W| * ?Col +"})
 
@@ -161,7 +167,7 @@ def test_greedy_request_resamples_differently(fake_gen, monkeypatch):
     temps = []
     real = gen._generate
     monkeypatch.setattr(gen, "_generate", lambda ids, p, rng, limits: temps.append(p.temperature) or real(ids, p, rng, limits))
-    monkeypatch.setattr(g, "check_completion", lambda text, mode, sketches=None: Check(False, "rejected by the test", 1, 0))
+    monkeypatch.setattr(g, "check_completion", lambda text, mode, sketches=None, seen=None: Check(False, "rejected by the test", 1, 0))
     c = gen.generate(PROMPT_IDS, SamplingParams(max_tokens=16, temperature=0, grammar="formula", seed=3,
                                                 max_attempts=5))
     assert temps == [0] + [g.RETRY_TEMPERATURE] * 4
