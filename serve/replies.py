@@ -54,7 +54,7 @@ class Check:
     ok: bool                  # acceptable (see the module docstring)
     error: str | None         # the first problem (None when every line checks)
     lines: int = 1            # formulas (or sketches) in the reply
-    valid_lines: int = 0      # of them, those that type-check
+    valid_lines: int = 0      # of them, those that check (type, numbers, sketch, not seen)
 
 
 @dataclass(frozen=True)
@@ -74,9 +74,10 @@ def check_line(line: str, sketch: Expr | None = None, seen: Seen | None = None) 
         if not has_holes(tree):
             metric = parse(line)
             expr = metric.expr
-            if seen is not None and metric.canonical(seen.group) in seen.forms:
+            form = metric.canonical(seen.group) if seen is not None else None
+            if form is not None and form in seen.forms:
                 raise ReplyRejected(f"`{line}` ranks weights like a formula the search already has "
-                                    f"(`{metric.canonical(seen.group)}`); write a new one")
+                                    f"(`{form}`); write a new one")
         else:
             expr = check_sketch(tree)
             if expr.type.shape == SCALAR:
