@@ -90,6 +90,15 @@ def test_grammar_numbers_examples():
         assert not rx.fullmatch(bad), bad
 
 
+def test_offered_nodes_make_the_node_line_required_and_narrow():
+    g = constrained.reply_grammar_for((3, 0, 3))
+    assert 'start: NODE_LINE "\\n" reply_line' in g and 'NODE_LINE: "node 0" | "node 3"' in g
+    assert g.replace('start: NODE_LINE "\\n"', 'start: (NODE_LINE "\\n")?').split("NODE_LINE:")[0] == \
+        grammar_text("reply").split("NODE_LINE:")[0]  # nothing else changes
+    with pytest.raises(GrammarDerivationError):
+        constrained.reply_grammar_for(())
+
+
 def test_derivation_follows_grammar_lark(monkeypatch):
     """Change grammar.lark's division operator: the constrained grammar changes with it."""
     text = GRAMMAR_PATH.read_text(encoding="utf-8").replace('product "/" unary', 'product "%" unary')
