@@ -172,8 +172,11 @@ class Engine:
             self.state.config = self.config
             if self.state.phase in ("report", "done") and self._more_to_do():
                 self.state.phase = "search"  # --resume with a larger --budget/--full-evals
-            elif self.state.phase == "done" and self.config.report and _report_pending(self.state):
-                self.state.phase = "report"  # more finalists (--select-top) or --transfer-models
+            elif self.state.phase == "done" and self.config.report and (
+                    _report_pending(self.state) or not (self.dir / "report.md").exists()):
+                # more finalists (--select-top), --transfer-models, or a search run with
+                # --no-report resumed without it
+                self.state.phase = "report"
             self.log(f"resuming {self.dir}: {self.state.counters.screened} candidates screened, "
                      f"phase {self.state.phase}")
         else:

@@ -193,6 +193,28 @@ def test_non_mat_metric_is_a_failed_outcome(tmp_path):
     assert not math.isnan(engine.state.candidates[-1].proxy)
 
 
+def test_a_search_run_without_report_gets_it_on_resume(tmp_path):
+    """`--no-report`, then `--resume` without it: the finished search writes its report then
+    (it used to stay done with no report), and the search itself is not run again."""
+    fit = FakeFitness()
+    engine = Engine(_config(tmp_path, budget=8, full_evals=2, batch=4, test_windows=1),
+                    lambda: fit, _evolve(), log=lambda m: None)
+    engine.run()
+    out = tmp_path / "run"
+    assert engine.state.phase == "done" and not (out / "report.md").exists() and not engine.state.test
+    screened = engine.state.counters.screened
+    engine = Engine(_config(tmp_path, budget=8, full_evals=2, batch=4, test_windows=1, report=True),
+                    lambda: fit, _evolve(), log=lambda m: None)
+    engine.run(resume=True)
+    assert (out / "report.md").exists() and engine.state.test and engine.state.phase == "done"
+    assert engine.state.counters.screened == screened
+    mtime = (out / "report.md").stat().st_mtime_ns
+    engine = Engine(_config(tmp_path, budget=8, full_evals=2, batch=4, test_windows=1, report=True),
+                    lambda: fit, _evolve(), log=lambda m: None)
+    engine.run(resume=True)  # nothing pending now: the report is not written again
+    assert (out / "report.md").stat().st_mtime_ns == mtime
+
+
 def test_report_with_lineage_and_plot(tmp_path):
     engine = Engine(_config(tmp_path, budget=14, full_evals=3, batch=4, report=True, test_windows=1),
                     FakeFitness, _evolve(), log=lambda m: None)
