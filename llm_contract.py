@@ -16,6 +16,13 @@ from __future__ import annotations
 
 import re
 
+# Request body fields prunedsl's own server reads (serve/protocol.py validates them; the
+# search's client sends them to that server only): the grammar, the sketches the prompt
+# offers ({node id: sketch}), the formulas the search has ({"group", "forms"}).
+GRAMMAR_FIELD = "prunedsl_grammar"
+SKETCHES_FIELD = "prunedsl_sketches"
+SEEN_FIELD = "prunedsl_seen"
+
 MAX_LINES = 8           # formulas per reply (the server's grammar allows 1..8)
 MAX_LINE_CHARS = 400    # a longer line is not a formula worth parsing
 MAX_NODE_DIGITS = 6     # `node <integer>`

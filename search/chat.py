@@ -31,6 +31,8 @@ import threading
 import time
 from typing import Any, Callable
 
+from ..llm_contract import GRAMMAR_FIELD
+
 log = logging.getLogger("prunedsl.search.llm")
 
 DUMMY_KEY = "sk-no-key-needed"   # local servers ignore the key; the client insists on one
@@ -186,7 +188,7 @@ class ChatEndpoint:
         ``+reply`` model it lists, or the grammar field in ``extra_body``): only it knows
         ``prunedsl_*`` fields, other servers reject unknown fields."""
         return (self.model or "").endswith("+reply") or \
-            (self.extra_body or {}).get("prunedsl_grammar") == "reply"
+            (self.extra_body or {}).get(GRAMMAR_FIELD) == "reply"
 
     def _once(self, messages: list[dict], fields: dict | None = None, seed: int | None = None) -> str:
         client = self._client_or_raise()

@@ -53,7 +53,7 @@ from ..dsl.parser import parse_expr
 from ..dsl.printer import to_text
 from ..dsl.sketch import NotARefinement, check_sketch, has_holes, parse_sketch
 from ..errors import PruneDSLError, SearchError
-from ..llm_contract import MAX_LINE_CHARS, split_reply
+from ..llm_contract import MAX_LINE_CHARS, SEEN_FIELD, SKETCHES_FIELD, split_reply
 from ..reply_guard import copied_numbers, shown_numbers
 from .base import Outcome, Proposal
 from .chat import ChatEndpoint, preview
@@ -197,8 +197,7 @@ class LLMProposer:
         offered = {str(i): self.graph.nodes[i].text
                    for i in offered_sketches(self.graph, self.max_prompt_nodes, self.prompt_view)}
         forms = {n.canonical or self._canonical_of(n.text) for n in self.graph.nodes if n.complete}
-        return {"prunedsl_sketches": offered,
-                "prunedsl_seen": {"group": self.group, "forms": sorted(f for f in forms if f)}}
+        return {SKETCHES_FIELD: offered, SEEN_FIELD: {"group": self.group, "forms": sorted(f for f in forms if f)}}
 
     def _canonical_of(self, text: str) -> str | None:
         if text not in self._canonical:

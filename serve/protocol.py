@@ -51,15 +51,12 @@ from typing import Any
 
 from ..config import GROUPS
 from ..errors import PruneDSLError
-from ..llm_contract import MAX_NODE_DIGITS
+from ..llm_contract import GRAMMAR_FIELD, MAX_NODE_DIGITS, SEEN_FIELD, SKETCHES_FIELD
 from .constrained import MODES
 from .replies import Seen, parse_sketches
 from .sampling import MAX_ATTEMPTS, Completion, SamplingParams
 
-GRAMMAR_FIELD = "prunedsl_grammar"
-SKETCHES_FIELD = "prunedsl_sketches"
 MAX_SKETCHES = 64
-SEEN_FIELD = "prunedsl_seen"
 MAX_SEEN = 4096
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 MAX_STOP = 4
